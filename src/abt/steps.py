@@ -1,0 +1,202 @@
+"""Workflow steps: the functions Snakemake rules (and the ``abt`` CLI) call.
+
+Rules stay thin: each ``workflow/scripts/<rule>.py`` adapter reads ``snakemake.input/params/output``
+and calls one function here; every function is usable and tested without Snakemake.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from abt.config import ConfigError, load_schema
+from abt.data.audio import LoadPolicy
+from abt.data.mel import MelConfig
+
+# --------------------------------------------------------------------------------------------
+# Parse-time helpers (called from workflow/rules/common.smk)
+# --------------------------------------------------------------------------------------------
+
+
+def load_schema_for_workflow(root: str | Path) -> dict[str, Any]:
+    return load_schema(Path(root) / "workflow" / "schemas" / "config.schema.yaml")
+
+
+def check_inputs_exist(cfg: dict[str, Any]) -> None:
+    """Fail at parse time, naming the key, when configured input data is missing on disk."""
+    pre = cfg["data"]["pretrain"]
+    if pre["source"] == "folder":
+        for key in ("audio_dir", "clip_list"):
+            val = pre.get(key)
+            if not val:
+                raise ConfigError(
+                    f"config key 'data.pretrain.{key}' must be set when data.pretrain.source is "
+                    "'folder' (the audio folder and the CSV of clip ids, e.g. AudioSet's "
+                    "unbalanced_train_segments.csv)"
+                )
+            if not os.path.exists(val):
+                raise ConfigError(
+                    f"config key 'data.pretrain.{key}' points at {val!r}, which does not exist; "
+                    "download/stage the data there or fix the path"
+                )
+    for name, path in (cfg.get("data", {}).get("tasks") or {}).items():
+        if not os.path.isdir(path):
+            raise ConfigError(
+                f"config key 'data.tasks.{name}' points at {path!r}, which is not a directory; "
+                "give the path of a HEAR task folder (with task_metadata.json)"
+            )
+
+
+def embedded_task_names(cfg: dict[str, Any]) -> list[str]:
+    from abt.data.embedded import TASKS as EMBEDDED_TASKS
+
+    wanted = cfg["embedded"].get("tasks")
+    names = list(wanted) if wanted else EMBEDDED_TASKS.names()
+    for n in names:
+        EMBEDDED_TASKS.get(n)  # raises naming the unknown task and the known ones
+    return names
+
+
+def task_dirs(cfg: dict[str, Any], embedded_dir: str) -> dict[str, str]:
+    """Task name -> HEAR task directory, for every task this configuration evaluates on."""
+    from abt.data.embedded import task_dir_name
+
+    external = dict(cfg.get("data", {}).get("tasks") or {})
+    if external:
+        return external
+    return {n: f"{embedded_dir}/tasks/{task_dir_name(n)}" for n in embedded_task_names(cfg)}
+
+
+def task_input_path(cfg: dict[str, Any], embedded_dir: str, task: str) -> str:
+    external = dict(cfg.get("data", {}).get("tasks") or {})
+    if external:
+        return f"{external[task]}/task_metadata.json"
+    return f"{embedded_dir}/manifest.json"
+
+
+def pretrain_clip_list_path(cfg: dict[str, Any], embedded_dir: str) -> str:
+    pre = cfg["data"]["pretrain"]
+    if pre["source"] == "embedded":
+        return f"{embedded_dir}/pool/clips.csv"
+    return str(pre["clip_list"])
+
+
+# --------------------------------------------------------------------------------------------
+# Steps
+# --------------------------------------------------------------------------------------------
+
+
+def _policy(mels: dict[str, Any], pre: dict[str, Any]) -> LoadPolicy:
+    return LoadPolicy(
+        sample_rate=int(mels.get("sample_rate", 16000)),
+        min_duration_s=float(pre.get("min_duration_s", 0.064)),
+        on_silent=str(pre.get("on_silent", "exclude")),
+        silence_peak=float(pre.get("silence_peak", 1e-4)),
+    )
+
+
+def compute_pretrain_mels(
+    data: dict[str, Any], mels: dict[str, Any], pre: dict[str, Any], embedded_dir: str, out_dir: str
+) -> dict[str, Any]:
+    """Build the pre-training store from the embedded pool or a folder + clip list."""
+    from abt.data.store import build_store, read_clip_list
+
+    if data["source"] == "embedded":
+        pool = Path(embedded_dir) / "pool"
+        specs = read_clip_list(pool / "clips.csv", pool, fmt="abt", id_column="clip_id")
+    else:
+        specs = read_clip_list(
+            data["clip_list"], data["audio_dir"], fmt=data["clip_list_format"], id_column=data["id_column"]
+        )
+    stats = pre.get("stats", {})
+    return build_store(
+        specs,
+        out_dir,
+        mel_cfg=MelConfig.from_dict(mels),
+        policy=_policy(mels, pre),
+        stats_crops=int(stats.get("n_crops", 10000)),
+        stats_crop_frames=int(stats.get("crop_frames", 96)),
+        stats_seed=int(stats.get("seed", 0)),
+        workers=int(pre.get("workers", 2)),
+    )
+
+
+def compute_task_mels(task_dir: str, mels: dict[str, Any], pre: dict[str, Any], out_dir: str) -> dict[str, Any]:
+    """One store per split of a HEAR-format task, under ``out_dir/<split>/``.
+
+    Task clips are never excluded for silence (a "silence" class is legitimate in a labelled task).
+    """
+    from abt.data.hear_tasks import read_task
+    from abt.data.store import build_store, list_hear_split
+
+    info = read_task(task_dir)
+    pre = {**pre, "on_silent": "keep"}
+    summary: dict[str, Any] = {"task": info.name, "splits": {}}
+    stats = pre.get("stats", {})
+    for split in info.splits:
+        st = build_store(
+            list_hear_split(task_dir, split),
+            Path(out_dir) / split,
+            mel_cfg=MelConfig.from_dict(mels),
+            policy=_policy(mels, pre),
+            stats_crops=int(stats.get("n_crops", 10000)),
+            stats_crop_frames=int(stats.get("crop_frames", 96)),
+            stats_seed=int(stats.get("seed", 0)),
+            workers=int(pre.get("workers", 2)),
+        )
+        summary["splits"][split] = {"n_clips": st["n_clips"], "counts": st["counts"]}
+    with open(Path(out_dir) / "summary.json", "w") as fh:
+        json.dump(summary, fh, indent=2)
+    return summary
+
+
+def build_embedded_dataset(out_dir: str, seed: int, scale: float, tasks: list[str] | None, use_debian: str) -> dict[str, Any]:
+    """Build the embedded default data set (pool + HEAR-format tasks) deterministically."""
+    from abt.data.embedded import build_embedded
+
+    return build_embedded(out_dir, seed=seed, scale=scale, tasks=tasks, use_debian=use_debian)
+
+
+def task_baseline(task_dir: str, mels: dict[str, Any], out_json: str) -> dict[str, Any]:
+    """Log-mel + logistic-regression sanity baseline of one scene task, next to chance level."""
+    from abt.data.baseline import task_baseline as _baseline
+
+    res = _baseline(task_dir, mel_cfg=MelConfig.from_dict(mels))
+    with open(out_json, "w") as fh:
+        json.dump(res, fh, indent=2, default=float)
+    return res
+
+
+def baseline_summary(json_paths: list[str], out_csv: str, out_md: str) -> Any:
+    """Collect per-task baseline JSONs into one table; flag tasks that are trivial or unlearnable."""
+    import pandas as pd
+
+    rows = []
+    for p in json_paths:
+        with open(p) as fh:
+            rows.append(json.load(fh))
+    df = pd.DataFrame(rows)
+    df.to_csv(out_csv, index=False)
+    with open(out_md, "w") as fh:
+        fh.write("# Embedded tasks: log-mel + logistic-regression baseline vs chance\n\n")
+        fh.write(markdown_table(df))
+    bad = df[df.get("verdict", "ok") != "ok"] if "verdict" in df else df.iloc[0:0]
+    for _, r in bad.iterrows():
+        print(f"[abt] WARNING: task {r.get('task')} baseline verdict {r.get('verdict')}: "
+              f"score {r.get('score')} vs chance {r.get('chance')}")
+    return df
+
+
+def markdown_table(df: Any) -> str:
+    """A GitHub-markdown table of a DataFrame (no tabulate dependency)."""
+
+    def fmt(v: Any) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(fmt(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"

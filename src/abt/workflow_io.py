@@ -1,0 +1,44 @@
+"""Glue for ``workflow/scripts`` adapters: log redirection and thread settings for a job."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from typing import Any
+
+
+@contextlib.contextmanager
+def job_log(log_path: str | None) -> Iterator[None]:
+    """Send stdout/stderr of the job to its Snakemake log; errors end up in the log too."""
+    if not log_path:
+        yield
+        return
+    os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
+    with open(log_path, "w", buffering=1) as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+        try:
+            yield
+        except Exception:
+            traceback.print_exc(file=fh)
+            raise
+
+
+def set_threads(n: int) -> None:
+    """Pin torch/BLAS threads to the job's share (OpenMP spin-wait makes oversubscription slow)."""
+    n = max(1, int(n))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, str(n))
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def run(snakemake: Any, fn: Callable[..., Any], /, **kwargs: Any) -> Any:
+    """Run ``fn(**kwargs)`` with the job's log and thread count."""
+    log = snakemake.log[0] if len(snakemake.log) else None
+    with job_log(log):
+        set_threads(snakemake.threads)
+        print(f"[abt] {fn.__module__}.{fn.__name__} (python {sys.version.split()[0]})", flush=True)
+        return fn(**kwargs)

@@ -1,0 +1,162 @@
+"""The packed log-mel store: round trip, crops, statistics, and every bad-input outcome."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from abt.data.audio import LoadPolicy, load_audio
+from abt.data.mel import MelConfig, logmel
+from abt.data.store import ClipSpec, MelStore, StoreError, build_store, read_clip_list
+
+SR = 16000
+
+
+def tone(sec, f=440.0, sr=SR, ch=1, amp=0.3):
+    t = np.arange(int(sec * sr)) / sr
+    x = amp * np.sin(2 * np.pi * f * t)
+    return np.repeat(x[:, None], ch, axis=1).astype(np.float32)
+
+
+@pytest.fixture()
+def audio_dir(tmp_path):
+    d = tmp_path / "audio"
+    d.mkdir()
+    sf.write(d / "a.wav", tone(1.0, 440), SR)
+    sf.write(d / "b.flac", tone(2.0, 880, sr=44100, ch=2), 44100)  # odd rate, stereo, flac
+    sf.write(d / "c.ogg", tone(0.5, 300, sr=22050), 22050)
+    sf.write(d / "silent.wav", np.zeros((SR, 1), np.float32), SR)
+    sf.write(d / "empty.wav", np.zeros((0, 1), np.float32), SR)
+    sf.write(d / "tiny.wav", tone(0.01), SR)
+    nan = tone(0.5)
+    nan[100] = np.nan
+    sf.write(d / "nan.wav", nan, SR, subtype="FLOAT")
+    (d / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunk")
+    (d / "notaudio.wav").write_text("hello")
+    return d
+
+
+def write_list(path, ids):
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["clip_id"])
+        for i in ids:
+            w.writerow([i])
+
+
+ALL_IDS = ["a", "b", "c", "silent", "empty", "tiny", "nan", "corrupt", "notaudio", "ghost"]
+
+
+def test_every_bad_input_has_a_documented_outcome(audio_dir, tmp_path, capsys):
+    write_list(tmp_path / "clips.csv", ALL_IDS)
+    specs = read_clip_list(tmp_path / "clips.csv", audio_dir)
+    stats = build_store(specs, tmp_path / "store", stats_crops=64)
+    out = capsys.readouterr().out
+    assert "3 of 10 clips stored" in out and "missing=1" in out
+    with open(tmp_path / "store" / "manifest.csv") as fh:
+        man = {r["clip_id"]: r for r in csv.DictReader(fh)}
+    assert set(man) == set(ALL_IDS)  # nothing dropped silently
+    expect = {
+        "a": "ok", "b": "ok", "c": "ok", "silent": "silent", "empty": "empty",
+        "tiny": "too_short", "nan": "non_finite", "corrupt": "unreadable",
+        "notaudio": "unreadable", "ghost": "missing",
+    }
+    assert {k: v["status"] for k, v in man.items()} == expect
+    assert "downmixed 2ch->mono" in man["b"]["notes"] and "resampled 44100->16000" in man["b"]["notes"]
+    assert "resampled 22050->16000" in man["c"]["notes"]
+    assert all(man[k]["reason"] for k in expect if expect[k] != "ok")
+    assert stats["counts"] == {
+        "empty": 1, "missing": 1, "non_finite": 1, "ok": 3, "silent": 1,
+        "too_short": 1, "unreadable": 2,
+    }
+
+
+def test_silent_files_can_be_kept(audio_dir):
+    res = load_audio(audio_dir / "silent.wav", LoadPolicy(on_silent="keep"))
+    assert res.ok and "silent" in res.notes[0]
+
+
+def test_round_trip_equals_direct_logmel(audio_dir, tmp_path):
+    specs = [ClipSpec("a", str(audio_dir / "a.wav"), "src_a"), ClipSpec("c", str(audio_dir / "c.ogg"))]
+    build_store(specs, tmp_path / "s", stats_crops=32)
+    store = MelStore(tmp_path / "s")
+    assert len(store) == 2 and store.clip_ids == ["a", "c"] and store.source_ids[0] == "src_a"
+    np.testing.assert_array_equal(store.clip(0), logmel(sf.read(audio_dir / "a.wav", dtype="float32")[0]))
+    assert store.clip(1).shape == (MelConfig().n_frames(8000), 64)  # 0.5 s after resampling
+    assert store.mels.dtype == np.float32 and isinstance(store.mels, np.memmap)
+    idx = json.loads((tmp_path / "s" / "stats.json").read_text())
+    assert idx["mels"]["win_length"] == 1024 and idx["n_clips"] == 2
+
+
+def test_crops_pad_and_bounds(audio_dir, tmp_path):
+    build_store([ClipSpec("c", str(audio_dir / "c.ogg")), ClipSpec("b", str(audio_dir / "b.flac"))],
+                tmp_path / "s", stats_crops=16)
+    st = MelStore(tmp_path / "s")
+    short_frames = int(st.frames[0])  # 51 frames < 96
+    x = st.crops(np.array([0]), np.array([0]), 96, pad_value=-99.0)
+    np.testing.assert_array_equal(x[0, :short_frames], st.clip(0))
+    assert (x[0, short_frames:] == -99.0).all()
+    assert st.pad_value("silence") == pytest.approx(np.log(np.finfo(np.float32).eps))
+    rng = np.random.default_rng(0)
+    starts = st.random_starts(rng, np.ones(5000, dtype=int), 96)
+    assert starts.min() == 0 and starts.max() == st.frames[1] - 96  # inclusive upper bound
+    c = st.crops(np.array([1]), np.array([7]), 96, 0.0)
+    np.testing.assert_array_equal(c[0], st.clip(1)[7:103])
+
+
+def test_stats_are_global_mean_std_of_random_crops(audio_dir, tmp_path):
+    build_store([ClipSpec("b", str(audio_dir / "b.flac"))], tmp_path / "s", stats_crops=2000, stats_seed=3)
+    st = MelStore(tmp_path / "s")
+    # one clip: the expected value of crop statistics weights each frame by how many of the
+    # equally likely crop starts cover it; compare the estimate to that exact expectation.
+    clip = np.asarray(st.clip(0), dtype=np.float64)
+    n = clip.shape[0]
+    w = np.zeros(n)
+    for s0 in range(n - 96 + 1):
+        w[s0 : s0 + 96] += 1
+    w /= w.sum()
+    mean = (w * clip.mean(1)).sum()
+    var = (w * (clip**2).mean(1)).sum() - mean**2
+    assert st.mean == pytest.approx(mean, abs=0.05)
+    assert st.std == pytest.approx(np.sqrt(var), rel=0.02)
+
+
+def test_no_usable_clip_is_an_error_naming_the_manifest(audio_dir, tmp_path):
+    with pytest.raises(StoreError, match="manifest.csv"):
+        build_store([ClipSpec("x", str(audio_dir / "corrupt.wav"))], tmp_path / "s")
+
+
+def test_audioset_csv_format(audio_dir, tmp_path):
+    (audio_dir / "Yab12.wav").write_bytes((audio_dir / "a.wav").read_bytes())
+    (audio_dir / "cd34_30.wav").write_bytes((audio_dir / "a.wav").read_bytes())
+    (tmp_path / "seg.csv").write_text(
+        "# Segments csv created Sun Mar  5 10:54:31 2017\n"
+        "# num_ytids=3, num_segs=3, num_unique_labels=1\n"
+        "# YTID, start_seconds, end_seconds, positive_labels\n"
+        'ab12, 0.000, 10.000, "/m/09x0r"\ncd34, 30.000, 40.000, "/m/09x0r,/m/07q"\n'
+        'zz99, 0.000, 10.000, "/m/09x0r"\n'
+    )
+    specs = read_clip_list(tmp_path / "seg.csv", audio_dir, fmt="audioset")
+    assert [s.clip_id for s in specs] == ["ab12", "cd34", "zz99"]
+    assert specs[0].path.endswith("Yab12.wav") and specs[1].path.endswith("cd34_30.wav")
+    assert specs[2].path == ""  # reported as missing by build_store
+
+
+def test_clip_list_errors_name_the_problem(tmp_path):
+    with pytest.raises(StoreError, match="does not exist"):
+        read_clip_list(tmp_path / "nope.csv", tmp_path)
+    (tmp_path / "l.csv").write_text("name\nx\n")
+    with pytest.raises(StoreError, match="no column 'clip_id'"):
+        read_clip_list(tmp_path / "l.csv", tmp_path)
+    (tmp_path / "d.csv").write_text("clip_id\nx\nx\n")
+    with pytest.raises(StoreError, match="duplicate clip ids"):
+        read_clip_list(tmp_path / "d.csv", tmp_path)
+
+
+def test_incomplete_store_is_detected(audio_dir, tmp_path):
+    build_store([ClipSpec("a", str(audio_dir / "a.wav"))], tmp_path / "s", stats_crops=8)
+    (tmp_path / "s" / "stats.json").unlink()
+    with pytest.raises(StoreError, match="stats.json is missing"):
+        MelStore(tmp_path / "s")
