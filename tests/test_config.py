@@ -20,7 +20,12 @@ def test_shipped_config_validates():
 
 @pytest.mark.parametrize(
     "path,key",
-    [(("mels",), "n_mel"), ((), "mel"), (("preprocess", "stats"), "ncrops"), (("data", "pretrain"), "sorce")],
+    [
+        (("mels",), "n_mel"),
+        ((), "mel"),
+        (("preprocess", "stats"), "ncrops"),
+        (("data", "pretrain"), "sorce"),
+    ],
 )
 def test_typo_fails_naming_the_key(path, key):
     cfg = shipped()

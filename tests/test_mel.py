@@ -16,11 +16,23 @@ NEAR_PEAK_ATOL = 2e-4
 ALL_ATOL = 2e-3
 
 
-def librosa_logmel(y, cfg=MelConfig()):
+def librosa_logmel(y, cfg=None):
+    cfg = cfg or MelConfig()
     S = librosa.feature.melspectrogram(
-        y=y, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
-        win_length=cfg.win_length, window="hann", center=cfg.center, pad_mode=cfg.pad_mode,
-        power=cfg.power, n_mels=cfg.n_mels, fmin=cfg.f_min, fmax=cfg.f_max, htk=True, norm=None,
+        y=y,
+        sr=cfg.sample_rate,
+        n_fft=cfg.n_fft,
+        hop_length=cfg.hop_length,
+        win_length=cfg.win_length,
+        window="hann",
+        center=cfg.center,
+        pad_mode=cfg.pad_mode,
+        power=cfg.power,
+        n_mels=cfg.n_mels,
+        fmin=cfg.f_min,
+        fmax=cfg.f_max,
+        htk=True,
+        norm=None,
     )
     return np.log(S.T + cfg.log_eps)
 

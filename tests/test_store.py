@@ -59,17 +59,31 @@ def test_every_bad_input_has_a_documented_outcome(audio_dir, tmp_path, capsys):
         man = {r["clip_id"]: r for r in csv.DictReader(fh)}
     assert set(man) == set(ALL_IDS)  # nothing dropped silently
     expect = {
-        "a": "ok", "b": "ok", "c": "ok", "silent": "silent", "empty": "empty",
-        "tiny": "too_short", "nan": "non_finite", "corrupt": "unreadable",
-        "notaudio": "unreadable", "ghost": "missing",
+        "a": "ok",
+        "b": "ok",
+        "c": "ok",
+        "silent": "silent",
+        "empty": "empty",
+        "tiny": "too_short",
+        "nan": "non_finite",
+        "corrupt": "unreadable",
+        "notaudio": "unreadable",
+        "ghost": "missing",
     }
     assert {k: v["status"] for k, v in man.items()} == expect
-    assert "downmixed 2ch->mono" in man["b"]["notes"] and "resampled 44100->16000" in man["b"]["notes"]
+    assert (
+        "downmixed 2ch->mono" in man["b"]["notes"] and "resampled 44100->16000" in man["b"]["notes"]
+    )
     assert "resampled 22050->16000" in man["c"]["notes"]
     assert all(man[k]["reason"] for k in expect if expect[k] != "ok")
     assert stats["counts"] == {
-        "empty": 1, "missing": 1, "non_finite": 1, "ok": 3, "silent": 1,
-        "too_short": 1, "unreadable": 2,
+        "empty": 1,
+        "missing": 1,
+        "non_finite": 1,
+        "ok": 3,
+        "silent": 1,
+        "too_short": 1,
+        "unreadable": 2,
     }
 
 
@@ -79,11 +93,16 @@ def test_silent_files_can_be_kept(audio_dir):
 
 
 def test_round_trip_equals_direct_logmel(audio_dir, tmp_path):
-    specs = [ClipSpec("a", str(audio_dir / "a.wav"), "src_a"), ClipSpec("c", str(audio_dir / "c.ogg"))]
+    specs = [
+        ClipSpec("a", str(audio_dir / "a.wav"), "src_a"),
+        ClipSpec("c", str(audio_dir / "c.ogg")),
+    ]
     build_store(specs, tmp_path / "s", stats_crops=32)
     store = MelStore(tmp_path / "s")
     assert len(store) == 2 and store.clip_ids == ["a", "c"] and store.source_ids[0] == "src_a"
-    np.testing.assert_array_equal(store.clip(0), logmel(sf.read(audio_dir / "a.wav", dtype="float32")[0]))
+    np.testing.assert_array_equal(
+        store.clip(0), logmel(sf.read(audio_dir / "a.wav", dtype="float32")[0])
+    )
     assert store.clip(1).shape == (MelConfig().n_frames(8000), 64)  # 0.5 s after resampling
     assert store.mels.dtype == np.float32 and isinstance(store.mels, np.memmap)
     idx = json.loads((tmp_path / "s" / "stats.json").read_text())
@@ -91,8 +110,11 @@ def test_round_trip_equals_direct_logmel(audio_dir, tmp_path):
 
 
 def test_crops_pad_and_bounds(audio_dir, tmp_path):
-    build_store([ClipSpec("c", str(audio_dir / "c.ogg")), ClipSpec("b", str(audio_dir / "b.flac"))],
-                tmp_path / "s", stats_crops=16)
+    build_store(
+        [ClipSpec("c", str(audio_dir / "c.ogg")), ClipSpec("b", str(audio_dir / "b.flac"))],
+        tmp_path / "s",
+        stats_crops=16,
+    )
     st = MelStore(tmp_path / "s")
     short_frames = int(st.frames[0])  # 51 frames < 96
     x = st.crops(np.array([0]), np.array([0]), 96, pad_value=-99.0)
@@ -107,7 +129,9 @@ def test_crops_pad_and_bounds(audio_dir, tmp_path):
 
 
 def test_stats_are_global_mean_std_of_random_crops(audio_dir, tmp_path):
-    build_store([ClipSpec("b", str(audio_dir / "b.flac"))], tmp_path / "s", stats_crops=2000, stats_seed=3)
+    build_store(
+        [ClipSpec("b", str(audio_dir / "b.flac"))], tmp_path / "s", stats_crops=2000, stats_seed=3
+    )
     st = MelStore(tmp_path / "s")
     # one clip: the expected value of crop statistics weights each frame by how many of the
     # equally likely crop starts cover it; compare the estimate to that exact expectation.

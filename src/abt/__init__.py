@@ -2,7 +2,7 @@
 
 Modules mirror the paper (thesis chapter 3 / §4.1):
 
-- :mod:`abt.data` — audio loading, the log-mel front-end, the packed mel store, the embedded data set
+- :mod:`abt.data` — audio loading, log-mel front-end, packed mel store, embedded data set
 - :mod:`abt.augment` — the audio augmentation (AA) module, batched (§3.2)
 - :mod:`abt.encoders` — AudioNTT, ResNet-18 (+ReGP NRF), ViT and ViT_C (§3.3)
 - :mod:`abt.objective` — projector and Barlow Twins objective (§3.1)

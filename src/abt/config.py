@@ -88,7 +88,7 @@ def load_config(path: str | Path, schema: Mapping[str, Any] | None = None) -> di
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """Recursively merge ``override`` into a copy of ``base`` (mappings merge, the rest replaces)."""
+    """Recursively merge ``override`` into a copy of ``base`` (mappings merge, rest replaces)."""
     out = copy.deepcopy(dict(base))
     for k, v in override.items():
         if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):

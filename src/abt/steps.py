@@ -108,7 +108,10 @@ def compute_pretrain_mels(
         specs = read_clip_list(pool / "clips.csv", pool, fmt="abt", id_column="clip_id")
     else:
         specs = read_clip_list(
-            data["clip_list"], data["audio_dir"], fmt=data["clip_list_format"], id_column=data["id_column"]
+            data["clip_list"],
+            data["audio_dir"],
+            fmt=data["clip_list_format"],
+            id_column=data["id_column"],
         )
     stats = pre.get("stats", {})
     return build_store(
@@ -123,7 +126,9 @@ def compute_pretrain_mels(
     )
 
 
-def compute_task_mels(task_dir: str, mels: dict[str, Any], pre: dict[str, Any], out_dir: str) -> dict[str, Any]:
+def compute_task_mels(
+    task_dir: str, mels: dict[str, Any], pre: dict[str, Any], out_dir: str
+) -> dict[str, Any]:
     """One store per split of a HEAR-format task, under ``out_dir/<split>/``.
 
     Task clips are never excluded for silence (a "silence" class is legitimate in a labelled task).
@@ -152,7 +157,9 @@ def compute_task_mels(task_dir: str, mels: dict[str, Any], pre: dict[str, Any], 
     return summary
 
 
-def build_embedded_dataset(out_dir: str, seed: int, scale: float, tasks: list[str] | None, use_debian: str) -> dict[str, Any]:
+def build_embedded_dataset(
+    out_dir: str, seed: int, scale: float, tasks: list[str] | None, use_debian: str
+) -> dict[str, Any]:
     """Build the embedded default data set (pool + HEAR-format tasks) deterministically."""
     from abt.data.embedded import build_embedded
 
@@ -170,7 +177,7 @@ def task_baseline(task_dir: str, mels: dict[str, Any], out_json: str) -> dict[st
 
 
 def baseline_summary(json_paths: list[str], out_csv: str, out_md: str) -> Any:
-    """Collect per-task baseline JSONs into one table; flag tasks that are trivial or unlearnable."""
+    """Collect per-task baseline JSONs into one table; flag trivial or unlearnable tasks."""
     import pandas as pd
 
     rows = []
@@ -184,8 +191,10 @@ def baseline_summary(json_paths: list[str], out_csv: str, out_md: str) -> Any:
         fh.write(markdown_table(df))
     bad = df[df.get("verdict", "ok") != "ok"] if "verdict" in df else df.iloc[0:0]
     for _, r in bad.iterrows():
-        print(f"[abt] WARNING: task {r.get('task')} baseline verdict {r.get('verdict')}: "
-              f"score {r.get('score')} vs chance {r.get('chance')}")
+        print(
+            f"[abt] WARNING: task {r.get('task')} baseline verdict {r.get('verdict')}: "
+            f"score {r.get('score')} vs chance {r.get('chance')}"
+        )
     return df
 
 

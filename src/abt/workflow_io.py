@@ -17,7 +17,11 @@ def job_log(log_path: str | None) -> Iterator[None]:
         yield
         return
     os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
-    with open(log_path, "w", buffering=1) as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+    with (
+        open(log_path, "w", buffering=1) as fh,
+        contextlib.redirect_stdout(fh),
+        contextlib.redirect_stderr(fh),
+    ):
         try:
             yield
         except Exception:

@@ -1,4 +1,5 @@
 """Adapter: rule build_embedded_dataset -> abt.steps.build_embedded_dataset."""
+
 import sys
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """Adapter: rule compute_pretrain_mels -> abt.steps.compute_pretrain_mels."""
+
 import sys
 from pathlib import Path
 

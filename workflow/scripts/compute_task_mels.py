@@ -1,4 +1,5 @@
 """Adapter: rule compute_task_mels -> abt.steps.compute_task_mels."""
+
 import sys
 from pathlib import Path
 

@@ -47,7 +47,9 @@ class LoadPolicy:
 
     def __post_init__(self) -> None:
         if self.on_silent not in ("exclude", "keep"):
-            raise ValueError(f"preprocess.on_silent must be 'exclude' or 'keep', not {self.on_silent!r}")
+            raise ValueError(
+                f"preprocess.on_silent must be 'exclude' or 'keep', not {self.on_silent!r}"
+            )
 
 
 @dataclass

@@ -4,7 +4,7 @@
 -> 64 HTK-mel bands over 60-7,800 Hz (triangular filters, no area normalisation)
 -> ``log(mel + eps)`` with ``eps = float32 machine epsilon``.
 
-This is what the authors computed with ``torchaudio.transforms.MelSpectrogram`` (torchaudio defaults:
+This is what the authors computed with ``torchaudio.transforms.MelSpectrogram`` (defaults:
 ``mel_scale="htk"``, ``norm=None``, ``center=True``, ``pad_mode="reflect"``, periodic Hann). We do
 not depend on torchaudio (its wheels force a different torch version); the filterbank is built
 here and tested against ``librosa.filters.mel(htk=True, norm=None)``, the spectrogram against

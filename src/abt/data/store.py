@@ -100,7 +100,9 @@ def read_clip_list(
     specs: list[ClipSpec] = []
     with open(csv_path, newline="") as fh:
         if fmt == "audioset":
-            rows = csv.reader((ln for ln in fh if not ln.lstrip().startswith("#")), skipinitialspace=True)
+            rows = csv.reader(
+                (ln for ln in fh if not ln.lstrip().startswith("#")), skipinitialspace=True
+            )
             folder = _index_folder(audio_dir)
             for row in rows:
                 if not row:
@@ -239,8 +241,14 @@ def build_store(
     policy = policy or LoadPolicy(sample_rate=mel_cfg.sample_rate)
     if policy.sample_rate != mel_cfg.sample_rate:
         raise StoreError("preprocess sample rate and mels.sample_rate differ")
-    policy = LoadPolicy(**{**policy.__dict__, "min_duration_s": max(
-        policy.min_duration_s, (mel_cfg.n_fft // 2 + 1) / mel_cfg.sample_rate)})
+    policy = LoadPolicy(
+        **{
+            **policy.__dict__,
+            "min_duration_s": max(
+                policy.min_duration_s, (mel_cfg.n_fft // 2 + 1) / mel_cfg.sample_rate
+            ),
+        }
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     front = LogMelFrontEnd(mel_cfg).eval()
@@ -284,7 +292,13 @@ def build_store(
             status, reason, notes = res.status, res.reason, "; ".join(res.notes)
         counts[status] += 1
         manifest_rows.append(
-            {"clip_id": spec.clip_id, "path": spec.path, "status": status, "reason": reason, "notes": notes}
+            {
+                "clip_id": spec.clip_id,
+                "path": spec.path,
+                "status": status,
+                "reason": reason,
+                "notes": notes,
+            }
         )
         if res is not None and res.ok:
             pending.append((spec, res))
@@ -295,7 +309,9 @@ def build_store(
         flush(pending)
     writer.close()
 
-    _write_csv(out / "manifest.csv", ["clip_id", "path", "status", "reason", "notes"], manifest_rows)
+    _write_csv(
+        out / "manifest.csv", ["clip_id", "path", "status", "reason", "notes"], manifest_rows
+    )
     n_ok = counts[OK]
     excluded = {k: v for k, v in counts.items() if k != OK}
     summary = ", ".join(f"{k}={v}" for k, v in sorted(excluded.items())) or "none"
@@ -426,12 +442,16 @@ class MelStore:
         valid = t[None, :] < (self.frames[indices] - starts)[:, None]
         rows = self.offsets[indices, None] + starts[:, None] + t[None, :]
         rows = np.where(valid, rows, self.offsets[indices, None])
-        out = np.asarray(self.mels[rows.ravel()], dtype=np.float32).reshape(len(indices), length, -1)
+        out = np.asarray(self.mels[rows.ravel()], dtype=np.float32).reshape(
+            len(indices), length, -1
+        )
         if not valid.all():
             out[~valid] = pad_value
         return out
 
-    def random_starts(self, rng: np.random.Generator, indices: np.ndarray, length: int) -> np.ndarray:
+    def random_starts(
+        self, rng: np.random.Generator, indices: np.ndarray, length: int
+    ) -> np.ndarray:
         """Uniform crop starts in ``[0, frames - length]`` (inclusive); 0 for short clips."""
         span = np.maximum(self.frames[np.asarray(indices)] - length, 0) + 1
         return (rng.random(len(span)) * span).astype(np.int64)
@@ -439,7 +459,9 @@ class MelStore:
     def random_crops(
         self, rng: np.random.Generator, indices: np.ndarray, length: int, pad: str = "silence"
     ) -> np.ndarray:
-        return self.crops(indices, self.random_starts(rng, indices, length), length, self.pad_value(pad))
+        return self.crops(
+            indices, self.random_starts(rng, indices, length), length, self.pad_value(pad)
+        )
 
     def compute_stats(
         self, n_crops: int, crop_frames: int, seed: int, pad: str = "silence"

@@ -1,0 +1,5 @@
+import sys
+
+from abt.cli import main
+
+sys.exit(main())

@@ -1,0 +1,190 @@
+"""The ``abt`` command: every workflow step is also usable by hand.
+
+    abt check-config config.yaml
+    abt build-embedded --out data/embedded --scale 0.25
+    abt compute-mels --audio-dir DIR --clip-list clips.csv --out results/mels/mydata/train
+    abt baseline TASK_DIR [TASK_DIR ...]
+    abt encoders --out results/tables/encoders.csv
+
+Each subcommand is registered in :data:`COMMANDS` (name -> (help, add_arguments, run)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from abt.registry import Registry
+
+Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+COMMANDS: Registry[Command] = Registry("command")
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config", default=None, help="config file (default: the repository's config.yaml)"
+    )
+
+
+def _load_cfg(path: str | None) -> dict[str, Any]:
+    from abt.config import REPO_ROOT, load_config
+
+    return load_config(path or REPO_ROOT / "config.yaml")
+
+
+# --- check-config ----------------------------------------------------------------------------
+
+
+def _check_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", default=None)
+
+
+def _check(a: argparse.Namespace) -> int:
+    cfg = _load_cfg(a.config)
+    print(json.dumps(cfg, indent=2, default=str))
+    return 0
+
+
+COMMANDS.add(
+    "check-config",
+    ("validate a config file and print it with defaults filled", _check_args, _check),
+)
+
+
+# --- build-embedded --------------------------------------------------------------------------
+
+
+def _emb_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scale", type=float, default=0.25)
+    p.add_argument("--tasks", nargs="*", default=None)
+    p.add_argument("--use-debian", default="auto", choices=["auto", "yes", "no"])
+
+
+def _emb(a: argparse.Namespace) -> int:
+    from abt.steps import build_embedded_dataset
+
+    man = build_embedded_dataset(a.out, a.seed, a.scale, a.tasks, a.use_debian)
+    print(json.dumps({k: man[k] for k in ("seed", "scale") if k in man}))
+    return 0
+
+
+COMMANDS.add("build-embedded", ("build the embedded default data set", _emb_args, _emb))
+
+
+# --- compute-mels ----------------------------------------------------------------------------
+
+
+def _mels_args(p: argparse.ArgumentParser) -> None:
+    _config_args(p)
+    p.add_argument(
+        "--audio-dir", required=True, help="folder of audio files (searched recursively)"
+    )
+    p.add_argument("--clip-list", required=True, help="CSV of clip ids")
+    p.add_argument("--format", default="abt", choices=["abt", "audioset"])
+    p.add_argument("--id-column", default="clip_id")
+    p.add_argument("--out", required=True, help="store directory to write")
+
+
+def _mels(a: argparse.Namespace) -> int:
+    from abt.steps import compute_pretrain_mels
+
+    cfg = _load_cfg(a.config)
+    data = {
+        "source": "folder",
+        "audio_dir": a.audio_dir,
+        "clip_list": a.clip_list,
+        "clip_list_format": a.format,
+        "id_column": a.id_column,
+    }
+    st = compute_pretrain_mels(data, cfg["mels"], cfg["preprocess"], "", a.out)
+    print(
+        json.dumps({k: st[k] for k in ("n_clips", "n_frames", "mean", "std", "counts")}, indent=2)
+    )
+    return 0
+
+
+COMMANDS.add(
+    "compute-mels", ("build a packed log-mel store from a folder + clip list", _mels_args, _mels)
+)
+
+
+# --- baseline --------------------------------------------------------------------------------
+
+
+def _base_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("task_dirs", nargs="+", help="HEAR-format task directories")
+
+
+def _base(a: argparse.Namespace) -> int:
+    from abt.data.baseline import baseline_table
+    from abt.steps import markdown_table
+
+    print(markdown_table(baseline_table(a.task_dirs)))
+    return 0
+
+
+COMMANDS.add(
+    "baseline", ("log-mel + logistic-regression baseline of HEAR scene tasks", _base_args, _base)
+)
+
+
+# --- encoders (Tables 3.1 / 3.2) -------------------------------------------------------------
+
+
+def _enc_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default=None, help="CSV to write (default: print only)")
+    p.add_argument("--table", default="all", choices=["3.1", "3.2", "all"])
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=2)
+
+
+def _enc(a: argparse.Namespace) -> int:
+    import torch
+
+    from abt.steps import encoder_tables, markdown_table
+
+    torch.set_num_threads(a.threads)
+    df = encoder_tables(a.table, device=a.device, batch_size=a.batch_size, repeats=a.repeats)
+    print(markdown_table(df))
+    if a.out:
+        df.to_csv(a.out, index=False)
+    return 0
+
+
+COMMANDS.add(
+    "encoders", ("parameters, output size, GFLOPs, throughput (Tables 3.1/3.2)", _enc_args, _enc)
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="abt", description="Audio Barlow Twins, reproduced end to end"
+    )
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in COMMANDS:
+        help_, add, _run = COMMANDS.get(name)
+        sp = sub.add_parser(name, help=help_, description=help_)
+        add(sp)
+    a = ap.parse_args(argv)
+    _h, _add, run = COMMANDS.get(a.cmd)
+    try:
+        return run(a)
+    except Exception as e:  # clear one-line error for the known error types
+        from abt.config import ConfigError
+        from abt.data.store import StoreError
+
+        if isinstance(e, ConfigError | StoreError | FileNotFoundError):
+            print(f"abt {a.cmd}: error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

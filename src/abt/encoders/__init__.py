@@ -1,0 +1,22 @@
+"""Encoders (thesis §3.3): AudioNTT, ResNet-18 (+ReGP NRF), ViT and ViT_C.
+
+Registry names: ``audiontt``, ``resnet18``, ``resnet18_regp_nrf``, ``vit_t``, ``vit_s``, ``vit_b``,
+``vitc_t``, ``vitc_s``, ``vitc_b``. Build with :func:`build_encoder`; every encoder maps
+``(B, 1, n_mels, T)`` to ``(B, embed_dim)`` via ``forward(x, mask_ratio=0.0)``.
+"""
+
+from abt.encoders import audiontt, resnet, vit  # noqa: F401  (registers the encoders)
+from abt.encoders.base import ENCODERS, Encoder, build_encoder
+from abt.encoders.masking import MASK_SCHEDULES, fixed_mask_ratio, mask_ratio_schedule
+from abt.encoders.vit import PATCH_SIZES, POS_EMBEDS
+
+__all__ = [
+    "ENCODERS",
+    "MASK_SCHEDULES",
+    "PATCH_SIZES",
+    "POS_EMBEDS",
+    "Encoder",
+    "build_encoder",
+    "fixed_mask_ratio",
+    "mask_ratio_schedule",
+]

@@ -1,0 +1,509 @@
+"""Pre-training on the packed log-mel store (thesis §3.1, §4.1).
+
+One step: sample B clips (shuffled epoch, last incomplete batch dropped), take one random
+``crop_frames`` crop of each from the memory-mapped store, make two views with the AA module on the
+training device, run the method (encoder + projector, Barlow Twins loss), step the optimiser with
+the warm-up + cosine schedule.
+
+Exact resume: after every ``checkpoint_every`` epochs, ``<run_dir>/_resume/last.ckpt`` holds the
+model, optimiser, schedule, grad scaler, every RNG (numpy crop sampler, augmentation generator,
+torch global, CUDA, python), the Mixup memory banks, the epoch and the step. A run killed at any
+moment and started again continues from there and ends with the same weights as an uninterrupted
+run (CPU, same seed and thread count; tested). A non-finite loss stops the run with a clear message
+and leaves the last good checkpoint untouched.
+
+Outputs in ``run_dir``: ``model.ckpt`` (encoder weights + what downstream evaluation needs:
+architecture, dataset normalisation statistics, front-end parameters), ``train_metrics.csv``,
+``epoch_metrics.csv`` (callbacks, e.g. linear probes), ``hparams.yaml``, ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from abt.augment import AugmentationPipeline
+from abt.config import ConfigError, deep_merge
+from abt.data.store import MelStore
+from abt.encoders import MASK_SCHEDULES, build_encoder
+from abt.methods import build_method
+from abt.optim import WarmupCosine, build_optimizer
+
+ENCODER_CKPT_FORMAT = "abt-encoder/1"
+RESUME_FORMAT = "abt-resume/1"
+
+EpochCallback = Callable[["Trainer", int], Mapping[str, Any] | None]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/Inf; the message names the step and the last good checkpoint."""
+
+
+def resolve_run_config(
+    cfg: Mapping[str, Any], encoder: str | None = None, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Everything one pre-training run needs, from the full (validated) config.
+
+    ``overrides`` is merged into the ``pretrain`` section (an ablation). The optimiser is the
+    encoder's unless the override names one (``pretrain.optimizer``).
+    """
+    pre = deep_merge(cfg["pretrain"], dict(overrides or {}))
+    key = encoder or pre["encoder"]
+    encoders = cfg["encoders"]
+    if key not in encoders:
+        raise ConfigError(
+            f"config key 'pretrain.encoder': unknown encoder {key!r}; known: {sorted(encoders)}"
+        )
+    enc = encoders[key]
+    opt_key = pre.pop("optimizer", None) or enc["optimizer"]
+    if opt_key not in cfg["optimizers"]:
+        raise ConfigError(
+            f"encoder {key!r} uses optimizer {opt_key!r}, which is not a key of 'optimizers' "
+            f"(known: {sorted(cfg['optimizers'])})"
+        )
+    run = {
+        "encoder": {"key": key, "arch": enc["arch"], "kwargs": dict(enc.get("kwargs") or {})},
+        "optimizer": {"key": opt_key, **cfg["optimizers"][opt_key]},
+        "pretrain": pre,
+        "mels": dict(cfg["mels"]),
+        "seed": int(cfg.get("run", {}).get("seed", 0)),
+    }
+    if run["encoder"]["kwargs"].get("patch_size") is not None:
+        run["encoder"]["kwargs"]["patch_size"] = tuple(run["encoder"]["kwargs"]["patch_size"])
+    return run
+
+
+def _device(name: str | None) -> torch.device:
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+class Trainer:
+    """Resumable Barlow Twins pre-training of one (encoder, variant, seed)."""
+
+    def __init__(
+        self,
+        run_cfg: Mapping[str, Any],
+        store: str | Path | MelStore,
+        run_dir: str | Path,
+        *,
+        device: str | None = "auto",
+        seed: int | None = None,
+        callbacks: Sequence[EpochCallback] = (),
+        progress: bool | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.cfg = copy.deepcopy(dict(run_cfg))
+        self.pre = self.cfg["pretrain"]
+        self.store = store if isinstance(store, MelStore) else MelStore(store)
+        self.run_dir = Path(run_dir)
+        self.resume_path = self.run_dir / "_resume" / "last.ckpt"
+        self.device = _device(device)
+        self.seed = int(self.cfg.get("seed", 0) if seed is None else seed)
+        self.callbacks = list(callbacks)
+        self.progress = progress
+        self.log = log
+
+        self.batch_size = int(self.pre["batch_size"])
+        self.crop_frames = int(self.pre["crop_frames"])
+        self.epochs = int(self.pre["epochs"])
+        if len(self.store) < self.batch_size:
+            raise ValueError(
+                f"the pre-training store {self.store.path} has {len(self.store)} clips, fewer than "
+                f"one batch of {self.batch_size}: lower pretrain.batch_size or add data"
+            )
+        self.steps_per_epoch = len(self.store) // self.batch_size
+        self.total_steps = self.epochs * self.steps_per_epoch
+
+        torch.manual_seed(self.seed)
+        random.seed(self.seed)
+        enc_cfg = self.cfg["encoder"]
+        kwargs = dict(enc_cfg["kwargs"])
+        if "patch_size" in kwargs:
+            kwargs["patch_size"] = tuple(kwargs["patch_size"])
+        if enc_cfg["arch"].startswith("vit"):
+            kwargs.setdefault("input_frames", self.crop_frames)
+        self.encoder = build_encoder(enc_cfg["arch"], n_mels=self.store.n_mels, **kwargs)
+        masking = self.pre.get("masking", {"mode": "none"})
+        if masking.get("mode", "none") != "none" and self.encoder.unit_frames is None:
+            raise ConfigError(
+                f"pretrain.masking.mode={masking['mode']!r} needs a ViT encoder; "
+                f"{enc_cfg['arch']!r} has no patch tokens"
+            )
+        self.method = build_method(
+            self.encoder,
+            self.pre.get("method", {"name": "symmetric"}),
+            self.pre["projector"],
+            self.pre["objective"],
+        ).to(self.device)
+        opt = dict(self.cfg["optimizer"])
+        opt.pop("key", None)
+        opt_name = opt.pop("name")
+        self.optimizer = build_optimizer(
+            opt_name,
+            self.method,
+            batch_size=self.batch_size,
+            reference_batch_size=int(self.pre.get("reference_batch_size", 128)),
+            **opt,
+        )
+        sched = self.pre.get("schedule", {})
+        self.warmup_steps = int(round(float(sched.get("warmup_epochs", 1)) * self.steps_per_epoch))
+        self.scheduler = WarmupCosine(
+            self.optimizer,
+            warmup_steps=self.warmup_steps,
+            total_steps=self.total_steps,
+            final_lr=float(sched.get("final_lr", 0.0)),
+        )
+        aug = dict(self.pre["augment"])
+        norm = aug.get("norm", "dataset")
+        self.augment = AugmentationPipeline(
+            blocks=aug["blocks"],
+            norm=norm,
+            mean=self.store.mean if norm == "dataset" else None,
+            std=self.store.std if norm == "dataset" else None,
+            post_norm_scope=aug.get("post_norm_scope", "joint"),
+        ).to(self.device)
+        self.augment.manual_seed(self.seed + 1, device=self.device)
+        self.rng = np.random.default_rng(self.seed + 2)
+        self.amp_dtype = _autocast_dtype(self.pre.get("precision", "auto"), self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.epoch = 0  # completed epochs
+        self.step = 0  # completed optimiser steps
+        self.masking = masking
+
+    # ------------------------------------------------------------------------------------------
+
+    def mask_ratio(self, step: int) -> float:
+        mode = self.masking.get("mode", "none")
+        if mode == "none":
+            return 0.0
+        warm = int(self.masking.get("warmup_epochs", 0)) * self.steps_per_epoch
+        fn = MASK_SCHEDULES.get(mode)
+        if mode == "fixed":
+            return float(fn(step, self.total_steps, warm, float(self.masking["ratio"])))
+        return float(fn(step, self.total_steps, warm, float(self.masking["beta"])))
+
+    def _batch(self, indices: np.ndarray) -> torch.Tensor:
+        crops = self.store.random_crops(
+            self.rng, indices, self.crop_frames, self.pre.get("pad", "silence")
+        )
+        x = torch.from_numpy(crops).transpose(1, 2).unsqueeze(1)  # (B, 1, F, T)
+        return x.to(self.device, non_blocking=True)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def train_step(self, indices: np.ndarray) -> dict[str, float]:
+        self.method.train()
+        x = self._batch(indices)
+        views = self.augment.views(x, 2)
+        lr = self.scheduler.get_last_lr()  # the learning rate of this step
+        with self._autocast():
+            out = self.method(views, mask_ratio=self.mask_ratio(self.step))
+        loss = out["loss"]
+        if not torch.isfinite(loss):
+            last = (
+                f"{self.resume_path} (epoch {self._last_ckpt_epoch()})"
+                if self.resume_path.exists()
+                else "none yet"
+            )
+            raise NonFiniteLossError(
+                f"non-finite loss ({loss.item()}) at epoch {self.epoch + 1}, step {self.step + 1}; "
+                f"the run stopped and the last good checkpoint is kept: {last}. Lower the "
+                "learning rate "
+                "or check the input data, then run again to resume."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.method.after_step()
+        self.step += 1
+        return {
+            "loss": loss.item(),
+            "on_diag": out["on_diag"].item(),
+            "off_diag": out["off_diag"].item(),
+            **{f"lr{i}": v for i, v in enumerate(lr)},
+        }
+
+    # ------------------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        gen = self.augment.generator
+        return {
+            "format": RESUME_FORMAT,
+            "epoch": self.epoch,
+            "step": self.step,
+            "method": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "augment": self.augment.state_dict(),
+            "aug_generator": gen.get_state() if gen is not None else None,
+            "np_rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "py_rng": random.getstate(),
+            "config": self.cfg,
+        }
+
+    def load_state(self, st: Mapping[str, Any]) -> None:
+        if st.get("format") != RESUME_FORMAT:
+            raise RuntimeError(f"{self.resume_path} is not an abt resume checkpoint")
+        self.method.load_state_dict(st["method"])
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.scheduler.load_state_dict(st["scheduler"])
+        self.scaler.load_state_dict(st["scaler"])
+        self.augment.load_state_dict(st["augment"])
+        if st["aug_generator"] is not None:
+            self.augment.generator.set_state(st["aug_generator"])
+        self.rng.bit_generator.state = st["np_rng"]
+        torch.set_rng_state(st["torch_rng"])
+        if st["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(st["cuda_rng"])
+        random.setstate(_as_tuple(st["py_rng"]))
+        self.epoch, self.step = int(st["epoch"]), int(st["step"])
+
+    def save_resume(self) -> None:
+        self.resume_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.resume_path.with_suffix(".part")
+        torch.save(self.state(), tmp)
+        os.replace(tmp, self.resume_path)
+
+    def _last_ckpt_epoch(self) -> int:
+        try:
+            return int(torch.load(self.resume_path, map_location="cpu", weights_only=True)["epoch"])
+        except Exception:  # noqa: BLE001 - only used in an error message
+            return -1
+
+    def try_resume(self) -> bool:
+        if not self.resume_path.exists():
+            return False
+        st = torch.load(self.resume_path, map_location=self.device, weights_only=True)
+        if _strip_volatile(st["config"]) != _strip_volatile(self.cfg):
+            raise RuntimeError(
+                f"{self.resume_path} was written with a different configuration; delete "
+                f"{self.resume_path.parent} to start this run from scratch"
+            )
+        self.load_state(st)
+        self.log(f"[abt] resumed from {self.resume_path}: epoch {self.epoch}, step {self.step}")
+        return True
+
+    # ------------------------------------------------------------------------------------------
+
+    def encoder_checkpoint(self) -> dict[str, Any]:
+        """What downstream evaluation needs: weights, architecture, normalisation, front-end."""
+        return {
+            "format": ENCODER_CKPT_FORMAT,
+            "encoder": self.cfg["encoder"],
+            "n_mels": self.store.n_mels,
+            "input_frames": self.crop_frames,
+            "state_dict": {k: v.detach().cpu() for k, v in self.encoder.state_dict().items()},
+            "norm": {
+                "mode": self.pre["augment"].get("norm", "dataset"),
+                "mean": self.store.mean,
+                "std": self.store.std,
+            },
+            "mels": self.cfg["mels"],
+            "epoch": self.epoch,
+            "step": self.step,
+            "config": self.cfg,
+        }
+
+    def save_encoder(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".part")
+        torch.save(self.encoder_checkpoint(), tmp)
+        os.replace(tmp, path)
+
+    def fit(self, stop_after_epochs: int | None = None) -> dict[str, Any]:
+        """Train to ``pretrain.epochs`` (resuming if a checkpoint exists); write the outputs."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "hparams.yaml", "w") as fh:
+            yaml.safe_dump(_plain(self.cfg), fh, sort_keys=False)
+        self.try_resume()
+        metrics = _CsvLog(self.run_dir / "train_metrics.csv", keep_until_step=self.step)
+        epoch_metrics = _CsvLog(self.run_dir / "epoch_metrics.csv", keep_until_epoch=self.epoch)
+        log_every = int(self.pre.get("log_every", 10))
+        ckpt_every = int(self.pre.get("checkpoint_every", 1))
+        from tqdm.auto import tqdm
+
+        t_start = time.time()
+        epochs_run = 0
+        while self.epoch < self.epochs:
+            perm = self.rng.permutation(len(self.store))
+            acc: dict[str, float] = {}
+            n_acc, t0 = 0, time.perf_counter()
+            bar = tqdm(
+                total=self.steps_per_epoch,
+                desc=f"epoch {self.epoch + 1}/{self.epochs}",
+                disable=self.progress is False if self.progress is not None else None,
+                leave=False,
+            )
+            for i in range(self.steps_per_epoch):
+                idx = perm[i * self.batch_size : (i + 1) * self.batch_size]
+                row = self.train_step(idx)
+                for k, v in row.items():
+                    acc[k] = acc.get(k, 0.0) + v
+                n_acc += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{row['loss']:.3f}")
+                if self.step % log_every == 0 or i == self.steps_per_epoch - 1:
+                    dt = time.perf_counter() - t0
+                    metrics.write(
+                        {
+                            "epoch": self.epoch + 1,
+                            "step": self.step,
+                            **{k: v / n_acc for k, v in acc.items()},
+                            "mask_ratio": self.mask_ratio(self.step - 1),
+                            "clips_per_s": n_acc * self.batch_size / max(dt, 1e-9),
+                            "elapsed_s": round(time.time() - t_start, 2),
+                        }
+                    )
+                    acc, n_acc, t0 = {}, 0, time.perf_counter()
+            bar.close()
+            self.epoch += 1
+            epochs_run += 1
+            row = {"epoch": self.epoch, "step": self.step}
+            for cb in self.callbacks:
+                res = cb(self, self.epoch)
+                if res:
+                    row.update(res)
+            if len(row) > 2:
+                epoch_metrics.write(row)
+            if self.epoch % ckpt_every == 0 or self.epoch == self.epochs:
+                self.save_resume()
+            last = metrics.last
+            self.log(
+                f"[abt] epoch {self.epoch}/{self.epochs} step {self.step} "
+                f"loss {last.get('loss', float('nan')):.4f}"
+            )
+            if stop_after_epochs is not None and epochs_run >= stop_after_epochs:
+                break
+        summary = {
+            "epochs": self.epoch,
+            "steps": self.step,
+            "steps_per_epoch": self.steps_per_epoch,
+            "batch_size": self.batch_size,
+            "n_clips": len(self.store),
+            "final_loss": metrics.last.get("loss"),
+            "seconds": round(time.time() - t_start, 2),
+            "device": str(self.device),
+            "threads": torch.get_num_threads(),
+        }
+        if self.epoch >= self.epochs:
+            self.save_encoder(self.run_dir / "model.ckpt")
+            with open(self.run_dir / "summary.json", "w") as fh:
+                json.dump(summary, fh, indent=2)
+        return summary
+
+
+class _CsvLog:
+    """Append-only CSV that, on resume, drops rows written after the checkpoint."""
+
+    def __init__(
+        self, path: Path, keep_until_step: int | None = None, keep_until_epoch: int | None = None
+    ):
+        self.path = path
+        self.rows: list[dict[str, Any]] = []
+        if path.exists():
+            with open(path, newline="") as fh:
+                for r in csv.DictReader(fh):
+                    if keep_until_step is not None and int(r["step"]) > keep_until_step:
+                        continue
+                    if keep_until_epoch is not None and int(r["epoch"]) > keep_until_epoch:
+                        continue
+                    self.rows.append(r)
+        self._rewrite()
+
+    @property
+    def last(self) -> dict[str, Any]:
+        if not self.rows:
+            return {}
+        return {k: _num(v) for k, v in self.rows[-1].items()}
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        self.rows.append({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        cols: list[str] = []
+        for r in self.rows:
+            cols += [k for k in r if k not in cols]
+        tmp = self.path.with_suffix(".part")
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=cols)
+            w.writeheader()
+            w.writerows(self.rows)
+        os.replace(tmp, self.path)
+
+
+def _num(v: Any) -> Any:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return v
+    return f if not math.isnan(f) else f
+
+
+def _as_tuple(x: Any) -> Any:
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, list | tuple) else x
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_plain(v) for v in x]
+    return x
+
+
+def _strip_volatile(cfg: Mapping[str, Any]) -> Any:
+    """Config compared on resume, without keys that may change between attempts."""
+    c = _plain(copy.deepcopy(cfg))
+    c.get("pretrain", {}).pop("log_every", None)
+    c.get("pretrain", {}).pop("checkpoint_every", None)
+    return c
+
+
+def load_encoder(
+    path: str | Path, map_location: str = "cpu"
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the encoder of a ``model.ckpt`` and load its weights (eval mode)."""
+    ck = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(ck, dict) or ck.get("format") != ENCODER_CKPT_FORMAT:
+        raise ValueError(f"{path} is not an abt encoder checkpoint (format {ENCODER_CKPT_FORMAT})")
+    kwargs = dict(ck["encoder"]["kwargs"])
+    if "patch_size" in kwargs:
+        kwargs["patch_size"] = tuple(kwargs["patch_size"])
+    if ck["encoder"]["arch"].startswith("vit"):
+        kwargs.setdefault("input_frames", int(ck["input_frames"]))
+    enc = build_encoder(ck["encoder"]["arch"], n_mels=int(ck["n_mels"]), **kwargs)
+    enc.load_state_dict(ck["state_dict"])
+    return enc.eval(), ck
