@@ -16,6 +16,7 @@ configfile: "config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/pretrain.smk"
 
 
 rule all:
@@ -24,3 +25,8 @@ rule all:
         rules.compute_pretrain_mels.output.stats,
         TASK_STORES,
         "results/baselines/summary.csv",
+        rules.encoder_tables.output.csv,
+        expand(
+            "results/pretrain/{encoder}/baseline/seed0/model.ckpt",
+            encoder=config["run"]["encoders"],
+        ),

@@ -61,12 +61,11 @@ def embedded_task_names(cfg: dict[str, Any]) -> list[str]:
 
 def task_dirs(cfg: dict[str, Any], embedded_dir: str) -> dict[str, str]:
     """Task name -> HEAR task directory, for every task this configuration evaluates on."""
-    from abt.data.embedded import task_dir_name
-
     external = dict(cfg.get("data", {}).get("tasks") or {})
     if external:
         return external
-    return {n: f"{embedded_dir}/tasks/{task_dir_name(n)}" for n in embedded_task_names(cfg)}
+    # embedded tasks are written as <task_name>-v1-full (HEAR naming: name-version-mode)
+    return {n: f"{embedded_dir}/tasks/{n}-v1-full" for n in embedded_task_names(cfg)}
 
 
 def task_input_path(cfg: dict[str, Any], embedded_dir: str, task: str) -> str:
@@ -209,3 +208,114 @@ def markdown_table(df: Any) -> str:
     for row in df.itertuples(index=False):
         lines.append("| " + " | ".join(fmt(v) for v in row) + " |")
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Method: encoder tables and pre-training
+# --------------------------------------------------------------------------------------------
+
+TABLE_SPECS = {
+    "3.1": ("audiontt", "resnet18", "resnet18_regp_nrf"),
+    "3.2": tuple(("vitc_b", {"patch_size": p}) for p in ((16, 16), (16, 8), (64, 2), (8, 8))),
+}
+
+
+def encoder_tables(
+    which: str = "all", device: str = "cpu", batch_size: int = 16, repeats: int = 3
+) -> Any:
+    """Thesis Tables 3.1 (convolutional encoders) and 3.2 (ViT_C-B stems), measured here."""
+    from abt.encoders.profile import encoder_table
+
+    specs = TABLE_SPECS["3.1"] + TABLE_SPECS["3.2"] if which == "all" else TABLE_SPECS[which]
+    df = encoder_table(specs, device=device, batch_size=batch_size, repeats=repeats)
+    n31 = len(TABLE_SPECS["3.1"]) if which in ("all", "3.1") else 0
+    df.insert(0, "table", ["3.1"] * n31 + ["3.2"] * (len(df) - n31))
+    return df
+
+
+def write_encoder_tables(out_csv: str, out_md: str, batch_size: int, repeats: int) -> Any:
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    df = encoder_tables("all", device=device, batch_size=batch_size, repeats=repeats)
+    df.to_csv(out_csv, index=False)
+    with open(out_md, "w") as fh:
+        fh.write("# Tables 3.1 and 3.2, measured (thesis values in thesis_* columns)\n\n")
+        fh.write(markdown_table(df))
+    return df
+
+
+def variants(cfg: dict[str, Any]) -> list[str]:
+    """``baseline`` (the configuration as is) plus every named ablation."""
+    return ["baseline", *sorted(cfg.get("ablations") or {})]
+
+
+def variant_config(cfg: dict[str, Any], variant: str) -> dict[str, Any]:
+    """The full configuration of one variant: ablation defaults, then the ablation's overrides."""
+    from abt.config import deep_merge
+
+    if variant == "baseline":
+        return cfg
+    abl = cfg.get("ablations") or {}
+    if variant not in abl:
+        raise ConfigError(f"unknown variant {variant!r}; known: {variants(cfg)}")
+    merged = deep_merge(cfg, cfg.get("ablation_defaults") or {})
+    return deep_merge(merged, {k: v for k, v in abl[variant].items() if k != "description"})
+
+
+def run_config(cfg: dict[str, Any], encoder: str, variant: str, seed: int) -> dict[str, Any]:
+    """Resolved configuration of one pre-training run (what lands in hparams.yaml)."""
+    from abt.trainer import resolve_run_config
+
+    vc = variant_config(cfg, variant)
+    fixed = (cfg.get("ablations") or {}).get(variant, {}).get("pretrain", {}).get("encoder")
+    if fixed and fixed != encoder:
+        raise ConfigError(
+            f"ablation {variant!r} is defined for encoder {fixed!r}; target "
+            f"results/pretrain/{fixed}/{variant}/... instead of encoder {encoder!r}"
+        )
+    run = resolve_run_config(vc, encoder=encoder)
+    run["seed"] = int(cfg.get("run", {}).get("seed", 0)) + int(seed)
+    run["variant"] = variant
+    return _plain(run)
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_plain(v) for v in x]
+    return x
+
+
+def validate_variants(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
+    """Cross-references resolve, and every ablation merged onto the base is a valid config."""
+    from abt.config import validate_config
+
+    for i, key in enumerate(cfg["run"]["encoders"]):
+        if key not in cfg["encoders"]:
+            raise ConfigError(f"config key 'run.encoders.{i}': {key!r} is not a key of 'encoders'")
+    for key, enc in cfg["encoders"].items():
+        if enc["optimizer"] not in cfg["optimizers"]:
+            raise ConfigError(
+                f"config key 'encoders.{key}.optimizer': {enc['optimizer']!r} is not a key of "
+                f"'optimizers' (known: {sorted(cfg['optimizers'])})"
+            )
+
+    for v in variants(cfg)[1:]:
+        merged = variant_config(cfg, v)
+        merged = {k: val for k, val in merged.items()}
+        try:
+            validate_config(merged, schema)
+        except ConfigError as e:
+            raise ConfigError(f"ablation {v!r}: {e}") from None
+        enc = merged["pretrain"]["encoder"]
+        if enc not in merged["encoders"]:
+            raise ConfigError(f"ablation {v!r}: pretrain.encoder {enc!r} is not a key of 'encoders'")
+
+
+def pretrain(run: dict[str, Any], store_dir: str, run_dir: str, device: str = "auto") -> dict[str, Any]:
+    """One pre-training run (resumes from ``run_dir/_resume`` if present)."""
+    from abt.trainer import Trainer
+
+    return Trainer(run, store_dir, run_dir, device=device).fit()

@@ -9,8 +9,10 @@ sys.path.insert(0, str(WORKFLOW_ROOT / "src"))
 from abt.config import ConfigError, validate_config  # noqa: E402
 from abt import steps  # noqa: E402
 
+SCHEMA = steps.load_schema_for_workflow(WORKFLOW_ROOT)
 try:
-    validate_config(config, steps.load_schema_for_workflow(WORKFLOW_ROOT))
+    validate_config(config, SCHEMA)
+    steps.validate_variants(config, SCHEMA)
     steps.check_inputs_exist(config)
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
@@ -23,8 +25,15 @@ TASKS = steps.task_dirs(config, EMBEDDED_DIR)  # task name -> task directory
 TASK_STORES = [f"results/mels/tasks/{task}" for task in TASKS]
 
 
+ENCODERS = sorted(config["encoders"])
+VARIANTS = steps.variants(config)
+
+
 wildcard_constraints:
     task="|".join(TASKS) if TASKS else "NO_TASK",
+    encoder="|".join(ENCODERS),
+    variant="|".join(v.replace(".", r"\.") for v in VARIANTS),
+    seed=r"\d+",
 
 
 def pretrain_clip_list(wildcards):
@@ -38,3 +47,16 @@ def task_input(wildcards):
 
 def task_dir(wildcards):
     return TASKS[wildcards.task]
+
+
+def run_config(wildcards):
+    """Resolved configuration of one pre-training run (base + ablation), as a params value."""
+    return steps.run_config(config, wildcards.encoder, wildcards.variant, int(wildcards.seed))
+
+
+def pretrain_mem_mb(wildcards, attempt):
+    return 16000 * attempt
+
+
+def pretrain_runtime(wildcards, attempt):
+    return 24 * 60 * attempt

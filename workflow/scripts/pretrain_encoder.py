@@ -1,0 +1,16 @@
+"""Adapter: rule pretrain_encoder -> abt.steps.pretrain (resumes from _resume/ on retry)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))  # noqa: F821
+
+from abt import steps, workflow_io  # noqa: E402
+
+sm = snakemake  # noqa: F821
+workflow_io.run(
+    sm,
+    steps.pretrain,
+    run=sm.params.run,
+    store_dir=str(Path(sm.input.stats).parent),
+    run_dir=str(Path(sm.output.ckpt).parent),
+)
