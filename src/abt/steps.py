@@ -311,10 +311,14 @@ def validate_variants(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
             raise ConfigError(f"ablation {v!r}: {e}") from None
         enc = merged["pretrain"]["encoder"]
         if enc not in merged["encoders"]:
-            raise ConfigError(f"ablation {v!r}: pretrain.encoder {enc!r} is not a key of 'encoders'")
+            raise ConfigError(
+                f"ablation {v!r}: pretrain.encoder {enc!r} is not a key of 'encoders'"
+            )
 
 
-def pretrain(run: dict[str, Any], store_dir: str, run_dir: str, device: str = "auto") -> dict[str, Any]:
+def pretrain(
+    run: dict[str, Any], store_dir: str, run_dir: str, device: str = "auto"
+) -> dict[str, Any]:
     """One pre-training run (resumes from ``run_dir/_resume`` if present)."""
     from abt.trainer import Trainer
 
