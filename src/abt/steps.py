@@ -137,7 +137,7 @@ def compute_task_mels(
 
     info = read_task(task_dir)
     pre = {**pre, "on_silent": "keep"}
-    summary: dict[str, Any] = {"task": info.name, "splits": {}}
+    summary: dict[str, Any] = {"task": info.task_name, "splits": {}}
     stats = pre.get("stats", {})
     for split in info.splits:
         st = build_store(
@@ -295,6 +295,12 @@ def validate_variants(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
     for i, key in enumerate(cfg["run"]["encoders"]):
         if key not in cfg["encoders"]:
             raise ConfigError(f"config key 'run.encoders.{i}': {key!r} is not a key of 'encoders'")
+    task = (cfg.get("monitor") or {}).get("task")
+    if task and task not in task_dirs(cfg, "results/data/embedded"):
+        raise ConfigError(
+            f"config key 'monitor.task': {task!r} is not one of the evaluated tasks "
+            f"({sorted(task_dirs(cfg, 'results/data/embedded'))})"
+        )
     for key, enc in cfg["encoders"].items():
         if enc["optimizer"] not in cfg["optimizers"]:
             raise ConfigError(
@@ -317,9 +323,41 @@ def validate_variants(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
 
 
 def pretrain(
-    run: dict[str, Any], store_dir: str, run_dir: str, device: str = "auto"
+    run: dict[str, Any],
+    store_dir: str,
+    run_dir: str,
+    monitor: dict[str, Any] | None = None,
+    monitor_task_dir: str | None = None,
+    monitor_stores: str | None = None,
+    device: str = "auto",
 ) -> dict[str, Any]:
-    """One pre-training run (resumes from ``run_dir/_resume`` if present)."""
+    """One pre-training run (resumes from ``run_dir/_resume`` if present), with linear-probe
+    monitoring on ``monitor_task_dir`` when ``monitor.task`` is set."""
+    from abt.probe import ProbeMonitor
     from abt.trainer import Trainer
 
-    return Trainer(run, store_dir, run_dir, device=device).fit()
+    callbacks = []
+    if monitor and monitor.get("task"):
+        callbacks.append(
+            ProbeMonitor(
+                monitor_task_dir,
+                monitor_stores,
+                every_epochs=monitor["every_epochs"],
+                crop_frames=monitor["crop_frames"],
+                classifier=monitor["classifier"],
+                per_class=monitor["per_class"],
+                n_subsets=monitor["subsets"],
+            )
+        )
+    return Trainer(run, store_dir, run_dir, device=device, callbacks=callbacks).fit()
+
+
+def monitor_inputs(cfg: dict[str, Any], embedded_dir: str) -> dict[str, str]:
+    """Files the pre-training rule needs for linear-probe monitoring (none when disabled)."""
+    task = (cfg.get("monitor") or {}).get("task")
+    if not task:
+        return {}
+    return {
+        "monitor_task": task_input_path(cfg, embedded_dir, task),
+        "monitor_stores": f"results/mels/tasks/{task}",
+    }

@@ -54,6 +54,14 @@ def run_config(wildcards):
     return steps.run_config(config, wildcards.encoder, wildcards.variant, int(wildcards.seed))
 
 
+MONITOR_TASK_DIR = TASKS.get(config["monitor"]["task"] or "", "")
+
+
+def monitor_inputs(wildcards):
+    """Task stores for linear-probe monitoring (an empty dict when monitoring is off)."""
+    return steps.monitor_inputs(config, EMBEDDED_DIR)
+
+
 def pretrain_mem_mb(wildcards, attempt):
     return 16000 * attempt
 

@@ -30,10 +30,13 @@ rule pretrain_encoder:
         metrics="results/pretrain/{encoder}/{variant}/seed{seed}/train_metrics.csv",
         hparams="results/pretrain/{encoder}/{variant}/seed{seed}/hparams.yaml",
     input:
+        unpack(monitor_inputs),
         stats=rules.compute_pretrain_mels.output.stats,
         code=SRC_FILES,
     params:
         run=run_config,
+        monitor=config["monitor"],
+        monitor_task_dir=MONITOR_TASK_DIR,
     log:
         "logs/pretrain_encoder/{encoder}/{variant}/seed{seed}.log",
     benchmark:

@@ -13,4 +13,7 @@ workflow_io.run(
     run=sm.params.run,
     store_dir=str(Path(sm.input.stats).parent),
     run_dir=str(Path(sm.output.ckpt).parent),
+    monitor=sm.params.monitor,
+    monitor_task_dir=sm.params.monitor_task_dir,
+    monitor_stores=sm.input.get("monitor_stores"),
 )

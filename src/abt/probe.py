@@ -1,0 +1,300 @@
+"""Linear-probe monitoring during pre-training (thesis §4.2.2, Table 4.5, Fig. 4.4; §4.1.1).
+
+A true linear classifier on frozen embeddings of a HEAR-format task (FSD50K in the paper, an
+embedded task by default): Adam (lr 1e-3, betas 0.9/0.999, eps 1e-8, weight decay 1e-8),
+batch 200, at most 100 epochs, early stopping on the validation score with patience 10, the best
+weights restored, scored on the test split. Two label budgets: 100 % of the training labels, and
+5 examples per class (three random subsets, each with exactly 5 clips of every class that has at
+least 5; mean ± std of the three test scores).
+
+Embeddings come from the log-mel task stores (``results/mels/tasks/<task>/<split>``), normalised
+with the *pre-training* dataset statistics, exactly as the HEAR module does: convolutional
+encoders see the whole clip (or a ``crop_frames`` crop), ViTs average 96-frame units.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from abt.data.store import MelStore
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    lr: float = 1e-3
+    weight_decay: float = 1e-8
+    batch_size: int = 200
+    max_epochs: int = 100
+    patience: int = 10
+    standardize: bool = True
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> ProbeConfig:
+        return cls(**dict(d or {}))
+
+
+@dataclass
+class TaskData:
+    """Embeddings and labels of one task split set (train / valid / test)."""
+
+    x: dict[str, np.ndarray]
+    y: dict[str, np.ndarray]  # int class ids (multiclass) or multi-hot (multilabel)
+    n_classes: int
+    multilabel: bool
+    metric: str
+
+
+# --------------------------------------------------------------------------------------------
+# embeddings
+# --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def embed_logmel(
+    encoder: nn.Module,
+    logmel: np.ndarray,
+    mean: float,
+    std: float,
+    *,
+    crop_frames: int | None = None,
+    pad_value: float,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """Embedding of one clip's ``(frames, n_mels)`` log-mel (normalised with ``mean``/``std``).
+
+    Conv encoders (``unit_frames is None``): one pass over the clip (centre ``crop_frames`` crop
+    if given; clips shorter than the crop are padded with ``pad_value``). ViTs: the clip is cut
+    into ``unit_frames`` units, the last one padded only if it is partial, embeddings averaged.
+    """
+    x = np.asarray(logmel, dtype=np.float32)
+    if crop_frames is not None:
+        if x.shape[0] > crop_frames:
+            s = (x.shape[0] - crop_frames) // 2
+            x = x[s : s + crop_frames]
+        elif x.shape[0] < crop_frames:
+            x = np.concatenate(
+                [x, np.full((crop_frames - x.shape[0], x.shape[1]), pad_value, np.float32)]
+            )
+    unit = getattr(encoder, "unit_frames", None)
+    t = torch.from_numpy((x - mean) / std).T[None, None].to(device)  # (1, 1, F, T)
+    if unit is None:
+        min_t = 8  # two 2x2 max-pools need at least 4 frames; keep a margin
+        if t.shape[-1] < min_t:
+            t = nn.functional.pad(t, (0, min_t - t.shape[-1]), value=(pad_value - mean) / std)
+        return encoder(t)[0].float().cpu().numpy()
+    n = max(1, math.ceil(t.shape[-1] / unit))
+    t = nn.functional.pad(t, (0, n * unit - t.shape[-1]), value=(pad_value - mean) / std)
+    units = (
+        t.reshape(1, 1, t.shape[2], n, unit).permute(3, 0, 1, 2, 4).reshape(n, 1, t.shape[2], unit)
+    )
+    return encoder(units).mean(0).float().cpu().numpy()
+
+
+def _split_roles(splits: Sequence[str]) -> dict[str, list[str]]:
+    """train/valid/test roles; k-fold tasks use fold 0 as test, fold 1 as valid (HEAR order)."""
+    if {"train", "valid", "test"} <= set(splits):
+        return {"train": ["train"], "valid": ["valid"], "test": ["test"]}
+    folds = sorted(splits)
+    if len(folds) < 3:
+        raise ValueError(f"a probe task needs train/valid/test or >= 3 folds, got {folds}")
+    return {"test": [folds[0]], "valid": [folds[1]], "train": folds[2:]}
+
+
+def load_task_embeddings(
+    encoder: nn.Module,
+    task_dir: str | Path,
+    stores_dir: str | Path,
+    *,
+    mean: float,
+    std: float,
+    crop_frames: int | None,
+    device: torch.device | str = "cpu",
+) -> TaskData:
+    """Embed every clip of a task from its mel stores, with labels from the task's split JSONs."""
+    from abt.data.hear_tasks import read_task
+
+    info = read_task(task_dir)
+    if info.embedding_type != "scene":
+        raise ValueError(
+            f"linear-probe monitoring needs a scene task; {info.task_name} is {info.embedding_type}"
+        )
+    vocab = {lab: i for i, lab in enumerate(info.vocabulary)}
+    roles = _split_roles(info.splits)
+    encoder.eval()
+    xs: dict[str, np.ndarray] = {}
+    ys: dict[str, np.ndarray] = {}
+    multilabel = info.prediction_type == "multilabel"
+    for role, splits in roles.items():
+        feats, labels = [], []
+        for split in splits:
+            st = MelStore(Path(stores_dir) / split)
+            lab = info.labels[split]
+            pad = st.silence_value
+            for i, cid in enumerate(st.clip_ids):
+                feats.append(
+                    embed_logmel(
+                        encoder,
+                        st.clip(i),
+                        mean,
+                        std,
+                        crop_frames=crop_frames,
+                        pad_value=pad,
+                        device=device,
+                    )
+                )
+                ids = [vocab[v] for v in lab[cid]]
+                if multilabel:
+                    y = np.zeros(len(vocab), np.float32)
+                    y[ids] = 1
+                    labels.append(y)
+                else:
+                    labels.append(ids[0])
+        xs[role] = np.stack(feats).astype(np.float32)
+        ys[role] = np.stack(labels) if multilabel else np.asarray(labels, dtype=np.int64)
+    metric = "mAP" if multilabel else "top1_acc"
+    return TaskData(xs, ys, len(vocab), multilabel, metric)
+
+
+# --------------------------------------------------------------------------------------------
+# the linear classifier
+# --------------------------------------------------------------------------------------------
+
+
+def _score(logits: np.ndarray, y: np.ndarray, multilabel: bool) -> float:
+    if multilabel:
+        from sklearn.metrics import average_precision_score
+
+        keep = y.sum(0) > 0
+        return float(average_precision_score(y[:, keep], logits[:, keep], average="macro"))
+    return float((logits.argmax(1) == y).mean())
+
+
+def fit_linear_probe(
+    data: TaskData, cfg: ProbeConfig, train_idx: np.ndarray | None = None
+) -> dict[str, float]:
+    """Train the linear classifier; returns {"test": score, "valid": best score, "epochs": n}."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    xtr = data.x["train"] if train_idx is None else data.x["train"][train_idx]
+    ytr = data.y["train"] if train_idx is None else data.y["train"][train_idx]
+    mu, sd = (xtr.mean(0), xtr.std(0) + 1e-8) if cfg.standardize else (0.0, 1.0)
+
+    def prep(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(((a - mu) / sd).astype(np.float32))
+
+    Xtr, Xva, Xte = prep(xtr), prep(data.x["valid"]), prep(data.x["test"])
+    Ytr = torch.from_numpy(ytr)
+    torch.manual_seed(cfg.seed)
+    model = nn.Linear(Xtr.shape[1], data.n_classes)
+    opt = torch.optim.Adam(
+        model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=cfg.weight_decay
+    )
+    loss_fn = nn.BCEWithLogitsLoss() if data.multilabel else nn.CrossEntropyLoss()
+    best, best_state, bad, epochs = -math.inf, None, 0, 0
+    for epoch in range(cfg.max_epochs):
+        model.train()
+        perm = torch.randperm(len(Xtr), generator=g)
+        for i in range(0, len(Xtr), cfg.batch_size):
+            b = perm[i : i + cfg.batch_size]
+            opt.zero_grad()
+            loss_fn(model(Xtr[b]), Ytr[b]).backward()
+            opt.step()
+        epochs = epoch + 1
+        model.eval()
+        with torch.no_grad():
+            val = _score(model(Xva).numpy(), data.y["valid"], data.multilabel)
+        if val >= best:  # ties count as improvement (as the authors' classifier does)
+            best, bad = val, 0
+            best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                break
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    with torch.no_grad():
+        test = _score(model(Xte).numpy(), data.y["test"], data.multilabel)
+    return {"test": test, "valid": best, "epochs": epochs}
+
+
+def low_shot_subsets(y: np.ndarray, per_class: int, n_subsets: int, seed: int) -> list[np.ndarray]:
+    """``n_subsets`` random training subsets with exactly ``per_class`` clips of every class
+    (all of a class's clips if it has fewer). Multilabel: a clip counts for each of its labels."""
+    rng = np.random.default_rng(seed)
+    out = []
+    classes = range(y.shape[1]) if y.ndim == 2 else np.unique(y)
+    for _ in range(n_subsets):
+        chosen: list[int] = []
+        for c in classes:
+            members = np.flatnonzero(y[:, c] > 0) if y.ndim == 2 else np.flatnonzero(y == c)
+            k = min(per_class, len(members))
+            chosen.extend(rng.choice(members, size=k, replace=False).tolist())
+        out.append(np.unique(np.asarray(chosen, dtype=np.int64)))
+    return out
+
+
+def probe_scores(
+    data: TaskData, cfg: ProbeConfig, per_class: int = 5, n_subsets: int = 3
+) -> dict[str, float]:
+    """100 % labels and ``per_class`` labels per class (mean ± std over ``n_subsets``)."""
+    full = fit_linear_probe(data, cfg)
+    low = [
+        fit_linear_probe(data, cfg, idx)["test"]
+        for idx in low_shot_subsets(data.y["train"], per_class, n_subsets, cfg.seed)
+    ]
+    return {
+        "probe_metric": data.metric,
+        "probe_100": full["test"],
+        f"probe_{per_class}pc_mean": float(np.mean(low)),
+        f"probe_{per_class}pc_std": float(np.std(low, ddof=1)) if len(low) > 1 else 0.0,
+    }
+
+
+class ProbeMonitor:
+    """Trainer callback: every ``every_epochs`` epochs (and at the end), probe the encoder."""
+
+    def __init__(
+        self,
+        task_dir: str | Path,
+        stores_dir: str | Path,
+        every_epochs: int = 5,
+        crop_frames: int | None = None,
+        classifier: Mapping[str, Any] | None = None,
+        per_class: int = 5,
+        n_subsets: int = 3,
+        at_start: bool = False,
+    ) -> None:
+        self.task_dir, self.stores_dir = Path(task_dir), Path(stores_dir)
+        self.every, self.crop = int(every_epochs), crop_frames
+        self.cfg = ProbeConfig.from_dict(classifier)
+        self.per_class, self.n_subsets = per_class, n_subsets
+        self.at_start = at_start
+
+    def evaluate(
+        self, encoder: nn.Module, mean: float, std: float, device: Any = "cpu"
+    ) -> dict[str, float]:
+        was_training = encoder.training
+        data = load_task_embeddings(
+            encoder,
+            self.task_dir,
+            self.stores_dir,
+            mean=mean,
+            std=std,
+            crop_frames=self.crop,
+            device=device,
+        )
+        encoder.train(was_training)
+        return probe_scores(data, self.cfg, self.per_class, self.n_subsets)
+
+    def __call__(self, trainer: Any, epoch: int) -> dict[str, float] | None:
+        if epoch % self.every and epoch != trainer.epochs:
+            return None
+        return self.evaluate(trainer.encoder, trainer.store.mean, trainer.store.std, trainer.device)
