@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from abt.data.mel import MelConfig
+from abt.hear import HearModel
 from abt.probe import (
     ProbeConfig,
     TaskData,
@@ -106,6 +108,7 @@ class UnitCounter(torch.nn.Module):
     """A fake ViT: records its input and returns the mean of each unit."""
 
     unit_frames = 96
+    embed_dim = 1
 
     def forward(self, x):
         self.last = x
@@ -114,24 +117,26 @@ class UnitCounter(torch.nn.Module):
 
 def test_vit_units_average_without_an_all_zero_unit():
     enc = UnitCounter()
-    lm = np.ones((192, 64), np.float32)  # exactly two units
-    out = embed_logmel(enc, lm, mean=0.0, std=1.0, pad_value=-16.0)
+    model = HearModel(enc, MelConfig(), 0.0, 1.0)
+    out = embed_logmel(model, np.ones((192, 64), np.float32))  # exactly two units
     assert enc.last.shape == (2, 1, 64, 96) and out[0] == pytest.approx(1.0)
-    embed_logmel(enc, np.ones((100, 64), np.float32), 0.0, 1.0, pad_value=-16.0)
+    embed_logmel(model, np.ones((100, 64), np.float32))
     assert enc.last.shape[0] == 2  # a partial second unit, padded
 
 
 def test_conv_encoder_sees_the_whole_normalised_clip():
     class Conv(torch.nn.Module):
         unit_frames = None
+        embed_dim = 1
 
         def forward(self, x):
             self.last = x
             return x.mean(dim=(1, 2, 3))[:, None]
 
     enc = Conv()
+    model = HearModel(enc, MelConfig(), 1.0, 2.0)
     lm = np.full((300, 64), 3.0, np.float32)
-    out = embed_logmel(enc, lm, mean=1.0, std=2.0, pad_value=-16.0)
+    out = embed_logmel(model, lm)
     assert enc.last.shape == (1, 1, 64, 300) and out[0] == pytest.approx(1.0)
-    embed_logmel(enc, lm, 1.0, 2.0, crop_frames=96, pad_value=-16.0)
+    embed_logmel(model, lm, crop_frames=96)
     assert enc.last.shape[-1] == 96

@@ -163,6 +163,36 @@ COMMANDS.add(
 )
 
 
+# --- pretrain --------------------------------------------------------------------------------
+
+
+def _pre_args(p: argparse.ArgumentParser) -> None:
+    _config_args(p)
+    p.add_argument("--encoder", default=None, help="a key of `encoders` (default: pretrain.encoder)")
+    p.add_argument("--variant", default="baseline", help="baseline or an ablation name")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--store", required=True, help="pre-training store directory")
+    p.add_argument("--out", required=True, help="run directory (resumes if it has a checkpoint)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None)
+
+
+def _pre(a: argparse.Namespace) -> int:
+    import torch
+
+    from abt.steps import pretrain, run_config
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    cfg = _load_cfg(a.config)
+    run = run_config(cfg, a.encoder or cfg["pretrain"]["encoder"], a.variant, a.seed)
+    print(json.dumps(pretrain(run, a.store, a.out, device=a.device), indent=2))
+    return 0
+
+
+COMMANDS.add("pretrain", ("pre-train one (encoder, variant, seed) on a store", _pre_args, _pre))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="abt", description="Audio Barlow Twins, reproduced end to end"
@@ -180,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         from abt.config import ConfigError
         from abt.data.store import StoreError
 
-        if isinstance(e, ConfigError | StoreError | FileNotFoundError):
+        from abt.trainer import NonFiniteLossError
+
+        if isinstance(e, ConfigError | StoreError | FileNotFoundError | NonFiniteLossError):
             print(f"abt {a.cmd}: error: {e}", file=sys.stderr)
             return 2
         raise

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from abt.data.store import MelStore
+from abt.hear import HearModel
 
 
 @dataclass(frozen=True)
@@ -60,43 +61,23 @@ class TaskData:
 
 @torch.no_grad()
 def embed_logmel(
-    encoder: nn.Module,
-    logmel: np.ndarray,
-    mean: float,
-    std: float,
-    *,
-    crop_frames: int | None = None,
-    pad_value: float,
-    device: torch.device | str = "cpu",
+    model: HearModel, logmel: np.ndarray, *, crop_frames: int | None = None
 ) -> np.ndarray:
-    """Embedding of one clip's ``(frames, n_mels)`` log-mel (normalised with ``mean``/``std``).
-
-    Conv encoders (``unit_frames is None``): one pass over the clip (centre ``crop_frames`` crop
-    if given; clips shorter than the crop are padded with ``pad_value``). ViTs: the clip is cut
-    into ``unit_frames`` units, the last one padded only if it is partial, embeddings averaged.
-    """
+    """Embedding of one clip's raw ``(frames, n_mels)`` log-mel through the HEAR module's scene
+    path (the checkpoint's dataset normalisation; ViTs average units, conv encoders see the
+    whole clip). ``crop_frames``: a centre crop, or padding with silence for shorter clips."""
     x = np.asarray(logmel, dtype=np.float32)
     if crop_frames is not None:
         if x.shape[0] > crop_frames:
             s = (x.shape[0] - crop_frames) // 2
             x = x[s : s + crop_frames]
         elif x.shape[0] < crop_frames:
-            x = np.concatenate(
-                [x, np.full((crop_frames - x.shape[0], x.shape[1]), pad_value, np.float32)]
+            pad = np.full(
+                (crop_frames - x.shape[0], x.shape[1]), model.mels.silence_value, np.float32
             )
-    unit = getattr(encoder, "unit_frames", None)
-    t = torch.from_numpy((x - mean) / std).T[None, None].to(device)  # (1, 1, F, T)
-    if unit is None:
-        min_t = 8  # two 2x2 max-pools need at least 4 frames; keep a margin
-        if t.shape[-1] < min_t:
-            t = nn.functional.pad(t, (0, min_t - t.shape[-1]), value=(pad_value - mean) / std)
-        return encoder(t)[0].float().cpu().numpy()
-    n = max(1, math.ceil(t.shape[-1] / unit))
-    t = nn.functional.pad(t, (0, n * unit - t.shape[-1]), value=(pad_value - mean) / std)
-    units = (
-        t.reshape(1, 1, t.shape[2], n, unit).permute(3, 0, 1, 2, 4).reshape(n, 1, t.shape[2], unit)
-    )
-    return encoder(units).mean(0).float().cpu().numpy()
+            x = np.concatenate([x, pad])
+    t = torch.from_numpy((x - model.norm_mean) / model.norm_std).T[None, None].to(model.device)
+    return model.scene_from_logmel(t)[0].float().cpu().numpy()
 
 
 def _split_roles(splits: Sequence[str]) -> dict[str, list[str]]:
@@ -121,6 +102,7 @@ def load_task_embeddings(
 ) -> TaskData:
     """Embed every clip of a task from its mel stores, with labels from the task's split JSONs."""
     from abt.data.hear_tasks import read_task
+    from abt.data.mel import MelConfig
 
     info = read_task(task_dir)
     if info.embedding_type != "scene":
@@ -129,7 +111,7 @@ def load_task_embeddings(
         )
     vocab = {lab: i for i, lab in enumerate(info.vocabulary)}
     roles = _split_roles(info.splits)
-    encoder.eval()
+    model: HearModel | None = None
     xs: dict[str, np.ndarray] = {}
     ys: dict[str, np.ndarray] = {}
     multilabel = info.prediction_type == "multilabel"
@@ -138,19 +120,11 @@ def load_task_embeddings(
         for split in splits:
             st = MelStore(Path(stores_dir) / split)
             lab = info.labels[split]
-            pad = st.silence_value
+            if model is None:
+                model = HearModel(encoder, MelConfig.from_dict(st.stats["mels"]), mean, std)
+                model = model.to(device)
             for i, cid in enumerate(st.clip_ids):
-                feats.append(
-                    embed_logmel(
-                        encoder,
-                        st.clip(i),
-                        mean,
-                        std,
-                        crop_frames=crop_frames,
-                        pad_value=pad,
-                        device=device,
-                    )
-                )
+                feats.append(embed_logmel(model, st.clip(i), crop_frames=crop_frames))
                 ids = [vocab[v] for v in lab[cid]]
                 if multilabel:
                     y = np.zeros(len(vocab), np.float32)

@@ -496,14 +496,7 @@ def load_encoder(
     path: str | Path, map_location: str = "cpu"
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the encoder of a ``model.ckpt`` and load its weights (eval mode)."""
-    ck = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(ck, dict) or ck.get("format") != ENCODER_CKPT_FORMAT:
-        raise ValueError(f"{path} is not an abt encoder checkpoint (format {ENCODER_CKPT_FORMAT})")
-    kwargs = dict(ck["encoder"]["kwargs"])
-    if "patch_size" in kwargs:
-        kwargs["patch_size"] = tuple(kwargs["patch_size"])
-    if ck["encoder"]["arch"].startswith("vit"):
-        kwargs.setdefault("input_frames", int(ck["input_frames"]))
-    enc = build_encoder(ck["encoder"]["arch"], n_mels=int(ck["n_mels"]), **kwargs)
-    enc.load_state_dict(ck["state_dict"])
-    return enc.eval(), ck
+    from abt.hear import build_checkpoint_encoder, read_checkpoint
+
+    ck = read_checkpoint(path)
+    return build_checkpoint_encoder(ck, str(path)).to(map_location), ck

@@ -1,0 +1,117 @@
+"""Command line for the workflow's HEAR rules: ``python -m abt.evaluation <command> ...``.
+
+Commands::
+
+    env        ENV_DIR                                   build/reuse the pinned evaluation venv
+    random-init OUT --encoder KEY --arch ARCH [--kwargs JSON] --mean M --std S [--seed N]
+               [--mels JSON]                             untrained abt-encoder/1 checkpoint
+    validate   ENV_DIR CKPT [--log F]                    hear-validator (output to stdout)
+    embed      ENV_DIR CKPT TASKS_DIR EMB_DIR [--task T ...] [--log F]
+    predict    ENV_DIR TASK_EMB_DIR [--grid default|fast] [--grid-points N] [--out-dir D]
+               [--log F]
+    scores     TASK_EMB_DIR OUT_CSV --task T --encoder E --variant V --seed N --grid G
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m abt.evaluation", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("env")
+    p.add_argument("env_dir")
+    p = sub.add_parser("random-init")
+    p.add_argument("out")
+    p.add_argument("--encoder", required=True)
+    p.add_argument("--arch", required=True)
+    p.add_argument("--kwargs", default="{}")
+    p.add_argument("--mean", type=float, required=True)
+    p.add_argument("--std", type=float, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mels", default="{}")
+    p = sub.add_parser("validate")
+    p.add_argument("env_dir")
+    p.add_argument("ckpt")
+    p.add_argument("--log")
+    p = sub.add_parser("embed")
+    p.add_argument("env_dir")
+    p.add_argument("ckpt")
+    p.add_argument("tasks_dir")
+    p.add_argument("embeddings_dir")
+    p.add_argument("--task", nargs="+")
+    p.add_argument("--log")
+    p = sub.add_parser("predict")
+    p.add_argument("env_dir")
+    p.add_argument("task_embedding_dir")
+    p.add_argument("--grid", default="default")
+    p.add_argument("--grid-points", type=int)
+    p.add_argument("--out-dir", help="write predictions here (symlinks to the embeddings)")
+    p.add_argument("--log")
+    p = sub.add_parser("scores")
+    p.add_argument("task_embedding_dir")
+    p.add_argument("out_csv")
+    for k in ("task", "encoder", "variant", "grid"):
+        p.add_argument(f"--{k}", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    a = ap.parse_args(argv)
+
+    from abt.evaluation import heareval_env as he
+
+    if a.cmd == "env":
+        print(he.ensure_env(a.env_dir))
+    elif a.cmd == "random-init":
+        from abt.hear import save_random_init
+
+        save_random_init(
+            a.out,
+            a.encoder,
+            a.arch,
+            json.loads(a.kwargs),
+            a.mean,
+            a.std,
+            json.loads(a.mels),
+            seed=a.seed,
+        )
+    elif a.cmd == "validate":
+        print(he.run_validator(a.env_dir, a.ckpt, log=a.log))
+    elif a.cmd == "embed":
+        outs = he.run_embeddings(
+            a.env_dir, a.ckpt, a.tasks_dir, a.embeddings_dir, task=a.task, log=a.log
+        )
+        print("\n".join(str(p) for p in outs.values()))
+    elif a.cmd == "predict":
+        print(
+            he.run_predictions(
+                a.env_dir,
+                a.task_embedding_dir,
+                a.grid,
+                grid_points=a.grid_points,
+                out_dir=a.out_dir,
+                log=a.log,
+            )
+        )
+    elif a.cmd == "scores":
+        from pathlib import Path
+
+        from abt.evaluation.scores import collect_scores, scores_table
+
+        rows = collect_scores(
+            a.task_embedding_dir,
+            task=a.task,
+            encoder=a.encoder,
+            variant=a.variant,
+            seed=a.seed,
+            grid=a.grid,
+        )
+        Path(a.out_csv).parent.mkdir(parents=True, exist_ok=True)
+        scores_table(rows).to_csv(a.out_csv, index=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

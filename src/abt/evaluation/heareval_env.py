@@ -1,0 +1,572 @@
+"""The separate, pinned HEAR evaluation venv and the official kit's runners as subprocesses.
+
+heareval 2021.1.3 and hearvalidator 2021.0.6 run *unmodified* on Python 3.11 in their own venv
+(shared/reference/heareval-on-python311.md):
+
+* every dependency pinned in ``envs/hear-eval.constraints.txt`` (modern numpy/numba,
+  pytorch-lightning 1.9.5, ``setuptools<81`` because dcase_util/lightning import ``pkg_resources``);
+* ``heareval`` installed with ``--no-deps`` (its metadata pins numpy==1.19.2, numba==0.48 and
+  tensorflow), ``hearvalidator`` with ``--no-deps --ignore-requires-python`` (it declares <3.9 but
+  is pure Python);
+* the shim directory :data:`SHIM_DIR` on ``PYTHONPATH``: a ``tensorflow`` stub (the kit imports TF
+  at module level but only calls it for TF models) and ``sitecustomize`` -> ``hear_compat``
+  (FitLoop.current_epoch setter for PL >= 1.6, upstream hear-eval-kit#432; pynvml name as bytes);
+* our package on ``PYTHONPATH`` (``src/``), so the kit can ``import abt.hear`` — nothing of ours is
+  pip-installed into the venv, so no build step and no stale copy;
+* ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` (torch >= 2.6 cannot read Lightning's own checkpoints with
+  ``weights_only``; ``abt.hear.load_model`` still passes ``weights_only=True`` explicitly).
+
+:func:`ensure_env` builds the venv once; a stamp file holds a hash of the pins, the install
+commands and the Python version, and the venv is rebuilt when it changes. A lock file serialises
+concurrent builds (parallel workflow jobs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import abt
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+SHIM_DIR = PACKAGE_DIR / "hear_compat"
+SRC_DIR = Path(abt.__file__).resolve().parent.parent
+REPO_ROOT = SRC_DIR.parent
+CONSTRAINTS = REPO_ROOT / "envs" / "hear-eval.constraints.txt"
+STAMP_NAME = ".abt-hear-env.json"
+HEAR_MODULE = "abt.hear"
+
+#: what ``pip install -c CONSTRAINTS`` installs (versions come from the constraints file)
+KIT_REQUIREMENTS: tuple[str, ...] = (
+    "setuptools",
+    "torch",
+    "pytorch-lightning",
+    "numpy",
+    "dcase_util",
+    "sed_eval",
+    "intervaltree",
+    "more-itertools",
+    "pandas",
+    "python-slugify",
+    "scikit-learn",
+    "scipy",
+    "soundfile",
+    "torchinfo",
+    "tqdm",
+    "click",
+    "pynvml",
+    "PyYAML",
+)
+#: installed with --no-deps (their metadata cannot be satisfied on Python 3.11)
+KIT_NODEPS: tuple[str, ...] = ("heareval",)
+KIT_NODEPS_ANY_PYTHON: tuple[str, ...] = ("hearvalidator",)
+
+#: ``grid`` argument of :func:`run_predictions` -> heareval predictions-runner options
+GRIDS: dict[str, tuple[str, ...]] = {
+    "default": ("--grid", "default", "--grid-points", "8"),  # the HEAR 2021 protocol (paper)
+    "fast": ("--grid", "faster", "--grid-points", "1"),  # smoke tests / CI only
+}
+PREDICTION_SETTINGS = "abt-prediction-settings.json"
+TAIL_LINES = 60
+
+
+class KitError(RuntimeError):
+    """A kit subprocess failed; the message carries the command and the tail of its output."""
+
+
+class EnvBuildError(RuntimeError):
+    """Building the evaluation venv failed."""
+
+
+# ------------------------------------------------------------------------------------ pins
+
+
+def read_constraints(path: str | Path = CONSTRAINTS) -> dict[str, str]:
+    """``{normalised name: version}`` from a pip constraints file (``name==version`` lines)."""
+    pins: dict[str, str] = {}
+    for raw in Path(path).read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if "==" not in line:
+            raise EnvBuildError(f"{path}: only exact pins 'name==version' are allowed, got {raw!r}")
+        name, version = (s.strip() for s in line.split("==", 1))
+        pins[_norm(name)] = version
+    return pins
+
+
+def _norm(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def _install_plan(constraints: Path) -> list[list[str]]:
+    """The pip argument lists :func:`ensure_env` runs, in order."""
+    pins = read_constraints(constraints)
+    for name in (*KIT_REQUIREMENTS, *KIT_NODEPS, *KIT_NODEPS_ANY_PYTHON):
+        if _norm(name) not in pins:
+            raise EnvBuildError(f"{constraints}: no pin for {name!r}")
+    c = ["-c", str(constraints)]
+    plan = [["install", *c, *KIT_REQUIREMENTS]]
+    plan += [["install", "--no-deps", *c, f"{n}=={pins[_norm(n)]}"] for n in KIT_NODEPS]
+    plan += [
+        ["install", "--no-deps", "--ignore-requires-python", *c, f"{n}=={pins[_norm(n)]}"]
+        for n in KIT_NODEPS_ANY_PYTHON
+    ]
+    return plan
+
+
+def env_hash(constraints: str | Path = CONSTRAINTS, python: str = sys.executable) -> str:
+    """Hash of everything that defines the venv: pins, install commands, Python version."""
+    pyver = subprocess.run(
+        [python, "-c", "import sys; print(sys.version)"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    h = hashlib.sha256()
+    h.update(Path(constraints).read_bytes())
+    h.update(json.dumps(_install_plan(Path(constraints))).replace(str(constraints), "C").encode())
+    h.update(pyver.encode())
+    return h.hexdigest()[:16]
+
+
+def env_python(env_dir: str | Path) -> Path:
+    return Path(env_dir) / "bin" / "python"
+
+
+def read_stamp(env_dir: str | Path) -> dict[str, Any] | None:
+    p = Path(env_dir) / STAMP_NAME
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_env(
+    env_dir: str | Path,
+    *,
+    python: str = sys.executable,
+    constraints: str | Path = CONSTRAINTS,
+    log: str | Path | None = None,
+    quiet: bool = True,
+) -> Path:
+    """Create (first use) or reuse the pinned evaluation venv at ``env_dir``; return ``env_dir``.
+
+    Idempotent: if the stamp's hash matches (pins, install commands, Python version) nothing is
+    done. Otherwise the venv is removed and rebuilt — only if ``env_dir`` is empty, holds our stamp
+    or is a venv (``pyvenv.cfg``); anything else raises rather than deleting a stranger's folder.
+    ``python`` must be Python 3.11 (``>=3.9`` works for pip but 3.11 is what was validated).
+    pip's output goes to ``log`` (default ``env_dir/abt-install.log``).
+    """
+    env_dir = Path(env_dir).absolute()
+    constraints = Path(constraints)
+    if not constraints.is_file():
+        raise EnvBuildError(f"constraints file {constraints} is missing")
+    want = env_hash(constraints, python)
+    lock = (
+        Path(tempfile.gettempdir())
+        / f"abt-hear-env-{hashlib.sha1(bytes(env_dir)).hexdigest()[:12]}.lock"
+    )
+    with _locked(lock):
+        stamp = read_stamp(env_dir)
+        if stamp and stamp.get("hash") == want and env_python(env_dir).exists():
+            return env_dir
+        if env_dir.exists():
+            ours = stamp or (env_dir / "pyvenv.cfg").exists()
+            if not ours and {p.name for p in env_dir.iterdir()} - {"abt-install.log"}:
+                raise EnvBuildError(
+                    f"{env_dir} exists and is not an evaluation venv; refusing to replace it"
+                )
+            shutil.rmtree(env_dir)
+        env_dir.mkdir(parents=True)
+        log_path = Path(log) if log else env_dir / "abt-install.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        with open(log_path, "w") as lf:
+            _logged_run([python, "-m", "venv", str(env_dir)], lf)
+            py = str(env_python(env_dir))
+            for args in _install_plan(constraints):
+                extra = ["--quiet"] if quiet else []
+                _logged_run([py, "-m", "pip", *args[:1], *extra, *args[1:]], lf)
+            # the kit must import with the shims and our package: fail here, not mid-workflow
+            probe = (
+                "import heareval.embeddings.runner, heareval.predictions.runner, "
+                "hearvalidator.validate, abt.hear, hear_compat; hear_compat.check()"
+            )
+            _logged_run([py, "-c", probe], lf, env=kit_env(env_dir))
+        stamp = {
+            "hash": want,
+            "python": platform.python_version(),
+            "constraints": str(constraints),
+            "install_seconds": round(time.perf_counter() - t0, 1),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        (env_dir / STAMP_NAME).write_text(json.dumps(stamp, indent=1) + "\n")
+    return env_dir
+
+
+def _logged_run(cmd: Sequence[str], lf: Any, env: Mapping[str, str] | None = None) -> None:
+    lf.write(f"$ {' '.join(cmd)}\n")
+    lf.flush()
+    r = subprocess.run(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env)
+    lf.flush()
+    if r.returncode != 0:
+        tail = _tail(Path(lf.name))
+        raise EnvBuildError(
+            f"building the HEAR evaluation venv failed (exit {r.returncode}) at:\n  "
+            f"{' '.join(cmd)}\nlog: {lf.name}\n--- last lines ---\n{tail}"
+        )
+
+
+def _tail(path: Path, n: int = TAIL_LINES) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no output)"
+    return "\n".join(lines[-n:])
+
+
+# ------------------------------------------------------------------------------- running
+
+
+def kit_env(
+    env_dir: str | Path, *, threads: int = 1, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Environment variables for running the kit from the venv at ``env_dir``.
+
+    ``PYTHONPATH`` = shim dir + our ``src`` (nothing inherited), ``PATH`` starts with the venv's
+    ``bin``, ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``, ``OMP_NUM_THREADS=threads`` (1 on CI: with
+    the default thread count the kit's tiny MLPs ran 3-7x slower on a loaded 2-core machine).
+    """
+    env = dict(os.environ if base is None else base)
+    for k in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP", "PIP_REQUIRE_VIRTUALENV"):
+        env.pop(k, None)
+    env_bin = str(Path(env_dir).absolute() / "bin")
+    env.update(
+        {
+            "PYTHONPATH": os.pathsep.join([str(SHIM_DIR), str(SRC_DIR)]),
+            "PATH": os.pathsep.join([env_bin, env.get("PATH", "/usr/bin:/bin")]),
+            "VIRTUAL_ENV": str(Path(env_dir).absolute()),
+            "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1",
+            "OMP_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads),
+            "PYTHONNOUSERSITE": "1",
+            "PYTHONUNBUFFERED": "1",
+            "MPLBACKEND": "Agg",
+        }
+    )
+    return env
+
+
+def _run_kit(
+    cmd: Sequence[str],
+    env_dir: Path,
+    *,
+    cwd: Path,
+    log: str | Path | None,
+    what: str,
+    threads: int = 1,
+    timeout: float | None = None,
+) -> str:
+    log_path = Path(log) if log else cwd / "kit.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as lf:
+        lf.write(f"$ {' '.join(map(str, cmd))}\n(cwd {cwd})\n")
+        lf.flush()
+        try:
+            r = subprocess.run(
+                list(map(str, cmd)),
+                cwd=cwd,
+                env=kit_env(env_dir, threads=threads),
+                stdout=lf,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            raise KitError(
+                f"{what} timed out after {timeout} s\n--- last lines of {log_path} ---\n"
+                f"{_tail(log_path)}"
+            ) from None
+    out = log_path.read_text(errors="replace")
+    if r.returncode != 0:
+        raise KitError(
+            f"{what} failed (exit {r.returncode}): {' '.join(map(str, cmd))}\n"
+            f"--- last lines of {log_path} ---\n{_tail(log_path)}"
+        )
+    return out
+
+
+def _check_env(env_dir: str | Path) -> Path:
+    env_dir = Path(env_dir).absolute()
+    if not env_python(env_dir).exists() or read_stamp(env_dir) is None:
+        raise EnvBuildError(f"{env_dir} is not a built evaluation venv; call ensure_env() first")
+    return env_dir
+
+
+def _check_ckpt(ckpt: str | Path) -> Path:
+    from abt.hear import read_checkpoint  # cheap: torch only
+
+    ckpt = Path(ckpt).absolute()
+    read_checkpoint(ckpt)  # clear error now rather than a traceback from inside the kit
+    return ckpt
+
+
+@contextlib.contextmanager
+def _scratch(scratch_dir: str | Path | None, keep: bool) -> Iterator[Path]:
+    if scratch_dir is not None:
+        p = Path(scratch_dir).absolute()
+        p.mkdir(parents=True, exist_ok=True)
+        yield p
+        return
+    p = Path(tempfile.mkdtemp(prefix="abt-heareval-"))
+    try:
+        yield p
+    finally:
+        if not keep:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def run_validator(
+    env_dir: str | Path,
+    ckpt: str | Path,
+    *,
+    device: str = "cpu",
+    log: str | Path | None = None,
+    timeout: float | None = 1800,
+) -> str:
+    """``hear-validator abt.hear --model CKPT --device DEVICE``; returns its output."""
+    env_dir = _check_env(env_dir)
+    ckpt = _check_ckpt(ckpt)
+    with _scratch(None, keep=False) as cwd:
+        return _run_kit(
+            [env_dir / "bin" / "hear-validator", HEAR_MODULE, "--model", ckpt, "--device", device],
+            env_dir,
+            cwd=cwd,
+            log=log,
+            what="hear-validator",
+            timeout=timeout,
+        )
+
+
+def _check_tasks(task_dirs: Sequence[Path]) -> None:
+    from abt.data.hear_tasks import read_task
+
+    names = [t.name for t in task_dirs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"task directory names must be unique, got {names}")
+    for t in task_dirs:
+        info = read_task(t, sample_rate=16000)  # raises HearTaskError naming the file
+        if not info.labels or all(len(v) == 0 for v in info.labels.values()):
+            raise ValueError(f"{t}: the task has no clips")
+
+
+def run_embeddings(
+    env_dir: str | Path,
+    ckpt: str | Path,
+    tasks_dir: str | Path,
+    embeddings_dir: str | Path,
+    *,
+    task: str | Sequence[str] | None = None,
+    overwrite: bool = True,
+    log: str | Path | None = None,
+    scratch_dir: str | Path | None = None,
+    timeout: float | None = None,
+) -> dict[str, Path]:
+    """``python -m heareval.embeddings.runner abt.hear --model CKPT`` on some tasks.
+
+    ``tasks_dir`` holds HEAR task directories; ``task`` picks some by directory name (default:
+    every subdirectory). Each is validated with :func:`abt.data.hear_tasks.read_task` first, then
+    symlinked into a scratch folder that the runner iterates (it takes every entry of
+    ``--tasks-dir``). Outputs: ``embeddings_dir/abt.hear/<task>/`` (returned, by task name).
+    ``overwrite`` deletes existing outputs first: the runner would otherwise skip a task whose
+    ``.done.embeddings`` exists even if the checkpoint changed.
+    """
+    env_dir = _check_env(env_dir)
+    ckpt = _check_ckpt(ckpt)
+    tasks_dir = Path(tasks_dir).absolute()
+    if not tasks_dir.is_dir():
+        raise FileNotFoundError(f"tasks directory {tasks_dir} does not exist")
+    if task is None:
+        selected = sorted(p for p in tasks_dir.iterdir() if p.is_dir())
+    else:
+        names = [task] if isinstance(task, str) else list(task)
+        selected = [tasks_dir / n for n in names]
+    if not selected:
+        raise ValueError(f"no task directories in {tasks_dir}")
+    _check_tasks(selected)
+    out_root = Path(embeddings_dir).absolute()
+    outs = {t.name: out_root / HEAR_MODULE / t.name for t in selected}
+    if overwrite:
+        for p in outs.values():
+            shutil.rmtree(p, ignore_errors=True)
+    out_root.mkdir(parents=True, exist_ok=True)
+    with _scratch(scratch_dir, keep=False) as cwd:
+        links = cwd / "tasks"
+        links.mkdir(exist_ok=True)
+        for t in selected:
+            dst = links / t.name
+            if dst.is_symlink() or dst.exists():
+                dst.unlink()
+            dst.symlink_to(t.resolve(), target_is_directory=True)
+        cmd = [env_dir / "bin" / "python", "-m", "heareval.embeddings.runner", HEAR_MODULE,
+               "--model", ckpt, "--tasks-dir", links, "--embeddings-dir", out_root]  # fmt: skip
+        _run_kit(cmd, env_dir, cwd=cwd, log=log, what="heareval embeddings runner",
+                 timeout=timeout)  # fmt: skip
+    for p in outs.values():
+        if not (p / ".done.embeddings").exists():
+            raise KitError(f"the embeddings runner finished but {p}/.done.embeddings is missing")
+    return outs
+
+
+#: files the predictions runner writes into the task dir (removed on overwrite, never linked)
+PREDICTION_OUTPUTS = (
+    "prediction-done.json",
+    "test.predicted-scores.json",
+    "prediction.log",
+    "test.predictions.json",
+    "test.predicted-labels.pkl",
+    PREDICTION_SETTINGS,
+)
+
+
+def _is_prediction_output(name: str) -> bool:
+    return name in PREDICTION_OUTPUTS or name.endswith(".predictions.pkl")
+
+
+def run_predictions(
+    env_dir: str | Path,
+    task_embedding_dir: str | Path,
+    grid: str = "default",
+    *,
+    out_dir: str | Path | None = None,
+    grid_points: int | None = None,
+    overwrite: bool = True,
+    keep_lightning_logs: bool = False,
+    log: str | Path | None = None,
+    scratch_dir: str | Path | None = None,
+    threads: int = 1,
+    timeout: float | None = None,
+) -> Path:
+    """``python -m heareval.predictions.runner`` on one embedding task dir; returns the scores file.
+
+    ``grid``: ``"default"`` (the HEAR 2021 protocol: 8 points of the default grid) or ``"fast"``
+    (``--grid faster --grid-points 1``, a smoke test whose numbers are not comparable).
+    ``grid_points`` overrides the number of points. The settings are written to
+    ``abt-prediction-settings.json`` next to the scores.
+
+    The runner writes its outputs (``test.predicted-scores.json``, ``*.predictions.pkl``, ...) into
+    the directory it is given. With ``out_dir`` that is a fresh directory holding symlinks to the
+    embedding dir's top-level files (all the runner reads), so the embeddings stay untouched and
+    several grids can be evaluated from one extraction; without it, the embedding dir itself.
+
+    The runner is started in a scratch dir and given the task dir through a *relative* symlink
+    path, so Lightning's logs/checkpoints (``./logs/<path>/``, hundreds of MB) land in the scratch
+    dir and are deleted afterwards (``keep_lightning_logs`` keeps them when a ``scratch_dir`` is
+    given). ``scores["embedding_path"]`` therefore reads ``emb/<task>``.
+    """
+    if grid not in GRIDS:
+        raise ValueError(f"grid must be one of {sorted(GRIDS)}, got {grid!r}")
+    env_dir = _check_env(env_dir)
+    tdir = Path(task_embedding_dir).absolute()
+    for need in ("task_metadata.json", ".done.embeddings"):
+        if not (tdir / need).exists():
+            raise FileNotFoundError(
+                f"{tdir} is not a finished embedding task dir ({need} missing); "
+                "run run_embeddings() first"
+            )
+    opts = list(GRIDS[grid])
+    if grid_points is not None:
+        opts[opts.index("--grid-points") + 1] = str(int(grid_points))
+    if out_dir is None:
+        target = tdir
+        if overwrite:
+            for p in tdir.iterdir():
+                if p.is_file() and _is_prediction_output(p.name):
+                    p.unlink()
+    else:
+        target = Path(out_dir).absolute()
+        if target == tdir:
+            raise ValueError("out_dir must differ from the embedding dir (leave it None instead)")
+        if target.exists():
+            if not overwrite:
+                raise FileExistsError(f"{target} exists (pass overwrite=True to replace it)")
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        for p in sorted(tdir.iterdir()):
+            if p.is_file() and not _is_prediction_output(p.name):
+                (target / p.name).symlink_to(p)
+    with _scratch(scratch_dir, keep=keep_lightning_logs) as cwd:
+        name = tdir.name if out_dir is None else target.name
+        link = cwd / "emb" / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(target, target_is_directory=True)
+        rel = Path("emb") / name
+        cmd = [env_dir / "bin" / "python", "-m", "heareval.predictions.runner", rel, *opts]
+        t0 = time.perf_counter()
+        _run_kit(
+            cmd,
+            env_dir,
+            cwd=cwd,
+            log=log,
+            what="heareval predictions runner",
+            threads=threads,
+            timeout=timeout,
+        )
+        elapsed = time.perf_counter() - t0
+        if not keep_lightning_logs:
+            shutil.rmtree(cwd / "logs", ignore_errors=True)
+    scores = target / "test.predicted-scores.json"
+    if not scores.exists():
+        raise KitError(f"the predictions runner finished but {scores} is missing")
+    pins = read_constraints() if CONSTRAINTS.is_file() else {}
+    settings = {
+        "grid": grid,
+        "runner_options": opts,
+        "embeddings": str(tdir),
+        "heareval": pins.get("heareval"),
+        "pytorch-lightning": pins.get("pytorch-lightning"),
+        "deterministic": True,
+        "seconds": round(elapsed, 1),
+    }
+    (target / PREDICTION_SETTINGS).write_text(json.dumps(settings, indent=1) + "\n")
+    return scores
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m abt.evaluation.heareval_env ENV_DIR``: build (or check) the venv."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("env_dir", nargs="?", default=str(REPO_ROOT / ".venv-hear"))
+    ap.add_argument("--python", default=sys.executable)
+    a = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    p = ensure_env(a.env_dir, python=a.python)
+    print(f"{p} ready ({time.perf_counter() - t0:.1f} s; stamp {read_stamp(p)})")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,413 @@
+"""HEAR 2021 API for abt encoder checkpoints (thesis §3.4.2): ``load_model``,
+``get_scene_embeddings``, ``get_timestamp_embeddings``.
+
+Run by the official kit as ``python -m heareval.embeddings.runner abt.hear --model model.ckpt``
+(see :mod:`abt.evaluation.heareval_env`). Only torch and numpy are imported, so the module works in
+the separate evaluation venv.
+
+Protocol (the authors' wrapper with its bugs fixed; shared/reference/original-code-spec.md §1.13,
+§1.16 items 19-20):
+
+* **Front-end = pre-training front-end.** The log-mel parameters are the checkpoint's ``mels``
+  (64 ms window, *not* the authors' HEAR ``win_length=400``).
+* **Normalisation = the checkpoint's dataset statistics** ``(x - mean) / std`` — never batch
+  statistics, so a clip's embedding does not depend on the other clips of the batch.
+* **Scene embeddings.** Convolutional encoders (``unit_frames is None``) take the whole clip in
+  one pass (their temporal max+mean pooling covers every frame). ViTs: the clip's log-mel is split
+  into ``unit_frames`` (96) frame units; the last unit is padded with the *normalised log-mel of
+  silence* ``(log(eps) - mean) / std`` only if it is partial (a clip of exactly k·96 frames gets k
+  units — no all-zero extra unit); the embedding is the plain mean of the unit embeddings ([CLS]).
+* **Timestamp embeddings.** 950 ms frames at a 50 ms hop (thesis §3.4.2; hear-baseline framing):
+  the audio is zero-padded by half a frame on both sides, frame k is centred at ``k·50`` ms and
+  there are ``1 + n_samples // hop`` frames (2.0 s -> 41 frames, 0..2000 ms; 1.07 s -> 22 frames,
+  0..1050 ms; the last timestamp never passes the end of the audio). Each frame -> log-mel
+  (96 frames) -> normalise -> encoder, in chunks of ``chunk_size`` frames.
+* **Short clips.** A waveform shorter than one STFT window (``n_fft`` samples, 64 ms) is
+  zero-padded (silence) at the end to that length before the front-end (the reflect-padded STFT
+  needs more than ``n_fft/2`` samples). A conv encoder's input is further zero-padded to the
+  fewest frames the encoder accepts (AudioNTT: 4 frames, ResNet-18: 32), found at load time. A ViT
+  clip shorter than one unit is one partial unit (padded with silence as above).
+* Silence is finite everywhere: ``log(0 + eps) = -15.9``.
+
+:func:`save_random_init` writes an untrained (seeded) checkpoint in the same format — the random
+initialisation baselines (the paper's %↑RAND) and the test fixtures.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from abt.data.mel import LogMelFrontEnd, MelConfig
+from abt.encoders import ENCODERS, build_encoder
+
+#: must equal :data:`abt.trainer.ENCODER_CKPT_FORMAT` (kept separate: ``abt.trainer`` imports the
+#: whole training stack, which the evaluation venv does not have; a test checks they agree)
+ENCODER_CKPT_FORMAT = "abt-encoder/1"
+FRAME_MS = 950.0
+HOP_MS = 50.0
+DEFAULT_CHUNK = 256
+_REQUIRED_KEYS = ("format", "encoder", "n_mels", "input_frames", "state_dict", "norm", "mels")
+
+
+class CheckpointError(ValueError):
+    """The file is not a usable abt encoder checkpoint; the message says why."""
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load and validate an ``abt-encoder/1`` checkpoint with ``torch.load(weights_only=True)``."""
+    path = Path(path)
+    if not str(path) or not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist (or is not a file)")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001  (pickle errors of all kinds)
+        raise CheckpointError(
+            f"{path} is not an abt encoder checkpoint: torch.load(weights_only=True) refused it "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Checkpoints of "
+            "other libraries (Lightning, the authors' code) are not supported; export the encoder "
+            f"with abt (format {ENCODER_CKPT_FORMAT!r})."
+        ) from None
+    if not isinstance(ck, dict) or ck.get("format") != ENCODER_CKPT_FORMAT:
+        found = ck.get("format") if isinstance(ck, dict) else type(ck).__name__
+        keys = sorted(map(str, ck))[:12] if isinstance(ck, dict) else []
+        raise CheckpointError(
+            f"{path} is not an abt encoder checkpoint: expected format {ENCODER_CKPT_FORMAT!r}, "
+            f"found {found!r} (top-level keys {keys})"
+        )
+    missing = [k for k in _REQUIRED_KEYS if k not in ck]
+    if missing:
+        raise CheckpointError(f"{path}: abt encoder checkpoint lacks key(s) {missing}")
+    enc = ck["encoder"]
+    if not isinstance(enc, dict) or not {"arch", "kwargs"} <= set(enc):
+        raise CheckpointError(f"{path}: 'encoder' must hold arch and kwargs, got {enc!r}")
+    if enc["arch"] not in ENCODERS:
+        raise CheckpointError(
+            f"{path}: unknown encoder architecture {enc['arch']!r}; known: {list(ENCODERS)}"
+        )
+    norm = ck["norm"]
+    try:
+        mean, std = float(norm["mean"]), float(norm["std"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(
+            f"{path}: 'norm' must hold numeric mean and std, got {norm!r}"
+        ) from None
+    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+        raise CheckpointError(f"{path}: normalisation stats must be finite with std > 0: {norm!r}")
+    try:
+        MelConfig.from_dict(ck["mels"])
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: bad 'mels' front-end parameters: {e}") from None
+    return ck
+
+
+def build_checkpoint_encoder(ck: Mapping[str, Any], path: str = "<checkpoint>") -> nn.Module:
+    """Rebuild the checkpoint's encoder and load its weights strictly (eval mode)."""
+    kwargs = dict(ck["encoder"]["kwargs"] or {})
+    if kwargs.get("patch_size") is not None:
+        kwargs["patch_size"] = tuple(kwargs["patch_size"])
+    arch = ck["encoder"]["arch"]
+    if arch.startswith("vit"):
+        kwargs.setdefault("input_frames", int(ck["input_frames"]))
+    try:
+        enc = build_encoder(arch, n_mels=int(ck["n_mels"]), **kwargs)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot build encoder {arch!r} with {kwargs}: {e}") from None
+    sd = ck["state_dict"]
+    if not isinstance(sd, Mapping):
+        raise CheckpointError(f"{path}: state_dict must be a mapping, got {type(sd).__name__}")
+    own = enc.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    shapes = [
+        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in sd and isinstance(sd[k], torch.Tensor) and tuple(sd[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or shapes:
+        raise CheckpointError(
+            f"{path}: the state dict does not match architecture {arch!r} {kwargs}: "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''} ({len(missing)}), "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''} "
+            f"({len(unexpected)}), shape mismatches {shapes[:3]}"
+        )
+    enc.load_state_dict(sd, strict=True)
+    return enc.eval()
+
+
+def save_random_init(
+    path: str | os.PathLike[str],
+    encoder_key: str,
+    arch: str,
+    kwargs: Mapping[str, Any] | None,
+    norm_mean: float,
+    norm_std: float,
+    mels: Mapping[str, Any] | MelConfig | None = None,
+    *,
+    seed: int = 0,
+    input_frames: int = 96,
+    norm_mode: str = "dataset",
+) -> Path:
+    """Write an untrained encoder (random init, seeded) as an ``abt-encoder/1`` checkpoint.
+
+    Same format as :meth:`abt.trainer.Trainer.save_encoder`; ``epoch = step = 0`` and
+    ``config = {"random_init": True, "seed": seed}``. Use the same dataset statistics and front-end
+    as the trained encoders, so that random-init baselines differ only in the weights.
+    """
+    mel_cfg = mels if isinstance(mels, MelConfig) else MelConfig.from_dict(dict(mels or {}))
+    kw = dict(kwargs or {})
+    if kw.get("patch_size") is not None:
+        kw["patch_size"] = [int(p) for p in kw["patch_size"]]
+    build_kw = dict(kw)
+    if build_kw.get("patch_size") is not None:
+        build_kw["patch_size"] = tuple(build_kw["patch_size"])
+    if arch.startswith("vit"):
+        build_kw.setdefault("input_frames", int(input_frames))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        enc = build_encoder(arch, n_mels=mel_cfg.n_mels, **build_kw)
+    ck = {
+        "format": ENCODER_CKPT_FORMAT,
+        "encoder": {"key": encoder_key, "arch": arch, "kwargs": kw},
+        "n_mels": mel_cfg.n_mels,
+        "input_frames": int(input_frames),
+        "state_dict": {k: v.detach().cpu() for k, v in enc.state_dict().items()},
+        "norm": {"mode": norm_mode, "mean": float(norm_mean), "std": float(norm_std)},
+        "mels": mel_cfg.to_dict(),
+        "epoch": 0,
+        "step": 0,
+        "config": {"random_init": True, "seed": int(seed)},
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    torch.save(ck, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+# ------------------------------------------------------------------------------------ model
+
+
+def _min_conv_frames(encoder: nn.Module, n_mels: int) -> int:
+    """Fewest frames a conv encoder accepts (probed once with a tiny input)."""
+    with torch.no_grad():
+        for t in (1, 2, 4, 8, 16, 32, 64, 128):
+            try:
+                encoder(torch.zeros(1, 1, n_mels, t))
+                return t
+            except (RuntimeError, ValueError):
+                continue
+    raise CheckpointError("the encoder rejects every input length up to 128 frames")
+
+
+class HearModel(nn.Module):
+    """The object ``load_model`` returns: encoder + front-end as submodules (``.to()`` moves both).
+
+    Attributes required by the HEAR API: ``sample_rate``, ``scene_embedding_size``,
+    ``timestamp_embedding_size`` (both the encoder's ``embed_dim``).
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        mels: MelConfig,
+        norm_mean: float,
+        norm_std: float,
+        *,
+        chunk_size: int = DEFAULT_CHUNK,
+        info: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.encoder = encoder.eval()
+        self.frontend = LogMelFrontEnd(mels)
+        self.mels = mels
+        self.sample_rate = int(mels.sample_rate)
+        self.norm_mean = float(norm_mean)
+        self.norm_std = float(norm_std)
+        self.chunk_size = int(chunk_size)
+        self.info = dict(info or {})
+        dim = int(encoder.embed_dim)
+        self.scene_embedding_size = dim
+        self.timestamp_embedding_size = dim
+        self.unit_frames: int | None = getattr(encoder, "unit_frames", None)
+        self.frame_samples = int(round(FRAME_MS / 1000.0 * self.sample_rate))
+        self.hop_samples = int(round(HOP_MS / 1000.0 * self.sample_rate))
+        # shortest waveform fed to the front-end: one STFT window (>= the reflect-pad minimum)
+        self.min_samples = max(mels.n_fft, self.frontend.min_samples)
+        self.min_frames = (
+            _min_conv_frames(self.encoder, mels.n_mels) if self.unit_frames is None else 1
+        )
+        self.eval()
+
+    @property
+    def device(self) -> torch.device:
+        return self.frontend.fb.device
+
+    @property
+    def silence(self) -> float:
+        """The normalised log-mel value of digital silence (the padding value of ViT units)."""
+        return (self.mels.silence_value - self.norm_mean) / self.norm_std
+
+    def _prepare(self, audio: torch.Tensor) -> torch.Tensor:
+        if not isinstance(audio, torch.Tensor):
+            audio = torch.as_tensor(audio)
+        if audio.dim() != 2:
+            raise ValueError(
+                f"audio must be a (n_sounds, n_samples) tensor, got shape {tuple(audio.shape)}"
+            )
+        audio = audio.to(device=self.device, dtype=torch.float32)
+        if not torch.isfinite(audio).all():
+            raise ValueError("audio contains NaN or Inf samples")
+        return audio
+
+    def logmel(self, wave: torch.Tensor) -> torch.Tensor:
+        """``(B, N)`` waveform -> normalised log-mel ``(B, 1, n_mels, frames)``."""
+        if wave.shape[-1] < self.min_samples:
+            wave = nn.functional.pad(wave, (0, self.min_samples - wave.shape[-1]))
+        x = self.frontend(wave)  # (B, frames, n_mels)
+        x = (x - self.norm_mean) / self.norm_std
+        return x.transpose(1, 2).unsqueeze(1)
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder over ``x`` ``(M, 1, n_mels, T)`` in chunks of ``chunk_size``."""
+        return torch.cat([self.encoder(c) for c in torch.split(x, self.chunk_size)], dim=0)
+
+    def units(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Split ``(B, 1, F, T)`` into ``unit_frames`` units -> ``(B*U, 1, F, unit)``, ``U``.
+
+        The last unit is padded with :attr:`silence` only when it is partial.
+        """
+        unit = int(self.unit_frames)  # type: ignore[arg-type]
+        b, _, f, t = x.shape
+        n_units = max(1, math.ceil(t / unit))
+        pad = n_units * unit - t
+        if pad:
+            x = nn.functional.pad(x, (0, pad), value=self.silence)
+        x = x.reshape(b, 1, f, n_units, unit).permute(0, 3, 1, 2, 4).reshape(-1, 1, f, unit)
+        return x, n_units
+
+    @torch.no_grad()
+    def scene(self, audio: torch.Tensor) -> torch.Tensor:
+        audio = self._prepare(audio)
+        if audio.shape[0] == 0:
+            return torch.zeros(0, self.scene_embedding_size, device=self.device)
+        return self.scene_from_logmel(self.logmel(audio))
+
+    @torch.no_grad()
+    def scene_from_logmel(self, x: torch.Tensor) -> torch.Tensor:
+        """Clip embeddings of normalised log-mels ``(B, 1, n_mels, T)``: conv encoders see the
+        whole clip, ViTs average ``unit_frames`` units (the last padded only if partial)."""
+        n = x.shape[0]
+        if self.unit_frames is None:
+            if x.shape[-1] < self.min_frames:
+                x = nn.functional.pad(x, (0, self.min_frames - x.shape[-1]), value=self.silence)
+            # bound memory on long clips: clips per pass so that clips * frames <= chunk * 96
+            per = max(1, (self.chunk_size * 96) // x.shape[-1])
+            return torch.cat([self.encoder(c) for c in torch.split(x, per)], dim=0)
+        u, n_units = self.units(x)
+        return self._encode(u).reshape(n, n_units, -1).mean(dim=1)
+
+    def n_timestamps(self, n_samples: int) -> int:
+        return 1 + n_samples // self.hop_samples
+
+    @torch.no_grad()
+    def timestamps(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        audio = self._prepare(audio)
+        n, n_samples = audio.shape
+        n_frames = self.n_timestamps(n_samples)
+        half = self.frame_samples // 2
+        padded = nn.functional.pad(audio, (half, self.frame_samples - half))
+        frames = padded.unfold(-1, self.frame_samples, self.hop_samples)[:, :n_frames]
+        frames = frames.reshape(n * n_frames, self.frame_samples)
+        embs = []
+        for c in torch.split(frames, self.chunk_size):
+            x = self.logmel(c)
+            if self.unit_frames is not None:
+                u, n_units = self.units(x)  # 96 frames -> exactly one unit for a 96-frame ViT
+                embs.append(self.encoder(u).reshape(c.shape[0], n_units, -1).mean(dim=1))
+            else:
+                embs.append(self.encoder(x))
+        emb = (
+            torch.cat(embs, dim=0).reshape(n, n_frames, -1)
+            if n
+            else torch.zeros(0, n_frames, self.timestamp_embedding_size, device=self.device)
+        )
+        ts = torch.arange(n_frames, dtype=torch.float64) * (self.hop_samples / self.sample_rate)
+        ts = (ts * 1000.0).to(torch.float32).to(self.device)
+        return emb, ts.unsqueeze(0).expand(n, -1).contiguous()
+
+
+# ------------------------------------------------------------------------------- HEAR API
+
+
+def load_model(model_file_path: str = "", **kwargs: Any) -> HearModel:
+    """HEAR API: load an abt encoder checkpoint (``model.ckpt``) as a :class:`HearModel`.
+
+    ``kwargs`` (``--model-options`` of the kit): ``chunk_size`` (frames/units per encoder pass,
+    default 256). The path is required: there is no default model.
+    """
+    if not model_file_path:
+        raise ValueError(
+            "abt.hear.load_model needs the path of an abt encoder checkpoint (model.ckpt, "
+            "written by `abt pretrain` or abt.hear.save_random_init); pass --model PATH"
+        )
+    unknown = sorted(set(kwargs) - {"chunk_size"})
+    if unknown:
+        raise TypeError(f"abt.hear.load_model: unknown option(s) {unknown}; known: ['chunk_size']")
+    ck = read_checkpoint(model_file_path)
+    encoder = build_checkpoint_encoder(ck, str(model_file_path))
+    mels = MelConfig.from_dict(ck["mels"])
+    if int(ck["n_mels"]) != mels.n_mels:
+        raise CheckpointError(
+            f"{model_file_path}: n_mels {ck['n_mels']} differs from mels.n_mels {mels.n_mels}"
+        )
+    info = {
+        "path": str(model_file_path),
+        "encoder": dict(ck["encoder"]),
+        "epoch": ck.get("epoch"),
+        "step": ck.get("step"),
+        "norm_mode": ck["norm"].get("mode"),
+    }
+    return HearModel(
+        encoder,
+        mels,
+        float(ck["norm"]["mean"]),
+        float(ck["norm"]["std"]),
+        chunk_size=int(kwargs.get("chunk_size", DEFAULT_CHUNK)),
+        info=info,
+    )
+
+
+def _check_model(model: Any) -> HearModel:
+    if not isinstance(model, HearModel):
+        raise TypeError(f"model must come from abt.hear.load_model, got {type(model).__name__}")
+    if model.training:
+        model.eval()
+    return model
+
+
+def get_scene_embeddings(audio: torch.Tensor, model: HearModel) -> torch.Tensor:
+    """HEAR API: ``audio (n_sounds, n_samples)`` at ``model.sample_rate`` -> ``(n_sounds, D)``."""
+    return _check_model(model).scene(audio)
+
+
+def get_timestamp_embeddings(
+    audio: torch.Tensor, model: HearModel
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """HEAR API: -> embeddings ``(n_sounds, n_frames, D)``, timestamps ``(n_sounds, n_frames)`` ms.
+
+    950 ms frames centred every 50 ms from 0 ms; ``n_frames = 1 + n_samples // 800`` at 16 kHz.
+    """
+    return _check_model(model).timestamps(audio)
