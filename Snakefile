@@ -17,6 +17,7 @@ configfile: "config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/hear.smk"
 
 
 rule all:
@@ -30,3 +31,4 @@ rule all:
             "results/pretrain/{encoder}/baseline/seed0/model.ckpt",
             encoder=config["run"]["encoders"],
         ),
+        main_hear_targets(),

@@ -361,3 +361,85 @@ def monitor_inputs(cfg: dict[str, Any], embedded_dir: str) -> dict[str, str]:
         "monitor_task": task_input_path(cfg, embedded_dir, task),
         "monitor_stores": f"results/mels/tasks/{task}",
     }
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation: the official HEAR kit, random-initialisation baselines
+# --------------------------------------------------------------------------------------------
+
+
+def hear_env(env_dir: str, stamp: str) -> str:
+    """Create (or reuse) the kit's pinned virtual environment; write a stamp for the DAG."""
+    from abt.evaluation.heareval_env import ensure_env, read_stamp
+
+    ensure_env(env_dir)
+    with open(stamp, "w") as fh:
+        json.dump(read_stamp(env_dir), fh, indent=2, default=str)
+    return stamp
+
+
+def random_init_checkpoint(run: dict[str, Any], store_stats: str, out: str) -> str:
+    """An untrained encoder in the checkpoint format, normalised like the trained ones."""
+    from abt.hear import save_random_init
+
+    with open(store_stats) as fh:
+        st = json.load(fh)
+    enc = run["encoder"]
+    save_random_init(
+        out, enc["key"], enc["arch"], enc["kwargs"], st["mean"], st["std"], run["mels"],
+        seed=int(run["seed"]), input_frames=int(run["pretrain"]["crop_frames"]),
+    )  # fmt: skip
+    return out
+
+
+def hear_embeddings(
+    env_dir: str, ckpt: str, task_dir: str, out_dir: str, log: str | None = None
+) -> str:
+    """Official embedding runner on one task; the result is moved to ``out_dir``."""
+    import shutil
+
+    from abt.evaluation.heareval_env import run_embeddings
+
+    out = Path(out_dir)
+    tmp = out.parent / f".tmp-{out.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    task = Path(task_dir)
+    made = run_embeddings(env_dir, ckpt, task.parent, tmp, task=task.name, log=log)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(made[task.name], out)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return str(out)
+
+
+def hear_predictions(
+    env_dir: str,
+    embeddings: str,
+    grid: str,
+    out_dir: str,
+    scores_csv: str,
+    *,
+    task: str,
+    encoder: str,
+    variant: str,
+    seed: int,
+    log: str | None = None,
+) -> Any:
+    """Official predictions runner (grid recorded with every score) -> tidy scores CSV."""
+    from abt.evaluation.heareval_env import run_predictions
+    from abt.evaluation.scores import collect_scores, scores_table
+
+    run_predictions(env_dir, embeddings, grid, out_dir=out_dir, log=log)
+    rows = collect_scores(
+        out_dir, task=task, encoder=encoder, variant=variant, seed=seed, grid=grid
+    )
+    df = scores_table(rows)
+    df.to_csv(scores_csv, index=False)
+    return df
+
+
+def concat_csvs(paths: list[str], out: str) -> Any:
+    import pandas as pd
+
+    df = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+    df.to_csv(out, index=False)
+    return df

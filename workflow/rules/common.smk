@@ -68,3 +68,21 @@ def pretrain_mem_mb(wildcards, attempt):
 
 def pretrain_runtime(wildcards, attempt):
     return 24 * 60 * attempt
+
+
+def random_init_run(wildcards):
+    """The baseline run configuration of an encoder (its architecture and front-end)."""
+    return steps.run_config(config, wildcards.encoder, "baseline", int(wildcards.seed))
+
+
+def main_hear_targets():
+    """HEAR scores of every main encoder, trained and (if configured) at random init."""
+    variants = ["baseline", "random_init"] if config["hear"]["random_init"] else ["baseline"]
+    return expand(
+        "results/hear/{encoder}/{variant}/seed0/scores.csv",
+        encoder=config["run"]["encoders"],
+        variant=variants,
+    ) + expand(
+        "results/hear/{encoder}/baseline/seed0/validator.log",
+        encoder=config["run"]["encoders"],
+    )

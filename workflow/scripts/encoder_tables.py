@@ -1,4 +1,5 @@
 """Adapter: rule encoder_tables -> abt.steps.write_encoder_tables."""
+
 import sys
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """Adapter: rule pretrain_encoder -> abt.steps.pretrain (resumes from _resume/ on retry)."""
+
 import sys
 from pathlib import Path
 
