@@ -94,15 +94,22 @@ def test_unknown_embedded_task_fails_at_parse_time(tmp_path):
     assert r.returncode != 0 and "no_such_task" in r.stdout + r.stderr
 
 
-@pytest.mark.slow
-def test_data_rules_build_end_to_end(tmp_path):
-    """A tiny real build of the data rules: embedded set, stores, baselines (CI runs this)."""
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The whole default DAG on a tiny configuration, run once for the tests below (CI runs it):
+    embedded data at scale 0.05, stores, baselines, encoder tables, a short AudioNTT pre-training
+    with probe monitoring, and the official HEAR kit (fast grid) on the trained and the
+    random-init encoder for every embedded task."""
+    tmp = tmp_path_factory.mktemp("wf")
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     cfg["embedded"]["scale"] = 0.05
     cfg["preprocess"]["stats"]["n_crops"] = 500
-    p = tmp_path / "tiny.yaml"
+    cfg["pretrain"].update(epochs=3, batch_size=32)
+    cfg["monitor"]["every_epochs"] = 1
+    cfg["hear"].update(grid="fast", env_dir=str(ROOT / ".venv-hear"))
+    p = tmp / "tiny.yaml"
     p.write_text(yaml.safe_dump(cfg))
-    wd = tmp_path / "wd"
+    wd = tmp / "wd"
     wd.mkdir()
     r = smk(
         "--cores",
@@ -113,10 +120,48 @@ def test_data_rules_build_end_to_end(tmp_path):
         str(wd),
         "--snakefile",
         str(ROOT / "Snakefile"),
-        timeout=1200,
+        timeout=3000,
     )
-    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
-    stats = yaml.safe_load((wd / "results/mels/pretrain/train/stats.json").read_text())
+    assert r.returncode == 0, (r.stdout + r.stderr)[-6000:]
+    return wd
+
+
+@pytest.mark.slow
+def test_data_rules_end_to_end(tiny_run):
+    stats = yaml.safe_load((tiny_run / "results/mels/pretrain/train/stats.json").read_text())
     assert stats["n_clips"] > 50 and stats["counts"].get("ok") == stats["n_clips"]
-    summary = (wd / "results/baselines/summary.csv").read_text()
-    assert "verdict" in summary
+    import pandas as pd
+
+    base = pd.read_csv(tiny_run / "results/baselines/summary.csv")
+    assert {"task", "score", "chance", "verdict"} <= set(base.columns) and len(base) >= 7
+    assert base["score"].notna().all() and (base["chance"] < base["score"]).all()
+    enc = pd.read_csv(tiny_run / "results/tables/encoders.csv")
+    assert enc.loc[enc.name == "audiontt", "params_total"].item() == 6_333_376
+
+
+@pytest.mark.slow
+def test_pretraining_end_to_end(tiny_run):
+    import pandas as pd
+
+    run = tiny_run / "results/pretrain/audiontt/baseline/seed0"
+    m = pd.read_csv(run / "train_metrics.csv")
+    assert m["loss"].iloc[-1] < m["loss"].iloc[0]
+    probe = pd.read_csv(run / "epoch_metrics.csv")
+    assert list(probe["epoch"]) == [1, 2, 3] and probe["probe_100"].between(0, 1).all()
+    hp = yaml.safe_load((run / "hparams.yaml").read_text())
+    assert hp["pretrain"]["projector"] == {"hidden_dims": [8192], "out_dim": 1048}
+
+
+@pytest.mark.slow
+def test_hear_scores_end_to_end(tiny_run):
+    import pandas as pd
+
+    from abt.data.embedded import TASKS
+
+    for variant in ("baseline", "random_init"):
+        df = pd.read_csv(tiny_run / f"results/hear/audiontt/{variant}/seed0/scores.csv")
+        prim = df[df["primary"] & (df["split"] == "mean")]
+        assert set(prim["task"]) == set(TASKS.names()), variant
+        assert (df["grid"] == "fast").all() and prim["value"].notna().all()
+    log = (tiny_run / "results/hear/audiontt/baseline/seed0/validator.log").read_text()
+    assert "Looks good!" in log

@@ -62,13 +62,14 @@ def _emb_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scale", type=float, default=0.25)
     p.add_argument("--tasks", nargs="*", default=None)
-    p.add_argument("--use-debian", default="auto", choices=["auto", "yes", "no"])
+    p.add_argument("--use-debian", default="auto", choices=["auto", "never", "require"])
+    p.add_argument("--workers", type=int, default=1)
 
 
 def _emb(a: argparse.Namespace) -> int:
     from abt.steps import build_embedded_dataset
 
-    man = build_embedded_dataset(a.out, a.seed, a.scale, a.tasks, a.use_debian)
+    man = build_embedded_dataset(a.out, a.seed, a.scale, a.tasks, a.use_debian, a.workers)
     print(json.dumps({k: man[k] for k in ("seed", "scale") if k in man}))
     return 0
 
@@ -168,7 +169,9 @@ COMMANDS.add(
 
 def _pre_args(p: argparse.ArgumentParser) -> None:
     _config_args(p)
-    p.add_argument("--encoder", default=None, help="a key of `encoders` (default: pretrain.encoder)")
+    p.add_argument(
+        "--encoder", default=None, help="a key of `encoders` (default: pretrain.encoder)"
+    )
     p.add_argument("--variant", default="baseline", help="baseline or an ablation name")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--store", required=True, help="pre-training store directory")
@@ -209,7 +212,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # clear one-line error for the known error types
         from abt.config import ConfigError
         from abt.data.store import StoreError
-
         from abt.trainer import NonFiniteLossError
 
         if isinstance(e, ConfigError | StoreError | FileNotFoundError | NonFiniteLossError):

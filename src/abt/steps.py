@@ -157,18 +157,27 @@ def compute_task_mels(
 
 
 def build_embedded_dataset(
-    out_dir: str, seed: int, scale: float, tasks: list[str] | None, use_debian: str
+    out_dir: str,
+    seed: int,
+    scale: float,
+    tasks: list[str] | None,
+    use_debian: str,
+    workers: int = 1,
 ) -> dict[str, Any]:
-    """Build the embedded default data set (pool + HEAR-format tasks) deterministically."""
+    """Build the embedded default data set (pool + HEAR-format tasks) deterministically
+    (the same bytes for any number of workers)."""
     from abt.data.embedded import build_embedded
 
-    return build_embedded(out_dir, seed=seed, scale=scale, tasks=tasks, use_debian=use_debian)
+    return build_embedded(
+        out_dir, seed=seed, scale=scale, tasks=tasks, use_debian=use_debian, workers=workers
+    )
 
 
 def task_baseline(task_dir: str, mels: dict[str, Any], out_json: str) -> dict[str, Any]:
     """Log-mel + logistic-regression sanity baseline of one scene task, next to chance level."""
     from abt.data.baseline import task_baseline as _baseline
 
+    # multiclass scene tasks: top-1 (pitch: pitch_acc); event tasks: a frame-level F1 baseline
     res = _baseline(task_dir, mel_cfg=MelConfig.from_dict(mels))
     with open(out_json, "w") as fh:
         json.dump(res, fh, indent=2, default=float)

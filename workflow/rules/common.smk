@@ -20,6 +20,7 @@ except ConfigError as err:
 # Code that rules run: edits to src/ must re-trigger the jobs that depend on it.
 SRC_FILES = sorted(os.path.relpath(p) for p in (WORKFLOW_ROOT / "src" / "abt").rglob("*.py"))
 
+HEAR_CONSTRAINTS = os.path.relpath(WORKFLOW_ROOT / "envs" / "hear-eval.constraints.txt")
 EMBEDDED_DIR = "results/data/embedded"
 TASKS = steps.task_dirs(config, EMBEDDED_DIR)  # task name -> task directory
 TASK_STORES = [f"results/mels/tasks/{task}" for task in TASKS]

@@ -17,7 +17,7 @@ rule build_embedded_dataset:
         "logs/build_embedded_dataset.log",
     benchmark:
         "benchmarks/build_embedded_dataset.tsv"
-    threads: 1
+    threads: 2
     resources:
         mem_mb=4000,
         runtime=60,

@@ -8,7 +8,7 @@ rule setup_hear_env:
     output:
         stamp="results/envs/hear-eval.json",
     input:
-        constraints="envs/hear-eval.constraints.txt",
+        constraints=HEAR_CONSTRAINTS,
     params:
         env_dir=config["hear"]["env_dir"],
     log:

@@ -16,4 +16,5 @@ workflow_io.run(
     scale=sm.params.scale,
     tasks=sm.params.tasks,
     use_debian=sm.params.use_debian,
+    workers=sm.threads,
 )
