@@ -27,7 +27,7 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, write  # noqa: E402
 
-from abt.data.mel import MelConfig  # noqa: E402
+from abt.data.mel import MelConfig, librosa_logmel  # noqa: E402
 from abt.data.store import ClipSpec, MelStore, build_store  # noqa: E402
 
 
@@ -46,27 +46,13 @@ def make_audio(d: Path, n: int, seconds: float, sr: int = 44100) -> list[Path]:
 
 
 def baseline_preprocess(paths: list[Path], out: Path, cfg: MelConfig) -> None:
+    """The plain per-file path: librosa.load (resample + downmix), librosa mel, one .npy each."""
     import librosa
 
     out.mkdir(parents=True, exist_ok=True)
     for p in paths:
         y, _ = librosa.load(p, sr=cfg.sample_rate, mono=True)
-        S = librosa.feature.melspectrogram(
-            y=y,
-            sr=cfg.sample_rate,
-            n_fft=cfg.n_fft,
-            hop_length=cfg.hop_length,
-            win_length=cfg.win_length,
-            center=True,
-            pad_mode="reflect",
-            power=2.0,
-            n_mels=cfg.n_mels,
-            fmin=cfg.f_min,
-            fmax=cfg.f_max,
-            htk=True,
-            norm=None,
-        )
-        np.save(out / f"{p.stem}.npy", np.log(S + cfg.log_eps).astype(np.float32))
+        np.save(out / f"{p.stem}.npy", librosa_logmel(y, cfg).T)  # (64, T), the original layout
 
 
 def crop_bench(store_dir: Path, npy_dir: Path, batch: int, reps: int) -> dict[str, float]:

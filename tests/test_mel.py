@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from abt.data.mel import FLOAT32_EPS, LogMelFrontEnd, MelConfig, logmel, mel_filterbank
+from abt.data.mel import (
+    FLOAT32_EPS,
+    LogMelFrontEnd,
+    MelConfig,
+    librosa_logmel,
+    logmel,
+    mel_filterbank,
+)
 
 SR = 16000
 # Tolerance (log domain, i.e. relative in power): both sides compute a float32 FFT, so agreement
@@ -14,27 +21,6 @@ SR = 16000
 # peak, where float32 FFT leakage noise is comparable) 2e-3.
 NEAR_PEAK_ATOL = 2e-4
 ALL_ATOL = 2e-3
-
-
-def librosa_logmel(y, cfg=None):
-    cfg = cfg or MelConfig()
-    S = librosa.feature.melspectrogram(
-        y=y,
-        sr=cfg.sample_rate,
-        n_fft=cfg.n_fft,
-        hop_length=cfg.hop_length,
-        win_length=cfg.win_length,
-        window="hann",
-        center=cfg.center,
-        pad_mode=cfg.pad_mode,
-        power=cfg.power,
-        n_mels=cfg.n_mels,
-        fmin=cfg.f_min,
-        fmax=cfg.f_max,
-        htk=True,
-        norm=None,
-    )
-    return np.log(S.T + cfg.log_eps)
 
 
 def signals():

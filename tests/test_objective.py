@@ -18,14 +18,6 @@ from abt.objective import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 def reference_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float) -> torch.Tensor:
     """The loss of facebookresearch/barlowtwins ``main.py`` (commit 8e8d284), written out here:
     ``bn = BatchNorm1d(D, affine=False)`` (train mode), ``c = bn(z1).T @ bn(z2) / batch_size``,

@@ -19,14 +19,6 @@ from abt.optim import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 class Tiny(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -152,6 +152,15 @@ def param_groups(
 # --------------------------------------------------------------------------------------------
 
 
+def _decay_on_weights(params: nn.Module | Iterable[Any], lr: float, weight_decay: float) -> list:
+    """Two groups at one learning rate: weights decayed, biases and norm parameters not."""
+    return param_groups(
+        params,
+        weights={"lr": lr, "weight_decay": weight_decay},
+        no_decay={"lr": lr, "weight_decay": 0.0},
+    )
+
+
 def _scaled(groups: list[dict[str, Any]], scale: float) -> list[dict[str, Any]]:
     for g in groups:
         g["lr"] = g["lr"] * scale
@@ -190,11 +199,7 @@ def _build_adamw(
 ) -> torch.optim.AdamW:
     """Thesis §4.1 (ViT_C): lr 6.25e-5 at B = 128, wd 0.24, no decay on biases/norms.
     (The ablations and the code default use lr 1e-4, wd 0.06; pass them explicitly.)"""
-    groups = param_groups(
-        params,
-        weights={"lr": lr, "weight_decay": weight_decay},
-        no_decay={"lr": lr, "weight_decay": 0.0},
-    )
+    groups = _decay_on_weights(params, lr, weight_decay)
     return torch.optim.AdamW(_scaled(groups, scale), lr=lr * scale, betas=tuple(betas), eps=eps)
 
 
@@ -209,11 +214,7 @@ def _build_adam(
 ) -> torch.optim.Adam:
     """Thesis §4.1.1 sweep: Adam, PyTorch defaults otherwise; (L2) weight decay on the weights
     only ("bias and batch normalisation parameters are excluded from weight decay")."""
-    groups = param_groups(
-        params,
-        weights={"lr": lr, "weight_decay": weight_decay},
-        no_decay={"lr": lr, "weight_decay": 0.0},
-    )
+    groups = _decay_on_weights(params, lr, weight_decay)
     return torch.optim.Adam(_scaled(groups, scale), lr=lr * scale, betas=tuple(betas), eps=eps)
 
 
@@ -228,11 +229,7 @@ def _build_sgd(
 ) -> torch.optim.SGD:
     """Thesis §4.1.1 sweep: SGD with "PyTorch defaults", Nesterov False -- so momentum 0 (torch's
     default), taken literally; decay on the weights only."""
-    groups = param_groups(
-        params,
-        weights={"lr": lr, "weight_decay": weight_decay},
-        no_decay={"lr": lr, "weight_decay": 0.0},
-    )
+    groups = _decay_on_weights(params, lr, weight_decay)
     return torch.optim.SGD(
         _scaled(groups, scale), lr=lr * scale, momentum=momentum, nesterov=nesterov
     )

@@ -135,3 +135,18 @@ def logmel(wave: np.ndarray, cfg: MelConfig | None = None) -> np.ndarray:
     fe = LogMelFrontEnd(cfg)
     with torch.no_grad():
         return fe(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))).numpy()
+
+
+def librosa_logmel(wave: np.ndarray, cfg: MelConfig | None = None) -> np.ndarray:
+    """The same log-mel computed with librosa: the reference that tests and benchmarks compare
+    :class:`LogMelFrontEnd` against. Returns ``(frames, n_mels)`` float32."""
+    import librosa
+
+    cfg = cfg or MelConfig()
+    S = librosa.feature.melspectrogram(
+        y=np.asarray(wave, dtype=np.float32), sr=cfg.sample_rate, n_fft=cfg.n_fft,
+        hop_length=cfg.hop_length, win_length=cfg.win_length, window="hann", center=cfg.center,
+        pad_mode=cfg.pad_mode, power=cfg.power, n_mels=cfg.n_mels, fmin=cfg.f_min,
+        fmax=cfg.f_max, htk=True, norm=None,
+    )  # fmt: skip
+    return np.log(S.T + cfg.log_eps).astype(np.float32)
