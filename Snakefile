@@ -24,7 +24,6 @@ rule all:
     default_target: True
     input:
         rules.compute_pretrain_mels.output.stats,
-        TASK_STORES,
         "results/baselines/summary.csv",
         rules.encoder_tables.output.csv,
         expand(

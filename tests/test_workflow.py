@@ -57,8 +57,10 @@ def test_dry_run_builds_the_data_dag():
     n = len(TASKS)
     assert counts["build_embedded_dataset"] == 1
     assert counts["compute_pretrain_mels"] == 1
-    assert counts["compute_task_mels"] == n
+    assert counts["compute_task_mels"] == 1  # the stores of the linear-probe monitoring task
     assert counts["task_baseline"] == n and counts["baseline_table"] == 1
+    assert counts["pretrain_encoder"] == 1 and counts["random_init_encoder"] == 1
+    assert counts["extract_hear_embeddings"] == 2 * n and counts["evaluate_hear_task"] == 2 * n
 
 
 def test_config_typo_fails_at_parse_time(tmp_path):
@@ -165,3 +167,46 @@ def test_hear_scores_end_to_end(tiny_run):
         assert (df["grid"] == "fast").all() and prim["value"].notna().all()
     log = (tiny_run / "results/hear/audiontt/baseline/seed0/validator.log").read_text()
     assert "Looks good!" in log
+
+
+def _paper_config(tmp_path, make_dirs=True):
+    """config/paper.yaml with its data paths moved under tmp_path (placeholder HEAR tasks)."""
+    cfg = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    root = tmp_path / "data"
+    pre = cfg["data"]["pretrain"]
+    pre["audio_dir"] = str(root / "audioset" / "audio")
+    pre["clip_list"] = str(root / "audioset" / "unbalanced_train_segments.csv")
+    for name, path in list(cfg["data"]["tasks"].items()):
+        cfg["data"]["tasks"][name] = str(root / "hear" / Path(path).name)
+    if make_dirs:
+        Path(pre["audio_dir"]).mkdir(parents=True)
+        Path(pre["clip_list"]).write_text("# YTID, start_seconds, end_seconds, positive_labels\n")
+        for path in cfg["data"]["tasks"].values():
+            Path(path).mkdir(parents=True)
+            (Path(path) / "task_metadata.json").write_text("{}")
+    p = tmp_path / "paper.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p, cfg
+
+
+def test_paper_configuration_dry_runs(tmp_path):
+    p, cfg = _paper_config(tmp_path)
+    r = smk("--dry-run", "--forceall", "--quiet", "rules", "--configfile", str(p))
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    counts = job_counts(r.stdout + r.stderr)
+    n_enc, n_tasks = len(cfg["run"]["encoders"]), len(cfg["data"]["tasks"])
+    assert n_tasks == 18 and n_enc == 6
+    assert "build_embedded_dataset" not in counts  # real data only
+    assert counts["pretrain_encoder"] == n_enc and counts["random_init_encoder"] == n_enc
+    assert counts["extract_hear_embeddings"] == 2 * n_enc * n_tasks
+    assert counts["evaluate_hear_task"] == 2 * n_enc * n_tasks
+    assert counts["compute_task_mels"] == 1  # the FSD50K stores for linear-probe monitoring
+
+
+def test_paper_configuration_fails_early_on_missing_data(tmp_path):
+    p, cfg = _paper_config(tmp_path, make_dirs=False)
+    r = smk("--dry-run", "--configfile", str(p))
+    assert r.returncode != 0
+    assert (
+        "data.pretrain.audio_dir" in r.stdout + r.stderr and "does not exist" in r.stdout + r.stderr
+    )

@@ -23,7 +23,6 @@ SRC_FILES = sorted(os.path.relpath(p) for p in (WORKFLOW_ROOT / "src" / "abt").r
 HEAR_CONSTRAINTS = os.path.relpath(WORKFLOW_ROOT / "envs" / "hear-eval.constraints.txt")
 EMBEDDED_DIR = "results/data/embedded"
 TASKS = steps.task_dirs(config, EMBEDDED_DIR)  # task name -> task directory
-TASK_STORES = [f"results/mels/tasks/{task}" for task in TASKS]
 
 
 ENCODERS = sorted(config["encoders"])
