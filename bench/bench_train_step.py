@@ -112,7 +112,7 @@ class PerSampleStep:
         out["loss"].backward()
         tr.optimizer.step()
         tr.scheduler.step()
-        return float(out["loss"])
+        return float(out["loss"].detach())
 
 
 def make_store(d: Path, n: int) -> Path:
@@ -140,6 +140,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--clips", type=int, default=512)
+    ap.add_argument(
+        "--compile", action="store_true", help="also time torch.compile(encoder+projector)"
+    )
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -150,6 +153,11 @@ def main() -> None:
         ours = Trainer(run, MelStore(store), Path(tmp) / "a", device="cpu", progress=False)
         ref_tr = Trainer(run, MelStore(store), Path(tmp) / "b", device="cpu", progress=False)
         ref = PerSampleStep(ref_tr)
+        variants = {"abt": ours.train_step, "per-sample": ref}
+        if a.compile:
+            comp = Trainer(run, MelStore(store), Path(tmp) / "c", device="cpu", progress=False)
+            comp.method.online = torch.compile(comp.method.online)
+            variants["abt + torch.compile"] = comp.train_step
         rng = np.random.default_rng(0)
         # full Mixup memory for both, as in a long run
         for _ in range(2048 // a.batch + 1):
@@ -162,11 +170,11 @@ def main() -> None:
             ]
             ref.aug.memory.append((c - ref.aug.mean) / ref.aug.std)
         ref.aug.memory = ref.aug.memory[-2048:]
-        times: dict[str, list[float]] = {"abt": [], "per-sample": []}
-        cpu: dict[str, list[float]] = {"abt": [], "per-sample": []}
+        times: dict[str, list[float]] = {k: [] for k in variants}
+        cpu: dict[str, list[float]] = {k: [] for k in variants}
         for k in range(a.warmup + a.steps):
             idx = rng.integers(0, len(ours.store), a.batch)
-            for name, fn in (("abt", ours.train_step), ("per-sample", ref)):
+            for name, fn in variants.items():
                 c0, t0 = time.process_time(), time.perf_counter()
                 fn(idx)
                 dt, dc = time.perf_counter() - t0, time.process_time() - c0

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every CPU benchmark, one after another (never concurrently: they share 2 cores), writing
+# JSON to bench/results/ and the markdown tables to bench/results/all.md. Record figures in
+# bench/RESULTS.md together with the machine line and the load average each run printed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+export OMP_WAIT_POLICY=PASSIVE
+mkdir -p bench/results
+{
+  echo "## store"; $PY bench/bench_store.py --out bench/results/store.json
+  echo "## augmentation (1 thread)"; $PY bench/bench_augment.py --threads 1 --repeats 11 --out bench/results/augment_t1.json
+  echo "## augmentation (2 threads)"; $PY bench/bench_augment.py --threads 2 --repeats 11 --out bench/results/augment_t2.json
+  echo "## training step"; $PY bench/bench_train_step.py --batch 128 --steps 5 --warmup 2 --out bench/results/train_step.json
+  echo "## HEAR embeddings"; $PY bench/bench_hear.py --out bench/results/hear.json
+} 2>&1 | tee bench/results/all.md
