@@ -37,7 +37,20 @@ def _objective(cfg: Mapping[str, Any], distributed: bool) -> nn.Module:
     return OBJECTIVES.build(cfg.get("name", "barlow_twins"), distributed=distributed, **kw)
 
 
-class SymmetricBarlowTwins(nn.Module):
+class _Method(nn.Module):
+    """Shared parts: the online branch (``self.online``) and its encoder."""
+
+    online: _Branch
+
+    @property
+    def encoder(self) -> Encoder:
+        return self.online.encoder
+
+    def after_step(self) -> None:
+        """Hook called after every optimiser step (nothing to do by default)."""
+
+
+class SymmetricBarlowTwins(_Method):
     """Both views through the same encoder + projector (two forward passes, BN statistics per
     view, as the reference implementation); loss ``L_BT(z, z')``. Partial view masking (ViTs)
     applies to the first view only (thesis §4.4.3)."""
@@ -53,21 +66,14 @@ class SymmetricBarlowTwins(nn.Module):
         self.online = _Branch(encoder, Projector(encoder.embed_dim, **projector))
         self.objective = _objective(objective, distributed)
 
-    @property
-    def encoder(self) -> Encoder:
-        return self.online.encoder
-
     def forward(self, views: Sequence[Tensor], mask_ratio: float = 0.0) -> dict[str, Tensor]:
         v1, v2 = views
         z1 = self.online(v1, mask_ratio=mask_ratio)
         z2 = self.online(v2)
         return self.objective(z1.float(), z2.float())
 
-    def after_step(self) -> None:
-        """Hook called after every optimiser step (nothing to do for the symmetric method)."""
 
-
-class AsymmetricBarlowTwins(nn.Module):
+class AsymmetricBarlowTwins(_Method):
     """Online encoder + projector (+ predictor) against an EMA target (thesis Fig. 4.8).
 
     Loss: ``½ [L_BT(q(z1), z2'_ξ) + L_BT(q(z2), z1'_ξ)]`` (symmetrised as BYOL); the target is
@@ -89,10 +95,6 @@ class AsymmetricBarlowTwins(nn.Module):
         self.predictor: nn.Module = Predictor(out_dim) if predictor else nn.Identity()
         self.target = EMA(self.online, tau=ema_decay)
         self.objective = _objective(objective, distributed)
-
-    @property
-    def encoder(self) -> Encoder:
-        return self.online.encoder
 
     def forward(self, views: Sequence[Tensor], mask_ratio: float = 0.0) -> dict[str, Tensor]:
         v1, v2 = views

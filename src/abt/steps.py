@@ -96,6 +96,19 @@ def _policy(mels: dict[str, Any], pre: dict[str, Any]) -> LoadPolicy:
     )
 
 
+def _store_options(mels: dict[str, Any], pre: dict[str, Any]) -> dict[str, Any]:
+    """``build_store`` keyword arguments from the ``mels`` and ``preprocess`` config sections."""
+    stats = pre.get("stats", {})
+    return {
+        "mel_cfg": MelConfig.from_dict(mels),
+        "policy": _policy(mels, pre),
+        "stats_crops": int(stats.get("n_crops", 10000)),
+        "stats_crop_frames": int(stats.get("crop_frames", 96)),
+        "stats_seed": int(stats.get("seed", 0)),
+        "workers": int(pre.get("workers", 2)),
+    }
+
+
 def compute_pretrain_mels(
     data: dict[str, Any], mels: dict[str, Any], pre: dict[str, Any], embedded_dir: str, out_dir: str
 ) -> dict[str, Any]:
@@ -112,16 +125,10 @@ def compute_pretrain_mels(
             fmt=data["clip_list_format"],
             id_column=data["id_column"],
         )
-    stats = pre.get("stats", {})
     return build_store(
         specs,
         out_dir,
-        mel_cfg=MelConfig.from_dict(mels),
-        policy=_policy(mels, pre),
-        stats_crops=int(stats.get("n_crops", 10000)),
-        stats_crop_frames=int(stats.get("crop_frames", 96)),
-        stats_seed=int(stats.get("seed", 0)),
-        workers=int(pre.get("workers", 2)),
+        **_store_options(mels, pre),
     )
 
 
@@ -138,17 +145,11 @@ def compute_task_mels(
     info = read_task(task_dir)
     pre = {**pre, "on_silent": "keep"}
     summary: dict[str, Any] = {"task": info.task_name, "splits": {}}
-    stats = pre.get("stats", {})
     for split in info.splits:
         st = build_store(
             list_hear_split(task_dir, split),
             Path(out_dir) / split,
-            mel_cfg=MelConfig.from_dict(mels),
-            policy=_policy(mels, pre),
-            stats_crops=int(stats.get("n_crops", 10000)),
-            stats_crop_frames=int(stats.get("crop_frames", 96)),
-            stats_seed=int(stats.get("seed", 0)),
-            workers=int(pre.get("workers", 2)),
+            **_store_options(mels, pre),
         )
         summary["splits"][split] = {"n_clips": st["n_clips"], "counts": st["counts"]}
     with open(Path(out_dir) / "summary.json", "w") as fh:
