@@ -48,6 +48,12 @@ def ckpts(tmp_path_factory):
         "vitc_t": save_random_init(
             d / "vit.ckpt", "vitc_t_16x8", "vitc_t", {"patch_size": [16, 8]}, MEAN, STD, {}
         ),
+        "resnet18_regp_nrf": save_random_init(
+            d / "resnet.ckpt", "resnet18_regp_nrf", "resnet18_regp_nrf", {}, MEAN, STD, {}
+        ),
+        "vit_t": save_random_init(
+            d / "vitp.ckpt", "vit_t_16x16", "vit_t", {"patch_size": [16, 16]}, MEAN, STD, {}
+        ),
     }
 
 
@@ -139,7 +145,7 @@ def test_shim_patches_lightning(env_dir):
     assert "fit_loop.current_epoch" in r.stdout
 
 
-@pytest.mark.parametrize("encoder", ["audiontt", "vitc_t"])
+@pytest.mark.parametrize("encoder", ["audiontt", "resnet18_regp_nrf", "vit_t", "vitc_t"])
 def test_hear_validator(env_dir, ckpts, encoder, tmp_path):
     out = he.run_validator(env_dir, ckpts[encoder], log=tmp_path / "validator.log")
     assert "Looks good!" in out
