@@ -197,4 +197,3 @@ def _plain(x):
     if isinstance(x, list | tuple):
         return [_plain(v) for v in x]
     return x
-

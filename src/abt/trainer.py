@@ -23,7 +23,6 @@ import contextlib
 import copy
 import csv
 import json
-import math
 import os
 import random
 import time
@@ -465,11 +464,11 @@ class _CsvLog:
 
 
 def _num(v: Any) -> Any:
+    """A CSV cell as a float when it is numeric, else unchanged."""
     try:
-        f = float(v)
+        return float(v)
     except (TypeError, ValueError):
         return v
-    return f if not math.isnan(f) else f
 
 
 def _as_tuple(x: Any) -> Any:

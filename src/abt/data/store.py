@@ -469,6 +469,8 @@ class MelStore:
         """Global mean/std over ``n_crops`` random crops (float64 accumulation, chunked)."""
         rng = np.random.default_rng(seed)
         total, total_sq, n = 0.0, 0.0, 0
+        # "zero_normalised" pads with the dataset mean, which is what is being estimated here;
+        # short clips are padded with silence for the estimate in that mode
         pad_v = self.silence_value if pad == "zero_normalised" else self.pad_value(pad)
         done = 0
         while done < n_crops:

@@ -39,22 +39,10 @@ GM_FAMILIES = (
 )
 # Drum kits present in TimGM6mb (bank 128); Jazz (32) is a copy of Standard (0) there.
 DRUM_KITS = (0, 8, 16, 24, 25, 40, 48)
-# Families whose notes have a clear, stable pitch (pitch task, melodies, chords).
-PITCHED_FAMILIES = (
-    "piano",
-    "chromatic_percussion",
-    "organ",
-    "guitar",
-    "bass",
-    "strings",
-    "ensemble",
-    "brass",
-    "reed",
-    "pipe",
-    "synth_lead",
-    "synth_pad",
-    "ethnic",
-)
+# Families whose notes have a clear, stable pitch (pitch task, melodies, chords): all but the
+# unpitched effect/percussion families.
+UNPITCHED_FAMILIES = ("synth_effects", "percussive", "sound_effects")
+PITCHED_FAMILIES = tuple(f for f in GM_FAMILIES if f not in UNPITCHED_FAMILIES)
 
 
 def family(program: int) -> str:
