@@ -1,7 +1,9 @@
 # abt: Audio Barlow Twins, reproduced end to end.
 #
-#   snakemake --cores 2                       # everything configured so far (rule all)
-#   snakemake --cores 2 results/baselines/summary.csv
+#   snakemake --cores 2                       # the default target: data, runs, report/tables.tex
+#   snakemake --cores 2 report/tables.tex     # the main report (LaTeX + report/report.html)
+#   snakemake --cores 2 results/ablations/aug_rrc/summary.csv   # one ablation
+#   snakemake --cores 2 paper                 # every study and encoder: report/full/
 #
 # Configuration: config.yaml (validated against workflow/schemas/config.schema.yaml at parse time).
 # Use --configfile config/paper.yaml for the paper's scale.
@@ -18,12 +20,13 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/hear.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
-        rules.compute_pretrain_mels.output.stats,
+        TRAIN_STATS,
         "results/baselines/summary.csv",
         rules.encoder_tables.output.csv,
         expand(
@@ -31,3 +34,4 @@ rule all:
             encoder=config["run"]["encoders"],
         ),
         main_hear_targets(),
+        rules.report.output,

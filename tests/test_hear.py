@@ -430,7 +430,7 @@ def test_run_embeddings_validates_tasks_before_launching(ckpts, tmp_path):
     with pytest.raises(CheckpointError):
         he.run_embeddings(env, tmp_path / "other.ckpt", tasks, tmp_path / "emb")
     with pytest.raises(FileNotFoundError, match="not a finished embedding task dir"):
-        he.run_predictions(env, tdir, grid="fast")
+        he.run_predictions(env, tdir, grid="smoke")
 
 
 # ------------------------------------------------------------------------------------ scores
@@ -462,7 +462,7 @@ def test_collect_scores_trainvaltest(tmp_path):
     _write_scores(tmp_path, data, ["top1_acc", "mAP", "d_prime", "aucroc"])
     assert "Infinity" in (tmp_path / "test.predicted-scores.json").read_text()
     rows = collect_scores(
-        tmp_path, task="t", encoder="audiontt", variant="base", seed=0, grid="fast"
+        tmp_path, task="t", encoder="audiontt", variant="base", seed=0, grid="smoke"
     )
     df = scores_table(rows)
     assert list(df.columns) == [
@@ -528,13 +528,13 @@ def test_collect_scores_kfold(tmp_path):
 
 def test_collect_scores_errors(tmp_path):
     with pytest.raises(ScoresError, match="does not exist"):
-        collect_scores(tmp_path, task="t", encoder="e", variant="v", seed=0, grid="fast")
+        collect_scores(tmp_path, task="t", encoder="e", variant="v", seed=0, grid="smoke")
     (tmp_path / "test.predicted-scores.json").write_text("{broken")
     with pytest.raises(ScoresError, match="not valid JSON"):
-        collect_scores(tmp_path, task="t", encoder="e", variant="v", seed=0, grid="fast")
+        collect_scores(tmp_path, task="t", encoder="e", variant="v", seed=0, grid="smoke")
     (tmp_path / "test.predicted-scores.json").write_text('{"hparams": {}}')
     with pytest.raises(ScoresError, match="no per-split"):
-        collect_scores(tmp_path, task="t", encoder="e", variant="v", seed=0, grid="fast")
+        collect_scores(tmp_path, task="t", encoder="e", variant="v", seed=0, grid="smoke")
 
 
 def test_cli_random_init_and_scores(tmp_path):

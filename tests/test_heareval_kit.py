@@ -192,7 +192,7 @@ def test_runners_end_to_end(env_dir, ckpts, tasks, tmp_path):
         # scene: predictions in a separate dir (symlinks to the embeddings); event: in place
         out = tmp_path / "pred" / name if "scene" in name else None
         scores = he.run_predictions(
-            env_dir, tdir, grid="fast", out_dir=out, log=tmp_path / f"{name}.log"
+            env_dir, tdir, grid="smoke", out_dir=out, log=tmp_path / f"{name}.log"
         )
         pdir = out or tdir
         assert scores == pdir / "test.predicted-scores.json"
@@ -201,13 +201,15 @@ def test_runners_end_to_end(env_dir, ckpts, tasks, tmp_path):
         assert not (tmp_path / "logs").exists()  # lightning logs stayed in the scratch dir
         assert not list(tdir.rglob("*.ckpt")) and not list(pdir.rglob("*.ckpt"))
         settings = json.loads((pdir / he.PREDICTION_SETTINGS).read_text())
-        assert settings["grid"] == "fast"
+        assert settings["grid"] == "smoke"
         assert settings["runner_options"] == ["--grid", "faster", "--grid-points", "1"]
         data = json.loads(scores.read_text())
         assert {"test", "hparams", "score_mode"} <= set(data)
         results[name] = data["test"]
         df = scores_table(
-            collect_scores(pdir, task=name, encoder="audiontt", variant="rand", seed=0, grid="fast")
+            collect_scores(
+                pdir, task=name, encoder="audiontt", variant="rand", seed=0, grid="smoke"
+            )
         )
         assert df.primary.sum() == 2  # test + mean rows of the primary score
     scene = results["tiny_scene-v1-full"]

@@ -59,8 +59,58 @@ def test_dry_run_builds_the_data_dag():
     assert counts["compute_pretrain_mels"] == 1
     assert counts["compute_task_mels"] == 1  # the stores of the linear-probe monitoring task
     assert counts["task_baseline"] == n and counts["baseline_table"] == 1
-    assert counts["pretrain_encoder"] == 1 and counts["random_init_encoder"] == 1
-    assert counts["extract_hear_embeddings"] == 2 * n and counts["evaluate_hear_task"] == 2 * n
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    n_aug = len(cfg["studies"]["augmentations"]["ablations"])
+    hear_l = len(cfg["report"]["hear_l"])
+    assert counts["pretrain_encoder"] == 1 + n_aug and counts["random_init_encoder"] == 1
+    assert counts["extract_hear_embeddings"] == 2 * n + n_aug * hear_l
+    assert counts["evaluate_hear_task"] == counts["extract_hear_embeddings"]
+    assert counts["report"] == 1 and "report_full" not in counts
+
+
+def test_dry_run_of_the_main_report():
+    """report/tables.tex at the default scale: Tables 3.1/3.2, the default encoder trained and
+    at random init on every embedded task, and the augmentation study (Table 4.6)."""
+    r = smk("report/tables.tex", "--dry-run", "--forceall", "--quiet", "rules")
+    assert r.returncode == 0, r.stdout + r.stderr
+    counts = job_counts(r.stdout + r.stderr)
+    from abt.data.embedded import TASKS
+
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    n, hear_l = len(TASKS), len(cfg["report"]["hear_l"])
+    aug = cfg["studies"]["augmentations"]["ablations"]
+    assert cfg["report"]["studies"] == ["augmentations"] and len(aug) == 8
+    assert counts["pretrain_encoder"] == 1 + len(aug)
+    assert counts["extract_hear_embeddings"] == 2 * n + len(aug) * hear_l
+    assert counts["linear_eval"] == len(aug) + 1
+    assert counts["ablation_summary"] == len(aug) + 1 and counts["study_summary"] == 1
+    assert counts["encoder_tables"] == counts["paper_tables"] == counts["report"] == 1
+    assert counts["training_curves_figure"] == counts["study_figure"] == 1
+
+
+def test_one_ablation_is_one_target():
+    r = smk("results/ablations/crop_160/summary.csv", "--dry-run", "--forceall", "--quiet", "rules")
+    assert r.returncode == 0, r.stdout + r.stderr
+    counts = job_counts(r.stdout + r.stderr)
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    hear_l = len(cfg["report"]["hear_l"])
+    assert counts["pretrain_encoder"] == 1 and counts["linear_eval"] == 1
+    assert counts["extract_hear_embeddings"] == counts["evaluate_hear_task"] == hear_l
+    assert counts["ablation_summary"] == 1 and "report" not in counts
+    assert "random_init_encoder" not in counts
+    r = smk("results/studies/lambda/summary.csv", "--dry-run", "--forceall", "--quiet", "rules")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert job_counts(r.stdout + r.stderr)["ablation_summary"] == 7
+
+
+def test_unknown_ablation_fails_when_the_dag_is_built():
+    r = smk("--dry-run", "results/ablations/crop_161/summary.csv")
+    assert r.returncode != 0
+    assert (
+        "MissingRuleException" in r.stdout + r.stderr or "No rule to produce" in r.stdout + r.stderr
+    )
+    r = smk("--dry-run", "results/studies/lambdaa/summary.csv")
+    assert r.returncode != 0 and "No rule to produce" in r.stdout + r.stderr
 
 
 def test_config_typo_fails_at_parse_time(tmp_path):
@@ -176,11 +226,16 @@ def _paper_config(tmp_path, make_dirs=True):
     pre = cfg["data"]["pretrain"]
     pre["audio_dir"] = str(root / "audioset" / "audio")
     pre["clip_list"] = str(root / "audioset" / "unbalanced_train_segments.csv")
+    abl = cfg["data"]["ablation_pretrain"]
+    abl["audio_dir"] = str(root / "fsd50k" / "FSD50K.dev_audio")
+    abl["clip_list"] = str(root / "fsd50k" / "dev.csv")
     for name, path in list(cfg["data"]["tasks"].items()):
         cfg["data"]["tasks"][name] = str(root / "hear" / Path(path).name)
     if make_dirs:
         Path(pre["audio_dir"]).mkdir(parents=True)
         Path(pre["clip_list"]).write_text("# YTID, start_seconds, end_seconds, positive_labels\n")
+        Path(abl["audio_dir"]).mkdir(parents=True)
+        Path(abl["clip_list"]).write_text("fname,labels,mids,split\n")
         for path in cfg["data"]["tasks"].values():
             Path(path).mkdir(parents=True)
             (Path(path) / "task_metadata.json").write_text("{}")
@@ -189,18 +244,42 @@ def _paper_config(tmp_path, make_dirs=True):
     return p, cfg
 
 
+def _study_ablations(cfg, studies):
+    names = set()
+    for s in studies:
+        names |= set(cfg["studies"][s]["ablations"])
+        if cfg["studies"][s].get("random_init"):
+            names.add("random_init")
+    return names
+
+
 def test_paper_configuration_dry_runs(tmp_path):
+    """report/tables.tex at the paper's scale: 6 encoders x 18 HEAR tasks, every study (with
+    its ablations pre-trained on FSD50K dev and scored on HEAR-L)."""
     p, cfg = _paper_config(tmp_path)
-    r = smk("--dry-run", "--forceall", "--quiet", "rules", "--configfile", str(p))
+    r = smk(
+        "report/tables.tex", "--dry-run", "--forceall", "--quiet", "rules", "--configfile", str(p)
+    )
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     counts = job_counts(r.stdout + r.stderr)
+    base = yaml.safe_load((ROOT / "config.yaml").read_text())
     n_enc, n_tasks = len(cfg["run"]["encoders"]), len(cfg["data"]["tasks"])
     assert n_tasks == 18 and n_enc == 6
+    abl = _study_ablations(base, cfg["report"]["studies"])
+    trained = abl - {"random_init"}
+    assert trained == set(base["ablations"])  # every ablation is in some study
     assert "build_embedded_dataset" not in counts  # real data only
-    assert counts["pretrain_encoder"] == n_enc and counts["random_init_encoder"] == n_enc
-    assert counts["extract_hear_embeddings"] == 2 * n_enc * n_tasks
-    assert counts["evaluate_hear_task"] == 2 * n_enc * n_tasks
+    assert counts["compute_pretrain_mels"] == 2  # AudioSet and FSD50K dev stores
+    assert counts["pretrain_encoder"] == n_enc + len(trained)
+    assert counts["random_init_encoder"] == n_enc
+    hear_l = len(cfg["report"]["hear_l"])
+    assert counts["extract_hear_embeddings"] == 2 * n_enc * n_tasks + len(trained) * hear_l
+    assert counts["evaluate_hear_task"] == counts["extract_hear_embeddings"]
+    assert counts["linear_eval"] == len(trained) + 1  # + random init of AudioNTT
+    assert counts["ablation_summary"] == len(abl)
+    assert counts["study_summary"] == counts["study_figure"] == len(base["studies"])
     assert counts["compute_task_mels"] == 1  # the FSD50K stores for linear-probe monitoring
+    assert counts["report"] == 1
 
 
 def test_paper_configuration_fails_early_on_missing_data(tmp_path):

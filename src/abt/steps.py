@@ -41,6 +41,16 @@ def check_inputs_exist(cfg: dict[str, Any]) -> None:
                     f"config key 'data.pretrain.{key}' points at {val!r}, which does not exist; "
                     "download/stage the data there or fix the path"
                 )
+    abl = cfg["data"].get("ablation_pretrain")
+    if abl and abl.get("source", "folder") == "folder":
+        for key in ("audio_dir", "clip_list"):
+            val = abl.get(key)
+            if not val or not os.path.exists(val):
+                raise ConfigError(
+                    f"config key 'data.ablation_pretrain.{key}' is {val!r}, which does not exist; "
+                    "point it at the ablations' pre-training data (FSD50K dev in the thesis) or "
+                    "set data.ablation_pretrain to null to use data.pretrain"
+                )
     for name, path in (cfg.get("data", {}).get("tasks") or {}).items():
         if not os.path.isdir(path):
             raise ConfigError(
@@ -75,8 +85,28 @@ def task_input_path(cfg: dict[str, Any], embedded_dir: str, task: str) -> str:
     return f"{embedded_dir}/manifest.json"
 
 
-def pretrain_clip_list_path(cfg: dict[str, Any], embedded_dir: str) -> str:
-    pre = cfg["data"]["pretrain"]
+#: pre-training corpora: the main runs' data, and the ablations' (when configured separately)
+CORPORA = ("train", "ablation")
+
+
+def corpus_data(cfg: dict[str, Any], corpus: str) -> dict[str, Any]:
+    """The ``data.pretrain``-like section a corpus is built from."""
+    if corpus == "ablation" and cfg["data"].get("ablation_pretrain"):
+        return dict(cfg["data"]["ablation_pretrain"])
+    if corpus not in CORPORA:
+        raise ConfigError(f"unknown pre-training corpus {corpus!r}; known: {CORPORA}")
+    return dict(cfg["data"]["pretrain"])
+
+
+def variant_corpus(cfg: dict[str, Any], variant: str) -> str:
+    """Store a variant pre-trains on: ablations use ``data.ablation_pretrain`` when it is set."""
+    if variant in ("baseline", "random_init") or not cfg["data"].get("ablation_pretrain"):
+        return "train"
+    return "ablation"
+
+
+def pretrain_clip_list_path(cfg: dict[str, Any], embedded_dir: str, corpus: str = "train") -> str:
+    pre = corpus_data(cfg, corpus)
     if pre["source"] == "embedded":
         return f"{embedded_dir}/pool/clips.csv"
     return str(pre["clip_list"])
@@ -318,6 +348,49 @@ def validate_variants(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
                 f"'optimizers' (known: {sorted(cfg['optimizers'])})"
             )
 
+    known_tasks = task_dirs(cfg, "results/data/embedded")
+    abl_names = set(cfg.get("ablations") or {})
+    for study, st in (cfg.get("studies") or {}).items():
+        for i, a in enumerate(st["ablations"]):
+            if a not in abl_names:
+                raise ConfigError(
+                    f"config key 'studies.{study}.ablations.{i}': {a!r} is not a key of "
+                    "'ablations'"
+                )
+        for key in ("delta_from", "highlight"):
+            if st.get(key) and st[key] not in st["ablations"]:
+                raise ConfigError(
+                    f"config key 'studies.{study}.{key}': {st[key]!r} is not one of the study's "
+                    f"ablations {st['ablations']}"
+                )
+        if st.get("plot") in ("line", "minmax") and not st.get("x"):
+            raise ConfigError(f"config key 'studies.{study}.x' must be set for a {st['plot']} plot")
+    rep = cfg.get("report") or {}
+    for i, t in enumerate(rep.get("hear_l") or []):
+        if t not in known_tasks:
+            raise ConfigError(
+                f"config key 'report.hear_l.{i}': {t!r} is not one of the evaluated tasks "
+                f"({sorted(known_tasks)})"
+            )
+    for i, name in enumerate(rep.get("studies") or []):
+        if name not in (cfg.get("studies") or {}):
+            raise ConfigError(
+                f"config key 'report.studies.{i}': {name!r} is not a key of 'studies' "
+                f"(known: {sorted(cfg.get('studies') or {})})"
+            )
+    for i, key in enumerate(rep.get("full_encoders") or []):
+        if key not in cfg["encoders"]:
+            raise ConfigError(
+                f"config key 'report.full_encoders.{i}': {key!r} is not a key of 'encoders'"
+            )
+    if rep.get("studies") and not (cfg.get("monitor") or {}).get("task"):
+        raise ConfigError(
+            "config key 'monitor.task' must name a scene task when report.studies is set: the "
+            "ablation tables report linear evaluation on it (FSD50K in the thesis)"
+        )
+    if (cfg.get("studies") or rep.get("studies")) and not rep.get("hear_l"):
+        raise ConfigError("config key 'report.hear_l' must list the tasks ablations are scored on")
+
     for v in variants(cfg)[1:]:
         merged = variant_config(cfg, v)
         merged = {k: val for k, val in merged.items()}
@@ -433,12 +506,13 @@ def hear_predictions(
     variant: str,
     seed: int,
     log: str | None = None,
+    grid_points: int | None = None,
 ) -> Any:
     """Official predictions runner (grid recorded with every score) -> tidy scores CSV."""
     from abt.evaluation.heareval_env import run_predictions
     from abt.evaluation.scores import collect_scores, scores_table
 
-    run_predictions(env_dir, embeddings, grid, out_dir=out_dir, log=log)
+    run_predictions(env_dir, embeddings, grid, out_dir=out_dir, log=log, grid_points=grid_points)
     rows = collect_scores(
         out_dir, task=task, encoder=encoder, variant=variant, seed=seed, grid=grid
     )
@@ -453,3 +527,154 @@ def concat_csvs(paths: list[str], out: str) -> Any:
     df = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
     df.to_csv(out, index=False)
     return df
+
+
+# --------------------------------------------------------------------------------------------
+# Experiments: linear evaluation, ablation and study summaries, the paper's tables, the report
+# --------------------------------------------------------------------------------------------
+
+
+def ablation_encoder(cfg: dict[str, Any], name: str) -> str:
+    """Encoder an ablation (or ``random_init``, the study's no-pre-training row) runs with."""
+    if name == "random_init":
+        return str(cfg["pretrain"]["encoder"])
+    return str(variant_config(cfg, name)["pretrain"]["encoder"])
+
+
+def ablation_names(cfg: dict[str, Any]) -> list[str]:
+    """Valid ``results/ablations/<name>/summary.csv`` names: every ablation and ``random_init``."""
+    return [*sorted(cfg.get("ablations") or {}), "random_init"]
+
+
+def ablation_description(cfg: dict[str, Any], name: str) -> str:
+    if name == "random_init":
+        return "Random initialisation (no pre-training)"
+    return str((cfg.get("ablations") or {})[name].get("description", name))
+
+
+def linear_eval(
+    ckpt: str, task_dir: str, stores_dir: str, monitor: dict[str, Any], out_json: str
+) -> dict[str, Any]:
+    """Thesis linear evaluation (§4.1.1/§4.2.2: 100 % labels and 5 per class) of a checkpoint on
+    the monitoring task, with the checkpoint's own normalisation."""
+    from abt.hear import build_checkpoint_encoder, read_checkpoint
+    from abt.probe import ProbeMonitor
+
+    ck = read_checkpoint(ckpt)
+    enc = build_checkpoint_encoder(ck, ckpt)
+    mon = ProbeMonitor(
+        task_dir,
+        stores_dir,
+        crop_frames=monitor["crop_frames"],
+        classifier=monitor["classifier"],
+        per_class=monitor["per_class"],
+        n_subsets=monitor["subsets"],
+    )
+    res = mon.evaluate(enc, float(ck["norm"]["mean"]), float(ck["norm"]["std"]))
+    out = {"task": monitor["task"], "checkpoint": ckpt, **res}
+    Path(out_json).parent.mkdir(parents=True, exist_ok=True)
+    with open(out_json, "w") as fh:
+        json.dump(out, fh, indent=1)
+    return out
+
+
+def ablation_summary(
+    name: str,
+    description: str,
+    run: dict[str, Any],
+    scores_csvs: list[str],
+    linear_eval_json: str,
+    hear_l: list[str],
+    out_csv: str,
+    trained: bool = True,
+) -> Any:
+    """One ablation's ``summary.csv`` (one row; see :func:`abt.report.aggregate.ablation_row`)."""
+    from abt.report.aggregate import ablation_row, read_json, read_scores
+
+    row = ablation_row(
+        name, description, run, read_scores(scores_csvs), read_json(linear_eval_json), hear_l
+    )
+    if not trained:
+        row["epochs"] = 0
+    import pandas as pd
+
+    df = pd.DataFrame([row])
+    Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out_csv, index=False)
+    return df
+
+
+def study_summary(study: dict[str, Any], ablation_csvs: list[str], out_csv: str) -> Any:
+    """A study's table: its ablations' rows in the configured order (+ random init, + delta)."""
+    import pandas as pd
+
+    from abt.report.aggregate import study_table
+
+    rows = [pd.read_csv(p).iloc[0].to_dict() for p in ablation_csvs]
+    df = study_table(rows, delta_from=study.get("delta_from"))
+    df["highlight"] = df["ablation"] == (study.get("highlight") or "")
+    Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out_csv, index=False)
+    return df
+
+
+def paper_tables(
+    encoders: list[str], scores_csvs: list[str], run_dirs: dict[str, str], out_dir: str
+) -> dict[str, str]:
+    """Tables 4.1-4.4 (HEAR by category, trained vs random init) and 4.5 (linear evaluation
+    during pre-training) as CSVs in ``out_dir``; the training curves behind Fig. 4.4 too."""
+    from abt.report.aggregate import hear_category_tables, probe_curves, read_scores, table_4_5
+    from abt.report.catalogue import CATEGORY_TITLES
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    tables = hear_category_tables(read_scores(scores_csvs), encoders)
+    for cat, df in tables.items():
+        num = CATEGORY_TITLES[cat][0]
+        name = f"table_{num.replace('.', '_')}" if num else f"table_{cat}"
+        df.to_csv(out / f"{name}.csv", index=False)
+        written[name] = str(out / f"{name}.csv")
+    curves = probe_curves({e: Path(d) / "epoch_metrics.csv" for e, d in run_dirs.items()})
+    curves.to_csv(out / "training_curves.csv", index=False)
+    table_4_5(curves).to_csv(out / "table_4_5.csv", index=False)
+    written["table_4_5"] = str(out / "table_4_5.csv")
+    return written
+
+
+def study_figure(
+    study_name: str,
+    study: dict[str, Any],
+    summary_csv: str,
+    run_dirs: dict[str, str],
+    hear_l: list[str],
+    out_png: str,
+    out_pdf: str,
+) -> None:
+    """The study's figure (seaborn): bars, a line over ``x``, min-max scaled tasks, or curves."""
+    from abt.report.figures import plot_study
+
+    plot_study(study_name, study, summary_csv, run_dirs, hear_l, [out_png, out_pdf])
+
+
+def training_curves_figure(curves_csv: str, out_png: str, out_pdf: str) -> None:
+    from abt.report.figures import plot_training_curves
+
+    plot_training_curves(curves_csv, [out_png, out_pdf])
+
+
+def render_report(
+    cfg: dict[str, Any],
+    scope: str,
+    tables_dir: str,
+    encoder_table: str,
+    studies: dict[str, str],
+    figures: dict[str, str],
+    hparams: dict[str, str],
+    out_tex: str,
+    out_html: str,
+) -> None:
+    """``tables.tex`` (+ one LaTeX fragment per table) and ``report.html``."""
+    from abt.report.render import render
+
+    render(cfg, scope, tables_dir, encoder_table, studies, figures, hparams, out_tex, out_html)

@@ -18,7 +18,9 @@ except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
 # Code that rules run: edits to src/ must re-trigger the jobs that depend on it.
-SRC_FILES = sorted(os.path.relpath(p) for p in (WORKFLOW_ROOT / "src" / "abt").rglob("*.py"))
+SRC_FILES = sorted(
+    os.path.relpath(p) for p in (WORKFLOW_ROOT / "src" / "abt").rglob("*.py")
+)
 
 HEAR_CONSTRAINTS = os.path.relpath(WORKFLOW_ROOT / "envs" / "hear-eval.constraints.txt")
 EMBEDDED_DIR = "results/data/embedded"
@@ -29,15 +31,31 @@ ENCODERS = sorted(config["encoders"])
 VARIANTS = steps.variants(config)
 
 
+ABLATIONS = steps.ablation_names(config)  # every ablation + random_init (a study row)
+STUDIES = sorted(config.get("studies") or {})
+
+
 wildcard_constraints:
     task="|".join(TASKS) if TASKS else "NO_TASK",
+    corpus="|".join(steps.CORPORA),
+    ablation="|".join(a.replace(".", r"\.") for a in ABLATIONS),
+    study="|".join(STUDIES) if STUDIES else "NO_STUDY",
     encoder="|".join(ENCODERS),
     variant="|".join(v.replace(".", r"\.") for v in VARIANTS),
     seed=r"\d+",
 
 
 def pretrain_clip_list(wildcards):
-    return steps.pretrain_clip_list_path(config, EMBEDDED_DIR)
+    return steps.pretrain_clip_list_path(config, EMBEDDED_DIR, wildcards.corpus)
+
+
+def pretrain_stats(wildcards):
+    """The store a run pre-trains on (ablations: data.ablation_pretrain when set)."""
+    corpus = steps.variant_corpus(config, wildcards.variant)
+    return f"results/mels/pretrain/{corpus}/stats.json"
+
+
+TRAIN_STATS = "results/mels/pretrain/train/stats.json"
 
 
 def task_input(wildcards):
@@ -51,7 +69,9 @@ def task_dir(wildcards):
 
 def run_config(wildcards):
     """Resolved configuration of one pre-training run (base + ablation), as a params value."""
-    return steps.run_config(config, wildcards.encoder, wildcards.variant, int(wildcards.seed))
+    return steps.run_config(
+        config, wildcards.encoder, wildcards.variant, int(wildcards.seed)
+    )
 
 
 MONITOR_TASK_DIR = TASKS.get(config["monitor"]["task"] or "", "")
@@ -77,7 +97,9 @@ def random_init_run(wildcards):
 
 def main_hear_targets():
     """HEAR scores of every main encoder, trained and (if configured) at random init."""
-    variants = ["baseline", "random_init"] if config["hear"]["random_init"] else ["baseline"]
+    variants = (
+        ["baseline", "random_init"] if config["hear"]["random_init"] else ["baseline"]
+    )
     return expand(
         "results/hear/{encoder}/{variant}/seed0/scores.csv",
         encoder=config["run"]["encoders"],
@@ -86,3 +108,99 @@ def main_hear_targets():
         "results/hear/{encoder}/baseline/seed0/validator.log",
         encoder=config["run"]["encoders"],
     )
+
+
+# ---- experiments and the report (workflow/rules/report.smk)
+
+SCOPES = {"main": "report", "full": "report/full"}
+
+
+def scope_encoders(scope):
+    main = list(config["run"]["encoders"])
+    if scope == "main":
+        return main
+    return main + [e for e in config["report"]["full_encoders"] if e not in main]
+
+
+def scope_studies(scope):
+    return list(config["report"]["studies"]) if scope == "main" else STUDIES
+
+
+def hear_variants():
+    return (
+        ["baseline", "random_init"] if config["hear"]["random_init"] else ["baseline"]
+    )
+
+
+def ablation_variant_dir(ablation):
+    return f"{steps.ablation_encoder(config, ablation)}/{ablation}/seed0"
+
+
+def ablation_inputs(wildcards):
+    run = ablation_variant_dir(wildcards.ablation)
+    return {
+        "ckpt": f"results/pretrain/{run}/model.ckpt",
+        "linear_eval": f"results/linear_eval/{run}.json",
+        "scores": [
+            f"results/hear/{run}/{t}/scores.csv" for t in config["report"]["hear_l"]
+        ],
+    }
+
+
+def ablation_run(wildcards):
+    enc = steps.ablation_encoder(config, wildcards.ablation)
+    variant = "baseline" if wildcards.ablation == "random_init" else wildcards.ablation
+    return steps.run_config(config, enc, variant, 0)
+
+
+def study_ablations(study):
+    st = config["studies"][study]
+    return [*st["ablations"], *(["random_init"] if st.get("random_init") else [])]
+
+
+def study_run_dirs(wildcards):
+    return {
+        a: f"results/pretrain/{ablation_variant_dir(a)}"
+        for a in study_ablations(wildcards.study)
+    }
+
+
+def scope_scores(wildcards):
+    return expand(
+        "results/hear/{encoder}/{variant}/seed0/scores.csv",
+        encoder=scope_encoders(wildcards.scope),
+        variant=hear_variants(),
+    )
+
+
+def report_inputs(scope):
+    studies = scope_studies(scope)
+    return {
+        "tables": f"results/tables/{scope}",
+        "encoders": "results/tables/encoders.csv",
+        "studies": [f"results/studies/{s}/summary.csv" for s in studies],
+        "figures": [f"results/figures/{scope}/training_curves.png"]
+        + [f"results/figures/studies/{s}.png" for s in studies],
+        "hparams": [
+            f"results/pretrain/{e}/baseline/seed0/hparams.yaml"
+            for e in scope_encoders(scope)
+        ],
+    }
+
+
+def report_params(scope):
+    studies = scope_studies(scope)
+    figures = {"training_curves": f"results/figures/{scope}/training_curves.png"}
+    figures |= {s: f"results/figures/studies/{s}.png" for s in studies}
+    hparams = {
+        f"{e}/baseline": f"results/pretrain/{e}/baseline/seed0/hparams.yaml"
+        for e in scope_encoders(scope)
+    }
+    for s in studies:
+        for a in config["studies"][s]["ablations"]:
+            hparams[a] = f"results/pretrain/{ablation_variant_dir(a)}/hparams.yaml"
+    return {
+        "studies": {s: f"results/studies/{s}/summary.csv" for s in studies},
+        "figures": figures,
+        "hparams": hparams,
+    }

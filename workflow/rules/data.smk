@@ -2,108 +2,108 @@
 
 
 rule build_embedded_dataset:
+    input:
+        code=SRC_FILES,
     output:
         manifest=f"{EMBEDDED_DIR}/manifest.json",
         clips=f"{EMBEDDED_DIR}/pool/clips.csv",
         tasks=directory(f"{EMBEDDED_DIR}/tasks"),
-    input:
-        code=SRC_FILES,
+    log:
+        "logs/build_embedded_dataset.log",
+    benchmark:
+        "benchmarks/build_embedded_dataset.tsv"
+    conda:
+        "../../envs/audio.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
     params:
         seed=config["embedded"]["seed"],
         scale=config["embedded"]["scale"],
         tasks=config["embedded"]["tasks"],
         use_debian=config["embedded"]["use_debian"],
-    log:
-        "logs/build_embedded_dataset.log",
-    benchmark:
-        "benchmarks/build_embedded_dataset.tsv"
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=60,
-    conda:
-        "../../envs/audio.yaml"
     script:
         "../scripts/build_embedded_dataset.py"
 
 
 rule compute_pretrain_mels:
-    output:
-        mels="results/mels/pretrain/train/mels.npy",
-        index="results/mels/pretrain/train/index.csv",
-        manifest="results/mels/pretrain/train/manifest.csv",
-        stats="results/mels/pretrain/train/stats.json",
     input:
         clips=pretrain_clip_list,
         code=SRC_FILES,
-    params:
-        data=config["data"]["pretrain"],
-        mels=config["mels"],
-        preprocess=config["preprocess"],
-        embedded_dir=EMBEDDED_DIR,
+    output:
+        mels="results/mels/pretrain/{corpus}/mels.npy",
+        index="results/mels/pretrain/{corpus}/index.csv",
+        manifest="results/mels/pretrain/{corpus}/manifest.csv",
+        stats="results/mels/pretrain/{corpus}/stats.json",
     log:
-        "logs/compute_pretrain_mels.log",
+        "logs/compute_pretrain_mels/{corpus}.log",
     benchmark:
-        "benchmarks/compute_pretrain_mels.tsv"
+        "benchmarks/compute_pretrain_mels/{corpus}.tsv"
+    conda:
+        "../../envs/audio.yaml"
     threads: 2
     resources:
         mem_mb=4000,
         runtime=240,
-    conda:
-        "../../envs/audio.yaml"
+    params:
+        data=lambda wildcards: steps.corpus_data(config, wildcards.corpus),
+        mels=config["mels"],
+        preprocess=config["preprocess"],
+        embedded_dir=EMBEDDED_DIR,
     script:
         "../scripts/compute_pretrain_mels.py"
 
 
 rule compute_task_mels:
-    output:
-        directory("results/mels/tasks/{task}"),
     input:
         task=task_input,
         code=SRC_FILES,
-    params:
-        task_dir=task_dir,
-        mels=config["mels"],
-        preprocess=config["preprocess"],
+    output:
+        directory("results/mels/tasks/{task}"),
     log:
         "logs/compute_task_mels/{task}.log",
+    conda:
+        "../../envs/audio.yaml"
     threads: 2
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        "../../envs/audio.yaml"
+    params:
+        task_dir=task_dir,
+        mels=config["mels"],
+        preprocess=config["preprocess"],
     script:
         "../scripts/compute_task_mels.py"
 
 
 rule task_baseline:
-    output:
-        "results/baselines/{task}.json",
     input:
         task=task_input,
         code=SRC_FILES,
-    params:
-        task_dir=task_dir,
-        mels=config["mels"],
+    output:
+        "results/baselines/{task}.json",
     log:
         "logs/task_baseline/{task}.log",
+    conda:
+        "../../envs/audio.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../../envs/audio.yaml"
+    params:
+        task_dir=task_dir,
+        mels=config["mels"],
     script:
         "../scripts/task_baseline.py"
 
 
 rule baseline_table:
+    input:
+        expand("results/baselines/{task}.json", task=TASKS),
     output:
         csv="results/baselines/summary.csv",
         md="results/baselines/summary.md",
-    input:
-        expand("results/baselines/{task}.json", task=TASKS),
     log:
         "logs/baseline_table.log",
     localrule: True

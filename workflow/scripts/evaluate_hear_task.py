@@ -15,6 +15,7 @@ workflow_io.run(
     env_dir=sm.params.env_dir,
     embeddings=sm.input.embeddings,
     grid=sm.params.grid,
+    grid_points=sm.params.grid_points,
     out_dir=sm.output.predictions,
     scores_csv=sm.output.scores,
     task=w.task,

@@ -7,7 +7,7 @@ Commands::
                [--mels JSON]                             untrained abt-encoder/1 checkpoint
     validate   ENV_DIR CKPT [--log F]                    hear-validator (output to stdout)
     embed      ENV_DIR CKPT TASKS_DIR EMB_DIR [--task T ...] [--log F]
-    predict    ENV_DIR TASK_EMB_DIR [--grid default|fast] [--grid-points N] [--out-dir D]
+    predict    ENV_DIR TASK_EMB_DIR [--grid default|fast|smoke] [--grid-points N] [--out-dir D]
                [--log F]
     scores     TASK_EMB_DIR OUT_CSV --task T --encoder E --variant V --seed N --grid G
 """

@@ -76,7 +76,10 @@ KIT_NODEPS_ANY_PYTHON: tuple[str, ...] = ("hearvalidator",)
 #: ``grid`` argument of :func:`run_predictions` -> heareval predictions-runner options
 GRIDS: dict[str, tuple[str, ...]] = {
     "default": ("--grid", "default", "--grid-points", "8"),  # the HEAR 2021 protocol (paper)
-    "fast": ("--grid", "faster", "--grid-points", "1"),  # smoke tests / CI only
+    # the kit's own "fast" grid (max 10/50 epochs); the CPU-scale default, with hear.grid_points
+    "fast": ("--grid", "fast", "--grid-points", "1"),
+    # the kit's "faster" grid: a smoke test whose scores underfit; tests only
+    "smoke": ("--grid", "faster", "--grid-points", "1"),
 }
 PREDICTION_SETTINGS = "abt-prediction-settings.json"
 TAIL_LINES = 60
@@ -469,8 +472,9 @@ def run_predictions(
 ) -> Path:
     """``python -m heareval.predictions.runner`` on one embedding task dir; returns the scores file.
 
-    ``grid``: ``"default"`` (the HEAR 2021 protocol: 8 points of the default grid) or ``"fast"``
-    (``--grid faster --grid-points 1``, a smoke test whose numbers are not comparable).
+    ``grid``: ``"default"`` (the HEAR 2021 protocol: 8 points of the default grid), ``"fast"``
+    (the kit's fast grid, 1 point unless ``grid_points``) or ``"smoke"`` (``--grid faster
+    --grid-points 1``, a smoke test whose numbers underfit and are not comparable).
     ``grid_points`` overrides the number of points. The settings are written to
     ``abt-prediction-settings.json`` next to the scores.
 
@@ -543,6 +547,7 @@ def run_predictions(
     pins = read_constraints() if CONSTRAINTS.is_file() else {}
     settings = {
         "grid": grid,
+        "grid_points": int(opts[opts.index("--grid-points") + 1]),
         "runner_options": opts,
         "embeddings": str(tdir),
         "heareval": pins.get("heareval"),

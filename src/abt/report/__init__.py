@@ -1,0 +1,1 @@
+"""Aggregation, figures and the rendered report."""

@@ -1,0 +1,260 @@
+"""Aggregation (pandas): runs -> the thesis's tables.
+
+Everything here reads files the workflow wrote (HEAR score CSVs, linear-evaluation JSONs, epoch
+metrics of pre-training runs) and returns tidy :class:`pandas.DataFrame` objects; rendering is in
+:mod:`abt.report.render`, plots in :mod:`abt.report.figures`.
+
+Conventions (thesis §4.2-4.3):
+
+* a task's score is the kit's primary metric, averaged over folds (``split == "mean"``);
+* a category average (speech / environment / music / timestamp) is the mean of its tasks' scores;
+  for timestamp tasks that is the onset FMS only (this reproduces Table 4.4's "Avg" column:
+  AudioNTT (0.761 + 0.048) / 2 = 0.405);
+* ``%↑RAND`` is the fractional change of that average from the encoder's random initialisation,
+  ``100 * (avg - avg_rand) / avg_rand``;
+* HEAR-L average: the mean of the HEAR-L tasks' scores, in percent (Table 4.6);
+* Table 4.6's ``Δ RLF`` column is the difference in percentage points from the RLF-only ablation
+  (the caption says "percentage increase"; the printed numbers are point differences, e.g.
+  69.2 % - 50.0 % = +19.2 %).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from abt.report.catalogue import task_category, task_label
+
+CATEGORIES = ("speech", "environment", "music", "timestamp", "other")
+#: metrics of a timestamp task shown in Table 4.4 besides the primary one
+_TIMESTAMP_EXTRA = ("segment_1s_er", "event_onset_offset_50ms_fms")
+
+
+def read_scores(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Concatenate tidy HEAR score CSVs (``abt.evaluation.scores`` format)."""
+    frames = [pd.read_csv(p) for p in paths]
+    if not frames:
+        raise ValueError("no HEAR score files given")
+    return pd.concat(frames, ignore_index=True)
+
+
+def primary_scores(scores: pd.DataFrame) -> pd.DataFrame:
+    """One row per (encoder, variant, seed, task): the primary metric's fold mean."""
+    df = scores[(scores["split"] == "mean") & scores["primary"].astype(bool)]
+    df = df.drop_duplicates(["encoder", "variant", "seed", "task"])
+    return df[["encoder", "variant", "seed", "task", "metric", "value"]].reset_index(drop=True)
+
+
+def metric_value(scores: pd.DataFrame, task: str, metric: str, **where: Any) -> float:
+    sel = (scores["task"] == task) & (scores["metric"] == metric) & (scores["split"] == "mean")
+    for k, v in where.items():
+        sel &= scores[k] == v
+    vals = scores.loc[sel, "value"]
+    return float(vals.iloc[0]) if len(vals) else math.nan
+
+
+def pct_change(value: float, reference: float) -> float:
+    """Fractional change in percent (``%↑RAND``); NaN when the reference is 0 or missing."""
+    if reference is None or not math.isfinite(reference) or reference == 0:
+        return math.nan
+    return 100.0 * (value - reference) / reference
+
+
+def hear_category_tables(
+    scores: pd.DataFrame,
+    encoders: Sequence[str],
+    *,
+    trained_variant: str = "baseline",
+    random_variant: str = "random_init",
+    seed: int = 0,
+) -> dict[str, pd.DataFrame]:
+    """Tables 4.1-4.4: per category, one row per encoder (trained, then its random init).
+
+    Columns: ``model``, ``kind`` (``trained`` / ``random_init``), one column per task (its label),
+    ``avg`` and ``pct_rand`` (trained rows). Timestamp tables add the secondary metrics
+    (error rate, onset+offset FMS) as extra columns, which do not enter the average.
+    """
+    prim = primary_scores(scores)
+    prim = prim[prim["seed"] == seed]
+    tasks = sorted(prim["task"].unique())
+    by_cat: dict[str, list[str]] = {}
+    for t in tasks:
+        by_cat.setdefault(task_category(t), []).append(t)
+    out: dict[str, pd.DataFrame] = {}
+    for cat in CATEGORIES:
+        if cat not in by_cat:
+            continue
+        cat_tasks = by_cat[cat]
+        rows = []
+        for enc in encoders:
+            avgs = {}
+            for kind, variant in (("trained", trained_variant), ("random_init", random_variant)):
+                sub = prim[(prim["encoder"] == enc) & (prim["variant"] == variant)]
+                if sub.empty:
+                    continue
+                vals = {task_label(t): _lookup(sub, t) for t in cat_tasks}
+                row: dict[str, Any] = {"model": enc, "kind": kind, **vals}
+                if cat == "timestamp":
+                    for t in cat_tasks:
+                        for m in _TIMESTAMP_EXTRA:
+                            v = metric_value(scores, t, m, encoder=enc, variant=variant, seed=seed)
+                            if math.isfinite(v):
+                                row[f"{task_label(t)} {m}"] = v
+                avg = float(pd.Series(list(vals.values()), dtype=float).mean())
+                row["avg"] = avg
+                avgs[kind] = avg
+                rows.append(row)
+            for row in rows:
+                if row["model"] == enc and row["kind"] == "trained":
+                    row["pct_rand"] = pct_change(avgs.get("trained", math.nan),
+                                                 avgs.get("random_init", math.nan))  # fmt: skip
+        df = pd.DataFrame(rows)
+        if "pct_rand" not in df:
+            df["pct_rand"] = math.nan
+        out[cat] = df
+    return out
+
+
+def _lookup(prim: pd.DataFrame, task: str) -> float:
+    v = prim.loc[prim["task"] == task, "value"]
+    return float(v.iloc[0]) if len(v) else math.nan
+
+
+# ------------------------------------------------------------------------ linear evaluation
+
+
+def probe_curves(epoch_metrics: Mapping[str, str | Path]) -> pd.DataFrame:
+    """Stack ``epoch_metrics.csv`` files: ``{label: path}`` -> rows with a ``run`` column."""
+    frames = []
+    for label, path in epoch_metrics.items():
+        p = Path(path)
+        if not p.is_file() or p.stat().st_size == 0:
+            continue
+        df = pd.read_csv(p)
+        if "probe_100" not in df:
+            continue
+        df.insert(0, "run", label)
+        frames.append(df)
+    cols = ["run", "epoch", "probe_metric", "probe_100", "probe_5pc_mean", "probe_5pc_std"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+
+
+def table_4_5(curves: pd.DataFrame, epochs: Sequence[int] | None = None) -> pd.DataFrame:
+    """Linear-evaluation scores during pre-training (Table 4.5) with ``↑%`` from the previous
+    listed epoch; ``epochs`` defaults to every epoch probed."""
+    if curves.empty:
+        return pd.DataFrame(
+            columns=["epoch", "run", "probe_100", "pct_prev", "probe_5pc_mean", "probe_5pc_std"]
+        )
+    rows = []
+    for run, df in curves.groupby("run", sort=False):
+        df = df.sort_values("epoch")
+        if epochs is not None:
+            df = df[df["epoch"].isin(list(epochs))]
+        prev = math.nan
+        for _, r in df.iterrows():
+            rows.append(
+                {
+                    "epoch": int(r["epoch"]),
+                    "run": run,
+                    "probe_100": float(r["probe_100"]),
+                    "pct_prev": pct_change(float(r["probe_100"]), prev),
+                    "probe_5pc_mean": float(r["probe_5pc_mean"]),
+                    "probe_5pc_std": float(r["probe_5pc_std"]),
+                }
+            )
+            prev = float(r["probe_100"])
+    return pd.DataFrame(rows).sort_values(["epoch", "run"], kind="stable").reset_index(drop=True)
+
+
+# -------------------------------------------------------------------------------- ablations
+
+
+def derived_fields(run: Mapping[str, Any]) -> dict[str, Any]:
+    """The quantities the ablation figures put on their x axes, from a resolved run config."""
+    pre = run["pretrain"]
+    mask = pre.get("masking") or {}
+    patch = (run["encoder"].get("kwargs") or {}).get("patch_size")
+    blocks = [b["name"] for b in (pre.get("augment") or {}).get("blocks", [])]
+    return {
+        "encoder": run["encoder"]["key"],
+        "arch": run["encoder"]["arch"],
+        "patch_size": "x".join(str(int(p)) for p in patch) if patch else "",
+        "optimizer": run["optimizer"]["key"],
+        "epochs": int(pre["epochs"]),
+        "batch_size": int(pre["batch_size"]),
+        "crop_frames": int(pre["crop_frames"]),
+        "lambd": float(pre["objective"]["lambd"]),
+        "alpha": float(pre["objective"]["alpha"]),
+        "objective": pre["objective"]["name"],
+        "method": pre["method"]["name"],
+        "projector_depth": len(pre["projector"]["hidden_dims"]) + 1,
+        "projector_out": int(pre["projector"]["out_dim"]),
+        "augment": "+".join(blocks) + ("+ppn" if pre["augment"].get("norm") == "ppn" else ""),
+        "mask_mode": mask.get("mode", "none"),
+        "mask_ratio": float(mask.get("ratio", 0.0)) if mask.get("mode") == "fixed" else 0.0,
+    }
+
+
+def ablation_row(
+    name: str,
+    description: str,
+    run: Mapping[str, Any],
+    scores: pd.DataFrame,
+    linear_eval: Mapping[str, Any],
+    hear_l: Sequence[str],
+) -> dict[str, Any]:
+    """One row of an ablation's ``summary.csv``: identity, x-axis fields, linear evaluation on
+    the monitoring task (FSD50K in the thesis), each HEAR-L task's score and their average."""
+    prim = primary_scores(scores)
+    row: dict[str, Any] = {"ablation": name, "description": description, **derived_fields(run)}
+    row["linear_eval_task"] = linear_eval.get("task")
+    row["linear_eval_metric"] = linear_eval.get("probe_metric")
+    for k in ("probe_100", "probe_5pc_mean", "probe_5pc_std"):
+        row[f"linear_eval_{k[6:]}"] = float(linear_eval.get(k, math.nan))
+    vals = []
+    for t in hear_l:
+        v = _lookup(prim, t)
+        row[f"hear_l_{t}"] = v
+        vals.append(v)
+    missing = [t for t, v in zip(hear_l, vals, strict=True) if not math.isfinite(v)]
+    if missing:
+        raise ValueError(f"ablation {name!r}: no HEAR score for HEAR-L task(s) {missing}")
+    row["hear_l_avg_pct"] = 100.0 * sum(vals) / len(vals)
+    return row
+
+
+def study_table(
+    rows: Sequence[Mapping[str, Any]], *, delta_from: str | None = None
+) -> pd.DataFrame:
+    """Rows of the study's ablations (in the configured order) + ``delta_pts`` (percentage points
+    of HEAR-L average from ``delta_from``'s), as Table 4.6 prints it."""
+    df = pd.DataFrame(list(rows))
+    if delta_from:
+        ref = df.loc[df["ablation"] == delta_from, "hear_l_avg_pct"]
+        if ref.empty:
+            raise ValueError(f"delta_from {delta_from!r} is not one of the study's rows")
+        df["delta_pts"] = df["hear_l_avg_pct"] - float(ref.iloc[0])
+        df.loc[df["ablation"] == delta_from, "delta_pts"] = math.nan
+    return df
+
+
+def minmax_scaled(df: pd.DataFrame, x: str, columns: Sequence[str]) -> pd.DataFrame:
+    """Fig. 4.9: each column min-max scaled over the rows (best 1, worst 0), long format."""
+    out = []
+    for c in columns:
+        v = df[c].astype(float)
+        span = v.max() - v.min()
+        scaled = (v - v.min()) / span if span > 0 else v * 0 + 0.5
+        out.append(pd.DataFrame({x: df[x], "series": c, "scaled": scaled.values}))
+    return pd.concat(out, ignore_index=True)
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    with open(path) as fh:
+        return json.load(fh)

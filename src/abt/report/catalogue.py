@@ -1,0 +1,89 @@
+"""Task and model catalogue for the report: labels, categories, the thesis's published numbers.
+
+The 18 HEAR 2021 tasks come from ``reported.yaml`` (thesis Tables 3.4/3.5); the embedded stand-ins
+are listed here with the HEAR category they stand in for. A task the catalogue does not know is
+shown under its own name in the ``other`` category (or ``timestamp`` when its HEAR metadata says
+it is an event task), so a new task never disappears from a table.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: embedded task -> (label, category); the HEAR task each one stands in for is in docs/embedded-data.md
+EMBEDDED: dict[str, tuple[str, str]] = {
+    "embedded_emotion": ("Emotion", "speech"),
+    "embedded_keywords": ("Keywords", "speech"),
+    "embedded_speakercount": ("SpkCount", "speech"),
+    "embedded_envsounds": ("EnvSounds", "environment"),
+    "embedded_genre": ("Genre", "music"),
+    "embedded_pitch": ("Pitch", "music"),
+    "embedded_office_events": ("OfficeEvents", "timestamp"),
+}
+
+#: display names of the encoders (the thesis's row labels)
+ENCODER_LABELS: dict[str, str] = {
+    "audiontt": "AudioNTT",
+    "resnet18": "ResNet-18",
+    "resnet18_regp_nrf": "ResNet-18 ReGP NRF",
+    "vitc_b_16x8": "ViT_C-B (16x8)",
+    "vitc_s_16x8": "ViT_C-S (16x8)",
+    "vitc_t_16x8": "ViT_C-T (16x8)",
+    "vitc_b_16x16": "ViT_C-B (16x16)",
+    "vitc_b_8x8": "ViT_C-B (8x8)",
+    "vitc_b_64x2": "ViT_C-B (64x2)",
+    "vit_b_16x16": "ViT-B (16x16)",
+}
+
+CATEGORY_TITLES = {
+    "speech": ("4.1", "HEAR speech scene-based tasks"),
+    "environment": ("4.2", "HEAR environmental sound scene-based tasks"),
+    "music": ("4.3", "HEAR music scene-based tasks"),
+    "timestamp": ("4.4", "HEAR timestamp-based tasks"),
+    "other": (None, "Other tasks"),
+}
+
+_EXTRA: dict[str, str] = {}  # task -> category, registered from task metadata (event tasks)
+
+
+@functools.cache
+def reported() -> dict[str, Any]:
+    """The thesis's published numbers (``reported.yaml``), never measured by this workflow."""
+    text = (resources.files("abt.report") / "reported.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def register_task_metadata(task: str, task_dir: str | Path) -> None:
+    """Let an unknown task's ``task_metadata.json`` decide scene vs timestamp."""
+    p = Path(task_dir) / "task_metadata.json"
+    if task in EMBEDDED or task in reported()["hear_tasks"] or not p.is_file():
+        return
+    meta = json.loads(p.read_text())
+    if meta.get("embedding_type") == "event":
+        _EXTRA[task] = "timestamp"
+
+
+def task_category(task: str) -> str:
+    if task in EMBEDDED:
+        return EMBEDDED[task][1]
+    hear = reported()["hear_tasks"]
+    if task in hear:
+        return hear[task]["category"]
+    return _EXTRA.get(task, "other")
+
+
+def task_label(task: str) -> str:
+    if task in EMBEDDED:
+        return EMBEDDED[task][0]
+    hear = reported()["hear_tasks"]
+    return hear[task]["label"] if task in hear else task
+
+
+def encoder_label(key: str) -> str:
+    return ENCODER_LABELS.get(key, key)

@@ -1,0 +1,160 @@
+"""Figures (seaborn) of the thesis's chapter 4: training curves (Fig. 4.4) and the ablation
+studies (Figs. 4.5-4.11), each drawn from a study's ``summary.csv`` and its runs' epoch metrics.
+
+Plot kinds (``studies.<name>.plot``):
+
+* ``bars``: linear evaluation and HEAR-L average per ablation (Figs. 4.5, 4.10b);
+* ``line``: the same two over a numeric setting ``x`` (Figs. 4.6, 4.11);
+* ``curves``: linear evaluation (100 % and 5 per class) over pre-training epochs (Figs. 4.7, 4.10a);
+* ``minmax``: every HEAR-L task min-max scaled over ``x``, with their average (Fig. 4.9).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from abt.report.aggregate import minmax_scaled, probe_curves  # noqa: E402
+from abt.report.catalogue import encoder_label, task_label  # noqa: E402
+
+PALETTE = {"linear eval": "tab:blue", "HEAR-L avg": "tab:red"}
+
+
+def _save(fig: Any, outs: Sequence[str | Path]) -> None:
+    for p in outs:
+        Path(p).parent.mkdir(parents=True, exist_ok=True)
+        # fixed metadata: the same inputs give byte-identical PDFs/PNGs
+        meta = {"CreationDate": None} if str(p).endswith(".pdf") else {"Software": None}
+        fig.savefig(p, dpi=150, bbox_inches="tight", metadata=meta)
+    plt.close(fig)
+
+
+def _label(row: Mapping[str, Any]) -> str:
+    d = str(row.get("description") or "")
+    name = str(row["ablation"])
+    return d if d and len(d) <= 28 and d != name else name
+
+
+def _measures(df: pd.DataFrame) -> pd.DataFrame:
+    task = df["linear_eval_task"].iloc[0]
+    lin = df[["ablation"]].assign(measure="linear eval", score=df["linear_eval_100"])
+    hl = df[["ablation"]].assign(measure="HEAR-L avg", score=df["hear_l_avg_pct"] / 100.0)
+    out = pd.concat([lin, hl], ignore_index=True)
+    out["measure"] = out["measure"].map({"linear eval": f"linear eval ({task})",
+                                         "HEAR-L avg": "HEAR-L avg"})  # fmt: skip
+    return out
+
+
+def plot_study(
+    name: str,
+    study: Mapping[str, Any],
+    summary_csv: str | Path,
+    run_dirs: Mapping[str, str],
+    hear_l: Sequence[str],
+    outs: Sequence[str | Path],
+) -> None:
+    sns.set_theme(style="whitegrid", context="paper")
+    df = pd.read_csv(summary_csv)
+    kind = study.get("plot", "bars")
+    title = f"{study['title']}"
+    if study.get("figure"):
+        title = f"Fig. {study['figure']}{study.get('panel') or ''}: {title}"
+    if kind == "curves":
+        fig = _curves(df, run_dirs)
+    elif kind == "minmax":
+        fig = _minmax(df, study["x"], hear_l, bool(study.get("log_x")))
+    else:
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        m = _measures(df)
+        palette = dict(zip(m["measure"].unique(), PALETTE.values(), strict=False))
+        if kind == "line":
+            x = study["x"]
+            m = m.merge(df[["ablation", x]], on="ablation")
+            sns.lineplot(data=m, x=x, y="score", hue="measure", marker="o", palette=palette, ax=ax)
+            if study.get("log_x"):
+                ax.set_xscale("log")
+            ax.set_xlabel(x)
+        else:
+            labels = {r["ablation"]: _label(r) for _, r in df.iterrows()}
+            m["setting"] = m["ablation"].map(labels)
+            sns.barplot(data=m, y="setting", x="score", hue="measure", palette=palette, ax=ax)
+            ax.set_ylabel("")
+            hl = study.get("highlight")
+            if hl:
+                for t in ax.get_yticklabels():
+                    if t.get_text() == labels.get(hl):
+                        t.set_fontweight("bold")
+        ax.set_ylabel("score") if kind == "line" else ax.set_xlabel("score")
+        ax.legend(title=None, fontsize="small")
+    fig.suptitle(title, fontsize="medium")
+    _save(fig, outs)
+
+
+def _curves(df: pd.DataFrame, run_dirs: Mapping[str, str]) -> Any:
+    runs = {a: Path(run_dirs[a]) / "epoch_metrics.csv" for a in df["ablation"] if a in run_dirs}
+    curves = probe_curves(runs)
+    fig, axes = plt.subplots(2, 1, figsize=(6.4, 5.4), sharex=True)
+    if not curves.empty:
+        sns.lineplot(data=curves, x="epoch", y="probe_100", hue="run", marker="o", ax=axes[0])
+        sns.lineplot(data=curves, x="epoch", y="probe_5pc_mean", hue="run", marker="o",
+                     ax=axes[1], legend=False)  # fmt: skip
+        for _run, c in curves.groupby("run"):
+            axes[1].fill_between(c["epoch"], c["probe_5pc_mean"] - c["probe_5pc_std"],
+                                 c["probe_5pc_mean"] + c["probe_5pc_std"], alpha=0.15)  # fmt: skip
+    rand = df[df["ablation"] == "random_init"]
+    if not rand.empty:
+        r = rand.iloc[0]
+        axes[0].axhline(r["linear_eval_100"], ls="--", c="grey", label="random init")
+        axes[1].axhline(r["linear_eval_5pc_mean"], ls="--", c="grey")
+        axes[0].legend(fontsize="small")
+    task = df["linear_eval_task"].iloc[0]
+    axes[0].set_ylabel(f"{task} (100%)")
+    axes[1].set_ylabel(f"{task} (5pC)")
+    return fig
+
+
+def _minmax(df: pd.DataFrame, x: str, hear_l: Sequence[str], log_x: bool) -> Any:
+    cols = [f"hear_l_{t}" for t in hear_l] + ["hear_l_avg_pct"]
+    long = minmax_scaled(df.sort_values(x), x, cols)
+    names = {f"hear_l_{t}": task_label(t) for t in hear_l} | {"hear_l_avg_pct": "HEAR-L avg"}
+    long["series"] = long["series"].map(names)
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    sns.lineplot(data=long, x=x, y="scaled", hue="series", marker="o", ax=ax)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_ylabel("min-max scaled score")
+    ax.legend(title=None, fontsize="small")
+    return fig
+
+
+def plot_training_curves(curves_csv: str | Path, outs: Sequence[str | Path]) -> None:
+    """Fig. 4.4: linear evaluation (100 % labels; 5 per class, mean ± std) over pre-training."""
+    sns.set_theme(style="whitegrid", context="paper")
+    c = pd.read_csv(curves_csv)
+    fig, axes = plt.subplots(2, 1, figsize=(6.4, 5.4), sharex=True)
+    if not c.empty:
+        c["encoder"] = c["run"].map(encoder_label)
+        sns.lineplot(data=c, x="epoch", y="probe_100", hue="encoder", marker="o", ax=axes[0])
+        sns.lineplot(data=c, x="epoch", y="probe_5pc_mean", hue="encoder", marker="o",
+                     ax=axes[1], legend=False)  # fmt: skip
+        for _, g in c.groupby("encoder"):
+            axes[1].fill_between(g["epoch"], g["probe_5pc_mean"] - g["probe_5pc_std"],
+                                 g["probe_5pc_mean"] + g["probe_5pc_std"], alpha=0.15)  # fmt: skip
+        metric = c["probe_metric"].iloc[0]
+        axes[0].set_ylabel(f"100% ({metric})")
+        axes[1].set_ylabel(f"5pC ({metric})")
+    else:
+        axes[0].text(0.5, 0.5, "no linear-probe monitoring configured", ha="center")
+    fig.suptitle("Fig. 4.4: linear evaluation during pre-training", fontsize="medium")
+    _save(fig, outs)

@@ -1,0 +1,453 @@
+"""Rendering (jinja2): LaTeX table fragments assembled by ``tables.tex``, and a self-contained
+HTML report with every table, figure, run configuration and software version.
+
+Measured numbers come only from the workflow's files. The thesis's published numbers
+(``reported.yaml``) are shown in separate tables (or rows) labelled *reported, not measured*.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import hashlib
+import importlib.metadata as md
+import json
+import math
+import platform
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+import yaml
+
+from abt.report.catalogue import (
+    CATEGORY_TITLES,
+    encoder_label,
+    reported,
+    task_category,
+    task_label,
+)
+
+SOFTWARE = ("abt", "torch", "numpy", "librosa", "pandas", "seaborn", "matplotlib", "jinja2",
+            "optuna", "snakemake", "scikit-learn", "scipy", "soundfile")  # fmt: skip
+
+_TEX_ESCAPE = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "[": "{[}",  # a row starting with [ would be read as the optional argument of \\
+    "]": "{]}",
+}
+
+
+def tex_escape(s: Any) -> str:
+    return "".join(_TEX_ESCAPE.get(c, c) for c in str(s))
+
+
+def fmt(v: Any, digits: int = 3) -> str:
+    """Numbers as the thesis prints them; NaN/None as an en dash."""
+    if v is None:
+        return "--"
+    if isinstance(v, bool):
+        return "yes" if v else ""
+    if isinstance(v, int):
+        return str(v)
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    if not math.isfinite(f):
+        return "--"
+    if f.is_integer() and abs(f) >= 1000:
+        return f"{int(f):,}"
+    return f"{f:.{digits}f}"
+
+
+def pct(v: Any, digits: int = 0, sign: bool = True) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "--"
+    if not math.isfinite(f):
+        return "--"
+    return f"{f:+.{digits}f}%" if sign else f"{f:.{digits}f}%"
+
+
+@dataclass
+class Table:
+    """One table, format-neutral: the LaTeX and HTML templates both render it."""
+
+    key: str
+    title: str
+    caption: str
+    columns: list[str]
+    rows: list[list[str]]
+    number: str | None = None
+    reported: bool = False  # True: the thesis's published numbers, not measured here
+    bold_rows: set[int] = field(default_factory=set)
+    rule_after: set[int] = field(default_factory=set)
+    csv: str | None = None
+
+
+def _env(latex: bool) -> jinja2.Environment:
+    loader = jinja2.PackageLoader("abt.report", "templates")
+    if latex:
+        env = jinja2.Environment(
+            loader=loader,
+            block_start_string=r"\BLOCK{",
+            block_end_string="}",
+            variable_start_string=r"\VAR{",
+            variable_end_string="}",
+            comment_start_string=r"\#{",
+            comment_end_string="}",
+            line_comment_prefix="%#",
+            trim_blocks=True,
+            lstrip_blocks=True,
+            autoescape=False,
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=True,
+        )
+        env.filters["tex"] = tex_escape
+        env.filters["bold"] = lambda s: rf"\textbf{{{s}}}" if s else s
+    else:
+        env = jinja2.Environment(
+            loader=loader, autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True
+        )
+    return env
+
+
+# ------------------------------------------------------------------------------- tables
+
+
+def encoder_tables(encoder_csv: str) -> list[Table]:
+    df = pd.read_csv(encoder_csv)
+    out = []
+    t31 = df[df["table"].astype(str) == "3.1"]
+    out.append(Table(
+        "table_3_1", "Convolutional encoders", "Parameters, output dimension and GFLOPs per "
+        "64x96 input are computed from the implementation; throughput is measured on this "
+        f"machine ({t31['device'].iloc[0] if len(t31) else 'cpu'}, so not comparable with the "
+        "thesis's Tesla T4 column).",
+        ["Encoder", "Params", "Output dim", "GFLOPs", "Inputs/s", "Thesis params (M)",
+         "Thesis GFLOPs", "Thesis inputs/s (T4)"],
+        [[encoder_label(r["name"]), fmt(int(r["params_total"])), fmt(int(r["output_dim"])),
+          fmt(r["gflops"]), fmt(r["throughput_inputs_per_s"], 1), fmt(r["thesis_params_M"], 2),
+          fmt(r["thesis_gflops"], 1), fmt(r["thesis_throughput_t4"], 0)]
+         for _, r in t31.iterrows()],
+        number="3.1",
+    ))  # fmt: skip
+    t32 = df[df["table"].astype(str) == "3.2"]
+    out.append(Table(
+        "table_3_2", "Convolutional stem of ViT_C-B by patch size", "Stem design derived from "
+        "the implementation; thesis values alongside.",
+        ["Patch", "3x3 convs", "Channels", "Strides", "Params", "GFLOPs", "Inputs/s",
+         "Thesis GFLOPs", "Thesis inputs/s (T4)"],
+        [[str(r["patch_size"]), fmt(r["n_conv3x3"], 0), str(r["stem_channels"]),
+          str(r["stem_strides"]), fmt(int(r["params_total"])), fmt(r["gflops"]),
+          fmt(r["throughput_inputs_per_s"], 1), fmt(r["thesis_gflops"], 1),
+          fmt(r["thesis_throughput_t4"], 0)] for _, r in t32.iterrows()],
+        number="3.2",
+    ))  # fmt: skip
+    return out
+
+
+def hear_tables(tables_dir: str, scale_name: str) -> list[Table]:
+    out = []
+    for cat, (num, title) in CATEGORY_TITLES.items():
+        key = f"table_{num.replace('.', '_')}" if num else f"table_{cat}"
+        p = Path(tables_dir) / f"{key}.csv"
+        if not p.is_file():
+            continue
+        df = pd.read_csv(p)
+        task_cols = [c for c in df.columns if c not in ("model", "kind", "avg", "pct_rand")]
+        rows, bold = [], set()
+        for _, r in df.iterrows():
+            label = encoder_label(r["model"]) + (" (random init)" if r["kind"] != "trained" else "")
+            avg = fmt(r["avg"])
+            if r["kind"] == "trained":
+                avg += f" ({pct(r['pct_rand'])})"
+                bold.add(len(rows))
+            rows.append([f"[ABT] {label}", *(fmt(r[c]) for c in task_cols), avg])
+        out.append(Table(
+            key, f"Results on {title}", f"Measured at scale '{scale_name}' with the official "
+            "hear-eval kit. Avg: mean of the primary scores (timestamp tasks: onset FMS only); "
+            "in brackets the change from the same encoder's random initialisation (%↑RAND).",
+            ["Model", *task_cols, "Avg (%↑RAND)"], rows, number=num, bold_rows=bold,
+            csv=str(p),
+        ))  # fmt: skip
+        rep = reported_hear_table(cat, num, title)
+        if rep is not None:
+            out.append(rep)
+    return out
+
+
+def reported_hear_table(cat: str, num: str | None, title: str) -> Table | None:
+    rep = reported()
+    if cat == "other" or num is None:
+        return None
+    models = rep["models"]
+    if cat == "timestamp":
+        cols = ["DCASE onset FMS", "DCASE error rate", "MAESTRO onset FMS",
+                "MAESTRO onset w/ offset FMS"]  # fmt: skip
+        keys = ["dcase_onset_fms", "dcase_error_rate", "maestro_onset_fms",
+                "maestro_onset_offset_fms"]  # fmt: skip
+        rows = []
+        for m, r in rep["hear_timestamp"].items():
+            avg = fmt(r["avg"]) + (f" ({pct(r['pct_rand'])})" if r.get("pct_rand") is not None
+                                   else "")  # fmt: skip
+            rows.append([_model_row_label(m, models), *(fmt(r[k], 4) for k in keys), avg])
+    else:
+        tasks = [t for t, info in rep["hear_tasks"].items() if info["category"] == cat]
+        cols = [rep["hear_tasks"][t]["label"] for t in tasks]
+        rows = []
+        for m, scores in rep["hear_scores"].items():
+            ca = rep["hear_category_avg"][m][cat]
+            avg = fmt(ca["avg"]) + (f" ({pct(ca['pct_rand'])})" if ca.get("pct_rand") is not None
+                                    else "")  # fmt: skip
+            rows.append([_model_row_label(m, models), *(fmt(scores.get(t)) for t in tasks), avg])
+    return Table(
+        f"reported_{cat}", f"Reported in the thesis: {title}", "Published numbers (thesis "
+        f"Table {num}; full AudioSet pre-training, 100 epochs, the 18 HEAR tasks), shown for "
+        "reference. Not measured by this workflow.",
+        ["Model", *cols, "Avg (%↑RAND)"], rows, number=num, reported=True,
+    )  # fmt: skip
+
+
+def _model_row_label(key: str, models: Mapping[str, Any]) -> str:
+    m = models[key]
+    tag = "[HEAR]" if m["kind"] == "hear_baseline" else "[ABT]"
+    return f"{tag} {m['label']}"
+
+
+def table_45(tables_dir: str) -> list[Table]:
+    p = Path(tables_dir) / "table_4_5.csv"
+    if not p.is_file():
+        return []
+    df = pd.read_csv(p)
+    rows = [[str(int(r["epoch"])), encoder_label(r["run"]),
+             fmt(r["probe_100"]) + (f" (↑{pct(r['pct_prev'], 1, sign=False)})"
+                                    if pd.notna(r["pct_prev"]) else ""),
+             f"{fmt(r['probe_5pc_mean'])} ± {fmt(r['probe_5pc_std'])}"]
+            for _, r in df.iterrows()]  # fmt: skip
+    out = [Table(
+        "table_4_5", "Linear evaluation during pre-training", "The monitoring task's test score "
+        "with a linear classifier on 100% of its training labels and on 5 clips per class (mean ± "
+        "std over 3 subsets), with the rise from the previous listed epoch.",
+        ["Epoch", "Encoder", "100%", "5pC"], rows, number="4.5", csv=str(p),
+    )]  # fmt: skip
+    rep = reported()["table_4_5"]
+    out.append(Table(
+        "reported_4_5", "Reported in the thesis: FSD50K linear evaluation during pre-training",
+        "Published numbers (thesis Table 4.5, FSD50K test mAP, full AudioSet pre-training). "
+        "Not measured by this workflow.",
+        ["Epoch", "Encoder", "100%", "5pC"],
+        [[str(r["epoch"]), encoder_label(r["encoder"]),
+          fmt(r["probe_100"]) + (f" (↑{r['pct_prev']}%)" if r["pct_prev"] is not None else ""),
+          f"{fmt(r['probe_5pc_mean'])} ± {fmt(r['probe_5pc_std'])}"] for r in rep],
+        number="4.5", reported=True,
+    ))  # fmt: skip
+    return out
+
+
+def study_tables(study_name: str, study: Mapping[str, Any], csv: str) -> list[Table]:
+    df = pd.read_csv(csv)
+    task = df["linear_eval_task"].iloc[0]
+    metric = df["linear_eval_metric"].iloc[0]
+    has_delta = "delta_pts" in df.columns
+    cols = ["Ablation", "Setting", f"{task} ({metric})", "HEAR-L avg (%)"]
+    cols += [f"Δ {study['delta_from']}"] if has_delta else []
+    rows, bold = [], set()
+    for i, r in df.iterrows():
+        row = [str(r["ablation"]), str(r["description"]), fmt(r["linear_eval_100"]),
+               fmt(r["hear_l_avg_pct"], 1)]  # fmt: skip
+        if has_delta:
+            row.append(pct(r["delta_pts"], 1) if pd.notna(r["delta_pts"]) else "")
+        if bool(r.get("highlight", False)):
+            bold.add(int(i))
+        rows.append(row)
+    num = study.get("table")
+    key = f"table_{num.replace('.', '_')}" if num else f"study_{study_name}"
+    out = [Table(
+        key, study["title"], "Linear evaluation on the monitoring task (FSD50K in the thesis) and "
+        "the HEAR-L average; the highlighted row is the default set-up."
+        + (f" Δ: percentage points from {study['delta_from']}." if has_delta else ""),
+        cols, rows, number=num, bold_rows=bold, csv=csv,
+    )]  # fmt: skip
+    if num == "4.6":
+        rep = reported()["table_4_6"]
+        out.append(Table(
+            "reported_4_6", "Reported in the thesis: audio augmentation ablations",
+            "Published numbers (thesis Table 4.6; AudioNTT, 100 epochs on FSD50K dev, the five "
+            "HEAR-L tasks). Not measured by this workflow.",
+            ["Augmentations", "FSD50K (mAP)", "HEAR-L avg (%)", "Δ RLF"],
+            [[r["augmentations"], fmt(r["fsd50k_map"]), fmt(r["hear_l_avg_pct"], 1),
+              pct(r["delta_rlf_pct"], 1) if r["delta_rlf_pct"] is not None else ""] for r in rep],
+            number="4.6", reported=True,
+        ))  # fmt: skip
+    return out
+
+
+# ----------------------------------------------------------------------------- verdicts
+
+
+def pretraining_verdict(tables_dir: str) -> list[str]:
+    """Plain statements: on how many tasks pre-training beat the random initialisation."""
+    lines = []
+    frames = [pd.read_csv(p) for p in sorted(Path(tables_dir).glob("table_*.csv"))
+              if p.name != "table_4_5.csv"]  # fmt: skip
+    if not frames:
+        return ["No HEAR results in this report."]
+    per_enc: dict[str, list[tuple[str, bool]]] = {}
+    for df in frames:
+        tcols = [c for c in df.columns if c not in ("model", "kind", "avg", "pct_rand")
+                 and " " not in c]  # fmt: skip
+        for enc, g in df.groupby("model", sort=False):
+            tr, rd = g[g["kind"] == "trained"], g[g["kind"] == "random_init"]
+            if tr.empty or rd.empty:
+                continue
+            for c in tcols:
+                per_enc.setdefault(enc, []).append(
+                    (c, float(tr[c].iloc[0]) > float(rd[c].iloc[0]))
+                )
+    for enc, res in per_enc.items():
+        won = [c for c, w in res if w]
+        lost = [c for c, w in res if not w]
+        helps = len(won) > len(res) / 2
+        verdict = "helps on most tasks" if helps else "does NOT help on most tasks"
+        lines.append(
+            f"{encoder_label(enc)}: pre-training beat random initialisation on {len(won)} of "
+            f"{len(res)} tasks ({verdict})" + (f"; not on {', '.join(lost)}" if lost else "") + "."
+        )
+    return lines
+
+
+# ------------------------------------------------------------------------------- render
+
+
+def software_versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in SOFTWARE:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "not installed"
+    try:
+        import torch
+
+        out["torch threads"] = str(torch.get_num_threads())
+        out["cuda"] = str(torch.version.cuda)
+    except Exception:  # noqa: BLE001
+        pass
+    return out
+
+
+def _image_data(path: str) -> str:
+    return base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def render(
+    cfg: Mapping[str, Any],
+    scope: str,
+    tables_dir: str,
+    encoder_table: str,
+    studies: Mapping[str, str],
+    figures: Mapping[str, str],
+    hparams: Mapping[str, str],
+    out_tex: str,
+    out_html: str,
+) -> None:
+    """Write ``out_tex`` (a complete LaTeX document that ``\\input``s one fragment per table from
+    ``tables/``, figures from ``figures/``) and the self-contained ``out_html``.
+
+    ``studies``: study name -> summary CSV; ``figures``: name -> PNG path (a PDF next to it is used
+    by LaTeX); ``hparams``: run label -> hparams.yaml of each pre-training run in the report.
+    """
+    out_dir = Path(out_tex).parent
+    scale = cfg["run"]["name"]
+    show_reported = bool((cfg.get("report") or {}).get("reported", True))
+    tables: list[Table] = encoder_tables(encoder_table)
+    tables += hear_tables(tables_dir, scale)
+    tables += table_45(tables_dir)
+    for name, csv in studies.items():
+        tables += study_tables(name, cfg["studies"][name], csv)
+    if not show_reported:
+        tables = [t for t in tables if not t.reported]
+
+    frag_dir = out_dir / "tables"
+    fig_dir = out_dir / "figures"
+    for d in (frag_dir, fig_dir):
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+    latex = _env(latex=True)
+    frag = latex.get_template("table.tex.j2")
+    for t in tables:
+        (frag_dir / f"{t.key}.tex").write_text(frag.render(t=t))
+    figs = []
+    for name, png in figures.items():
+        png_p = Path(png)
+        pdf_p = png_p.with_suffix(".pdf")
+        shutil.copyfile(png_p, fig_dir / png_p.name)
+        if pdf_p.is_file():
+            shutil.copyfile(pdf_p, fig_dir / pdf_p.name)
+        figs.append({"name": name, "pdf": f"figures/{pdf_p.name}", "png": png_p.name,
+                     "data": _image_data(png), "caption": _figure_caption(cfg, name)})  # fmt: skip
+
+    runs = {}
+    for label, p in hparams.items():
+        text = Path(p).read_text() if Path(p).is_file() else ""
+        runs[label] = {"yaml": text, "sha": hashlib.sha256(text.encode()).hexdigest()[:12]}
+    ctx = {
+        "scale": scale,
+        "scope": scope,
+        "generated": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "tables": tables,
+        "figures": figs,
+        "verdict": pretraining_verdict(tables_dir),
+        "software": software_versions(),
+        "hear": _hear_settings(cfg),
+        "runs": runs,
+        "config_yaml": yaml.safe_dump(json.loads(json.dumps(cfg, default=str)), sort_keys=False),
+        "tasks": _task_rows(cfg),
+        "hear_l": [task_label(t) for t in (cfg.get("report") or {}).get("hear_l", [])],
+        "epochs": cfg["pretrain"]["epochs"],
+        "ablation_epochs": ((cfg.get("ablation_defaults") or {}).get("pretrain") or {}).get(
+            "epochs", cfg["pretrain"]["epochs"]
+        ),
+    }
+    Path(out_tex).write_text(latex.get_template("tables.tex.j2").render(**ctx))
+    html = _env(latex=False).get_template("report.html.j2")
+    Path(out_html).write_text(html.render(**ctx))
+
+
+def _figure_caption(cfg: Mapping[str, Any], name: str) -> str:
+    if name == "training_curves":
+        return "Fig. 4.4: linear evaluation on the monitoring task during pre-training."
+    st = (cfg.get("studies") or {}).get(name, {})
+    num = f"Fig. {st['figure']}{st.get('panel') or ''}: " if st.get("figure") else ""
+    return f"{num}{st.get('title', name)}"
+
+
+def _hear_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    h = cfg.get("hear") or {}
+    pts = h.get("grid_points") or (8 if h.get("grid") == "default" else 1)
+    return {"grid": h.get("grid"), "grid_points": pts}
+
+
+def _task_rows(cfg: Mapping[str, Any]) -> list[dict[str, str]]:
+    from abt.steps import task_dirs
+
+    return [{"task": t, "label": task_label(t), "category": task_category(t), "dir": d}
+            for t, d in task_dirs(dict(cfg), "results/data/embedded").items()]  # fmt: skip

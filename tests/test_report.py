@@ -1,0 +1,363 @@
+"""Aggregation, figures and rendering of the report, against the thesis's printed numbers and
+hand-computed cases (no Snakemake)."""
+
+import copy
+import html.parser
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from abt import steps
+from abt.config import ConfigError, load_config
+from abt.report import aggregate as agg
+from abt.report.catalogue import reported, task_category, task_label
+from abt.report.render import render, tex_escape
+
+ROOT = Path(__file__).resolve().parents[1]
+REP = reported()
+
+
+def _cfg():
+    return load_config(ROOT / "config.yaml")
+
+
+def _scores(rows):
+    """Tidy score rows (abt.evaluation.scores format) from (encoder, variant, task, metric, value,
+    primary) tuples."""
+    return pd.DataFrame(
+        [
+            {"task": t, "encoder": e, "variant": v, "seed": 0, "grid": "fast", "split": "mean",
+             "metric": m, "value": val, "primary": p}
+            for e, v, t, m, val, p in rows
+        ]
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ aggregation
+
+
+def test_category_averages_reproduce_thesis_tables_4_1_to_4_3():
+    """Feeding the thesis's per-task scores gives its printed category averages."""
+    rows = []
+    for task, v in REP["hear_scores"]["audiontt"].items():
+        rows.append(("audiontt", "baseline", task, "score", v, True))
+    tables = agg.hear_category_tables(_scores(rows), ["audiontt"])
+    for cat in ("speech", "environment", "music"):
+        got = tables[cat].query("kind == 'trained'")["avg"].item()
+        assert got == pytest.approx(REP["hear_category_avg"]["audiontt"][cat]["avg"], abs=1.5e-3)
+
+
+def test_timestamp_average_is_the_onset_fms_only_as_in_table_4_4():
+    r = REP["hear_timestamp"]["audiontt"]
+    rows = [
+        ("audiontt", "baseline", "dcase2016_task2", "event_onset_200ms_fms", r["dcase_onset_fms"], True),
+        ("audiontt", "baseline", "dcase2016_task2", "segment_1s_er", r["dcase_error_rate"], False),
+        ("audiontt", "baseline", "maestro", "event_onset_50ms_fms", r["maestro_onset_fms"], True),
+        ("audiontt", "baseline", "maestro", "event_onset_offset_50ms_fms",
+         r["maestro_onset_offset_fms"], False),
+    ]  # fmt: skip
+    t = agg.hear_category_tables(_scores(rows), ["audiontt"])["timestamp"]
+    assert round(t["avg"].item(), 3) == r["avg"] == 0.405
+    assert t["DCASE segment_1s_er"].item() == r["dcase_error_rate"]
+    assert t["MAESTRO event_onset_offset_50ms_fms"].item() == r["maestro_onset_offset_fms"]
+
+
+def test_pct_rand_is_the_fractional_change_from_random_init():
+    rows = [
+        ("enc", "baseline", "embedded_emotion", "top1_acc", 0.6, True),
+        ("enc", "baseline", "embedded_keywords", "top1_acc", 0.4, True),
+        ("enc", "random_init", "embedded_emotion", "top1_acc", 0.3, True),
+        ("enc", "random_init", "embedded_keywords", "top1_acc", 0.5, True),
+        ("enc", "baseline", "embedded_genre", "top1_acc", 0.9, True),
+        ("enc", "random_init", "embedded_genre", "top1_acc", 0.9, True),
+        ("enc", "baseline", "embedded_genre", "mAP", 0.1, False),  # not primary: ignored
+    ]
+    tabs = agg.hear_category_tables(_scores(rows), ["enc"])
+    sp = tabs["speech"].set_index("kind")
+    assert sp.loc["trained", "avg"] == pytest.approx(0.5)
+    assert sp.loc["random_init", "avg"] == pytest.approx(0.4)
+    assert sp.loc["trained", "pct_rand"] == pytest.approx(25.0)  # (0.5 - 0.4) / 0.4
+    assert list(tabs["speech"].columns[:4]) == ["model", "kind", "Emotion", "Keywords"]
+    mu = tabs["music"].set_index("kind")
+    assert mu.loc["trained", "pct_rand"] == pytest.approx(0.0)
+    assert math.isnan(agg.pct_change(1.0, 0.0))
+
+
+def test_table_4_5_rises_match_the_thesis():
+    curves = pd.DataFrame(
+        [{"run": r["encoder"], "epoch": r["epoch"], "probe_metric": "mAP",
+          "probe_100": r["probe_100"], "probe_5pc_mean": r["probe_5pc_mean"],
+          "probe_5pc_std": r["probe_5pc_std"]} for r in REP["table_4_5"]]
+    )  # fmt: skip
+    got = agg.table_4_5(curves, epochs=[5, 20, 50, 100])
+    for r in REP["table_4_5"]:
+        g = got[(got["epoch"] == r["epoch"]) & (got["run"] == r["encoder"])].iloc[0]
+        if r["pct_prev"] is None:
+            assert math.isnan(g["pct_prev"])
+        else:
+            assert g["pct_prev"] == pytest.approx(r["pct_prev"], abs=0.15)
+
+
+def test_study_delta_is_in_points_as_table_4_6_prints_it():
+    rows = [{"ablation": r["ablation"], "hear_l_avg_pct": r["hear_l_avg_pct"]}
+            for r in REP["table_4_6"]]  # fmt: skip
+    df = agg.study_table(rows, delta_from="aug_rlf").set_index("ablation")
+    for r in REP["table_4_6"]:
+        d = df.loc[r["ablation"], "delta_pts"]
+        if r["delta_rlf_pct"] is None:
+            assert math.isnan(d)
+        else:
+            assert d == pytest.approx(r["delta_rlf_pct"], abs=0.05)
+    with pytest.raises(ValueError, match="not one of the study's rows"):
+        agg.study_table(rows, delta_from="nope")
+
+
+def test_ablation_row_hear_l_average_and_missing_tasks():
+    cfg = _cfg()
+    run = steps.run_config(cfg, "audiontt", "bs_32", 0)
+    rows = [("audiontt", "bs_32", t, "top1_acc", v, True)
+            for t, v in zip(cfg["report"]["hear_l"], [0.2, 0.4, 0.6, 0.8], strict=True)]  # fmt: skip
+    lin = {"task": "embedded_envsounds", "probe_metric": "top1_acc", "probe_100": 0.5,
+           "probe_5pc_mean": 0.3, "probe_5pc_std": 0.01}  # fmt: skip
+    row = agg.ablation_row("bs_32", "d", run, _scores(rows), lin, cfg["report"]["hear_l"])
+    assert row["hear_l_avg_pct"] == pytest.approx(50.0)
+    assert row["batch_size"] == 32 and row["projector_out"] == 256 and row["epochs"] == 5
+    assert row["linear_eval_100"] == 0.5 and row["linear_eval_5pc_std"] == 0.01
+    with pytest.raises(ValueError, match="no HEAR score for HEAR-L"):
+        agg.ablation_row("bs_32", "d", run, _scores(rows[:2]), lin, cfg["report"]["hear_l"])
+
+
+@pytest.mark.parametrize(
+    "ablation, field, value",
+    [
+        ("proj_depth_1", "projector_depth", 1),
+        ("proj_depth_3", "projector_depth", 3),
+        ("aug_mixup_rrc_rlf", "projector_depth", 2),
+        ("proj_out_4096", "projector_out", 4096),
+        ("lambda_0.05", "lambd", 0.05),
+        ("crop_320", "crop_frames", 320),
+        ("mask_64x2_0.2", "mask_ratio", 0.2),
+        ("mask_64x2_0.2", "patch_size", "64x2"),
+        ("mask_16x8_sine", "mask_mode", "sine"),
+        ("aug_mixup_rrc_rlf_ppn", "augment", "mixup+rrc+rlf+ppn"),
+        ("vitc_b_8x8", "optimizer", "adamw_ablation"),
+    ],
+)
+def test_derived_fields_of_the_ablations(ablation, field, value):
+    cfg = _cfg()
+    run = steps.run_config(cfg, steps.ablation_encoder(cfg, ablation), ablation, 0)
+    assert agg.derived_fields(run)[field] == value
+
+
+def test_minmax_scaling_best_one_worst_zero():
+    df = pd.DataFrame({"x": [32, 160, 320], "a": [0.2, 0.5, 0.4], "b": [1.0, 1.0, 1.0]})
+    m = agg.minmax_scaled(df, "x", ["a", "b"])
+    assert m[m.series == "a"]["scaled"].tolist() == pytest.approx([0.0, 1.0, 2 / 3])
+    assert m[m.series == "b"]["scaled"].tolist() == [0.5, 0.5, 0.5]  # constant: no ranking
+
+
+def test_task_catalogue():
+    assert task_category("fsd50k") == "environment" and task_label("libricount") == "LbC"
+    assert task_category("maestro") == "timestamp"
+    assert task_category("embedded_office_events") == "timestamp"
+    assert (
+        task_category("some_new_task") == "other" and task_label("some_new_task") == "some_new_task"
+    )
+
+
+# ------------------------------------------------------------------------------ config
+
+
+def test_every_configured_study_and_the_paper_report_resolve():
+    cfg = _cfg()
+    names = set(steps.ablation_names(cfg))
+    for st in cfg["studies"].values():
+        assert set(st["ablations"]) <= names
+    paper = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
+    assert set(paper["report"]["studies"]) == set(cfg["studies"])
+    assert paper["report"]["hear_l"] == REP["hear_l"]
+    assert cfg["report"]["studies"] == ["augmentations"]
+    # Table 4.6's rows are the augmentations study's, in the thesis's order
+    assert [r["ablation"] for r in REP["table_4_6"]] == [
+        *cfg["studies"]["augmentations"]["ablations"],
+        "random_init",
+    ]
+
+
+@pytest.mark.parametrize(
+    "edit, key",
+    [
+        (lambda c: c["studies"]["lambda"]["ablations"].append("lambda_7"), "studies.lambda.ablations.7"),
+        (lambda c: c["report"]["hear_l"].append("nope"), "report.hear_l.4"),
+        (lambda c: c["report"]["studies"].append("nope"), "report.studies.1"),
+        (lambda c: c["studies"]["augmentations"].update(delta_from="bs_32"), "studies.augmentations.delta_from"),
+        (lambda c: c["report"]["full_encoders"].append("nope"), "report.full_encoders.6"),
+    ],
+)  # fmt: skip
+def test_bad_study_references_fail_naming_the_key(edit, key):
+    from abt.config import load_schema
+
+    cfg = copy.deepcopy(_cfg())
+    edit(cfg)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        steps.validate_variants(cfg, load_schema(ROOT / "workflow/schemas/config.schema.yaml"))
+
+
+def test_ablation_corpus_follows_data_ablation_pretrain():
+    cfg = _cfg()
+    assert steps.variant_corpus(cfg, "aug_rrc") == "train"
+    cfg["data"]["ablation_pretrain"] = {"source": "folder", "audio_dir": "/x", "clip_list": "/y.csv",
+                                        "clip_list_format": "abt", "id_column": "fname"}  # fmt: skip
+    assert steps.variant_corpus(cfg, "aug_rrc") == "ablation"
+    assert steps.variant_corpus(cfg, "baseline") == "train"
+    assert steps.variant_corpus(cfg, "random_init") == "train"
+    assert steps.corpus_data(cfg, "ablation")["id_column"] == "fname"
+    with pytest.raises(ConfigError, match="data.ablation_pretrain.audio_dir"):
+        steps.check_inputs_exist(cfg)
+
+
+# ------------------------------------------------------------------------------ rendering
+
+
+def _fake_outputs(tmp_path):
+    """Minimal real-format inputs for render(): encoder table, HEAR tables, a study, figures."""
+    cfg = _cfg()
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    rows = []
+    for v, base in (("baseline", 0.6), ("random_init", 0.4)):
+        for i, t in enumerate(["embedded_emotion", "embedded_envsounds", "embedded_office_events"]):
+            rows.append(("audiontt", v, t, "m", base + 0.01 * i, True))
+    scores = tmp_path / "scores.csv"
+    _scores(rows).to_csv(scores, index=False)
+    curves = tmp_path / "run"
+    curves.mkdir()
+    (curves / "epoch_metrics.csv").write_text(
+        "epoch,step,probe_metric,probe_100,probe_5pc_mean,probe_5pc_std\n"
+        "5,25,top1_acc,0.5,0.3,0.02\n10,50,top1_acc,0.6,0.35,0.01\n"
+    )
+    steps.paper_tables(["audiontt"], [str(scores)], {"audiontt": str(curves)}, str(tables))
+    enc = tmp_path / "encoders.csv"
+    enc.write_text(
+        "table,name,patch_size,params_total,params_trainable,output_dim,gflops,"
+        "throughput_inputs_per_s,device,n_conv3x3,stem_channels,stem_strides,thesis_params_M,"
+        "thesis_output_dim,thesis_gflops,thesis_throughput_t4,thesis_n_conv3x3,"
+        "thesis_stem_channels,thesis_stem_strides\n"
+        "3.1,audiontt,,6333376,6333376,3072,0.422,171.6,cpu,,,,6.33,3072,0.4,265,,,\n"
+        '3.2,vitc_b,16x8,82076064,82038432,768,8.28,18.5,cpu,4,"[96, 192, 384, 768]",'
+        '"[2, 2, 2, [2, 1]]",,,8.2,35,4,"[96, 192, 384, 768]","[2, 2, 2, [2, 1]]"\n'
+    )
+    study = cfg["studies"]["augmentations"]
+    srows = []
+    for i, a in enumerate([*study["ablations"], "random_init"]):
+        srows.append({"ablation": a, "description": f"{a} & 50% _x_", "linear_eval_task": "embedded_envsounds",
+                      "linear_eval_metric": "top1_acc", "linear_eval_100": 0.3 + 0.02 * i,
+                      "linear_eval_5pc_mean": 0.2, "linear_eval_5pc_std": 0.01,
+                      "hear_l_avg_pct": 40 + i})  # fmt: skip
+    summ = tmp_path / "aug.csv"
+    df = agg.study_table(srows, delta_from=study["delta_from"])
+    df["highlight"] = df["ablation"] == study["highlight"]
+    df.to_csv(summ, index=False)
+    figs = tmp_path / "figs"
+    steps.study_figure("augmentations", study, str(summ), {}, cfg["report"]["hear_l"],
+                       str(figs / "augmentations.png"), str(figs / "augmentations.pdf"))  # fmt: skip
+    steps.training_curves_figure(str(tables / "training_curves.csv"), str(figs / "tc.png"),
+                                 str(figs / "tc.pdf"))  # fmt: skip
+    hp = tmp_path / "hparams.yaml"
+    hp.write_text(yaml.safe_dump(steps.run_config(cfg, "audiontt", "baseline", 0)))
+    return cfg, tables, enc, summ, figs, hp
+
+
+class _StrictHTML(html.parser.HTMLParser):
+    VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+    def __init__(self):
+        super().__init__()
+        self.stack = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.stack and self.stack[-1] == tag, (
+            f"unbalanced </{tag}> (open: {self.stack[-3:]})"
+        )
+        self.stack.pop()
+
+
+def test_report_renders_compilable_latex_and_html(tmp_path):
+    cfg, tables, enc, summ, figs, hp = _fake_outputs(tmp_path)
+    out = tmp_path / "report"
+    out.mkdir()
+    steps.render_report(
+        cfg, "main", str(tables), str(enc), {"augmentations": str(summ)},
+        {"training_curves": str(figs / "tc.png"), "augmentations": str(figs / "augmentations.png")},
+        {"audiontt/baseline": str(hp)}, str(out / "tables.tex"), str(out / "report.html"),
+    )  # fmt: skip
+    tex = (out / "tables.tex").read_text()
+    frags = {p.stem: p.read_text() for p in (out / "tables").glob("*.tex")}
+    assert {"table_3_1", "table_3_2", "table_4_1", "table_4_2", "table_4_4", "table_4_5",
+            "table_4_6", "reported_4_6", "reported_speech"} <= set(frags)  # fmt: skip
+    for key in frags:
+        assert rf"\input{{tables/{key}}}" in tex
+    assert r"\& 50\% \_x\_" in frags["table_4_6"]  # escaped description
+    assert "[Reported, not measured]" in frags["reported_4_6"]
+    assert "Reported" not in frags["table_4_6"]
+    assert "0.431" in frags["reported_4_6"] and "+19.2" in frags["reported_4_6"]  # thesis values
+    assert r"\textbf{aug\_mixup\_rrc\_rlf}" in frags["table_4_6"]  # the highlighted default row
+    assert "embedded-default" in tex and (out / "figures" / "augmentations.pdf").is_file()
+    assert "beat random initialisation on 3 of 3 tasks" in tex
+    if shutil.which("pdflatex"):
+        r = subprocess.run(
+            ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "tables.tex"],
+            cwd=out, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stdout[-3000:]
+        assert (out / "tables.pdf").stat().st_size > 10_000
+    else:  # no TeX engine: strict structural checks
+        body = tex + "".join(frags.values())
+        assert body.count(r"\begin{") == body.count(r"\end{")
+        assert body.count("{") - body.count(r"\{") == body.count("}") - body.count(r"\}")
+    page = (out / "report.html").read_text()
+    p = _StrictHTML()
+    p.feed(page)
+    p.close()
+    assert p.stack == []
+    assert page.count("data:image/png;base64,") == 2
+    assert "[Reported, not measured]" in page and "embedded-default" in page
+    assert "torch" in page and "hparams.yaml sha256" in page
+    assert "&amp; 50% _x_" in page  # HTML-escaped
+
+
+def test_tex_escape():
+    assert tex_escape("a_b & 5% #1 {x} ~^\\ [ABT]") == (
+        r"a\_b \& 5\% \#1 \{x\} \textasciitilde{}\textasciicircum{}\textbackslash{} {[}ABT{]}"
+    )
+
+
+def test_linear_eval_of_a_checkpoint(tmp_path):
+    """The linear_eval step probes a checkpoint with its own normalisation (tiny task)."""
+    from abt.data.embedded import build_embedded
+    from abt.hear import save_random_init
+
+    cfg = _cfg()
+    emb = tmp_path / "emb"
+    build_embedded(str(emb), seed=0, scale=0.05, tasks=["embedded_envsounds"], use_debian="never")
+    tdir = emb / "tasks" / "embedded_envsounds-v1-full"
+    stores = tmp_path / "stores"
+    steps.compute_task_mels(str(tdir), cfg["mels"], cfg["preprocess"], str(stores))
+    ck = tmp_path / "r.ckpt"
+    save_random_init(str(ck), "audiontt", "audiontt", {}, -5.0, 4.0, cfg["mels"], seed=0,
+                     input_frames=96)  # fmt: skip
+    mon = dict(cfg["monitor"], classifier=dict(cfg["monitor"]["classifier"], max_epochs=5))
+    out = steps.linear_eval(str(ck), str(tdir), str(stores), mon, str(tmp_path / "le.json"))
+    saved = json.loads((tmp_path / "le.json").read_text())
+    assert saved["task"] == "embedded_envsounds" and 0 <= saved["probe_100"] <= 1
+    assert out["probe_metric"] == "top1_acc" and saved["probe_5pc_std"] >= 0
