@@ -17,7 +17,7 @@ from abt import steps
 from abt.config import ConfigError, load_config
 from abt.report import aggregate as agg
 from abt.report.catalogue import reported, task_category, task_label
-from abt.report.render import render, tex_escape
+from abt.report.render import tex_escape
 
 ROOT = Path(__file__).resolve().parents[1]
 REP = reported()
@@ -56,7 +56,8 @@ def test_category_averages_reproduce_thesis_tables_4_1_to_4_3():
 def test_timestamp_average_is_the_onset_fms_only_as_in_table_4_4():
     r = REP["hear_timestamp"]["audiontt"]
     rows = [
-        ("audiontt", "baseline", "dcase2016_task2", "event_onset_200ms_fms", r["dcase_onset_fms"], True),
+        ("audiontt", "baseline", "dcase2016_task2", "event_onset_200ms_fms",
+         r["dcase_onset_fms"], True),
         ("audiontt", "baseline", "dcase2016_task2", "segment_1s_er", r["dcase_error_rate"], False),
         ("audiontt", "baseline", "maestro", "event_onset_50ms_fms", r["maestro_onset_fms"], True),
         ("audiontt", "baseline", "maestro", "event_onset_offset_50ms_fms",
@@ -121,8 +122,9 @@ def test_study_delta_is_in_points_as_table_4_6_prints_it():
 def test_ablation_row_hear_l_average_and_missing_tasks():
     cfg = _cfg()
     run = steps.run_config(cfg, "audiontt", "bs_32", 0)
+    vals = [0.2, 0.4, 0.6, 0.8]
     rows = [("audiontt", "bs_32", t, "top1_acc", v, True)
-            for t, v in zip(cfg["report"]["hear_l"], [0.2, 0.4, 0.6, 0.8], strict=True)]  # fmt: skip
+            for t, v in zip(cfg["report"]["hear_l"], vals, strict=True)]  # fmt: skip
     lin = {"task": "embedded_envsounds", "probe_metric": "top1_acc", "probe_100": 0.5,
            "probe_5pc_mean": 0.3, "probe_5pc_std": 0.01}  # fmt: skip
     row = agg.ablation_row("bs_32", "d", run, _scores(rows), lin, cfg["report"]["hear_l"])
@@ -193,10 +195,12 @@ def test_every_configured_study_and_the_paper_report_resolve():
 @pytest.mark.parametrize(
     "edit, key",
     [
-        (lambda c: c["studies"]["lambda"]["ablations"].append("lambda_7"), "studies.lambda.ablations.7"),
+        (lambda c: c["studies"]["lambda"]["ablations"].append("lambda_7"),
+         "studies.lambda.ablations.7"),
         (lambda c: c["report"]["hear_l"].append("nope"), "report.hear_l.4"),
         (lambda c: c["report"]["studies"].append("nope"), "report.studies.1"),
-        (lambda c: c["studies"]["augmentations"].update(delta_from="bs_32"), "studies.augmentations.delta_from"),
+        (lambda c: c["studies"]["augmentations"].update(delta_from="bs_32"),
+         "studies.augmentations.delta_from"),
         (lambda c: c["report"]["full_encoders"].append("nope"), "report.full_encoders.6"),
     ],
 )  # fmt: skip
@@ -212,8 +216,10 @@ def test_bad_study_references_fail_naming_the_key(edit, key):
 def test_ablation_corpus_follows_data_ablation_pretrain():
     cfg = _cfg()
     assert steps.variant_corpus(cfg, "aug_rrc") == "train"
-    cfg["data"]["ablation_pretrain"] = {"source": "folder", "audio_dir": "/x", "clip_list": "/y.csv",
-                                        "clip_list_format": "abt", "id_column": "fname"}  # fmt: skip
+    cfg["data"]["ablation_pretrain"] = {
+        "source": "folder", "audio_dir": "/x", "clip_list": "/y.csv",
+        "clip_list_format": "abt", "id_column": "fname",
+    }  # fmt: skip
     assert steps.variant_corpus(cfg, "aug_rrc") == "ablation"
     assert steps.variant_corpus(cfg, "baseline") == "train"
     assert steps.variant_corpus(cfg, "random_init") == "train"
@@ -256,7 +262,8 @@ def _fake_outputs(tmp_path):
     study = cfg["studies"]["augmentations"]
     srows = []
     for i, a in enumerate([*study["ablations"], "random_init"]):
-        srows.append({"ablation": a, "description": f"{a} & 50% _x_", "linear_eval_task": "embedded_envsounds",
+        srows.append({"ablation": a, "description": f"{a} & 50% _x_",
+                      "linear_eval_task": "embedded_envsounds",
                       "linear_eval_metric": "top1_acc", "linear_eval_100": 0.3 + 0.02 * i,
                       "linear_eval_5pc_mean": 0.2, "linear_eval_5pc_std": 0.01,
                       "hear_l_avg_pct": 40 + i})  # fmt: skip
@@ -265,8 +272,10 @@ def _fake_outputs(tmp_path):
     df["highlight"] = df["ablation"] == study["highlight"]
     df.to_csv(summ, index=False)
     figs = tmp_path / "figs"
-    steps.study_figure("augmentations", study, str(summ), {}, cfg["report"]["hear_l"],
-                       str(figs / "augmentations.png"), str(figs / "augmentations.pdf"))  # fmt: skip
+    steps.study_figure(
+        "augmentations", study, str(summ), {}, cfg["report"]["hear_l"],
+        str(figs / "augmentations.png"), str(figs / "augmentations.pdf"),
+    )  # fmt: skip
     steps.training_curves_figure(str(tables / "training_curves.csv"), str(figs / "tc.png"),
                                  str(figs / "tc.pdf"))  # fmt: skip
     hp = tmp_path / "hparams.yaml"

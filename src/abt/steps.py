@@ -354,8 +354,7 @@ def validate_variants(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
         for i, a in enumerate(st["ablations"]):
             if a not in abl_names:
                 raise ConfigError(
-                    f"config key 'studies.{study}.ablations.{i}': {a!r} is not a key of "
-                    "'ablations'"
+                    f"config key 'studies.{study}.ablations.{i}': {a!r} is not a key of 'ablations'"
                 )
         for key in ("delta_from", "highlight"):
             if st.get(key) and st[key] not in st["ablations"]:
