@@ -86,6 +86,8 @@ def test_dry_run_of_the_main_report():
     assert counts["ablation_summary"] == len(aug) + 1 and counts["study_summary"] == 1
     assert counts["encoder_tables"] == counts["paper_tables"] == counts["report"] == 1
     assert counts["training_curves_figure"] == counts["study_figure"] == 1
+    assert counts["sweep_worker"] == cfg["sweep_defaults"]["workers"] == 1
+    assert counts["sweep_summary"] == len(cfg["report"]["sweeps"]) == 1
 
 
 def test_one_ablation_is_one_target():
@@ -158,7 +160,12 @@ def tiny_run(tmp_path_factory):
     cfg["preprocess"]["stats"]["n_crops"] = 500
     cfg["pretrain"].update(epochs=3, batch_size=32)
     cfg["monitor"]["every_epochs"] = 1
-    cfg["hear"].update(grid="fast", env_dir=str(ROOT / ".venv-hear"))
+    cfg["hear"].update(grid="smoke", env_dir=str(ROOT / ".venv-hear"))
+    # the report with a two-row augmentation study (+ random init), one epoch per ablation
+    cfg["ablation_defaults"]["pretrain"]["epochs"] = 1
+    cfg["studies"]["augmentations"]["ablations"] = ["aug_mixup_rrc_rlf", "aug_rlf"]
+    cfg["report"]["hear_l"] = ["embedded_emotion", "embedded_envsounds"]
+    cfg["sweep_defaults"].update(trials=2, epochs=2)  # the report's sweep: 2 short trials
     p = tmp / "tiny.yaml"
     p.write_text(yaml.safe_dump(cfg))
     wd = tmp / "wd"
@@ -214,9 +221,34 @@ def test_hear_scores_end_to_end(tiny_run):
         df = pd.read_csv(tiny_run / f"results/hear/audiontt/{variant}/seed0/scores.csv")
         prim = df[df["primary"] & (df["split"] == "mean")]
         assert set(prim["task"]) == set(TASKS.names()), variant
-        assert (df["grid"] == "fast").all() and prim["value"].notna().all()
+        assert (df["grid"] == "smoke").all() and prim["value"].notna().all()
     log = (tiny_run / "results/hear/audiontt/baseline/seed0/validator.log").read_text()
     assert "Looks good!" in log
+
+
+@pytest.mark.slow
+def test_report_end_to_end(tiny_run):
+    """The default target renders report/tables.tex and the HTML report from the runs."""
+    import pandas as pd
+
+    study = pd.read_csv(tiny_run / "results/studies/augmentations/summary.csv")
+    assert study["ablation"].tolist() == ["aug_mixup_rrc_rlf", "aug_rlf", "random_init"]
+    assert study["hear_l_avg_pct"].between(0, 100).all()
+    assert study["linear_eval_100"].between(0, 1).all()
+    assert study.loc[study.ablation == "aug_rlf", "delta_pts"].isna().all()
+    assert study["epochs"].tolist() == [1, 1, 0] and (study["projector_out"] == 256).all()
+    t41 = pd.read_csv(tiny_run / "results/tables/main/table_4_1.csv")
+    assert set(t41["kind"]) == {"trained", "random_init"}
+    tex = (tiny_run / "report/tables.tex").read_text()
+    for key in ("table_3_1", "table_4_1", "table_4_4", "table_4_5", "table_4_6", "reported_4_6"):
+        assert (
+            rf"\input{{tables/{key}}}" in tex and (tiny_run / f"report/tables/{key}.tex").exists()
+        )
+    page = (tiny_run / "report/report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and "pre-training beat random" in page
+    trials = pd.read_csv(tiny_run / "results/sweeps/audiontt_lars/summary/trials.csv")
+    assert len(trials) == 2 and set(trials["state"]) <= {"COMPLETE", "PRUNED"}
+    assert (tiny_run / "report/tables/sweep_audiontt_lars.tex").exists()
 
 
 def _paper_config(tmp_path, make_dirs=True):
@@ -280,6 +312,10 @@ def test_paper_configuration_dry_runs(tmp_path):
     assert counts["study_summary"] == counts["study_figure"] == len(base["studies"])
     assert counts["compute_task_mels"] == 1  # the FSD50K stores for linear-probe monitoring
     assert counts["report"] == 1
+    n_sweeps = len(base["sweeps"])
+    assert set(cfg["report"]["sweeps"]) == set(base["sweeps"])
+    assert counts["sweep_summary"] == n_sweeps
+    assert counts["sweep_worker"] == n_sweeps * cfg["sweep_defaults"]["workers"] == n_sweeps * 4
 
 
 def test_paper_configuration_fails_early_on_missing_data(tmp_path):

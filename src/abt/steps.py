@@ -365,6 +365,36 @@ def validate_variants(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
         if st.get("plot") in ("line", "minmax") and not st.get("x"):
             raise ConfigError(f"config key 'studies.{study}.x' must be set for a {st['plot']} plot")
     rep = cfg.get("report") or {}
+    for sname, sw in (cfg.get("sweeps") or {}).items():
+        if sw["encoder"] not in cfg["encoders"]:
+            raise ConfigError(
+                f"config key 'sweeps.{sname}.encoder': {sw['encoder']!r} is not a key of 'encoders'"
+            )
+        if sw["optimizer"] not in cfg["optimizers"]:
+            raise ConfigError(
+                f"config key 'sweeps.{sname}.optimizer': {sw['optimizer']!r} is not a key of "
+                "'optimizers'"
+            )
+        from abt.sweeps import SweepError, sweep_run_config
+
+        try:
+            sweep_run_config(cfg, sname)
+        except SweepError as e:
+            raise ConfigError(f"config key 'sweeps.{sname}.space': {e}") from None
+    for i, name in enumerate(rep.get("sweeps") or []):
+        if name not in (cfg.get("sweeps") or {}):
+            raise ConfigError(f"config key 'report.sweeps.{i}': {name!r} is not a key of 'sweeps'")
+    for enc, sname in (cfg["run"].get("from_sweeps") or {}).items():
+        sw = (cfg.get("sweeps") or {}).get(sname)
+        if sw is None:
+            raise ConfigError(
+                f"config key 'run.from_sweeps.{enc}': {sname!r} is not a key of 'sweeps'"
+            )
+        if sw["encoder"] != enc:
+            raise ConfigError(
+                f"config key 'run.from_sweeps.{enc}': sweep {sname!r} tunes encoder "
+                f"{sw['encoder']!r}, not {enc!r}"
+            )
     for i, t in enumerate(rep.get("hear_l") or []):
         if t not in known_tasks:
             raise ConfigError(
@@ -412,9 +442,11 @@ def pretrain(
     monitor_task_dir: str | None = None,
     monitor_stores: str | None = None,
     device: str = "auto",
+    sweep_params: str | None = None,
 ) -> dict[str, Any]:
     """One pre-training run (resumes from ``run_dir/_resume`` if present), with linear-probe
-    monitoring on ``monitor_task_dir`` when ``monitor.task`` is set."""
+    monitoring on ``monitor_task_dir`` when ``monitor.task`` is set; ``sweep_params`` (a
+    ``best_params.yaml``) overrides the configured hyper-parameters with a sweep's best."""
     from abt.probe import ProbeMonitor
     from abt.trainer import Trainer
 
@@ -431,7 +463,43 @@ def pretrain(
                 n_subsets=monitor["subsets"],
             )
         )
+    if sweep_params:
+        from abt.sweeps import apply_params, best_params
+
+        params = best_params(sweep_params)
+        run = apply_params(run, params)
+        run["from_sweep"] = {"file": sweep_params, "params": params}
     return Trainer(run, store_dir, run_dir, device=device, callbacks=callbacks).fit()
+
+
+def sweep_worker(
+    cfg: dict[str, Any],
+    sweep: str,
+    sweep_dir: str,
+    store_dir: str,
+    monitor_task_dir: str,
+    monitor_stores: str,
+    slot: int,
+    out_json: str,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """One worker of a sweep (several share the study); writes what it ran to ``out_json``."""
+    from abt.sweeps import run_worker
+
+    res = run_worker(
+        cfg, sweep, sweep_dir, store_dir, monitor_task_dir, monitor_stores, slot=slot,
+        device=device,
+    )  # fmt: skip
+    with open(out_json, "w") as fh:
+        json.dump(res, fh, indent=1)
+    return res
+
+
+def sweep_summary(cfg: dict[str, Any], sweep: str, sweep_dir: str, out_dir: str) -> dict[str, str]:
+    """Trials table, fANOVA importances, best parameters and the sweep's figure."""
+    from abt.sweeps import summarise
+
+    return summarise(cfg, sweep, sweep_dir, out_dir)
 
 
 def monitor_inputs(cfg: dict[str, Any], embedded_dir: str) -> dict[str, str]:
@@ -672,8 +740,12 @@ def render_report(
     hparams: dict[str, str],
     out_tex: str,
     out_html: str,
+    sweeps: dict[str, str] | None = None,
 ) -> None:
     """``tables.tex`` (+ one LaTeX fragment per table) and ``report.html``."""
     from abt.report.render import render
 
-    render(cfg, scope, tables_dir, encoder_table, studies, figures, hparams, out_tex, out_html)
+    render(
+        cfg, scope, tables_dir, encoder_table, studies, figures, hparams, out_tex, out_html,
+        sweeps=sweeps,
+    )  # fmt: skip

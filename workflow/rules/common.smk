@@ -33,6 +33,7 @@ VARIANTS = steps.variants(config)
 
 ABLATIONS = steps.ablation_names(config)  # every ablation + random_init (a study row)
 STUDIES = sorted(config.get("studies") or {})
+SWEEPS = sorted(config.get("sweeps") or {})
 
 
 wildcard_constraints:
@@ -40,6 +41,7 @@ wildcard_constraints:
     corpus="|".join(steps.CORPORA),
     ablation="|".join(a.replace(".", r"\.") for a in ABLATIONS),
     study="|".join(STUDIES) if STUDIES else "NO_STUDY",
+    sweep="|".join(SWEEPS) if SWEEPS else "NO_SWEEP",
     encoder="|".join(ENCODERS),
     variant="|".join(v.replace(".", r"\.") for v in VARIANTS),
     seed=r"\d+",
@@ -56,6 +58,19 @@ def pretrain_stats(wildcards):
 
 
 TRAIN_STATS = "results/mels/pretrain/train/stats.json"
+
+
+def sweep_stats(wildcards):
+    """Sweeps pre-train on the ablations' data (FSD50K dev in the thesis) when it is set."""
+    return f"results/mels/pretrain/{steps.variant_corpus(config, 'sweep')}/stats.json"
+
+
+def sweep_params_input(wildcards):
+    """best_params.yaml of the sweep that run.from_sweeps assigns to this encoder (main runs)."""
+    sweep = (config["run"].get("from_sweeps") or {}).get(wildcards.encoder)
+    if not sweep or wildcards.variant != "baseline":
+        return {}
+    return {"sweep_params": f"results/sweeps/{sweep}/summary/best_params.yaml"}
 
 
 def task_input(wildcards):
@@ -173,9 +188,16 @@ def scope_scores(wildcards):
     )
 
 
+def scope_sweeps(scope):
+    return list(config["report"]["sweeps"]) if scope == "main" else SWEEPS
+
+
 def report_inputs(scope):
     studies = scope_studies(scope)
     return {
+        "sweeps": [
+            f"results/sweeps/{s}/summary/best_params.yaml" for s in scope_sweeps(scope)
+        ],
         "tables": f"results/tables/{scope}",
         "encoders": "results/tables/encoders.csv",
         "studies": [f"results/studies/{s}/summary.csv" for s in studies],
@@ -200,6 +222,7 @@ def report_params(scope):
         for a in config["studies"][s]["ablations"]:
             hparams[a] = f"results/pretrain/{ablation_variant_dir(a)}/hparams.yaml"
     return {
+        "sweeps": {s: f"results/sweeps/{s}/summary" for s in scope_sweeps(scope)},
         "studies": {s: f"results/studies/{s}/summary.csv" for s in studies},
         "figures": figures,
         "hparams": hparams,

@@ -27,6 +27,7 @@ rule encoder_tables:
 rule pretrain_encoder:
     input:
         unpack(monitor_inputs),
+        unpack(sweep_params_input),
         stats=pretrain_stats,
         code=SRC_FILES,
     output:

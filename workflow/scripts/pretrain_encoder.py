@@ -17,4 +17,5 @@ workflow_io.run(
     monitor=sm.params.monitor,
     monitor_task_dir=sm.params.monitor_task_dir,
     monitor_stores=sm.input.get("monitor_stores"),
+    sweep_params=sm.input.get("sweep_params"),
 )

@@ -16,6 +16,7 @@ workflow_io.run(
     tables_dir=sm.input.tables,
     encoder_table=sm.input.encoders,
     studies=dict(sm.params.studies),
+    sweeps=dict(sm.params.sweeps),
     figures=dict(sm.params.figures),
     hparams=dict(sm.params.hparams),
     out_tex=sm.output.tex,

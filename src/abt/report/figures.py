@@ -158,3 +158,38 @@ def plot_training_curves(curves_csv: str | Path, outs: Sequence[str | Path]) -> 
         axes[0].text(0.5, 0.5, "no linear-probe monitoring configured", ha="center")
     fig.suptitle("Fig. 4.4: linear evaluation during pre-training", fontsize="medium")
     _save(fig, outs)
+
+
+def plot_sweep(
+    name: str,
+    sweep: Mapping[str, Any],
+    trials: pd.DataFrame,
+    best: Mapping[str, Any],
+    outs: Sequence[str | Path],
+) -> None:
+    """Figs. 4.1-4.3: the probe score of every trial against each swept parameter (completed
+    trials filled, pruned ones hollow at their last reported score), the best value marked."""
+    sns.set_theme(style="whitegrid", context="paper")
+    space = dict(sweep["space"])
+    fig, axes = plt.subplots(1, len(space), figsize=(3.2 * len(space), 3.0), squeeze=False)
+    for ax, (param, spec) in zip(axes[0], space.items(), strict=True):
+        col = f"param_{param}"
+        if trials.empty or col not in trials:
+            ax.set_title(param.split(".")[-1])
+            continue
+        done = trials[trials["state"] == "COMPLETE"]
+        pruned = trials[trials["state"] == "PRUNED"]
+        ax.scatter(done[col], done["value"], color="tab:red", label="complete")
+        ax.scatter(pruned[col], pruned["last_reported"], facecolors="none",
+                   edgecolors="tab:grey", label="pruned")  # fmt: skip
+        if spec.get("log"):
+            ax.set_xscale("log")
+        bp = (best.get("params") or {}).get(param)
+        if bp is not None:
+            ax.axvline(bp, color="tab:red", ls="--", lw=1)
+        ax.set_xlabel(param.split(".")[-1])
+    axes[0][0].set_ylabel("linear-probe score")
+    axes[0][0].legend(fontsize="small")
+    num = f"Fig. {sweep['figure']}{sweep.get('panel') or ''}: " if sweep.get("figure") else ""
+    fig.suptitle(f"{num}sweep {name}", fontsize="medium")
+    _save(fig, outs)

@@ -300,6 +300,28 @@ def study_tables(study_name: str, study: Mapping[str, Any], csv: str) -> list[Ta
     return out
 
 
+def sweep_tables(name: str, sweep: Mapping[str, Any], summary_dir: str) -> list[Table]:
+    """A sweep's trials (state, final score, parameters) and fANOVA importances."""
+    d = Path(summary_dir)
+    trials = pd.read_csv(d / "trials.csv")
+    best = yaml.safe_load((d / "best_params.yaml").read_text())
+    pcols = [c for c in trials.columns if c.startswith("param_")]
+    rows = [[str(int(r["number"])), str(r["state"]), fmt(r["value"]), str(int(r["last_epoch"])),
+             *(fmt(r[c], 4) if isinstance(r[c], float) else str(r[c]) for c in pcols)]
+            for _, r in trials.iterrows()]  # fmt: skip
+    bold = {i for i, (_, r) in enumerate(trials.iterrows()) if r["number"] == best.get("trial")}
+    imp = pd.read_csv(d / "importances.csv")
+    imp_txt = ", ".join(f"{p.split('.')[-1]} {fmt(v, 2)}" for p, v in
+                        zip(imp["param"], imp["importance"], strict=True) if isinstance(p, str))  # fmt: skip
+    return [Table(
+        f"sweep_{name}", f"Sweep {name}: {sweep['encoder']} with {sweep['optimizer']}",
+        f"TPE sampler, Hyperband pruner; the score is the final linear-probe score. fANOVA "
+        f"importances: {imp_txt or 'not enough completed trials'}. Best trial in bold.",
+        ["Trial", "State", "Score", "Epochs", *(c[6:].split(".", 1)[-1] for c in pcols)],
+        rows, bold_rows=bold, csv=str(d / "trials.csv"),
+    )]  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- verdicts
 
 
@@ -368,6 +390,7 @@ def render(
     hparams: Mapping[str, str],
     out_tex: str,
     out_html: str,
+    sweeps: Mapping[str, str] | None = None,
 ) -> None:
     """Write ``out_tex`` (a complete LaTeX document that ``\\input``s one fragment per table from
     ``tables/``, figures from ``figures/``) and the self-contained ``out_html``.
@@ -383,6 +406,10 @@ def render(
     tables += table_45(tables_dir)
     for name, csv in studies.items():
         tables += study_tables(name, cfg["studies"][name], csv)
+    figures = dict(figures)
+    for name, d in (sweeps or {}).items():
+        tables += sweep_tables(name, cfg["sweeps"][name], d)
+        figures[f"sweep_{name}"] = str(Path(d) / "figure.png")
     if not show_reported:
         tables = [t for t in tables if not t.reported]
 
@@ -435,6 +462,10 @@ def render(
 def _figure_caption(cfg: Mapping[str, Any], name: str) -> str:
     if name == "training_curves":
         return "Fig. 4.4: linear evaluation on the monitoring task during pre-training."
+    if name.startswith("sweep_") and name[6:] in (cfg.get("sweeps") or {}):
+        sw = cfg["sweeps"][name[6:]]
+        num = f"Fig. {sw['figure']}{sw.get('panel') or ''}: " if sw.get("figure") else ""
+        return f"{num}sweep {name[6:]} ({sw['encoder']}, {sw['optimizer']}): probe score per trial"
     st = (cfg.get("studies") or {}).get(name, {})
     num = f"Fig. {st['figure']}{st.get('panel') or ''}: " if st.get("figure") else ""
     return f"{num}{st.get('title', name)}"
