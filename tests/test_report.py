@@ -370,3 +370,43 @@ def test_linear_eval_of_a_checkpoint(tmp_path):
     saved = json.loads((tmp_path / "le.json").read_text())
     assert saved["task"] == "embedded_envsounds" and 0 <= saved["probe_100"] <= 1
     assert out["probe_metric"] == "top1_acc" and saved["probe_5pc_std"] >= 0
+
+
+def test_report_with_a_sweep_compiles(tmp_path):
+    """A sweep's trials, importances and figure render into both formats."""
+    from abt.report.figures import plot_sweep
+
+    cfg, tables, enc, summ, figs, hp = _fake_outputs(tmp_path)
+    sdir = tmp_path / "sweep"
+    sdir.mkdir()
+    trials = pd.DataFrame(
+        {"sweep": "audiontt_lars", "number": [0, 1, 2], "state": ["COMPLETE", "PRUNED", "COMPLETE"],
+         "value": [0.4, None, 0.5], "last_epoch": [3, 1, 3], "last_reported": [0.4, 0.1, 0.5],
+         "param_optimizer.lr_weights": [0.01, 0.5, 0.1],
+         "param_optimizer.lr_biases": [1e-4, 1e-3, 1e-5],
+         "param_optimizer.weight_decay": [1e-6, 1e-7, 1e-5]}
+    )  # fmt: skip
+    trials.to_csv(sdir / "trials.csv", index=False)
+    imp = pd.DataFrame({"param": ["optimizer.lr_weights", "optimizer.lr_biases"],
+                        "importance": [0.7, 0.3]})  # fmt: skip
+    imp.to_csv(sdir / "importances.csv", index=False)
+    best = {"sweep": "audiontt_lars", "trial": 2, "value": 0.5,
+            "params": {"optimizer.lr_weights": 0.1}}  # fmt: skip
+    (sdir / "best_params.yaml").write_text(yaml.safe_dump(best))
+    plot_sweep("audiontt_lars", cfg["sweeps"]["audiontt_lars"], trials, best,
+               [sdir / "figure.png", sdir / "figure.pdf"])  # fmt: skip
+    out = tmp_path / "report"
+    out.mkdir()
+    steps.render_report(
+        cfg, "main", str(tables), str(enc), {}, {"training_curves": str(figs / "tc.png")},
+        {}, str(out / "tables.tex"), str(out / "report.html"), sweeps={"audiontt_lars": str(sdir)},
+    )  # fmt: skip
+    frag = (out / "tables" / "sweep_audiontt_lars.tex").read_text()
+    assert r"\textbf{2}" in frag and "PRUNED" in frag and "lr\\_weights" in frag
+    imp = (out / "tables" / "sweep_audiontt_lars_importances.tex").read_text()
+    assert "0.700" in imp
+    assert "Fig. 4.1a" in (out / "tables.tex").read_text()
+    if shutil.which("pdflatex"):
+        r = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "tables.tex"],
+                           cwd=out, capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert r.returncode == 0, r.stdout[-3000:]

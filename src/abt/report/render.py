@@ -311,15 +311,24 @@ def sweep_tables(name: str, sweep: Mapping[str, Any], summary_dir: str) -> list[
             for _, r in trials.iterrows()]  # fmt: skip
     bold = {i for i, (_, r) in enumerate(trials.iterrows()) if r["number"] == best.get("trial")}
     imp = pd.read_csv(d / "importances.csv")
-    imp_txt = ", ".join(f"{p.split('.')[-1]} {fmt(v, 2)}" for p, v in
-                        zip(imp["param"], imp["importance"], strict=True) if isinstance(p, str))  # fmt: skip
-    return [Table(
+    imp = imp[imp["param"].apply(lambda p: isinstance(p, str) and bool(p))]
+    out = [Table(
         f"sweep_{name}", f"Sweep {name}: {sweep['encoder']} with {sweep['optimizer']}",
-        f"TPE sampler, Hyperband pruner; the score is the final linear-probe score. fANOVA "
-        f"importances: {imp_txt or 'not enough completed trials'}. Best trial in bold.",
+        "TPE sampler, Hyperband pruner; the score is the final linear-probe score (pruned trials: "
+        "none; Epochs: the last epoch reported). Best trial in bold.",
         ["Trial", "State", "Score", "Epochs", *(c[6:].split(".", 1)[-1] for c in pcols)],
         rows, bold_rows=bold, csv=str(d / "trials.csv"),
     )]  # fmt: skip
+    out.append(Table(
+        f"sweep_{name}_importances", f"Sweep {name}: hyper-parameter importances",
+        "fANOVA (Optuna's FanovaImportanceEvaluator) over the completed trials"
+        + ("" if len(imp) else "; fewer than two completed trials, so none computed") + ".",
+        ["Parameter", "Importance"],
+        [[str(p), fmt(v, 3)] for p, v in zip(imp["param"], imp["importance"], strict=True)]
+        or [["--", "--"]],
+        csv=str(d / "importances.csv"),
+    ))  # fmt: skip
+    return out
 
 
 # ----------------------------------------------------------------------------- verdicts
