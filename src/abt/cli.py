@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -178,6 +179,23 @@ def _pre_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run directory (resumes if it has a checkpoint)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument(
+        "--run-json",
+        default=None,
+        help="a resolved run configuration (what the workflow passes; overrides --config etc.)",
+    )
+    p.add_argument(
+        "--monitor-json",
+        default=None,
+        help="linear-probe monitoring: JSON with monitor settings, task_dir and stores_dir",
+    )
+    p.add_argument("--sweep-params", default=None, help="a sweep's best_params.yaml to apply")
+    p.add_argument(
+        "--stop-after-epochs",
+        type=int,
+        default=None,
+        help="train this many epochs of the schedule, then stop (resumable; for job time limits)",
+    )
 
 
 def _pre(a: argparse.Namespace) -> int:
@@ -187,9 +205,23 @@ def _pre(a: argparse.Namespace) -> int:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    cfg = _load_cfg(a.config)
-    run = run_config(cfg, a.encoder or cfg["pretrain"]["encoder"], a.variant, a.seed)
-    print(json.dumps(pretrain(run, a.store, a.out, device=a.device), indent=2))
+    if a.run_json:
+        with open(a.run_json) as fh:
+            run = json.load(fh)
+    else:
+        cfg = _load_cfg(a.config)
+        run = run_config(cfg, a.encoder or cfg["pretrain"]["encoder"], a.variant, a.seed)
+    mon: dict = {}
+    if a.monitor_json:
+        with open(a.monitor_json) as fh:
+            mon = json.load(fh)
+    res = pretrain(
+        run, a.store, a.out, device=a.device, stop_after_epochs=a.stop_after_epochs,
+        monitor=mon.get("monitor"), monitor_task_dir=mon.get("task_dir"),
+        monitor_stores=mon.get("stores_dir"), sweep_params=a.sweep_params,
+    )  # fmt: skip
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(res, indent=2))
     return 0
 
 

@@ -443,6 +443,7 @@ def pretrain(
     monitor_stores: str | None = None,
     device: str = "auto",
     sweep_params: str | None = None,
+    stop_after_epochs: int | None = None,
 ) -> dict[str, Any]:
     """One pre-training run (resumes from ``run_dir/_resume`` if present), with linear-probe
     monitoring on ``monitor_task_dir`` when ``monitor.task`` is set; ``sweep_params`` (a
@@ -469,7 +470,46 @@ def pretrain(
         params = best_params(sweep_params)
         run = apply_params(run, params)
         run["from_sweep"] = {"file": sweep_params, "params": params}
-    return Trainer(run, store_dir, run_dir, device=device, callbacks=callbacks).fit()
+    trainer = Trainer(run, store_dir, run_dir, device=device, callbacks=callbacks)
+    return trainer.fit(stop_after_epochs=stop_after_epochs)
+
+
+def pretrain_torchrun(
+    nproc: int,
+    run: dict[str, Any],
+    store_dir: str,
+    run_dir: str,
+    monitor: dict[str, Any] | None = None,
+    monitor_task_dir: str | None = None,
+    monitor_stores: str | None = None,
+    sweep_params: str | None = None,
+) -> dict[str, Any]:
+    """:func:`pretrain` on ``nproc`` GPUs of this node: ``torchrun --standalone`` DDP processes
+    running ``abt pretrain`` on the same resolved run (rank 0 writes the outputs)."""
+    import subprocess
+    import sys
+
+    if nproc <= 1:
+        return pretrain(run, store_dir, run_dir, monitor, monitor_task_dir, monitor_stores,
+                        sweep_params=sweep_params)  # fmt: skip
+    d = Path(run_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "run.json").write_text(json.dumps(run, indent=1))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           str(int(nproc)), "-m", "abt.cli", "pretrain", "--run-json", str(d / "run.json"),
+           "--store", store_dir, "--out", run_dir]  # fmt: skip
+    if monitor and monitor.get("task"):
+        mon = {"monitor": monitor, "task_dir": monitor_task_dir, "stores_dir": monitor_stores}
+        (d / "monitor.json").write_text(json.dumps(mon, indent=1))
+        cmd += ["--monitor-json", str(d / "monitor.json")]
+    if sweep_params:
+        cmd += ["--sweep-params", sweep_params]
+    src = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    print("[abt] " + " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, env=env)
+    with open(d / "summary.json") as fh:
+        return json.load(fh)
 
 
 def sweep_worker(

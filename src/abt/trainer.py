@@ -33,10 +33,12 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from torch import nn
 
 from abt.augment import AugmentationPipeline
 from abt.config import ConfigError, deep_merge
 from abt.data.store import MelStore
+from abt.distributed import barrier, init_from_env
 from abt.encoders import MASK_SCHEDULES, build_encoder
 from abt.methods import build_method
 from abt.optim import WarmupCosine, build_optimizer
@@ -125,6 +127,7 @@ class Trainer:
         self.progress = progress
         self.log = log
 
+        self.dist = init_from_env(self.device)
         self.batch_size = int(self.pre["batch_size"])
         self.crop_frames = int(self.pre["crop_frames"])
         self.epochs = int(self.pre["epochs"])
@@ -133,6 +136,12 @@ class Trainer:
                 f"the pre-training store {self.store.path} has {len(self.store)} clips, fewer than "
                 f"one batch of {self.batch_size}: lower pretrain.batch_size or add data"
             )
+        if self.batch_size % self.dist.world:
+            raise ConfigError(
+                f"pretrain.batch_size {self.batch_size} is not divisible by the {self.dist.world} "
+                "processes; the global batch is split evenly across ranks"
+            )
+        self.local_batch = self.batch_size // self.dist.world
         self.steps_per_epoch = len(self.store) // self.batch_size
         self.total_steps = self.epochs * self.steps_per_epoch
 
@@ -156,7 +165,21 @@ class Trainer:
             self.pre.get("method", {"name": "symmetric"}),
             self.pre["projector"],
             self.pre["objective"],
+            distributed=self.dist.active,
         ).to(self.device)
+        self.forward_module: nn.Module = self.method
+        if self.dist.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            if self.pre.get("sync_batchnorm", True) and self.device.type == "cuda":
+                self.method = nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
+                self.encoder = self.method.encoder
+            cuda = self.device.type == "cuda"
+            self.forward_module = DistributedDataParallel(
+                self.method,
+                device_ids=[self.device.index or self.dist.local_rank] if cuda else None,
+                find_unused_parameters=False,
+            )
         opt = dict(self.cfg["optimizer"])
         opt.pop("key", None)
         opt_name = opt.pop("name")
@@ -218,11 +241,14 @@ class Trainer:
 
     def train_step(self, indices: np.ndarray) -> dict[str, float]:
         self.method.train()
-        x = self._batch(indices)
+        x = self._batch(indices)  # the global batch: identical on every rank
         views = self.augment.views(x, 2)
+        if self.dist.active:  # this rank's slice of the global batch
+            lo = self.dist.rank * self.local_batch
+            views = [v[lo : lo + self.local_batch] for v in views]
         lr = self.scheduler.get_last_lr()  # the learning rate of this step
         with self._autocast():
-            out = self.method(views, mask_ratio=self.mask_ratio(self.step))
+            out = self.forward_module(views, mask_ratio=self.mask_ratio(self.step))
         loss = out["loss"]
         if not torch.isfinite(loss):
             last = (
@@ -289,6 +315,8 @@ class Trainer:
         self.epoch, self.step = int(st["epoch"]), int(st["step"])
 
     def save_resume(self) -> None:
+        if not self.dist.main:
+            return
         self.resume_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.resume_path.with_suffix(".part")
         torch.save(self.state(), tmp)
@@ -335,6 +363,8 @@ class Trainer:
         }
 
     def save_encoder(self, path: str | Path) -> None:
+        if not self.dist.main:
+            return
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".part")
@@ -343,12 +373,19 @@ class Trainer:
 
     def fit(self, stop_after_epochs: int | None = None) -> dict[str, Any]:
         """Train to ``pretrain.epochs`` (resuming if a checkpoint exists); write the outputs."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / "hparams.yaml", "w") as fh:
-            yaml.safe_dump(_plain(self.cfg), fh, sort_keys=False)
+        main = self.dist.main
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.run_dir / "hparams.yaml", "w") as fh:
+                yaml.safe_dump(_plain(self.cfg), fh, sort_keys=False)
+        barrier(self.dist)
         self.try_resume()
-        metrics = _CsvLog(self.run_dir / "train_metrics.csv", keep_until_step=self.step)
-        epoch_metrics = _CsvLog(self.run_dir / "epoch_metrics.csv", keep_until_epoch=self.epoch)
+        metrics = _CsvLog(
+            self.run_dir / "train_metrics.csv", keep_until_step=self.step, enabled=main
+        )
+        epoch_metrics = _CsvLog(
+            self.run_dir / "epoch_metrics.csv", keep_until_epoch=self.epoch, enabled=main
+        )
         log_every = int(self.pre.get("log_every", 10))
         ckpt_every = int(self.pre.get("checkpoint_every", 1))
         from tqdm.auto import tqdm
@@ -390,10 +427,11 @@ class Trainer:
             self.epoch += 1
             epochs_run += 1
             row = {"epoch": self.epoch, "step": self.step}
-            for cb in self.callbacks:
+            for cb in self.callbacks if main else ():  # probes run on rank 0 only
                 res = cb(self, self.epoch)
                 if res:
                     row.update(res)
+            barrier(self.dist)
             if len(row) > 2:
                 epoch_metrics.write(row)
             if self.epoch % ckpt_every == 0 or self.epoch == self.epochs:
@@ -415,11 +453,13 @@ class Trainer:
             "seconds": round(time.time() - t_start, 2),
             "device": str(self.device),
             "threads": torch.get_num_threads(),
+            "world_size": self.dist.world,
         }
-        if self.epoch >= self.epochs:
+        if self.epoch >= self.epochs and main:
             self.save_encoder(self.run_dir / "model.ckpt")
             with open(self.run_dir / "summary.json", "w") as fh:
                 json.dump(summary, fh, indent=2)
+        barrier(self.dist)
         return summary
 
 
@@ -427,9 +467,14 @@ class _CsvLog:
     """Append-only CSV that, on resume, drops rows written after the checkpoint."""
 
     def __init__(
-        self, path: Path, keep_until_step: int | None = None, keep_until_epoch: int | None = None
+        self,
+        path: Path,
+        keep_until_step: int | None = None,
+        keep_until_epoch: int | None = None,
+        enabled: bool = True,
     ):
         self.path = path
+        self.enabled = enabled  # DDP: only rank 0 writes
         self.rows: list[dict[str, Any]] = []
         if path.exists():
             with open(path, newline="") as fh:
@@ -452,6 +497,8 @@ class _CsvLog:
         self._rewrite()
 
     def _rewrite(self) -> None:
+        if not self.enabled:
+            return
         cols: list[str] = []
         for r in self.rows:
             cols += [k for k in r if k not in cols]

@@ -43,12 +43,13 @@ rule pretrain_encoder:
         "../../envs/torch.yaml"
     threads: 2
     resources:
-        gpu=1,
+        gpu=config["run"]["gpus_per_run"],
         mem_mb=pretrain_mem_mb,
         runtime=pretrain_runtime,
     params:
         run=run_config,
         monitor=config["monitor"],
         monitor_task_dir=MONITOR_TASK_DIR,
+        ddp=config["run"]["gpus_per_run"] > 1,
     script:
         "../scripts/pretrain_encoder.py"

@@ -10,7 +10,8 @@ from abt import steps, workflow_io  # noqa: E402
 sm = snakemake  # noqa: F821
 workflow_io.run(
     sm,
-    steps.pretrain,
+    steps.pretrain_torchrun,
+    nproc=int(sm.resources.get("gpu", 1) or 1) if sm.params.ddp else 1,
     run=sm.params.run,
     store_dir=str(Path(sm.input.stats).parent),
     run_dir=str(Path(sm.output.ckpt).parent),
