@@ -184,3 +184,47 @@ def test_incomplete_store_is_detected(audio_dir, tmp_path):
     (tmp_path / "s" / "stats.json").unlink()
     with pytest.raises(StoreError, match="stats.json is missing"):
         MelStore(tmp_path / "s")
+
+
+@pytest.mark.parametrize("n_shards", [2, 3, 12])
+def test_sharded_build_merges_into_the_unsharded_store(audio_dir, tmp_path, n_shards):
+    """AudioSet scale: shards built as separate jobs and merged in order give exactly the store
+    of one job (mels, index, manifest, exclusion counts, dataset statistics); a shard whose
+    clips are all bad (or that is empty) is kept, not an error."""
+    from abt.data.store import merge_stores, shard_specs
+
+    ids = ["a", "b", "c", "silent", "empty", "tiny", "nan", "corrupt", "notaudio", "gone"]
+    for i in range(5):  # more good clips so every shard layout mixes good and bad ones
+        sf.write(audio_dir / f"t{i}.wav", tone(0.7 + 0.2 * i, 200 + 100 * i), SR)
+        ids.insert(2 * i, f"t{i}")
+    write_list(tmp_path / "l.csv", ids)
+    specs = read_clip_list(tmp_path / "l.csv", audio_dir)
+    opts = {"stats_crops": 300, "log": lambda *_: None}
+    one = build_store(specs, tmp_path / "one", **opts)
+    shard_dirs = []
+    for k in range(n_shards):
+        part = shard_specs(specs, k, n_shards)
+        build_store(part, tmp_path / f"s{k}", allow_empty=True, **opts)
+        shard_dirs.append(tmp_path / f"s{k}")
+    assert sum(len(shard_specs(specs, k, n_shards)) for k in range(n_shards)) == len(specs)
+    merged = merge_stores(shard_dirs, tmp_path / "m", stats_crops=300, chunk_rows=7,
+                          log=lambda *_: None)  # fmt: skip
+    for f in ("mels.npy", "index.csv", "manifest.csv"):
+        assert (tmp_path / "m" / f).read_bytes() == (tmp_path / "one" / f).read_bytes(), f
+    assert merged["counts"] == one["counts"] and merged["n_inputs"] == len(specs)
+    assert merged["mean"] == pytest.approx(one["mean"]) and merged["std"] == pytest.approx(
+        one["std"]
+    )
+    assert len(MelStore(tmp_path / "m")) == one["n_clips"]
+
+
+def test_merge_refuses_shards_with_different_front_ends(audio_dir, tmp_path):
+    from abt.data.store import merge_stores
+
+    write_list(tmp_path / "l.csv", ["a", "b"])
+    specs = read_clip_list(tmp_path / "l.csv", audio_dir)
+    build_store(specs[:1], tmp_path / "s0", stats_crops=50, log=lambda *_: None)
+    build_store(specs[1:], tmp_path / "s1", stats_crops=50, log=lambda *_: None,
+                mel_cfg=MelConfig(n_mels=32))  # fmt: skip
+    with pytest.raises(StoreError, match="different mels settings"):
+        merge_stores([tmp_path / "s0", tmp_path / "s1"], tmp_path / "m", log=lambda *_: None)

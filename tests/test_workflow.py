@@ -302,6 +302,8 @@ def test_paper_configuration_dry_runs(tmp_path):
     assert trained == set(base["ablations"])  # every ablation is in some study
     assert "build_embedded_dataset" not in counts  # real data only
     assert counts["compute_pretrain_mels"] == 2  # AudioSet and FSD50K dev stores
+    shards = cfg["preprocess"]["shards"]
+    assert shards == 64 and counts["compute_pretrain_mels_shard"] == 2 * shards  # merged in order
     assert counts["pretrain_encoder"] == n_enc + len(trained)
     assert counts["random_init_encoder"] == n_enc
     hear_l = len(cfg["report"]["hear_l"])

@@ -140,10 +140,17 @@ def _store_options(mels: dict[str, Any], pre: dict[str, Any]) -> dict[str, Any]:
 
 
 def compute_pretrain_mels(
-    data: dict[str, Any], mels: dict[str, Any], pre: dict[str, Any], embedded_dir: str, out_dir: str
+    data: dict[str, Any],
+    mels: dict[str, Any],
+    pre: dict[str, Any],
+    embedded_dir: str,
+    out_dir: str,
+    shard: int | None = None,
+    n_shards: int = 1,
 ) -> dict[str, Any]:
-    """Build the pre-training store from the embedded pool or a folder + clip list."""
-    from abt.data.store import build_store, read_clip_list
+    """Build the pre-training store from the embedded pool or a folder + clip list; with
+    ``shard`` only that contiguous slice of the clip list (a shard may be empty)."""
+    from abt.data.store import build_store, read_clip_list, shard_specs
 
     if data["source"] == "embedded":
         pool = Path(embedded_dir) / "pool"
@@ -155,11 +162,20 @@ def compute_pretrain_mels(
             fmt=data["clip_list_format"],
             id_column=data["id_column"],
         )
-    return build_store(
-        specs,
-        out_dir,
-        **_store_options(mels, pre),
-    )
+    if shard is not None:
+        specs = shard_specs(specs, int(shard), int(n_shards))
+    return build_store(specs, out_dir, **_store_options(mels, pre), allow_empty=shard is not None)
+
+
+def merge_pretrain_mels(shard_dirs: list[str], pre: dict[str, Any], out_dir: str) -> dict[str, Any]:
+    """Merge the shard stores (in shard order) into the pre-training store."""
+    from abt.data.store import merge_stores
+
+    opts = _store_options({}, pre)
+    return merge_stores(
+        shard_dirs, out_dir, stats_crops=opts["stats_crops"],
+        stats_crop_frames=opts["stats_crop_frames"], stats_seed=opts["stats_seed"],
+    )  # fmt: skip
 
 
 def compute_task_mels(

@@ -60,6 +60,18 @@ def pretrain_stats(wildcards):
 TRAIN_STATS = "results/mels/pretrain/train/stats.json"
 
 
+def pretrain_shards(wildcards):
+    """Shard stores to merge when preprocess.shards > 1 (AudioSet scale: parallel jobs)."""
+    n = config["preprocess"]["shards"]
+    if n <= 1:
+        return {}
+    return {
+        "shards": [
+            f"results/mels/pretrain/{wildcards.corpus}/shards/{i}" for i in range(n)
+        ]
+    }
+
+
 def sweep_stats(wildcards):
     """Sweeps pre-train on the ablations' data (FSD50K dev in the thesis) when it is set."""
     return f"results/mels/pretrain/{steps.variant_corpus(config, 'sweep')}/stats.json"

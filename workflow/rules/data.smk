@@ -27,8 +27,34 @@ rule build_embedded_dataset:
         "../scripts/build_embedded_dataset.py"
 
 
+rule compute_pretrain_mels_shard:
+    input:
+        clips=pretrain_clip_list,
+        code=SRC_FILES,
+    output:
+        directory("results/mels/pretrain/{corpus}/shards/{shard}"),
+    log:
+        "logs/compute_pretrain_mels/{corpus}/shard{shard}.log",
+    wildcard_constraints:
+        shard=r"\d+",
+    conda:
+        "../../envs/audio.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=240,
+    params:
+        data=lambda wildcards: steps.corpus_data(config, wildcards.corpus),
+        mels=config["mels"],
+        preprocess=config["preprocess"],
+        embedded_dir=EMBEDDED_DIR,
+    script:
+        "../scripts/compute_pretrain_mels.py"
+
+
 rule compute_pretrain_mels:
     input:
+        unpack(pretrain_shards),
         clips=pretrain_clip_list,
         code=SRC_FILES,
     output:

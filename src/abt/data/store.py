@@ -26,7 +26,7 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,10 +231,12 @@ def build_store(
     workers: int = 2,
     batch_clips: int = 32,
     log: Any = print,
+    allow_empty: bool = False,
 ) -> dict[str, Any]:
     """Decode, resample, compute log-mels and pack ``specs`` into a store at ``out_dir``.
 
-    Returns the contents of ``stats.json``. Raises :class:`StoreError` when no clip survives.
+    Returns the contents of ``stats.json``. Raises :class:`StoreError` when no clip survives,
+    unless ``allow_empty`` (a shard of a larger store: its excluded clips are still listed).
     """
     t0 = time.time()
     mel_cfg = mel_cfg or MelConfig()
@@ -309,13 +311,19 @@ def build_store(
         flush(pending)
     writer.close()
 
-    _write_csv(
-        out / "manifest.csv", ["clip_id", "path", "status", "reason", "notes"], manifest_rows
-    )
+    _write_csv(out / "manifest.csv", MANIFEST_COLUMNS, manifest_rows)
     n_ok = counts[OK]
     excluded = {k: v for k, v in counts.items() if k != OK}
     summary = ", ".join(f"{k}={v}" for k, v in sorted(excluded.items())) or "none"
     log(f"[abt] {out}: {n_ok} of {len(specs)} clips stored; excluded: {summary} (see manifest.csv)")
+    if n_ok == 0 and allow_empty:
+        os.replace(out / "mels.npy.part", out / "mels.npy")
+        _write_csv(out / "index.csv", INDEX_COLUMNS, [])
+        stats = _stats_doc(None, None, stats_crops, stats_crop_frames, stats_seed, pad, 0, 0,
+                           len(specs), counts, mel_cfg, policy, t0)  # fmt: skip
+        with open(out / "stats.json", "w") as fh:
+            json.dump(stats, fh, indent=2)
+        return stats
     if n_ok == 0:
         (out / "mels.npy.part").unlink(missing_ok=True)
         raise StoreError(
@@ -323,30 +331,126 @@ def build_store(
             f"See {out / 'manifest.csv'}"
         )
     os.replace(out / "mels.npy.part", out / "mels.npy")
-    _write_csv(
-        out / "index.csv",
-        ["clip_id", "offset", "frames", "source_id", "path", "duration_s", "notes"],
-        index_rows,
-    )
+    _write_csv(out / "index.csv", INDEX_COLUMNS, index_rows)
     store = MelStore(out, require_stats=False)
     mean, std = store.compute_stats(stats_crops, stats_crop_frames, stats_seed, pad=pad)
-    stats = {
+    n_frames = int(store.mels.shape[0])
+    stats = _stats_doc(mean, std, stats_crops, stats_crop_frames, stats_seed, pad, n_ok,
+                       n_frames, len(specs), counts, mel_cfg, policy, t0)  # fmt: skip
+    with open(out / "stats.json", "w") as fh:
+        json.dump(stats, fh, indent=2)
+    return stats
+
+
+INDEX_COLUMNS = ["clip_id", "offset", "frames", "source_id", "path", "duration_s", "notes"]
+MANIFEST_COLUMNS = ["clip_id", "path", "status", "reason", "notes"]
+
+
+def _stats_doc(
+    mean: float | None,
+    std: float | None,
+    n_crops: int,
+    crop_frames: int,
+    seed: int,
+    pad: str,
+    n_ok: int,
+    n_frames: int,
+    n_inputs: int,
+    counts: Mapping[str, int],
+    mel_cfg: MelConfig,
+    policy: LoadPolicy,
+    t0: float,
+) -> dict[str, Any]:
+    return {
         "format": STORE_FORMAT,
         "mean": mean,
         "std": std,
         "stats_method": "global mean/std over all values of n_crops random crop_frames-frame crops",
-        "n_crops": stats_crops,
-        "crop_frames": stats_crop_frames,
-        "stats_seed": stats_seed,
+        "n_crops": n_crops,
+        "crop_frames": crop_frames,
+        "stats_seed": seed,
         "pad": pad,
         "n_clips": n_ok,
-        "n_frames": int(store.mels.shape[0]),
-        "n_inputs": len(specs),
+        "n_frames": n_frames,
+        "n_inputs": n_inputs,
         "counts": dict(sorted(counts.items())),
         "mels": mel_cfg.to_dict(),
         "policy": {k: v for k, v in policy.__dict__.items()},
         "seconds": round(time.time() - t0, 2),
     }
+
+
+def shard_specs(specs: Sequence[ClipSpec], shard: int, n_shards: int) -> list[ClipSpec]:
+    """The contiguous ``shard``-th of ``n_shards`` slices of the clip list (merging the shards
+    in order gives exactly the unsharded store)."""
+    if not 0 <= shard < n_shards:
+        raise StoreError(f"shard {shard} out of range for {n_shards} shards")
+    n = len(specs)
+    return list(specs[shard * n // n_shards : (shard + 1) * n // n_shards])
+
+
+def merge_stores(
+    shard_dirs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    stats_crops: int = 10000,
+    stats_crop_frames: int = 96,
+    stats_seed: int = 0,
+    pad: str = "silence",
+    chunk_rows: int = 1 << 18,
+    log: Any = print,
+) -> dict[str, Any]:
+    """Concatenate shard stores (in order) into one store: mels streamed in chunks (memory
+    independent of the data set size), index offsets shifted, manifests and exclusion counts
+    combined, dataset statistics recomputed over the merged store."""
+    t0 = time.time()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    shards = [Path(d) for d in shard_dirs]
+    metas = []
+    for d in shards:
+        with open(d / "stats.json") as fh:
+            metas.append(json.load(fh))
+    if len({json.dumps(m["mels"], sort_keys=True) for m in metas}) != 1:
+        raise StoreError("shards were built with different mels settings; rebuild them")
+    n_mels = int(metas[0]["mels"]["n_mels"])
+    writer = _RowAppender(out / "mels.npy.part", n_mels)
+    index_rows: list[dict[str, Any]] = []
+    manifest_rows: list[dict[str, Any]] = []
+    counts: Counter[str] = Counter()
+    n_inputs = 0
+    for d, meta in zip(shards, metas, strict=True):
+        base = writer.n_rows
+        m = np.load(d / "mels.npy", mmap_mode="r")
+        for lo in range(0, m.shape[0], chunk_rows):
+            writer.append(np.asarray(m[lo : lo + chunk_rows], dtype=np.float32))
+        with open(d / "index.csv", newline="") as fh:
+            for r in csv.DictReader(fh):
+                r["offset"] = int(r["offset"]) + base
+                index_rows.append(r)
+        with open(d / "manifest.csv", newline="") as fh:
+            manifest_rows.extend(csv.DictReader(fh))
+        counts.update(meta["counts"])
+        n_inputs += int(meta["n_inputs"])
+    writer.close()
+    _write_csv(out / "manifest.csv", MANIFEST_COLUMNS, manifest_rows)
+    n_ok = len(index_rows)
+    excluded = {k: v for k, v in counts.items() if k != OK}
+    summary = ", ".join(f"{k}={v}" for k, v in sorted(excluded.items())) or "none"
+    log(f"[abt] {out}: merged {len(shards)} shards, {n_ok} of {n_inputs} clips stored; "
+        f"excluded: {summary} (see manifest.csv)")  # fmt: skip
+    if n_ok == 0:
+        (out / "mels.npy.part").unlink(missing_ok=True)
+        raise StoreError(f"no usable clip in {len(shards)} shards; reasons: {summary}")
+    os.replace(out / "mels.npy.part", out / "mels.npy")
+    _write_csv(out / "index.csv", INDEX_COLUMNS, index_rows)
+    store = MelStore(out, require_stats=False)
+    mean, std = store.compute_stats(stats_crops, stats_crop_frames, stats_seed, pad=pad)
+    mel_cfg = MelConfig.from_dict(metas[0]["mels"])
+    policy = LoadPolicy(**metas[0]["policy"])
+    stats = _stats_doc(mean, std, stats_crops, stats_crop_frames, stats_seed, pad, n_ok,
+                       int(store.mels.shape[0]), n_inputs, counts, mel_cfg, policy, t0)  # fmt: skip
+    stats["shards"] = len(shards)
     with open(out / "stats.json", "w") as fh:
         json.dump(stats, fh, indent=2)
     return stats
