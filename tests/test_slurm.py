@@ -162,8 +162,11 @@ def test_workflow_jobs_are_submitted_with_gpu_time_and_memory_flags(plugin, prof
     wd = tmp_path / "wd"
     wd.mkdir()
     env, state = fake_slurm_env(tmp_path, profile)
+    env["FAKE_SLURM_SYNC"] = "1"  # jobs end before sbatch returns: no waiting on status checks
     ckpt = "results/pretrain/audiontt/baseline/seed0/model.ckpt"
     r = smk(
+        ckpt,
+        "results/baselines/summary.csv",
         "--workflow-profile",
         str(PROFILE),
         *FAST_POLLING,
@@ -173,8 +176,6 @@ def test_workflow_jobs_are_submitted_with_gpu_time_and_memory_flags(plugin, prof
         str(wd),
         "--configfile",
         str(cfg_file),
-        ckpt,
-        "results/baselines/summary.csv",
         env=env,
     )
     out = r.stdout + r.stderr
@@ -200,6 +201,7 @@ def test_workflow_jobs_are_submitted_with_gpu_time_and_memory_flags(plugin, prof
     assert value(argv, "--cpus-per-task") == "2"
     assert value(argv, "-p") == partition(profile, "pretrain_encoder")
     assert value(argv, "-A") == account(profile)
+    assert value(argv, "--nodes") == "1"  # multi-GPU (DDP) runs stay on one node
     assert value(argv, "-D") == str(wd)
     assert "--parsable" in argv
 

@@ -1,13 +1,16 @@
 """A fake SLURM for tests: sbatch, srun, sacct, squeue, scancel, sinfo, scontrol, sacctmgr, sshare.
 
 The executables next to this file run ``$FAKE_SLURM_PYTHON fake_slurm.py <command> ARGS``
-(python3 when unset). Put this folder first on PATH and set FAKE_SLURM_DIR to a writable folder. Every call is appended to
-``$FAKE_SLURM_DIR/calls.jsonl`` as ``{"cmd": ..., "argv": [...], "cwd": ..., ...}``.
+(python3 when unset). Put this folder first on PATH and set FAKE_SLURM_DIR to a writable
+folder. Every call is appended to ``$FAKE_SLURM_DIR/calls.jsonl`` as
+``{"cmd": ..., "argv": [...], "cwd": ..., ...}``.
 
 sbatch parses the options the SLURM executor plugin passes (``--parsable`` output: the job id),
 writes ``jobs/<id>.json`` (name, state) and starts the job in the background on this machine:
 ``--wrap`` commands with ``/bin/sh -c``, batch scripts (a file, or ``/dev/stdin``) with
-``/bin/sh``, with SLURM_JOB_ID etc. set, output to ``--output`` (``%j`` replaced) in ``-D``.
+``/bin/sh``, with SLURM_JOB_ID etc. set, output to ``--output`` (``%j`` replaced) in ``-D``
+(FAKE_SLURM_SYNC=1: sbatch returns when the job has ended, which spares tests the plugin's
+growing status-check interval).
 sacct and squeue report PENDING / RUNNING / COMPLETED / FAILED / CANCELLED from those files in
 the ``<id>|<state>`` format the plugin parses. srun strips its options and runs the command.
 
@@ -240,8 +243,9 @@ def sbatch(argv):
             env.update(SLURM_ARRAY_JOB_ID=jobid, SLURM_ARRAY_TASK_ID=str(task))
         log = str(output).replace("%j", jobid).replace("%A", jobid)
         log = log.replace("%a", "" if task is None else str(task))
-        # the job: a detached runner process (this file with "--run-job"), so sbatch returns now
-        subprocess.Popen(
+        # the job: a runner process (this file with "--run-job"), detached so that sbatch returns
+        # at once, or waited for with FAKE_SLURM_SYNC=1 (the job has ended when sbatch returns)
+        runner = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--run-job", tid, log],
             cwd=workdir,
             env=env,
@@ -250,6 +254,8 @@ def sbatch(argv):
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
+        if os.environ.get("FAKE_SLURM_SYNC") == "1":
+            runner.wait()
     print(jobid if "--parsable" in opts else f"Submitted batch job {jobid}")
     return 0
 
@@ -369,8 +375,7 @@ def sshare(argv):
 
 
 COMMANDS = {
-    f.__name__: f
-    for f in (sbatch, srun, sacct, squeue, scancel, sinfo, scontrol, sacctmgr, sshare)
+    f.__name__: f for f in (sbatch, srun, sacct, squeue, scancel, sinfo, scontrol, sacctmgr, sshare)
 }
 
 
@@ -383,4 +388,4 @@ if __name__ == "__main__":
         sys.exit(run_job(sys.argv[2], sys.argv[3]))
     if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
         sys.exit(main(sys.argv[1], sys.argv[2:]))
-    sys.exit("usage: fake_slurm.py {%s} ARGS..." % ",".join(COMMANDS))
+    sys.exit("usage: fake_slurm.py {" + ",".join(COMMANDS) + "} ARGS...")

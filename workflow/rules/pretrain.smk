@@ -41,7 +41,7 @@ rule pretrain_encoder:
     retries: 1
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: 2 * config["run"]["gpus_per_run"]
     resources:
         gpu=config["run"]["gpus_per_run"],
         mem_mb=pretrain_mem_mb,
