@@ -89,7 +89,7 @@ def test_sweep_runs_follow_the_thesis_setup():
             ),
             "sweeps.augmentations.space",
         ),
-        (lambda c: c["report"]["sweeps"].append("nope"), "report.sweeps.1"),
+        (lambda c: c["report"]["sweeps"].append("nope"), "report.sweeps.0"),
         (lambda c: c["run"]["from_sweeps"].update(audiontt="vit_t"), "run.from_sweeps.audiontt"),
     ],
 )
