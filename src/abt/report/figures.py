@@ -41,9 +41,11 @@ def _save(fig: Any, outs: Sequence[str | Path]) -> None:
 
 
 def _label(row: Mapping[str, Any]) -> str:
-    d = str(row.get("description") or "")
+    """The description up to its first bracket ("Mixup+RRC+RLF (the default AA module)" ->
+    "Mixup+RRC+RLF"), or the ablation's name when there is no short description."""
+    d = str(row.get("description") or "").split(" (")[0].strip()
     name = str(row["ablation"])
-    return d if d and len(d) <= 28 and d != name else name
+    return d if d and len(d) <= 32 else name
 
 
 def _measures(df: pd.DataFrame) -> pd.DataFrame:
@@ -96,7 +98,8 @@ def plot_study(
                     if t.get_text() == labels.get(hl):
                         t.set_fontweight("bold")
         ax.set_ylabel("score") if kind == "line" else ax.set_xlabel("score")
-        ax.legend(title=None, fontsize="small")
+        ax.legend(title=None, fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.18),
+                  ncol=2, frameon=False)  # fmt: skip
     fig.suptitle(title, fontsize="medium")
     _save(fig, outs)
 
