@@ -373,7 +373,8 @@ def test_linear_eval_of_a_checkpoint(tmp_path):
     assert out["probe_metric"] == "top1_acc" and saved["probe_5pc_std"] >= 0
 
 
-def test_report_with_a_sweep_compiles(tmp_path):
+@pytest.mark.parametrize("n_importances", [2, 0])
+def test_report_with_a_sweep_compiles(tmp_path, n_importances):
     """A sweep's trials, importances and figure render into both formats."""
     from abt.report.figures import plot_sweep
 
@@ -390,7 +391,7 @@ def test_report_with_a_sweep_compiles(tmp_path):
     trials.to_csv(sdir / "trials.csv", index=False)
     imp = pd.DataFrame({"param": ["optimizer.lr_weights", "optimizer.lr_biases"],
                         "importance": [0.7, 0.3]})  # fmt: skip
-    imp.to_csv(sdir / "importances.csv", index=False)
+    imp.iloc[:n_importances].to_csv(sdir / "importances.csv", index=False)  # 0: < 2 completed
     best = {"sweep": "audiontt_lars", "trial": 2, "value": 0.5,
             "params": {"optimizer.lr_weights": 0.1}}  # fmt: skip
     (sdir / "best_params.yaml").write_text(yaml.safe_dump(best))
@@ -405,7 +406,8 @@ def test_report_with_a_sweep_compiles(tmp_path):
     frag = (out / "tables" / "sweep_audiontt_lars.tex").read_text()
     assert r"\textbf{2}" in frag and "PRUNED" in frag and "lr\\_weights" in frag
     imp = (out / "tables" / "sweep_audiontt_lars_importances.tex").read_text()
-    assert "0.700" in imp
+    assert ("0.700" in imp) == (n_importances == 2)
+    assert ("none computed" in imp) == (n_importances == 0)
     assert "Fig. 4.1a" in (out / "tables.tex").read_text()
     if shutil.which("pdflatex"):
         r = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "tables.tex"],

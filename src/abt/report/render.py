@@ -311,7 +311,8 @@ def sweep_tables(name: str, sweep: Mapping[str, Any], summary_dir: str) -> list[
             for _, r in trials.iterrows()]  # fmt: skip
     bold = {i for i, (_, r) in enumerate(trials.iterrows()) if r["number"] == best.get("trial")}
     imp = pd.read_csv(d / "importances.csv")
-    imp = imp[imp["param"].apply(lambda p: isinstance(p, str) and bool(p))]
+    keep = imp["param"].notna() & (imp["param"].astype(str) != "")
+    imp = imp.loc[keep.astype(bool)]
     out = [Table(
         f"sweep_{name}", f"Sweep {name}: {sweep['encoder']} with {sweep['optimizer']}",
         "TPE sampler, Hyperband pruner; the score is the final linear-probe score (pruned trials: "
