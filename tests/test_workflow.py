@@ -238,7 +238,8 @@ def test_report_end_to_end(tiny_run):
     assert study["hear_l_avg_pct"].between(0, 100).all()
     assert study["linear_eval_100"].between(0, 1).all()
     assert study.loc[study.ablation == "aug_rlf", "delta_pts"].isna().all()
-    assert study["epochs"].tolist() == [1, 1, 0] and (study["projector_out"] == 256).all()
+    assert study["epochs"].tolist() == [1, 1, 0]  # the random-init row is not pre-trained
+    assert (study.loc[study.epochs > 0, "projector_out"] == 256).all()
     t41 = pd.read_csv(tiny_run / "results/tables/main/table_4_1.csv")
     assert set(t41["kind"]) == {"trained", "random_init"}
     tex = (tiny_run / "report/tables.tex").read_text()
