@@ -1,32 +1,37 @@
-"""GPU benchmark (issue 7): pre-training throughput, precision and speed options, data headroom.
+"""GPU benchmark (issues 7, 11): pre-training throughput of the workflow's own path, composable
+speed options, and the authors' pipeline, side by side in one run.
 
     python bench/bench_gpu.py [--encoders audiontt vitc_b_16x8] [--batch 128] [--steps 30]
-                              [--options fp32 bf16 fp16 channels_last fused compile]
-                              [--out bench/results/gpu.json]
+                              [--options default default+bf16 bf16+channels_last+compile ...]
+                              [--authors-workers 8] [--out bench/results/gpu.json]
 
-For each encoder and option it runs real :class:`abt.trainer.Trainer` steps (the paper's run:
-batch 128, 950 ms crops, the AudioSet projector 8192-1048, the encoder's optimiser, the AA module
-on the device) on a synthetic store of 10 s log-mel clips, and reports
+Rows (each encoder):
 
-* clips/s (median step time after warm-up, ``torch.cuda.synchronize``d),
-* GPU utilisation sampled by ``nvidia-smi`` during the timed steps (when available),
-* peak GPU memory,
-* data headroom: batches/s that crop assembly + transfer + augmentation alone deliver, divided by
-  the training step rate (> 1: the store can feed the GPU),
-* the implied wall time of 100 epochs over AudioSet unbalanced train (1,629,756 clips, thesis
-  Table 3.3), next to the thesis's ~120 h for ViT_C-B (16x8) on one RTX 6000 with mixed precision.
+* ``default`` -- the run exactly as ``snakemake`` trains it (``pretrain.precision: auto`` and
+  ``pretrain.speed`` from config.yaml: the encoder's thesis precision, channels_last / compile /
+  prefetch resolved by their ``auto`` rules);
+* ``default+bf16`` -- the same path with ``pretrain.precision: bf16`` (the speed targets);
+* composable option strings joined by ``+``: a precision (``fp32``, ``bf16``, ``fp16``,
+  ``mixed``) and any of ``channels_last``, ``compile``, ``cudagraphs`` (compile mode
+  reduce-overhead), ``fused`` (fused Adam/AdamW), ``noprefetch``; unnamed speed options are off;
+* ``authors`` -- the embedded reimplementation of the authors' pipeline (``bench/_authors.py``:
+  per-clip augmentation in DataLoader worker processes, fp16 autocast + GradScaler, ``.item()``
+  every step) around the same networks.
 
-Options (each measured, not assumed): ``fp32``; ``bf16`` / ``fp16`` autocast
-(``pretrain.precision``); ``channels_last`` (conv encoders: weights and inputs in NHWC);
-``fused`` (fused AdamW step; LARS has no fused kernel, so conv encoders skip it);
-``compile`` (``torch.compile`` of the encoder). ``--device cpu --smoke`` runs one tiny step per
-option (a check that the script works).
+For each row: clips/s (steps timed back to back with one synchronisation at each end, after
+warm-up), GPU-busy share (``nvidia-smi`` utilisation sampled during the timed steps), peak memory,
+data headroom (batches/s of crop gathering + transfer + augmentation alone, over steps/s), hours
+for 100 epochs of AudioSet unbalanced train (1,629,756 clips, thesis Table 3.3) next to the
+thesis's ~120 h for ViT_C-B on one RTX 6000, and MFU: model FLOPs per step (``6 x batch x``
+forward GFLOPs of encoder + projector per clip, from :func:`abt.encoders.profile.gflops`, the
+Tables 3.1/3.2 counter: two views, backward = 2 x forward) over step time, divided by the card's
+bf16 matrix-multiply rate measured here (a large bf16 matmul). ``--device cpu --smoke`` runs
+one tiny step per row (a check that the script works).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import subprocess
@@ -35,24 +40,31 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _authors import AuthorsStep, authors_loader  # noqa: E402
 from _common import machine, write  # noqa: E402
 
 from abt.config import REPO_ROOT, load_config  # noqa: E402
 from abt.data.store import STORE_FORMAT, MelStore  # noqa: E402
+from abt.encoders.profile import gflops  # noqa: E402
 from abt.steps import run_config  # noqa: E402
 from abt.trainer import Trainer  # noqa: E402
 
 AUDIOSET_CLIPS = 1_629_756  # thesis Table 3.3, unbalanced train, downloaded
 THESIS_VITC_B_HOURS = 120.0  # thesis §4.1 footnote: ViT_C-B, one RTX 6000, mixed precision
+PRECISIONS = ("fp32", "bf16", "fp16", "mixed")
+FLAGS = ("channels_last", "compile", "cudagraphs", "fused", "noprefetch")
 
 
 def synthetic_store(path: Path, n_clips: int, frames: int = 1001, n_mels: int = 64) -> Path:
     """A store in the real format holding random log-mel-like clips (no audio decoding)."""
+    import csv
+
     path.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     mels = (rng.standard_normal((n_clips * frames, n_mels), dtype=np.float32) * 4 - 8).astype(
@@ -72,9 +84,9 @@ def synthetic_store(path: Path, n_clips: int, frames: int = 1001, n_mels: int = 
 
 
 class GpuSampler:
-    """Samples ``nvidia-smi`` utilisation in a thread while the timed steps run."""
+    """Samples ``nvidia-smi`` utilisation (the share of time a kernel ran) while steps run."""
 
-    def __init__(self, interval: float = 0.2) -> None:
+    def __init__(self, interval: float = 0.1) -> None:
         self.interval, self.samples, self._stop = interval, [], threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
@@ -108,127 +120,257 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def make_trainer(cfg, encoder: str, option: str, store: Path, run_dir: Path, device: str, batch):
+def matmul_tflops(device: torch.device, n: int = 8192, reps: int = 20) -> dict[str, Any]:
+    """The card's dense matrix-multiply rate, measured: bf16 on CUDA (fp32 on CPU)."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    n = n if device.type == "cuda" else 512
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    _sync(device)
+    dt = (time.perf_counter() - t0) / reps
+    return {"dtype": str(dtype).replace("torch.", ""), "n": n, "tflops": 2 * n**3 / dt / 1e12}
+
+
+def parse_option(option: str) -> dict[str, Any]:
+    """``"bf16+channels_last+compile"`` -> what to set on the run (see the module docstring)."""
+    parts = option.split("+")
+    spec: dict[str, Any] = {"default": parts[0] == "default", "authors": parts == ["authors"]}
+    if spec["authors"]:
+        return spec
+    if spec["default"]:
+        parts = parts[1:]
+    precision = [p for p in parts if p in PRECISIONS]
+    flags = [p for p in parts if p in FLAGS]
+    unknown = [p for p in parts if p not in PRECISIONS + FLAGS]
+    if unknown or len(precision) > 1:
+        raise SystemExit(
+            f"bad option {option!r}: use default, authors, or one of {PRECISIONS} joined by '+' "
+            f"with any of {FLAGS}"
+        )
+    spec["precision"] = precision[0] if precision else (None if spec["default"] else "fp32")
+    spec["flags"] = set(flags)
+    return spec
+
+
+def make_run(cfg: dict, encoder: str, option: str, batch: int) -> dict | None:
+    """The resolved run of a row, or ``None`` when an option does not apply to the encoder."""
+    spec = parse_option(option)
     run = run_config(cfg, encoder, "baseline", 0)
-    run["pretrain"]["batch_size"] = batch
-    run["pretrain"]["precision"] = option if option in ("bf16", "fp16") else "fp32"
-    if option == "fused":
+    pre = run["pretrain"]
+    pre["batch_size"] = batch
+    if spec["precision"] is not None:
+        pre["precision"] = spec["precision"]
+    flags = spec.get("flags", set())
+    if not spec["default"]:  # explicit rows: only the named speed options
+        pre["speed"] = {"channels_last": False, "compile": "none", "prefetch_batches": 2,
+                        "cudnn_benchmark": True}  # fmt: skip
+    conv = not cfg["encoders"][encoder]["arch"].startswith("vit")
+    if "channels_last" in flags:
+        if not conv:
+            return None  # a ViT: no convolutional trunk to reorder
+        pre["speed"]["channels_last"] = True
+    if "compile" in flags or "cudagraphs" in flags:
+        pre["speed"]["compile"] = "reduce-overhead" if "cudagraphs" in flags else "default"
+    if "noprefetch" in flags:
+        pre["speed"]["prefetch_batches"] = 0
+    if "fused" in flags:
         if run["optimizer"]["name"] not in ("adamw", "adam"):
-            return None
+            return None  # LARS has no fused kernel
         run["optimizer"]["fused"] = True
-    tr = Trainer(run, store, run_dir, device=device, progress=False, log=lambda *_: None)
-    if option == "channels_last":
-        if tr.encoder.unit_frames is not None:  # a ViT: no convolutional trunk to reorder
-            return None
-        tr.method.to(memory_format=torch.channels_last)
-        plain = tr._batch
-        tr._batch = lambda idx: plain(idx).contiguous(memory_format=torch.channels_last)
-    if option == "compile":
-        tr.method.encoder = torch.compile(tr.method.encoder)
-    return tr
+    return run
 
 
-def measure(tr: Trainer, steps: int, warmup: int) -> dict:
-    rng = np.random.default_rng(0)
-    n = len(tr.store)
+def step_gflops(tr: Trainer) -> float:
+    """Model GFLOPs per training step: 2 views x (forward + backward = 3 x forward) x batch,
+    forward FLOPs of encoder + projector per clip counted on a CPU copy of the encoder."""
+    import copy
 
-    def idx():
-        return rng.choice(n, tr.batch_size, replace=False)
+    enc = copy.deepcopy(getattr(tr.encoder, "_orig_mod", tr.encoder)).to(
+        "cpu", memory_format=torch.contiguous_format
+    )
+    per_clip = gflops(enc.float(), n_mels=tr.store.n_mels, frames=tr.crop_frames)
+    proj = tr.method.online.projector
+    dims = [proj.in_dim, *proj.hidden_dims, proj.out_dim]
+    per_clip += sum(2 * a * b for a, b in zip(dims, dims[1:], strict=False)) / 1e9
+    return 6 * per_clip * tr.batch_size
 
+
+def _batches(tr: Trainer) -> Any:
+    """The training loop's batches, epoch after epoch (plan, background gathering, transfer)."""
+    while True:
+        with tr.loader(tr.plan_epoch()) as batches:
+            yield from batches
+
+
+def measure_abt(tr: Trainer, steps: int, warmup: int) -> dict[str, Any]:
+    """Steps of the training loop as ``Trainer.fit`` runs them (plan, loader, train_step), timed
+    back to back: the loop itself never waits for the GPU."""
+    stream = _batches(tr)
     for _ in range(warmup):
-        tr.train_step(idx())
+        tr.train_step(next(stream))
     _sync(tr.device)
     if tr.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(tr.device)
-    times = []
+    t0 = time.perf_counter()
     with GpuSampler() as gs:
         for _ in range(steps):
-            t0 = time.perf_counter()
-            tr.train_step(idx())
-            _sync(tr.device)
-            times.append(time.perf_counter() - t0)
-    step = statistics.median(times)
-    # data path alone: crops from the store, transfer, augmentation of both views
-    dtimes = []
-    for _ in range(max(3, steps // 2)):
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            tr.augment.views(tr._batch(idx()), 2)
+            tr.train_step(next(stream))
         _sync(tr.device)
-        dtimes.append(time.perf_counter() - t0)
-    data = statistics.median(dtimes)
-    clips_s = tr.batch_size / step
-    out = {
-        "step_s": round(step, 4),
-        "clips_per_s": round(clips_s, 1),
-        "gpu_util_pct": gs.mean,
-        "data_batches_per_s": round(1 / data, 1),
-        "data_headroom": round(step / data, 2),
-        "hours_100_audioset_epochs": round(100 * AUDIOSET_CLIPS / clips_s / 3600, 1),
-    }
+    step = (time.perf_counter() - t0) / steps
+    n = max(3, steps // 2)  # the data path alone: gather, transfer, augment both views
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for _ in range(n):
+            tr.augment.views(next(stream), 2)
+    _sync(tr.device)
+    data = (time.perf_counter() - t0) / n
+    stream.close()
+    out = {"step_s": step, "gpu_busy_pct": gs.mean, "data_s": data}
     if tr.device.type == "cuda":
         out["peak_mem_gib"] = round(torch.cuda.max_memory_allocated(tr.device) / 2**30, 2)
     return out
 
 
-def main(argv=None) -> int:
+def measure_authors(tr: Trainer, steps: int, warmup: int, workers: int) -> dict[str, Any]:
+    cuda = tr.device.type == "cuda"
+    step = AuthorsStep(tr.method, tr.optimizer, tr.device)
+    stream = authors_loader(tr.store, tr.batch_size, workers, pin=cuda)
+    for _ in range(warmup):
+        step(*next(stream))
+    _sync(tr.device)
+    t0 = time.perf_counter()
+    with GpuSampler() as gs:
+        for _ in range(steps):
+            step(*next(stream))
+        _sync(tr.device)
+    dt = (time.perf_counter() - t0) / steps
+    n = max(3, steps // 2)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        v1, v2 = next(stream)
+        v1.to(tr.device), v2.to(tr.device)
+    _sync(tr.device)
+    data = (time.perf_counter() - t0) / n
+    return {"step_s": dt, "gpu_busy_pct": gs.mean, "data_s": data}
+
+
+def summarise(res: dict[str, Any], batch: int, gflop_step: float, peak: float) -> dict[str, Any]:
+    clips_s = batch / res["step_s"]
+    return {
+        "step_ms": round(1000 * res["step_s"], 2),
+        "clips_per_s": round(clips_s, 1),
+        "gpu_busy_pct": res["gpu_busy_pct"],
+        "data_headroom": round(res["step_s"] / res["data_s"], 2),
+        "hours_100_audioset_epochs": round(100 * AUDIOSET_CLIPS / clips_s / 3600, 1),
+        "model_tflops": float(f"{gflop_step / res['step_s'] / 1e3:.3g}"),
+        "mfu_pct": round(100 * gflop_step / res["step_s"] / 1e3 / peak, 1),
+        **({"peak_mem_gib": res["peak_mem_gib"]} if "peak_mem_gib" in res else {}),
+    }
+
+
+DEFAULT_OPTIONS = [
+    "default",
+    "default+bf16",
+    "fp32",
+    "bf16",
+    "fp16",
+    "bf16+channels_last",
+    "bf16+compile",
+    "bf16+channels_last+compile",
+    "bf16+cudagraphs",
+    "bf16+fused",
+    "bf16+noprefetch",
+    "authors",
+]
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--encoders", nargs="+", default=["audiontt", "vitc_b_16x8"])
-    options = ["fp32", "bf16", "fp16", "channels_last", "fused", "compile"]
-    ap.add_argument("--options", nargs="+", default=options)
+    ap.add_argument("--options", nargs="+", default=DEFAULT_OPTIONS)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--clips", type=int, default=512)
+    ap.add_argument("--warmup", type=int, default=8)
+    ap.add_argument("--clips", type=int, default=1024)
+    ap.add_argument("--authors-workers", type=int, default=8)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--smoke", action="store_true", help="tiny CPU check of the script")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
+    for o in a.options:
+        parse_option(o)  # fail early on a typo
     if a.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: run on a GPU machine (or --device cpu --smoke)", file=sys.stderr)
         return 2
     if a.smoke:
-        a.batch, a.steps, a.warmup, a.clips = 4, 1, 1, 8
+        a.batch, a.steps, a.warmup, a.clips, a.authors_workers = 4, 1, 1, 8, 0
+    device = torch.device(a.device)
     cfg = load_config(REPO_ROOT / "config.yaml")
-    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32; bf16/fp16 are options
-    torch.backends.cudnn.benchmark = True
+    peak = matmul_tflops(device)
+    print(json.dumps({"matmul_peak": peak}), flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         store = MelStore(synthetic_store(Path(tmp) / "store", a.clips))
         for enc in a.encoders:
+            base_gflop = None
             for opt in a.options:
-                if a.smoke and opt == "compile":
-                    continue
-                if opt in ("bf16", "fp16") and a.device == "cpu" and not a.smoke:
-                    continue
-                tr = make_trainer(cfg, enc, opt, store, Path(tmp) / f"{enc}-{opt}", a.device,
-                                  a.batch)  # fmt: skip
-                if tr is None:
+                run = make_run(cfg, enc, "fp32" if opt == "authors" else opt, a.batch)
+                if run is None:
                     rows.append({"encoder": enc, "option": opt, "skipped": "not applicable"})
                     continue
-                res = measure(tr, a.steps, a.warmup)
-                rows.append({"encoder": enc, "option": opt, **res})
-                print(json.dumps(rows[-1]), flush=True)
+                if a.smoke and run["pretrain"]["speed"]["compile"] not in ("none", "auto"):
+                    rows.append({"encoder": enc, "option": opt, "skipped": "smoke: no compile"})
+                    continue
+                tr = Trainer(run, store, Path(tmp) / f"{enc}-{opt}", device=a.device,
+                             progress=False, log=lambda *_: None)  # fmt: skip
+                if base_gflop is None:
+                    base_gflop = step_gflops(tr)
+                if opt == "authors":
+                    res = measure_authors(tr, a.steps, a.warmup, a.authors_workers)
+                    speed = {"pipeline": "authors (per-clip workers, fp16 + GradScaler)"}
+                else:
+                    res = measure_abt(tr, a.steps, a.warmup)
+                    speed = tr.speed
+                row = {"encoder": enc, "option": opt, **speed,
+                       **summarise(res, a.batch, base_gflop, peak["tflops"])}  # fmt: skip
+                rows.append(row)
+                print(json.dumps(row), flush=True)
                 del tr
-                if a.device == "cuda":
+                if device.type == "cuda":
                     torch.cuda.empty_cache()
+    for enc in a.encoders:  # speed-up of every row over the authors' pipeline, same run
+        ref = next((r for r in rows if r["encoder"] == enc and r["option"] == "authors"
+                    and "clips_per_s" in r), None)  # fmt: skip
+        for r in rows:
+            if ref and r["encoder"] == enc and "clips_per_s" in r:
+                r["vs_authors"] = round(r["clips_per_s"] / ref["clips_per_s"], 2)
     payload = {
         "machine": machine(),
         "device": a.device,
         "batch": a.batch,
         "steps": a.steps,
+        "matmul_peak": peak,
         "thesis_vitc_b_hours_rtx6000": THESIS_VITC_B_HOURS,
         "audioset_clips": AUDIOSET_CLIPS,
         "results": rows,
     }
     write(a.out, payload)
-    print("| encoder | option | clips/s | GPU util % | data headroom | h / 100 AudioSet epochs |")
-    print("|---|---|---|---|---|---|")
+    print(f"\nmatmul peak ({peak['dtype']}): {peak['tflops']:.1f} TFLOP/s")
+    print("| encoder | option | clips/s | vs authors | GPU busy % | data headroom | MFU % | "
+          "h / 100 AudioSet epochs |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         if "skipped" in r:
             continue
-        print(f"| {r['encoder']} | {r['option']} | {r['clips_per_s']} | {r['gpu_util_pct']} | "
-              f"{r['data_headroom']} | {r['hours_100_audioset_epochs']} |")  # fmt: skip
+        print(f"| {r['encoder']} | {r['option']} | {r['clips_per_s']} | {r.get('vs_authors')} | "
+              f"{r['gpu_busy_pct']} | {r['data_headroom']} | {r['mfu_pct']} | "
+              f"{r['hours_100_audioset_epochs']} |")  # fmt: skip
     return 0
 
 

@@ -22,70 +22,31 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _authors import PerSampleAA, per_clip_crop  # noqa: E402
 from _common import machine, write  # noqa: E402
 
 from abt.config import REPO_ROOT, load_config  # noqa: E402
+from abt.data.loader import EpochPlan  # noqa: E402
 from abt.data.store import ClipSpec, MelStore, build_store  # noqa: E402
 from abt.trainer import Trainer, resolve_run_config  # noqa: E402
 
 ORIGINAL_S_PER_STEP_B128 = 4.97
-EPS = float(np.finfo(np.float32).eps)
 
 
 # --------------------------------------------------------------------------------------------
 # The per-sample reference step (a straightforward reimplementation of the authors' pipeline)
 # --------------------------------------------------------------------------------------------
-
-
-class PerSampleAA:
-    """Mixup -> RRC -> RLF applied to one (1, F, T) clip at a time (BYOL-A v2 / ABT style)."""
-
-    def __init__(self, mean: float, std: float, seed: int = 0) -> None:
-        self.mean, self.std = mean, std
-        self.memory: list[torch.Tensor] = []
-        self.rng = random.Random(seed)
-
-    def mixup(self, x: torch.Tensor) -> torch.Tensor:
-        out = x
-        if self.memory:
-            lam = 0.2 * self.rng.random()
-            z = self.memory[self.rng.randrange(len(self.memory))]
-            out = torch.log((1 - lam) * x.exp() + lam * z.exp() + EPS)
-        self.memory = (self.memory + [x])[-2048:]
-        return out
-
-    def rrc(self, x: torch.Tensor) -> torch.Tensor:
-        _, f, t = x.shape
-        cf, ct = f, int(t * 1.5)
-        canvas = torch.zeros(1, cf, ct)
-        i0, j0 = (cf - f) // 2, (ct - t) // 2
-        canvas[:, i0 : i0 + f, j0 : j0 + t] = x
-        h = min(int(self.rng.uniform(0.6, 1.5) * f), cf)
-        w = min(max(int(self.rng.uniform(0.6, 1.5) * t), 1), ct)
-        i = self.rng.randint(0, cf - h) if cf > h else 0
-        j = self.rng.randint(0, ct - w) if ct > w else 0
-        crop = canvas[:, i : i + h, j : j + w]
-        return F.interpolate(crop[None], size=(f, t), mode="bicubic", align_corners=True)[0]
-
-    def rlf(self, x: torch.Tensor) -> torch.Tensor:
-        g0, g1 = self.rng.uniform(-1, 1), self.rng.uniform(-1, 1)
-        return x + torch.linspace(g0, g1, x.shape[-1])[None, None, :]
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self.mean) / self.std
-        return self.rlf(self.rrc(self.mixup(x)))
 
 
 class PerSampleStep:
@@ -98,11 +59,7 @@ class PerSampleStep:
         st, tr = self.tr.store, self.tr
         v1s, v2s = [], []
         for i in indices:  # one clip at a time, as a Dataset.__getitem__ would
-            clip = np.asarray(st.clip(int(i)))
-            s = int(self.rng.integers(0, max(clip.shape[0] - 96, 0) + 1))
-            x = torch.from_numpy(np.ascontiguousarray(clip[s : s + 96].T))[None]
-            if x.shape[-1] < 96:
-                x = F.pad(x, (0, 96 - x.shape[-1]), value=st.silence_value)
+            x = per_clip_crop(st, int(i), self.rng)
             v1s.append(self.aug(x))
             v2s.append(self.aug(x))
         v1, v2 = torch.stack(v1s), torch.stack(v2s)
@@ -113,6 +70,14 @@ class PerSampleStep:
         tr.optimizer.step()
         tr.scheduler.step()
         return float(out["loss"].detach())
+
+
+def batch_of(tr: Trainer, idx: np.ndarray) -> torch.Tensor:
+    """The trainer's batch of random crops of clips ``idx`` (what its loader yields)."""
+    starts = tr.store.random_starts(tr.rng, idx, tr.crop_frames)
+    plan = EpochPlan(np.asarray(idx)[None], starts[None])
+    with tr.loader(plan, depth=0) as batches:
+        return next(iter(batches))
 
 
 def make_store(d: Path, n: int) -> Path:
@@ -153,17 +118,20 @@ def main() -> None:
         ours = Trainer(run, MelStore(store), Path(tmp) / "a", device="cpu", progress=False)
         ref_tr = Trainer(run, MelStore(store), Path(tmp) / "b", device="cpu", progress=False)
         ref = PerSampleStep(ref_tr)
-        variants = {"abt": ours.train_step, "per-sample": ref}
+
+        def abt_step(tr: Trainer) -> Any:
+            return lambda idx: tr.train_step(batch_of(tr, idx))
+
+        variants = {"abt": abt_step(ours), "per-sample": ref}
         if a.compile:
             comp = Trainer(run, MelStore(store), Path(tmp) / "c", device="cpu", progress=False)
-            comp.method.online = torch.compile(comp.method.online)
-            variants["abt + torch.compile"] = comp.train_step
+            comp.method.online.compile()
+            variants["abt + torch.compile"] = abt_step(comp)
         rng = np.random.default_rng(0)
         # full Mixup memory for both, as in a long run
         for _ in range(2048 // a.batch + 1):
             idx = rng.integers(0, len(ours.store), a.batch)
-            x = ours._batch(idx)
-            ours.augment.views(x, 2)
+            ours.augment.views(batch_of(ours, idx), 2)
         for i in rng.integers(0, len(ours.store), 2048):
             c = torch.from_numpy(np.ascontiguousarray(np.asarray(ours.store.clip(int(i)))[:96].T))[
                 None

@@ -15,16 +15,37 @@ def test_gpu_benchmark_smoke_on_cpu(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     r = subprocess.run(
         [sys.executable, str(ROOT / "bench/bench_gpu.py"), "--device", "cpu", "--smoke",
-         "--encoders", "audiontt", "vitc_t_16x16", "--options", "fp32", "channels_last", "fused",
-         "--out", str(out)],
+         "--encoders", "audiontt", "vitc_t_16x16", "--options", "default", "default+bf16",
+         "fp32+channels_last", "bf16+fused+noprefetch", "authors", "--out", str(out)],
         capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
-    res = json.loads(out.read_text())["results"]
-    by = {(x["encoder"], x["option"]): x for x in res}
-    assert by[("audiontt", "fused")]["skipped"] == "not applicable"  # LARS: no fused kernel
-    assert by[("vitc_t_16x16", "channels_last")]["skipped"] == "not applicable"
-    for key in [("audiontt", "fp32"), ("audiontt", "channels_last"), ("vitc_t_16x16", "fused")]:
-        row = by[key]
-        assert row["clips_per_s"] > 0 and row["data_headroom"] > 0
-        assert row["hours_100_audioset_epochs"] > 0
+    payload = json.loads(out.read_text())
+    assert payload["matmul_peak"]["tflops"] > 0
+    by = {(x["encoder"], x["option"]): x for x in payload["results"]}
+    assert by[("audiontt", "bf16+fused+noprefetch")]["skipped"] == "not applicable"  # LARS
+    assert by[("vitc_t_16x16", "fp32+channels_last")]["skipped"] == "not applicable"  # a ViT
+    assert by[("vitc_t_16x16", "bf16+fused+noprefetch")]["prefetch_batches"] == 0
+    for enc in ("audiontt", "vitc_t_16x16"):
+        assert by[(enc, "authors")]["vs_authors"] == 1.0
+        for opt in ("default", "default+bf16", "authors"):
+            row = by[(enc, opt)]
+            assert row["clips_per_s"] > 0 and row["data_headroom"] > 0 and row["mfu_pct"] > 0
+            assert row["hours_100_audioset_epochs"] > 0 and row["vs_authors"] > 0
+
+
+def test_gpu_benchmark_rejects_unknown_options():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import bench_gpu
+
+    assert bench_gpu.parse_option("bf16+channels_last+compile")["flags"] == {
+        "channels_last",
+        "compile",
+    }
+    assert bench_gpu.parse_option("default")["precision"] is None
+    import pytest
+
+    with pytest.raises(SystemExit, match="bad option"):
+        bench_gpu.parse_option("bf16+fp16")
+    with pytest.raises(SystemExit, match="bad option"):
+        bench_gpu.parse_option("bf16+chanels_last")

@@ -50,9 +50,10 @@ def setup(tmp_path_factory):
     return d
 
 
-def _torchrun(setup, out, *extra):
+def _torchrun(setup, out, *extra, nproc=2):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT / "src")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           str(nproc),
            "-m", "abt.cli", "pretrain", "--config", str(setup / "cfg.yaml"), "--store",
            str(setup / "store"), "--out", str(out), "--device", "cpu", *extra]  # fmt: skip
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
@@ -90,6 +91,21 @@ def test_two_processes_match_one_process_on_the_global_batch(setup, tmp_path):
     # 3 epochs of 3 global batches were trained
     init = torch.load(single / "model.ckpt", weights_only=True)["step"]
     assert init == 3 * 3
+
+
+@pytest.mark.slow
+def test_torchrun_with_one_process_takes_the_distributed_path(setup, tmp_path):
+    """torchrun --nproc_per_node 1: a process group of one (DDP wrapper, all-reduces; NCCL on a
+    GPU, see tests/gpu) trains exactly like the plain single process."""
+    single = _single(setup, tmp_path)
+    one = tmp_path / "one"
+    _torchrun(setup, one, nproc=1)
+    summary = json.loads((one / "summary.json").read_text())
+    assert summary["world_size"] == 1 and summary["distributed"] is True
+    assert json.loads((single / "summary.json").read_text())["distributed"] is False
+    a, b = _weights(single / "model.ckpt"), _weights(one / "model.ckpt")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
 @pytest.mark.slow

@@ -60,6 +60,34 @@ def manual_logmel(wave):
 # --------------------------------------------------------------------------- checkpoints
 
 
+def test_encoder_parameters_elsewhere_than_the_probe_input(ckpts):
+    """Regression (GPU): HearModel around an encoder on CUDA failed with 'the encoder rejects
+    every input length up to 128 frames' because the length probe fed a CPU float32 tensor and a
+    broad except hid the device error. Here the parameters are float64 instead of on a GPU: the
+    probe must use the encoder's own device and dtype, and embeddings must match."""
+    ref = load_model(str(ckpts["conv"]))
+    enc = hear.build_checkpoint_encoder(hear.read_checkpoint(ckpts["conv"])).double()
+    model = hear.HearModel(enc, MelConfig(), MEAN, STD)
+    assert model.min_frames == ref.min_frames == 4
+    audio = noise(2, SR)
+    torch.testing.assert_close(model.scene(audio), ref.scene(audio), rtol=1e-4, atol=1e-5)
+
+
+def test_unexpected_encoder_errors_are_not_turned_into_a_length_error():
+    class Broken(torch.nn.Module):
+        embed_dim, unit_frames = 8, None
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x, mask_ratio=0.0):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        hear.HearModel(Broken(), MelConfig(), MEAN, STD)
+
+
 def test_format_constant_matches_trainer():
     from abt.trainer import ENCODER_CKPT_FORMAT
 

@@ -258,3 +258,20 @@ def test_symmetrised_loss_average_and_stop_gradient():
     out["loss"].backward()
     assert o1.grad is not None and o2.grad is not None
     assert t1.grad is None and t2.grad is None
+
+
+def test_projector_output_is_float32_under_autocast():
+    """The cross-correlation is computed from float32 embeddings: the projector's last layer
+    runs in float32 even when the encoder and hidden layer run in bf16 (issue 11)."""
+    from abt.objective import Predictor, Projector
+
+    torch.manual_seed(0)
+    proj = Projector(32, hidden_dims=(64,), out_dim=16)
+    x = torch.randn(8, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        hidden = proj[0](x)
+        z = proj(x)
+        q = Predictor(16)(z)
+    assert hidden.dtype == torch.bfloat16 and z.dtype == torch.float32 and q.dtype == torch.float32
+    torch.testing.assert_close(z, proj(x), rtol=0.05, atol=0.05)  # bf16 hidden layer, fp32 head
+    assert list(dict(proj.named_parameters())) == ["0.weight", "1.weight", "1.bias", "3.weight"]

@@ -197,3 +197,198 @@ def _plain(x):
     if isinstance(x, list | tuple):
         return [_plain(v) for v in x]
     return x
+
+
+# ---- issue 11: device-independent resume, probes after the checkpoint, no per-step syncs
+
+
+def _to_other_kind(x):
+    """What torch.load(map_location=<a GPU>) does to a checkpoint, reproduced on a CPU box: every
+    tensor becomes another kind of tensor (here float64; on the GPU, CUDA byte tensors)."""
+    if isinstance(x, torch.Tensor):
+        return x.to(torch.float64)
+    if isinstance(x, dict):
+        return {k: _to_other_kind(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return type(x)(_to_other_kind(v) for v in x)
+    return x
+
+
+def test_resume_state_mapped_to_another_device_or_dtype_resumes_exactly(store, tmp_path):
+    """Regression (GPU): RNG states moved off the CPU made load_state raise 'RNG state must be a
+    torch.ByteTensor'. A state whose tensors are all of another kind must still resume exactly."""
+    ref = Trainer(run_cfg(), store, tmp_path / "ref", progress=False, log=lambda *_: None)
+    ref.fit()
+    part = Trainer(run_cfg(), store, tmp_path / "a", progress=False, log=lambda *_: None)
+    part.fit(stop_after_epochs=1)
+    st = _to_other_kind(torch.load(part.resume_path, map_location="cpu", weights_only=True))
+    cont = Trainer(run_cfg(), store, tmp_path / "b", progress=False, log=lambda *_: None)
+    cont.load_state(st)
+    assert cont.epoch == 1 and cont.augment.generator.get_state().dtype == torch.uint8
+    cont.fit()
+    a, b = weights(tmp_path / "ref" / "model.ckpt"), weights(tmp_path / "b" / "model.ckpt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_try_resume_reads_the_checkpoint_on_the_cpu(store, tmp_path):
+    """Regression (GPU): try_resume loaded the checkpoint onto the training device. A trainer
+    whose device cannot hold RNG states (here the meta device) must still resume."""
+    Trainer(run_cfg(), store, tmp_path / "run", progress=False, log=lambda *_: None).fit(
+        stop_after_epochs=1
+    )
+    tr = Trainer(run_cfg(), store, tmp_path / "run", progress=False, log=lambda *_: None)
+    tr.device = torch.device("meta")  # where torch.load(map_location=self.device) would go
+    assert tr.try_resume() and tr.epoch == 1
+
+
+def test_probe_crash_after_the_checkpoint_loses_no_training(store, tmp_path):
+    """The epoch's checkpoint is written before its probe; a run stopped by a probe resumes from
+    that epoch and probes it then, ending like an uninterrupted run."""
+    calls = []
+
+    def probe(trainer, epoch):
+        calls.append(epoch)
+        return {"probe_100": float(epoch)}
+
+    def crashing(trainer, epoch):
+        raise RuntimeError("probe crashed")
+
+    cfg = run_cfg()
+    Trainer(
+        cfg, store, tmp_path / "ref", progress=False, log=lambda *_: None, callbacks=[probe]
+    ).fit()
+    tr = Trainer(
+        cfg, store, tmp_path / "run", progress=False, log=lambda *_: None, callbacks=[crashing]
+    )
+    with pytest.raises(RuntimeError, match="probe crashed"):
+        tr.fit()
+    assert torch.load(tr.resume_path, weights_only=True)["epoch"] == 1  # epoch 1 was kept
+    calls.clear()
+    Trainer(
+        cfg, store, tmp_path / "run", progress=False, log=lambda *_: None, callbacks=[probe]
+    ).fit()
+    assert calls == [1, 2, 3]  # epoch 1 probed on resume, then 2 and 3
+    for f in ("epoch_metrics.csv",):
+        assert (tmp_path / "run" / f).read_text() == (tmp_path / "ref" / f).read_text()
+    a, b = weights(tmp_path / "ref" / "model.ckpt"), weights(tmp_path / "run" / "model.ckpt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_non_finite_loss_is_caught_within_log_every_steps(store, tmp_path):
+    """Losses are read every log_every steps only; a NaN at step 3 stops the run at the next
+    read (step 4 with log_every 2), before any row or checkpoint of that window is written."""
+    tr = Trainer(run_cfg(log_every=2), store, tmp_path / "run", progress=False, log=lambda *_: None)
+    tr.fit(stop_after_epochs=1)  # 4 steps per epoch
+    good = tr.resume_path.read_bytes()
+    tr2 = Trainer(
+        run_cfg(log_every=2), store, tmp_path / "run", progress=False, log=lambda *_: None
+    )
+    step = tr2.train_step
+
+    def poisoned(x):
+        out = step(x)
+        return out * float("nan") if tr2.step == 7 else out  # 3rd step of epoch 2
+
+    tr2.train_step = poisoned
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss \(nan\) at epoch 2, steps 7-8"):
+        tr2.fit()
+    assert tr2.resume_path.read_bytes() == good
+    rows = (tmp_path / "run" / "train_metrics.csv").read_text().splitlines()
+    assert [r.split(",")[1] for r in rows[1:]] == ["2", "4", "6"]  # nothing from steps 7-8
+
+
+def test_training_steps_do_not_read_the_device(store, tmp_path, monkeypatch):
+    """No host synchronisation per step: values are read once per metrics row (tolist)."""
+    tr = Trainer(run_cfg(log_every=4, epochs=2), store, tmp_path / "run", progress=False,
+                 log=lambda *_: None)  # fmt: skip
+    reads = []
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "cpu", "numpy"):
+        orig = getattr(torch.Tensor, name)
+
+        def spy(self, *a, _orig=orig, _name=name, **k):
+            reads.append(_name)
+            return _orig(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    plan = tr.plan_epoch()
+    with tr.loader(plan, depth=0) as batches:
+        xs = list(batches)
+    reads.clear()
+    for x in xs:
+        tr.train_step(x)
+    assert reads == []
+    monkeypatch.undo()
+    tr2 = Trainer(run_cfg(log_every=4, epochs=2), store, tmp_path / "run2", progress=False,
+                  log=lambda *_: None)  # fmt: skip
+    tr2.fit()
+    rows = (tmp_path / "run2" / "train_metrics.csv").read_text().splitlines()
+    assert len(rows) - 1 == 2  # one row (one read) per 4 steps
+
+
+def test_prefetched_batches_equal_synchronous_ones(store, tmp_path):
+    """Crops gathered ahead on a thread are the ones the loop would gather, in order, and the
+    epoch plan draws from the generator exactly as the step-by-step loop did."""
+    tr = Trainer(run_cfg(), store, tmp_path / "r", progress=False, log=lambda *_: None)
+    rng_a = np.random.default_rng(5)
+    plan = __import__("abt.data.loader", fromlist=["plan_epoch"]).plan_epoch(
+        tr.store, rng_a, 8, 4, 96
+    )
+    rng_b = np.random.default_rng(5)
+    perm = rng_b.permutation(len(tr.store))
+    for i in range(4):
+        idx = perm[i * 8 : (i + 1) * 8]
+        np.testing.assert_array_equal(plan.indices[i], idx)
+        np.testing.assert_array_equal(plan.starts[i], tr.store.random_starts(rng_b, idx, 96))
+    assert rng_a.random() == rng_b.random()  # the generators end in the same state
+    with tr.loader(plan, depth=0) as a, tr.loader(plan, depth=3) as b:
+        for x, y in zip(a, b, strict=True):
+            assert x.shape == (8, 1, 64, 96) and torch.equal(x, y)
+
+
+def test_loader_stops_its_thread_when_the_epoch_is_abandoned(store, tmp_path):
+    tr = Trainer(run_cfg(), store, tmp_path / "r", progress=False, log=lambda *_: None)
+    loader = tr.loader(tr.plan_epoch(), depth=1)
+    it = iter(loader)
+    next(it)
+    loader.close()
+    assert loader._thread is None
+
+
+@pytest.mark.parametrize("speed", [{"channels_last": True}, {"prefetch_batches": 0}])
+def test_speed_options_do_not_change_the_method(store, tmp_path, speed):
+    base = {"channels_last": "auto", "compile": "none", "prefetch_batches": 2,
+            "cudnn_benchmark": True}  # fmt: skip
+    a = Trainer(run_cfg(epochs=1, speed=base), store, tmp_path / "a", progress=False,
+                log=lambda *_: None).fit()  # fmt: skip
+    b = Trainer(run_cfg(epochs=1, speed={**base, **speed}), store, tmp_path / "b", progress=False,
+                log=lambda *_: None).fit()  # fmt: skip
+    assert b["final_loss"] == pytest.approx(a["final_loss"], rel=1e-4)
+    assert b["speed"]["channels_last"] is bool(speed.get("channels_last", False))
+
+
+def test_a_run_resumes_across_changed_speed_options(store, tmp_path):
+    fast = {"channels_last": True, "compile": "none", "prefetch_batches": 0,
+            "cudnn_benchmark": False}  # fmt: skip
+    Trainer(run_cfg(), store, tmp_path / "r", progress=False, log=lambda *_: None).fit(
+        stop_after_epochs=1
+    )
+    tr = Trainer(run_cfg(speed=fast), store, tmp_path / "r", progress=False, log=lambda *_: None)
+    assert tr.try_resume() and tr.epoch == 1
+
+
+def test_precision_follows_the_encoder_under_auto(monkeypatch):
+    from abt.trainer import autocast_dtype
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert autocast_dtype("auto", "fp32", cuda) is None  # conv encoders: float32 (thesis)
+    assert autocast_dtype("auto", "mixed", cuda) is torch.bfloat16  # ViT_C: mixed precision
+    assert autocast_dtype("bf16", "fp32", cuda) is torch.bfloat16  # the user's opt-in
+    assert autocast_dtype("fp32", "mixed", cuda) is None
+    assert autocast_dtype("bf16", "mixed", cpu) is None  # CPU: always float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert autocast_dtype("auto", "mixed", cuda) is torch.float16  # pre-Ampere: fp16 + scaler
+    cfg = load_config(REPO_ROOT / "config.yaml")
+    run = resolve_run_config(cfg, encoder="vitc_b_16x8")
+    assert run["encoder"]["precision"] == "mixed" and run["pretrain"]["precision"] == "auto"
+    assert resolve_run_config(cfg, encoder="audiontt")["encoder"]["precision"] == "fp32"

@@ -761,7 +761,8 @@ class AugmentationPipeline(nn.Module):
         if self.generator is None:
             self.set_generator(torch.Generator(device=state["generator_device"]))
         assert self.generator is not None
-        self.generator.set_state(gs.cpu() if isinstance(gs, Tensor) else gs)
+        # a generator state is a CPU byte tensor, whatever device the checkpoint was mapped to
+        self.generator.set_state(torch.as_tensor(gs).to(device="cpu", dtype=torch.uint8))
 
     def extra_repr(self) -> str:
         return f"norm={self.norm!r}"

@@ -26,6 +26,7 @@ class DistInfo:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    launched: bool = False  # started by torchrun (a process group exists, even of one process)
 
     @property
     def main(self) -> bool:
@@ -33,13 +34,24 @@ class DistInfo:
 
     @property
     def active(self) -> bool:
-        return self.world > 1
+        return self.world > 1 or self.launched
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
 
 
 def init_from_env(device: torch.device | None = None) -> DistInfo:
-    """Join the process group torchrun describes (no-op for a single process)."""
+    """Join the process group torchrun describes; a plain process (not started by torchrun) runs
+    alone. ``torchrun --nproc_per_node 1`` takes the distributed path with one process (the
+    single-GPU check of NCCL, DDP and SyncBatchNorm)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if not launched_by_torchrun():
+        if world > 1:
+            raise RuntimeError(
+                f"WORLD_SIZE={world} but RANK/LOCAL_RANK are not set: start multi-process "
+                "pre-training with torchrun"
+            )
         return DistInfo()
     rank = int(os.environ["RANK"])
     local = int(os.environ.get("LOCAL_RANK", rank))
@@ -49,7 +61,9 @@ def init_from_env(device: torch.device | None = None) -> DistInfo:
         if cuda:
             torch.cuda.set_device(local)
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
-    return DistInfo(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local)
+    return DistInfo(
+        rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local, launched=True
+    )
 
 
 def barrier(info: DistInfo) -> None:

@@ -25,8 +25,8 @@ Protocol (the authors' wrapper with its bugs fixed; shared/reference/original-co
 * **Short clips.** A waveform shorter than one STFT window (``n_fft`` samples, 64 ms) is
   zero-padded (silence) at the end to that length before the front-end (the reflect-padded STFT
   needs more than ``n_fft/2`` samples). A conv encoder's input is further zero-padded to the
-  fewest frames the encoder accepts (AudioNTT: 4 frames, ResNet-18: 32), found at load time. A ViT
-  clip shorter than one unit is one partial unit (padded with silence as above).
+  fewest frames the encoder accepts (AudioNTT: 4 frames; the ResNets accept 1), found at load
+  time. A ViT clip shorter than one unit is one partial unit (padded with silence as above).
 * Silence is finite everywhere: ``log(0 + eps) = -15.9``.
 
 :func:`save_random_init` writes an untrained (seeded) checkpoint in the same format — the random
@@ -35,9 +35,12 @@ initialisation baselines (the paper's %↑RAND) and the test fixtures.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Mapping
+import pickle
+import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +73,8 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist (or is not a file)")
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001  (pickle errors of all kinds)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError,
+            AttributeError, ImportError, IndexError, KeyError) as e:  # fmt: skip
         raise CheckpointError(
             f"{path} is not an abt encoder checkpoint: torch.load(weights_only=True) refused it "
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Checkpoints of "
@@ -198,16 +202,44 @@ def save_random_init(
 # ------------------------------------------------------------------------------------ model
 
 
+#: what PyTorch's convolution and pooling layers say when an input is shorter than the layer needs
+_TOO_SHORT = re.compile(
+    r"output size is too small|kernel size can't be greater than actual input size|"
+    r"padded input size per channel|pad should be at most half",
+    re.IGNORECASE,
+)
+
+
 def _min_conv_frames(encoder: nn.Module, n_mels: int) -> int:
-    """Fewest frames a conv encoder accepts (probed once with a tiny input)."""
+    """Fewest frames a conv encoder accepts, probed once with tiny inputs on the encoder's own
+    device and dtype. Only "input too short" errors mean "try longer"; anything else (a device
+    or dtype mismatch, a bug) propagates unchanged."""
+    p = next(encoder.parameters(), None)
+    device = p.device if p is not None else torch.device("cpu")
+    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+    last = ""
     with torch.no_grad():
         for t in (1, 2, 4, 8, 16, 32, 64, 128):
             try:
-                encoder(torch.zeros(1, 1, n_mels, t))
+                encoder(torch.zeros(1, 1, n_mels, t, device=device, dtype=dtype))
                 return t
-            except (RuntimeError, ValueError):
-                continue
-    raise CheckpointError("the encoder rejects every input length up to 128 frames")
+            except RuntimeError as e:
+                if not _TOO_SHORT.search(str(e)):
+                    raise
+                last = str(e).splitlines()[0]
+    raise CheckpointError(
+        f"the encoder rejects every input length up to 128 frames as too short ({last})"
+    )
+
+
+@contextlib.contextmanager
+def _no_tf32() -> Iterator[None]:
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
 
 
 class HearModel(nn.Module):
@@ -280,9 +312,21 @@ class HearModel(nn.Module):
         x = (x - self.norm_mean) / self.norm_std
         return x.transpose(1, 2).unsqueeze(1)
 
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        """One encoder pass, the input in the encoder's dtype, float32 embeddings out; on CUDA in
+        true float32 (no TF32, which cuDNN uses for convolutions by default), so that GPU
+        embeddings equal CPU ones to float32 precision."""
+        p = next(self.encoder.parameters(), None)
+        if p is not None and p.is_floating_point() and x.dtype != p.dtype:
+            x = x.to(p.dtype)
+        if x.device.type != "cuda":
+            return self.encoder(x).float()
+        with _no_tf32():
+            return self.encoder(x).float()
+
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder over ``x`` ``(M, 1, n_mels, T)`` in chunks of ``chunk_size``."""
-        return torch.cat([self.encoder(c) for c in torch.split(x, self.chunk_size)], dim=0)
+        return torch.cat([self._run(c) for c in torch.split(x, self.chunk_size)], dim=0)
 
     def units(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Split ``(B, 1, F, T)`` into ``unit_frames`` units -> ``(B*U, 1, F, unit)``, ``U``.
@@ -315,7 +359,7 @@ class HearModel(nn.Module):
                 x = nn.functional.pad(x, (0, self.min_frames - x.shape[-1]), value=self.silence)
             # bound memory on long clips: clips per pass so that clips * frames <= chunk * 96
             per = max(1, (self.chunk_size * 96) // x.shape[-1])
-            return torch.cat([self.encoder(c) for c in torch.split(x, per)], dim=0)
+            return torch.cat([self._run(c) for c in torch.split(x, per)], dim=0)
         u, n_units = self.units(x)
         return self._encode(u).reshape(n, n_units, -1).mean(dim=1)
 
@@ -336,9 +380,9 @@ class HearModel(nn.Module):
             x = self.logmel(c)
             if self.unit_frames is not None:
                 u, n_units = self.units(x)  # 96 frames -> exactly one unit for a 96-frame ViT
-                embs.append(self.encoder(u).reshape(c.shape[0], n_units, -1).mean(dim=1))
+                embs.append(self._run(u).reshape(c.shape[0], n_units, -1).mean(dim=1))
             else:
-                embs.append(self.encoder(x))
+                embs.append(self._run(x))
         emb = (
             torch.cat(embs, dim=0).reshape(n, n_frames, -1)
             if n

@@ -24,7 +24,19 @@ from abt.registry import Registry
 OBJECTIVES: Registry[Any] = Registry("objective")
 
 
-class Projector(nn.Sequential):
+class _Float32Output(nn.Sequential):
+    """A sequential MLP whose last (linear) layer runs in float32 under autocast, so that the
+    embeddings the Barlow Twins cross-correlation is computed from are float32 (the hidden
+    layers may run in bf16/fp16; parameter names are those of ``nn.Sequential``)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in list(self)[:-1]:
+            x = layer(x)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self[-1](x.float())
+
+
+class Projector(_Float32Output):
     """Projector ``g_θ`` (thesis §4.1: one hidden layer of 8192, output 1048).
 
     Each hidden layer is ``Linear(bias=False) -> BatchNorm1d -> ReLU``; the last layer is
@@ -48,7 +60,7 @@ class Projector(nn.Sequential):
         self.hidden_dims = tuple(int(h) for h in hidden_dims)
 
 
-class Predictor(nn.Sequential):
+class Predictor(_Float32Output):
     """Predictor ``q_θ`` (asymmetric variant): ``Linear -> BN -> ReLU -> Linear``, no biases."""
 
     def __init__(self, dim: int, hidden: int | None = None) -> None:
@@ -136,7 +148,9 @@ class BarlowTwinsLoss(nn.Module):
             z1, z2 = z1.float(), z2.float()
             if reduce is None:
                 n = z1.shape[0]
-            else:  # one host sync per step, distributed runs only
+            elif reduce is _differentiable_all_reduce:  # every rank holds an equal share
+                n = z1.shape[0] * dist.get_world_size()
+            else:  # a custom reduction (tests): count the global batch with it
                 with torch.no_grad():
                     n_local = torch.tensor(float(z1.shape[0]), device=z1.device)
                     n = int(round(reduce(n_local).item()))
@@ -159,7 +173,8 @@ class BarlowTwinsLoss(nn.Module):
         c = self.cross_correlation(z1, z2)
         diag = torch.diagonal(c)
         on_diag = (1.0 - diag).pow(2).sum()
-        off = c[self._mask(c.shape[0], c.device)]
+        # the diagonal set to the target contributes 0 (no boolean indexing: no host sync)
+        off = torch.where(self._mask(c.shape[0], c.device), c, self.off_diagonal_target)
         off_diag = (off - self.off_diagonal_target).pow(2).sum()
         loss = self.alpha * on_diag + self.lambd * off_diag
         return {"loss": loss, "on_diag": on_diag, "off_diag": off_diag}

@@ -59,25 +59,60 @@ class TaskData:
 # --------------------------------------------------------------------------------------------
 
 
+def _fit_length(x: np.ndarray, crop_frames: int | None, silence: float) -> np.ndarray:
+    """A centre crop of ``crop_frames`` frames, or padding with silence for shorter clips."""
+    x = np.asarray(x, dtype=np.float32)
+    if crop_frames is None:
+        return x
+    if x.shape[0] > crop_frames:
+        s = (x.shape[0] - crop_frames) // 2
+        return x[s : s + crop_frames]
+    if x.shape[0] < crop_frames:
+        pad = np.full((crop_frames - x.shape[0], x.shape[1]), silence, np.float32)
+        return np.concatenate([x, pad])
+    return x
+
+
 @torch.no_grad()
+def embed_logmels(
+    model: HearModel,
+    logmels: Sequence[np.ndarray],
+    *,
+    crop_frames: int | None = None,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """Embeddings ``(N, D)`` of raw ``(frames, n_mels)`` log-mels through the HEAR module's scene
+    path (the checkpoint's dataset normalisation; ViTs average units, conv encoders see the whole
+    clip). ``crop_frames``: a centre crop, or padding with silence for shorter clips. Clips of
+    equal length are embedded together, ``batch_size`` at a time (in eval mode a clip's embedding
+    does not depend on its batch mates)."""
+    clips = [_fit_length(x, crop_frames, model.mels.silence_value) for x in logmels]
+    out: list[np.ndarray | None] = [None] * len(clips)
+    by_len: dict[int, list[int]] = {}
+    for i, x in enumerate(clips):
+        by_len.setdefault(x.shape[0], []).append(i)
+    for idx in by_len.values():
+        for lo in range(0, len(idx), batch_size):
+            part = idx[lo : lo + batch_size]
+            x = np.stack([clips[i] for i in part])  # (b, T, F)
+            t = torch.from_numpy((x - model.norm_mean) / model.norm_std).transpose(1, 2)[:, None]
+            emb = model.scene_from_logmel(t.to(model.device)).float().cpu().numpy()
+            for j, i in enumerate(part):
+                out[i] = emb[j]
+    dim = model.scene_embedding_size
+    return np.stack(out) if out else np.zeros((0, dim), np.float32)  # type: ignore[arg-type]
+
+
 def embed_logmel(
     model: HearModel, logmel: np.ndarray, *, crop_frames: int | None = None
 ) -> np.ndarray:
-    """Embedding of one clip's raw ``(frames, n_mels)`` log-mel through the HEAR module's scene
-    path (the checkpoint's dataset normalisation; ViTs average units, conv encoders see the
-    whole clip). ``crop_frames``: a centre crop, or padding with silence for shorter clips."""
-    x = np.asarray(logmel, dtype=np.float32)
-    if crop_frames is not None:
-        if x.shape[0] > crop_frames:
-            s = (x.shape[0] - crop_frames) // 2
-            x = x[s : s + crop_frames]
-        elif x.shape[0] < crop_frames:
-            pad = np.full(
-                (crop_frames - x.shape[0], x.shape[1]), model.mels.silence_value, np.float32
-            )
-            x = np.concatenate([x, pad])
-    t = torch.from_numpy((x - model.norm_mean) / model.norm_std).T[None, None].to(model.device)
-    return model.scene_from_logmel(t)[0].float().cpu().numpy()
+    """:func:`embed_logmels` of one clip."""
+    return embed_logmels(model, [logmel], crop_frames=crop_frames)[0]
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    p = next(module.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 def _split_roles(splits: Sequence[str]) -> dict[str, list[str]]:
@@ -98,9 +133,10 @@ def load_task_embeddings(
     mean: float,
     std: float,
     crop_frames: int | None,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
 ) -> TaskData:
-    """Embed every clip of a task from its mel stores, with labels from the task's split JSONs."""
+    """Embed every clip of a task from its mel stores, with labels from the task's split JSONs,
+    on ``device`` (default: where the encoder's parameters are)."""
     from abt.data.hear_tasks import read_task
     from abt.data.mel import MelConfig
 
@@ -122,9 +158,10 @@ def load_task_embeddings(
             lab = info.labels[split]
             if model is None:
                 model = HearModel(encoder, MelConfig.from_dict(st.stats["mels"]), mean, std)
-                model = model.to(device)
-            for i, cid in enumerate(st.clip_ids):
-                feats.append(embed_logmel(model, st.clip(i), crop_frames=crop_frames))
+                model = model.to(device if device is not None else _device_of(encoder))
+            clips = [st.clip(i) for i in range(len(st))]
+            feats.extend(embed_logmels(model, clips, crop_frames=crop_frames))
+            for cid in st.clip_ids:
                 ids = [vocab[v] for v in lab[cid]]
                 if multilabel:
                     y = np.zeros(len(vocab), np.float32)
@@ -253,7 +290,7 @@ class ProbeMonitor:
         self.at_start = at_start
 
     def evaluate(
-        self, encoder: nn.Module, mean: float, std: float, device: Any = "cpu"
+        self, encoder: nn.Module, mean: float, std: float, device: Any = None
     ) -> dict[str, float]:
         was_training = encoder.training
         data = load_task_embeddings(

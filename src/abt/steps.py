@@ -680,11 +680,14 @@ def linear_eval(
 ) -> dict[str, Any]:
     """Thesis linear evaluation (§4.1.1/§4.2.2: 100 % labels and 5 per class) of a checkpoint on
     the monitoring task, with the checkpoint's own normalisation."""
+    import torch
+
     from abt.hear import build_checkpoint_encoder, read_checkpoint
     from abt.probe import ProbeMonitor
 
     ck = read_checkpoint(ckpt)
     enc = build_checkpoint_encoder(ck, ckpt)
+    enc = enc.to("cuda" if torch.cuda.is_available() else "cpu")
     mon = ProbeMonitor(
         task_dir,
         stores_dir,

@@ -23,7 +23,9 @@ import contextlib
 import copy
 import csv
 import json
+import math
 import os
+import pickle
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -37,6 +39,7 @@ from torch import nn
 
 from abt.augment import AugmentationPipeline
 from abt.config import ConfigError, deep_merge
+from abt.data.loader import CropLoader, EpochPlan, plan_epoch
 from abt.data.store import MelStore
 from abt.distributed import barrier, init_from_env
 from abt.encoders import MASK_SCHEDULES, build_encoder
@@ -76,7 +79,12 @@ def resolve_run_config(
             f"(known: {sorted(cfg['optimizers'])})"
         )
     run = {
-        "encoder": {"key": key, "arch": enc["arch"], "kwargs": dict(enc.get("kwargs") or {})},
+        "encoder": {
+            "key": key,
+            "arch": enc["arch"],
+            "kwargs": dict(enc.get("kwargs") or {}),
+            "precision": enc["precision"],
+        },
         "optimizer": {"key": opt_key, **cfg["optimizers"][opt_key]},
         "pretrain": pre,
         "mels": dict(cfg["mels"]),
@@ -93,12 +101,22 @@ def _device(name: str | None) -> torch.device:
     return torch.device(name)
 
 
-def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or precision == "fp32":
+def autocast_dtype(
+    precision: str, encoder_precision: str, device: torch.device
+) -> torch.dtype | None:
+    """The autocast dtype of a run (``None``: float32).
+
+    ``pretrain.precision: auto`` takes the encoder's own setting (``encoders.<key>.precision``:
+    the thesis trained ViT_C with mixed precision and the convolutional encoders in float32);
+    any other value applies to every encoder. ``mixed`` is bfloat16 where the GPU supports it,
+    else float16 with gradient scaling. Autocast is used on CUDA only (on CPU it gives nothing).
+    """
+    if device.type != "cuda":
         return None
-    if precision == "auto":
+    p = encoder_precision if precision == "auto" else precision
+    if p == "mixed":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[p]
 
 
 class Trainer:
@@ -154,6 +172,7 @@ class Trainer:
         if enc_cfg["arch"].startswith("vit"):
             kwargs.setdefault("input_frames", self.crop_frames)
         self.encoder = build_encoder(enc_cfg["arch"], n_mels=self.store.n_mels, **kwargs)
+        self.amp_dtype = autocast_dtype(self.pre["precision"], enc_cfg["precision"], self.device)
         masking = self.pre.get("masking", {"mode": "none"})
         if masking.get("mode", "none") != "none" and self.encoder.unit_frames is None:
             raise ConfigError(
@@ -167,6 +186,7 @@ class Trainer:
             self.pre["objective"],
             distributed=self.dist.active,
         ).to(self.device)
+        self.speed = self._apply_speed(self.pre["speed"], masking)
         self.forward_module: nn.Module = self.method
         if self.dist.active:
             from torch.nn.parallel import DistributedDataParallel
@@ -209,7 +229,6 @@ class Trainer:
         ).to(self.device)
         self.augment.manual_seed(self.seed + 1, device=self.device)
         self.rng = np.random.default_rng(self.seed + 2)
-        self.amp_dtype = _autocast_dtype(self.pre.get("precision", "auto"), self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.epoch = 0  # completed epochs
         self.step = 0  # completed optimiser steps
@@ -227,41 +246,72 @@ class Trainer:
             return float(fn(step, self.total_steps, warm, float(self.masking["ratio"])))
         return float(fn(step, self.total_steps, warm, float(self.masking["beta"])))
 
-    def _batch(self, indices: np.ndarray) -> torch.Tensor:
-        crops = self.store.random_crops(
-            self.rng, indices, self.crop_frames, self.pre.get("pad", "silence")
+    def _apply_speed(self, speed: Mapping[str, Any], masking: Mapping[str, Any]) -> dict[str, Any]:
+        """Apply ``pretrain.speed`` (options that change speed, not the method) and return it
+        with every ``auto`` resolved (recorded in ``summary.json``).
+
+        ``channels_last: auto``: convolutional encoders on CUDA. ``compile: auto``: ViT encoders on
+        CUDA, unless the sine masking schedule changes the token count every step (a recompile per
+        shape). ``cudnn_benchmark``: cuDNN picks the fastest convolution for the fixed crop size.
+        """
+        cuda = self.device.type == "cuda"
+        conv = self.encoder.unit_frames is None
+        cl = speed["channels_last"]
+        channels_last = (cuda and conv) if cl == "auto" else bool(cl)
+        mode = speed["compile"]
+        if mode == "auto":
+            mode = "default" if cuda and not conv and masking["mode"] != "sine" else "none"
+        if channels_last:
+            self.method.to(memory_format=torch.channels_last)
+        if mode != "none":  # in place: parameter names (and checkpoints) stay the same
+            self.method.online.compile(mode=None if mode == "default" else mode)
+        if cuda and speed["cudnn_benchmark"]:
+            torch.backends.cudnn.benchmark = True
+        return {
+            "channels_last": channels_last,
+            "compile": mode,
+            "prefetch_batches": int(speed["prefetch_batches"]),
+            "autocast": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "fp32",
+        }
+
+    def plan_epoch(self) -> EpochPlan:
+        """This epoch's clip order and crop starts (draws from ``self.rng``)."""
+        return plan_epoch(
+            self.store, self.rng, self.batch_size, self.steps_per_epoch, self.crop_frames
         )
-        x = torch.from_numpy(crops).transpose(1, 2).unsqueeze(1)  # (B, 1, F, T)
-        return x.to(self.device, non_blocking=True)
+
+    def loader(self, plan: EpochPlan, depth: int | None = None) -> CropLoader:
+        """The epoch's batches on the training device, gathered ahead on a thread."""
+        return CropLoader(
+            self.store,
+            plan,
+            self.crop_frames,
+            self.store.pad_value(self.pre["pad"]),
+            self.device,
+            depth=self.speed["prefetch_batches"] if depth is None else depth,
+        )
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    def train_step(self, indices: np.ndarray) -> dict[str, float]:
+    def train_step(self, x: torch.Tensor) -> torch.Tensor:
+        """One optimiser step on the global batch ``x`` ``(B, 1, F, T)`` (on the device).
+
+        Returns ``[loss, on_diag, off_diag]`` as a tensor on the device: nothing here waits for
+        the GPU, the caller reads the accumulated values every ``log_every`` steps.
+        """
         self.method.train()
-        x = self._batch(indices)  # the global batch: identical on every rank
-        views = self.augment.views(x, 2)
+        views = self.augment.views(x, 2)  # the global batch: identical on every rank
         if self.dist.active:  # this rank's slice of the global batch
             lo = self.dist.rank * self.local_batch
             views = [v[lo : lo + self.local_batch] for v in views]
-        lr = self.scheduler.get_last_lr()  # the learning rate of this step
+        if self.speed["channels_last"]:
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
         with self._autocast():
             out = self.forward_module(views, mask_ratio=self.mask_ratio(self.step))
         loss = out["loss"]
-        if not torch.isfinite(loss):
-            last = (
-                f"{self.resume_path} (epoch {self._last_ckpt_epoch()})"
-                if self.resume_path.exists()
-                else "none yet"
-            )
-            raise NonFiniteLossError(
-                f"non-finite loss ({loss.item()}) at epoch {self.epoch + 1}, step {self.step + 1}; "
-                f"the run stopped and the last good checkpoint is kept: {last}. Lower the "
-                "learning rate "
-                "or check the input data, then run again to resume."
-            )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -269,12 +319,7 @@ class Trainer:
         self.scheduler.step()
         self.method.after_step()
         self.step += 1
-        return {
-            "loss": loss.item(),
-            "on_diag": out["on_diag"].item(),
-            "off_diag": out["off_diag"].item(),
-            **{f"lr{i}": v for i, v in enumerate(lr)},
-        }
+        return torch.stack([loss.detach(), out["on_diag"].detach(), out["off_diag"].detach()])
 
     # ------------------------------------------------------------------------------------------
 
@@ -305,12 +350,13 @@ class Trainer:
         self.scheduler.load_state_dict(st["scheduler"])
         self.scaler.load_state_dict(st["scaler"])
         self.augment.load_state_dict(st["augment"])
+        # generator states are CPU byte tensors whatever device the run (or the file) is on
         if st["aug_generator"] is not None:
-            self.augment.generator.set_state(st["aug_generator"])
+            self.augment.generator.set_state(_rng_state(st["aug_generator"]))
         self.rng.bit_generator.state = st["np_rng"]
-        torch.set_rng_state(st["torch_rng"])
+        torch.set_rng_state(_rng_state(st["torch_rng"]))
         if st["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(st["cuda_rng"])
+            torch.cuda.set_rng_state_all([_rng_state(t) for t in st["cuda_rng"]])
         random.setstate(_as_tuple(st["py_rng"]))
         self.epoch, self.step = int(st["epoch"]), int(st["step"])
 
@@ -325,13 +371,15 @@ class Trainer:
     def _last_ckpt_epoch(self) -> int:
         try:
             return int(torch.load(self.resume_path, map_location="cpu", weights_only=True)["epoch"])
-        except Exception:  # noqa: BLE001 - only used in an error message
-            return -1
+        except (OSError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError):
+            return -1  # only used in an error message
 
     def try_resume(self) -> bool:
         if not self.resume_path.exists():
             return False
-        st = torch.load(self.resume_path, map_location=self.device, weights_only=True)
+        # on the CPU: RNG states must stay CPU byte tensors; load_state_dict moves the weights,
+        # the optimiser moves its state to each parameter's device
+        st = torch.load(self.resume_path, map_location="cpu", weights_only=True)
         if _strip_volatile(st["config"]) != _strip_volatile(self.cfg):
             raise RuntimeError(
                 f"{self.resume_path} was written with a different configuration; delete "
@@ -371,6 +419,29 @@ class Trainer:
         torch.save(self.encoder_checkpoint(), tmp)
         os.replace(tmp, path)
 
+    def _epoch_end_callbacks(self, epoch_metrics: _CsvLog) -> None:
+        """Run the callbacks (linear probes) for the epoch just completed; rank 0 only."""
+        row: dict[str, Any] = {"epoch": self.epoch, "step": self.step}
+        for cb in self.callbacks if self.dist.main else ():
+            res = cb(self, self.epoch)
+            if res:
+                row.update(res)
+        barrier(self.dist)
+        if len(row) > 2:
+            epoch_metrics.write(row)
+
+    def non_finite_error(self, value: float, first_step: int) -> NonFiniteLossError:
+        last = (
+            f"{self.resume_path} (epoch {self._last_ckpt_epoch()})"
+            if self.resume_path.exists()
+            else "none yet"
+        )
+        return NonFiniteLossError(
+            f"non-finite loss ({value}) at epoch {self.epoch + 1}, steps {first_step}-{self.step}; "
+            f"the run stopped and the last good checkpoint is kept: {last}. Lower the learning "
+            "rate or check the input data, then run again to resume."
+        )
+
     def fit(self, stop_after_epochs: int | None = None) -> dict[str, Any]:
         """Train to ``pretrain.epochs`` (resuming if a checkpoint exists); write the outputs."""
         main = self.dist.main
@@ -386,56 +457,38 @@ class Trainer:
         epoch_metrics = _CsvLog(
             self.run_dir / "epoch_metrics.csv", keep_until_epoch=self.epoch, enabled=main
         )
-        log_every = int(self.pre.get("log_every", 10))
-        ckpt_every = int(self.pre.get("checkpoint_every", 1))
+        log_every = int(self.pre["log_every"])
+        ckpt_every = int(self.pre["checkpoint_every"])
+        if self.epoch > 0 and not any(int(r["epoch"]) == self.epoch for r in epoch_metrics.rows):
+            # the run stopped between its checkpoint and the epoch's callbacks (e.g. a probe)
+            self._epoch_end_callbacks(epoch_metrics)
         from tqdm.auto import tqdm
 
         t_start = time.time()
         epochs_run = 0
         while self.epoch < self.epochs:
-            perm = self.rng.permutation(len(self.store))
-            acc: dict[str, float] = {}
-            n_acc, t0 = 0, time.perf_counter()
             bar = tqdm(
                 total=self.steps_per_epoch,
                 desc=f"epoch {self.epoch + 1}/{self.epochs}",
                 disable=self.progress is False if self.progress is not None else None,
                 leave=False,
             )
-            for i in range(self.steps_per_epoch):
-                idx = perm[i * self.batch_size : (i + 1) * self.batch_size]
-                row = self.train_step(idx)
-                for k, v in row.items():
-                    acc[k] = acc.get(k, 0.0) + v
-                n_acc += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{row['loss']:.3f}")
-                if self.step % log_every == 0 or i == self.steps_per_epoch - 1:
-                    dt = time.perf_counter() - t0
-                    metrics.write(
-                        {
-                            "epoch": self.epoch + 1,
-                            "step": self.step,
-                            **{k: v / n_acc for k, v in acc.items()},
-                            "mask_ratio": self.mask_ratio(self.step - 1),
-                            "clips_per_s": n_acc * self.batch_size / max(dt, 1e-9),
-                            "elapsed_s": round(time.time() - t_start, 2),
-                        }
-                    )
-                    acc, n_acc, t0 = {}, 0, time.perf_counter()
+            window = _MetricWindow(self)
+            with self.loader(self.plan_epoch()) as batches:
+                for i, x in enumerate(batches):
+                    lrs = self.scheduler.get_last_lr()  # the learning rates of this step
+                    window.add(self.train_step(x), lrs)
+                    bar.update(1)
+                    if self.step % log_every == 0 or i == self.steps_per_epoch - 1:
+                        row = window.flush(t_start)  # the only host synchronisation
+                        metrics.write(row)
+                        bar.set_postfix(loss=f"{row['loss']:.3f}")
             bar.close()
             self.epoch += 1
             epochs_run += 1
-            row = {"epoch": self.epoch, "step": self.step}
-            for cb in self.callbacks if main else ():  # probes run on rank 0 only
-                res = cb(self, self.epoch)
-                if res:
-                    row.update(res)
-            barrier(self.dist)
-            if len(row) > 2:
-                epoch_metrics.write(row)
             if self.epoch % ckpt_every == 0 or self.epoch == self.epochs:
                 self.save_resume()
+            self._epoch_end_callbacks(epoch_metrics)
             last = metrics.last
             self.log(
                 f"[abt] epoch {self.epoch}/{self.epochs} step {self.step} "
@@ -454,6 +507,9 @@ class Trainer:
             "device": str(self.device),
             "threads": torch.get_num_threads(),
             "world_size": self.dist.world,
+            "distributed": self.dist.active,
+            "backend": torch.distributed.get_backend() if self.dist.active else None,
+            "speed": self.speed,
         }
         if self.epoch >= self.epochs and main:
             self.save_encoder(self.run_dir / "model.ckpt")
@@ -461,6 +517,52 @@ class Trainer:
                 json.dump(summary, fh, indent=2)
         barrier(self.dist)
         return summary
+
+
+class _MetricWindow:
+    """Loss terms summed on the device over the steps since the last metrics row."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.tr = trainer
+        self.sums: torch.Tensor | None = None
+        self.lrs: list[float] = []
+        self.n = 0
+        self.first_step = trainer.step + 1
+        self.t0 = time.perf_counter()
+
+    def add(self, terms: torch.Tensor, lrs: Sequence[float]) -> None:
+        self.sums = terms if self.sums is None else self.sums + terms
+        self.lrs = [a + b for a, b in zip(self.lrs, lrs, strict=True)] if self.lrs else list(lrs)
+        self.n += 1
+
+    def flush(self, t_start: float) -> dict[str, Any]:
+        """The metrics row of the window (reads the device once); a non-finite loss raises
+        :class:`NonFiniteLossError` before anything of this window is written or saved."""
+        assert self.sums is not None
+        loss, on_diag, off_diag = (v / self.n for v in self.sums.tolist())
+        tr = self.tr
+        if not math.isfinite(loss):
+            raise tr.non_finite_error(loss, self.first_step)
+        dt = time.perf_counter() - self.t0
+        row = {
+            "epoch": tr.epoch + 1,
+            "step": tr.step,
+            "loss": loss,
+            "on_diag": on_diag,
+            "off_diag": off_diag,
+            **{f"lr{i}": v / self.n for i, v in enumerate(self.lrs)},
+            "mask_ratio": tr.mask_ratio(tr.step - 1),
+            "clips_per_s": self.n * tr.batch_size / max(dt, 1e-9),
+            "elapsed_s": round(time.time() - t_start, 2),
+        }
+        self.sums, self.lrs, self.n = None, [], 0
+        self.first_step, self.t0 = tr.step + 1, time.perf_counter()
+        return row
+
+
+def _rng_state(t: Any) -> torch.Tensor:
+    """A generator state as the CPU byte tensor ``set_state`` requires."""
+    return torch.as_tensor(t).to(device="cpu", dtype=torch.uint8)
 
 
 class _CsvLog:
@@ -535,6 +637,7 @@ def _strip_volatile(cfg: Mapping[str, Any]) -> Any:
     c = _plain(copy.deepcopy(cfg))
     c.get("pretrain", {}).pop("log_every", None)
     c.get("pretrain", {}).pop("checkpoint_every", None)
+    c.get("pretrain", {}).pop("speed", None)
     return c
 
 

@@ -120,7 +120,7 @@ def _recording(ctx, r, deb):
         item = items[int(r.integers(len(items)))]
         try:
             y = debian.load(item)
-        except Exception:  # noqa: BLE001 - an unreadable file is skipped, not fatal
+        except (RuntimeError, OSError, ValueError, TypeError):  # unreadable: skipped, not fatal
             continue
         y = trim_silence(y, rel_db=-40.0)
         if len(y) < int(0.1 * SR) or rms(y) <= 0:
