@@ -31,8 +31,10 @@ rule all:
         "results/baselines/summary.csv",
         rules.encoder_tables.output.csv,
         expand(
-            "results/pretrain/{encoder}/baseline/seed0/model.ckpt",
+            f"{PRETRAIN_RUN}/model.ckpt",
             encoder=config["run"]["encoders"],
+            variant="baseline",
+            seed=SEEDS,
         ),
         main_hear_targets(),
         rules.report.output,

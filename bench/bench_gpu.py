@@ -52,7 +52,7 @@ from _common import machine, write  # noqa: E402
 from abt.config import REPO_ROOT, load_config  # noqa: E402
 from abt.data.store import STORE_FORMAT, MelStore  # noqa: E402
 from abt.encoders.profile import gflops  # noqa: E402
-from abt.steps import run_config  # noqa: E402
+from abt.runspec import resolve  # noqa: E402
 from abt.trainer import Trainer  # noqa: E402
 
 AUDIOSET_CLIPS = 1_629_756  # thesis Table 3.3, unbalanced train, downloaded
@@ -161,7 +161,7 @@ def parse_option(option: str) -> dict[str, Any]:
 def make_run(cfg: dict, encoder: str, option: str, batch: int) -> dict | None:
     """The resolved run of a row, or ``None`` when an option does not apply to the encoder."""
     spec = parse_option(option)
-    run = run_config(cfg, encoder, "baseline", 0)
+    run = resolve(cfg, encoder, "baseline", 0).to_dict()  # edited below, then re-validated
     pre = run["pretrain"]
     pre["batch_size"] = batch
     if spec["precision"] is not None:

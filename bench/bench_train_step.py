@@ -39,7 +39,8 @@ from _common import machine, write  # noqa: E402
 from abt.config import REPO_ROOT, load_config  # noqa: E402
 from abt.data.loader import EpochPlan  # noqa: E402
 from abt.data.store import ClipSpec, MelStore, build_store  # noqa: E402
-from abt.trainer import Trainer, resolve_run_config  # noqa: E402
+from abt.runspec import resolve  # noqa: E402
+from abt.trainer import Trainer  # noqa: E402
 
 ORIGINAL_S_PER_STEP_B128 = 4.97
 
@@ -112,7 +113,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     cfg = load_config(REPO_ROOT / "config.yaml")
-    run = resolve_run_config(cfg, overrides={"batch_size": a.batch, "epochs": 100})
+    run = resolve(cfg, overrides={"batch_size": a.batch, "epochs": 100})
     with tempfile.TemporaryDirectory() as tmp:
         store = make_store(Path(tmp), a.clips)
         ours = Trainer(run, MelStore(store), Path(tmp) / "a", device="cpu", progress=False)

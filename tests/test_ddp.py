@@ -15,7 +15,8 @@ import yaml
 
 from abt.config import REPO_ROOT, load_config
 from abt.data.store import ClipSpec, build_store
-from abt.steps import pretrain, run_config
+from abt.jobs.pretrain import pretrain
+from abt.runspec import resolve
 
 # ViT-T (LayerNorm only) with a linear projector: no BatchNorm, whose statistics stay per rank
 # under gloo (torch has no CPU SyncBatchNorm); the full augmentation module is on.
@@ -67,7 +68,7 @@ def _weights(path):
 
 def _single(setup, tmp_path):
     cfg = load_config(setup / "cfg.yaml")
-    run = run_config(cfg, "vit_t_16x16", "baseline", 0)
+    run = resolve(cfg, "vit_t_16x16", "baseline", 0)
     torch.set_num_threads(1)
     pretrain(run, str(setup / "store"), str(tmp_path / "single"), device="cpu")
     return tmp_path / "single"
@@ -128,7 +129,7 @@ def test_batch_must_split_evenly(setup, monkeypatch, tmp_path):
 
     monkeypatch.setattr("abt.trainer.init_from_env", lambda device=None: DistInfo(0, 3, 0))
     cfg = load_config(setup / "cfg.yaml")
-    run = run_config(cfg, "vit_t_16x16", "baseline", 0)
+    run = resolve(cfg, "vit_t_16x16", "baseline", 0)
     with pytest.raises(ConfigError, match="not divisible by the 3 processes"):
         Trainer(run, setup / "store", tmp_path / "x", device="cpu")
 
@@ -136,11 +137,11 @@ def test_batch_must_split_evenly(setup, monkeypatch, tmp_path):
 @pytest.mark.slow
 def test_workflow_launcher_runs_torchrun_with_the_resolved_run(setup, tmp_path, monkeypatch):
     """What rule pretrain_encoder does with run.gpus_per_run > 1 (here: 2 CPU processes)."""
-    from abt.steps import pretrain_torchrun
+    from abt.jobs.pretrain import pretrain_torchrun
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     cfg = load_config(setup / "cfg.yaml")
-    run = run_config(cfg, "vit_t_16x16", "baseline", 0)
+    run = resolve(cfg, "vit_t_16x16", "baseline", 0)
     res = pretrain_torchrun(2, run, str(setup / "store"), str(tmp_path / "r"))
     assert res["world_size"] == 2 and res["steps"] == 9
     assert (tmp_path / "r" / "model.ckpt").is_file()

@@ -89,13 +89,13 @@ def test_unexpected_encoder_errors_are_not_turned_into_a_length_error():
 
 
 def test_format_constant_matches_trainer():
-    from abt.trainer import ENCODER_CKPT_FORMAT
+    from abt.checkpoint import ENCODER_CKPT_FORMAT
 
     assert hear.ENCODER_CKPT_FORMAT == ENCODER_CKPT_FORMAT
 
 
 def test_random_init_is_seeded_and_loadable_by_the_trainer_loader(ckpts, tmp_path):
-    from abt.trainer import load_encoder
+    from abt.checkpoint import load_encoder
 
     enc, ck = load_encoder(ckpts["vit"])
     assert ck["config"] == {"random_init": True, "seed": 0} and ck["epoch"] == 0
@@ -116,7 +116,8 @@ def test_trainer_checkpoint_loads(tmp_path):
 
     from abt.config import REPO_ROOT, load_config
     from abt.data.store import ClipSpec, build_store
-    from abt.trainer import Trainer, resolve_run_config
+    from abt.runspec import resolve as resolve_run_config
+    from abt.trainer import Trainer
 
     rng = np.random.default_rng(0)
     specs = []

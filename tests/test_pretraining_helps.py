@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from abt import steps
 from abt.config import REPO_ROOT, load_config
+from abt.data.embedded import build_embedded
 from abt.data.store import MelStore
 from abt.encoders import build_encoder
+from abt.jobs.data import compute_pretrain_mels, compute_task_mels
 from abt.probe import ProbeMonitor
-from abt.trainer import Trainer, resolve_run_config
+from abt.runspec import resolve as resolve_run_config
+from abt.trainer import Trainer
 
 TASK = "embedded_pitch"
 
@@ -25,13 +27,13 @@ def test_short_pretraining_beats_random_init(tmp_path):
     torch.set_num_threads(2)
     cfg = load_config(REPO_ROOT / "config.yaml")
     emb = tmp_path / "embedded"
-    steps.build_embedded_dataset(str(emb), 0, 0.25, [TASK], "never", workers=2)
+    build_embedded(str(emb), seed=0, scale=0.25, tasks=[TASK], use_debian="never", workers=2)
     pre = {**cfg["preprocess"], "stats": {"n_crops": 2000, "crop_frames": 96, "seed": 0}}
-    steps.compute_pretrain_mels(
+    compute_pretrain_mels(
         cfg["data"]["pretrain"], cfg["mels"], pre, str(emb), str(tmp_path / "pool")
     )
     task_dir = emb / "tasks" / f"{TASK}-v1-full"
-    steps.compute_task_mels(str(task_dir), cfg["mels"], pre, str(tmp_path / "task"))
+    compute_task_mels(str(task_dir), cfg["mels"], pre, str(tmp_path / "task"))
     store = MelStore(tmp_path / "pool")
     probe = ProbeMonitor(task_dir, tmp_path / "task", every_epochs=5)
 

@@ -13,11 +13,17 @@ import pandas as pd
 import pytest
 import yaml
 
-from abt import steps
+from abt import plan
+from abt.checks import check_references
 from abt.config import ConfigError, load_config
+from abt.jobs.data import compute_task_mels
+from abt.jobs.hear import linear_eval
+from abt.jobs.report import paper_tables
 from abt.report import aggregate as agg
 from abt.report.catalogue import reported, task_category, task_label
-from abt.report.render import tex_escape
+from abt.report.figures import plot_study, plot_training_curves
+from abt.report.render import render, tex_escape
+from abt.runspec import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 REP = reported()
@@ -121,7 +127,7 @@ def test_study_delta_is_in_points_as_table_4_6_prints_it():
 
 def test_ablation_row_hear_l_average_and_missing_tasks():
     cfg = _cfg()
-    run = steps.run_config(cfg, "audiontt", "bs_32", 0)
+    run = resolve(cfg, "audiontt", "bs_32", 0)
     vals = [0.2, 0.4, 0.6, 0.8]
     rows = [("audiontt", "bs_32", t, "top1_acc", v, True)
             for t, v in zip(cfg["report"]["hear_l"], vals, strict=True)]  # fmt: skip
@@ -154,7 +160,7 @@ def test_ablation_row_hear_l_average_and_missing_tasks():
 )
 def test_derived_fields_of_the_ablations(ablation, field, value):
     cfg = _cfg()
-    run = steps.run_config(cfg, steps.ablation_encoder(cfg, ablation), ablation, 0)
+    run = resolve(cfg, plan.ablation_encoder(cfg, ablation), ablation, 0)
     assert agg.derived_fields(run)[field] == value
 
 
@@ -179,7 +185,7 @@ def test_task_catalogue():
 
 def test_every_configured_study_and_the_paper_report_resolve():
     cfg = _cfg()
-    names = set(steps.ablation_names(cfg))
+    names = set(plan.ablation_names(cfg))
     for st in cfg["studies"].values():
         assert set(st["ablations"]) <= names
     paper = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
@@ -211,22 +217,22 @@ def test_bad_study_references_fail_naming_the_key(edit, key):
     cfg = copy.deepcopy(_cfg())
     edit(cfg)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        steps.validate_variants(cfg, load_schema(ROOT / "workflow/schemas/config.schema.yaml"))
+        check_references(cfg, load_schema(ROOT / "workflow/schemas/config.schema.yaml"))
 
 
 def test_ablation_corpus_follows_data_ablation_pretrain():
     cfg = _cfg()
-    assert steps.variant_corpus(cfg, "aug_rrc") == "train"
+    assert plan.variant_corpus(cfg, "aug_rrc") == "train"
     cfg["data"]["ablation_pretrain"] = {
         "source": "folder", "audio_dir": "/x", "clip_list": "/y.csv",
         "clip_list_format": "abt", "id_column": "fname",
     }  # fmt: skip
-    assert steps.variant_corpus(cfg, "aug_rrc") == "ablation"
-    assert steps.variant_corpus(cfg, "baseline") == "train"
-    assert steps.variant_corpus(cfg, "random_init") == "train"
-    assert steps.corpus_data(cfg, "ablation")["id_column"] == "fname"
+    assert plan.variant_corpus(cfg, "aug_rrc") == "ablation"
+    assert plan.variant_corpus(cfg, "baseline") == "train"
+    assert plan.variant_corpus(cfg, "random_init") == "train"
+    assert plan.corpus_data(cfg, "ablation")["id_column"] == "fname"
     with pytest.raises(ConfigError, match="data.ablation_pretrain.audio_dir"):
-        steps.check_inputs_exist(cfg)
+        plan.check_inputs_exist(cfg)
 
 
 # ------------------------------------------------------------------------------ rendering
@@ -249,7 +255,7 @@ def _fake_outputs(tmp_path):
         "epoch,step,probe_metric,probe_100,probe_5pc_mean,probe_5pc_std\n"
         "5,25,top1_acc,0.5,0.3,0.02\n10,50,top1_acc,0.6,0.35,0.01\n"
     )
-    steps.paper_tables(["audiontt"], [str(scores)], {"audiontt": str(curves)}, str(tables))
+    paper_tables(["audiontt"], [str(scores)], {"audiontt": str(curves)}, str(tables))
     enc = tmp_path / "encoders.csv"
     enc.write_text(
         "table,name,patch_size,params_total,params_trainable,output_dim,gflops,"
@@ -273,14 +279,14 @@ def _fake_outputs(tmp_path):
     df["highlight"] = df["ablation"] == study["highlight"]
     df.to_csv(summ, index=False)
     figs = tmp_path / "figs"
-    steps.study_figure(
+    plot_study(
         "augmentations", study, str(summ), {}, cfg["report"]["hear_l"],
-        str(figs / "augmentations.png"), str(figs / "augmentations.pdf"),
+        [str(figs / "augmentations.png"), str(figs / "augmentations.pdf")],
     )  # fmt: skip
-    steps.training_curves_figure(str(tables / "training_curves.csv"), str(figs / "tc.png"),
-                                 str(figs / "tc.pdf"))  # fmt: skip
+    plot_training_curves(str(tables / "training_curves.csv"),
+                         [str(figs / "tc.png"), str(figs / "tc.pdf")])  # fmt: skip
     hp = tmp_path / "hparams.yaml"
-    hp.write_text(yaml.safe_dump(steps.run_config(cfg, "audiontt", "baseline", 0)))
+    hp.write_text(yaml.safe_dump(resolve(cfg, "audiontt", "baseline", 0).to_dict()))
     return cfg, tables, enc, summ, figs, hp
 
 
@@ -306,7 +312,7 @@ def test_report_renders_compilable_latex_and_html(tmp_path):
     cfg, tables, enc, summ, figs, hp = _fake_outputs(tmp_path)
     out = tmp_path / "report"
     out.mkdir()
-    steps.render_report(
+    render(
         cfg, "main", str(tables), str(enc), {"augmentations": str(summ)},
         {"training_curves": str(figs / "tc.png"), "augmentations": str(figs / "augmentations.png")},
         {"audiontt/baseline": str(hp)}, str(out / "tables.tex"), str(out / "report.html"),
@@ -362,12 +368,12 @@ def test_linear_eval_of_a_checkpoint(tmp_path):
     build_embedded(str(emb), seed=0, scale=0.05, tasks=["embedded_envsounds"], use_debian="never")
     tdir = emb / "tasks" / "embedded_envsounds-v1-full"
     stores = tmp_path / "stores"
-    steps.compute_task_mels(str(tdir), cfg["mels"], cfg["preprocess"], str(stores))
+    compute_task_mels(str(tdir), cfg["mels"], cfg["preprocess"], str(stores))
     ck = tmp_path / "r.ckpt"
     save_random_init(str(ck), "audiontt", "audiontt", {}, -5.0, 4.0, cfg["mels"], seed=0,
                      input_frames=96)  # fmt: skip
     mon = dict(cfg["monitor"], classifier=dict(cfg["monitor"]["classifier"], max_epochs=5))
-    out = steps.linear_eval(str(ck), str(tdir), str(stores), mon, str(tmp_path / "le.json"))
+    out = linear_eval(str(ck), str(tdir), str(stores), mon, str(tmp_path / "le.json"))
     saved = json.loads((tmp_path / "le.json").read_text())
     assert saved["task"] == "embedded_envsounds" and 0 <= saved["probe_100"] <= 1
     assert out["probe_metric"] == "top1_acc" and saved["probe_5pc_std"] >= 0
@@ -399,7 +405,7 @@ def test_report_with_a_sweep_compiles(tmp_path, n_importances):
                [sdir / "figure.png", sdir / "figure.pdf"])  # fmt: skip
     out = tmp_path / "report"
     out.mkdir()
-    steps.render_report(
+    render(
         cfg, "main", str(tables), str(enc), {}, {"training_curves": str(figs / "tc.png")},
         {}, str(out / "tables.tex"), str(out / "report.html"), sweeps={"audiontt_lars": str(sdir)},
     )  # fmt: skip

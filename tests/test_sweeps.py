@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from abt import steps
+from abt.checks import check_references
 from abt.config import ConfigError, load_config, load_schema
+from abt.jobs.data import compute_pretrain_mels, compute_task_mels
 from abt.sweeps import SweepError, apply_params, best_params, sweep_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +98,7 @@ def test_bad_sweep_config_fails_naming_the_key(edit, key):
     cfg = copy.deepcopy(_cfg())
     edit(cfg)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        steps.validate_variants(cfg, SCHEMA)
+        check_references(cfg, SCHEMA)
 
 
 # ------------------------------------------------------------------------- real sweeps
@@ -121,9 +122,9 @@ def tiny(tmp_path_factory):
     emb = tmp / "emb"
     build_embedded(str(emb), seed=0, scale=0.05, tasks=["embedded_envsounds"], use_debian="never")
     pre = dict(cfg["preprocess"], stats=dict(cfg["preprocess"]["stats"], n_crops=300))
-    steps.compute_pretrain_mels(cfg["data"]["pretrain"], cfg["mels"], pre, str(emb), str(tmp / "s"))
+    compute_pretrain_mels(cfg["data"]["pretrain"], cfg["mels"], pre, str(emb), str(tmp / "s"))
     tdir = emb / "tasks" / "embedded_envsounds-v1-full"
-    steps.compute_task_mels(str(tdir), cfg["mels"], cfg["preprocess"], str(tmp / "t"))
+    compute_task_mels(str(tdir), cfg["mels"], cfg["preprocess"], str(tmp / "t"))
     cfg["monitor"]["classifier"]["max_epochs"] = 20
     cfg["sweep_defaults"].update(trials=4, epochs=2, seed=0)
     cfg["sweep_defaults"]["sampler"]["n_startup_trials"] = 2
@@ -167,7 +168,17 @@ def test_two_workers_share_one_study_and_stop_at_the_trial_count(tiny, tmp_path)
     assert {s for _, s, _, _ in states} <= {"COMPLETE", "PRUNED"}
     assert {a["abt_worker_slot"] for *_, a in states} == {0, 1}
     # outputs: trials table, importances (fANOVA), best params, the figure
-    out = steps.sweep_summary(tiny["cfg"], "audiontt_lars", str(d), str(tmp_path / "summary"))
+    from abt.report.sweeps import summarise
+    from abt.sweeps import sweep_settings
+
+    cfg = tiny["cfg"]
+    out = summarise(
+        "audiontt_lars",
+        cfg["sweeps"]["audiontt_lars"],
+        sweep_settings(cfg, "audiontt_lars"),
+        str(d),
+        str(tmp_path / "summary"),
+    )
     import pandas as pd
 
     trials = pd.read_csv(out["trials"])

@@ -1,5 +1,6 @@
 """Pre-training: exact resume (also after SIGKILL), non-finite loss handling, outputs."""
 
+import json
 import os
 import signal
 import subprocess
@@ -12,9 +13,11 @@ import soundfile as sf
 import torch
 import yaml
 
+from abt.checkpoint import load_encoder
 from abt.config import REPO_ROOT, load_config
 from abt.data.store import ClipSpec, build_store
-from abt.trainer import NonFiniteLossError, Trainer, load_encoder, resolve_run_config
+from abt.runspec import resolve as resolve_run_config
+from abt.trainer import NonFiniteLossError, Trainer
 
 TINY = {
     "epochs": 3,
@@ -99,7 +102,7 @@ def test_resume_gives_identical_weights(store, tmp_path):
 def test_resume_after_sigkill(store, tmp_path):
     """Kill a real training process mid-run; restarting it ends with the uninterrupted weights."""
     cfg = run_cfg(epochs=4)
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(_plain(cfg)))
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
     script = (
         "import sys, yaml, torch; torch.set_num_threads(1)\n"
         "from abt.trainer import Trainer\n"
@@ -149,11 +152,14 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(store, tmp_path):
 
 
 def test_changed_config_refuses_to_resume(store, tmp_path):
+    """pretrain.on_stale_resume: error stops, naming what changed (restart: see below)."""
     Trainer(run_cfg(), store, tmp_path / "run", progress=False, log=lambda *_: None).fit(
         stop_after_epochs=1
     )
-    other = run_cfg(objective={"name": "barlow_twins", "alpha": 1.0, "lambd": 0.01})
-    with pytest.raises(RuntimeError, match="different configuration"):
+    other = run_cfg(
+        objective={"name": "barlow_twins", "alpha": 1.0, "lambd": 0.01}, on_stale_resume="error"
+    )
+    with pytest.raises(RuntimeError, match=r"different configuration.*lambd: 0\.005 -> 0\.01"):
         Trainer(other, store, tmp_path / "run", progress=False, log=lambda *_: None).fit()
 
 
@@ -392,3 +398,127 @@ def test_precision_follows_the_encoder_under_auto(monkeypatch):
     run = resolve_run_config(cfg, encoder="vitc_b_16x8")
     assert run["encoder"]["precision"] == "mixed" and run["pretrain"]["precision"] == "auto"
     assert resolve_run_config(cfg, encoder="audiontt")["encoder"]["precision"] == "fp32"
+
+
+# ---- issue 12: honest re-runs
+
+
+def _fit(cfg, store, run, **kw):
+    logs = []
+    tr = Trainer(cfg, store, run, progress=False, log=logs.append, **kw)
+    return tr, tr.fit(), logs
+
+
+def test_a_changed_configuration_restarts_the_run(store, tmp_path):
+    """on_stale_resume: restart (default): a _resume/ of another configuration is moved aside
+    and the run trains from scratch, ending exactly like a fresh run of the new configuration."""
+    Trainer(run_cfg(), store, tmp_path / "run", progress=False, log=lambda *_: None).fit(
+        stop_after_epochs=1
+    )
+    new = run_cfg(objective={"name": "barlow_twins", "alpha": 1.0, "lambd": 0.01})
+    _, s, logs = _fit(new, store, tmp_path / "run")
+    assert any("starting over: the run's configuration changed" in m and "lambd" in m for m in logs)
+    assert (tmp_path / "run" / "_resume.stale" / "last.ckpt").exists()
+    _fit(new, store, tmp_path / "fresh")
+    a, b = weights(tmp_path / "fresh" / "model.ckpt"), weights(tmp_path / "run" / "model.ckpt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert s["steps"] == 3 * 4 and np.isfinite(s["final_loss"])
+
+
+def test_a_finished_run_asked_to_run_again_really_trains(store, tmp_path):
+    """Regression: a finished _resume/last.ckpt made a re-run (e.g. --forcerun) 'resume' at the
+    last epoch, train nothing and write empty metrics with final_loss null."""
+    _fit(run_cfg(), store, tmp_path / "run")
+    for f in ("model.ckpt", "train_metrics.csv", "hparams.yaml"):  # what --forcerun deletes
+        (tmp_path / "run" / f).unlink()
+    _, s, logs = _fit(run_cfg(), store, tmp_path / "run")
+    assert any("the run had finished and is asked to run again" in m for m in logs)
+    assert s["final_loss"] is not None and s["steps"] == 12
+    rows = (tmp_path / "run" / "train_metrics.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3 * 2  # header + every row of the 3 epochs (log_every 2)
+
+
+def test_another_store_does_not_resume(store, tmp_path):
+    """Regression: a different --store with the same --out resumed silently."""
+    import shutil
+
+    Trainer(run_cfg(), store, tmp_path / "run", progress=False, log=lambda *_: None).fit(
+        stop_after_epochs=1
+    )
+    other = tmp_path / "other_store"
+    shutil.copytree(store, other)
+    st = json.loads((other / "stats.json").read_text())
+    st["mean"] += 0.5  # a store of other data: other statistics
+    st.pop("fingerprint", None)
+    (other / "stats.json").write_text(json.dumps(st))
+    tr, s, logs = _fit(run_cfg(), other, tmp_path / "run")
+    assert any("the pre-training store changed" in m for m in logs)
+    ck = torch.load(tmp_path / "run" / "model.ckpt", weights_only=True)
+    assert ck["norm"]["mean"] == pytest.approx(st["mean"]) and s["steps"] == 12
+
+
+def test_changed_training_code_does_not_resume(store, tmp_path, monkeypatch):
+    Trainer(run_cfg(), store, tmp_path / "run", progress=False, log=lambda *_: None).fit(
+        stop_after_epochs=1
+    )
+    monkeypatch.setattr("abt.trainer.code_digest", lambda *_: "0123456789abcdef")
+    _, s, logs = _fit(run_cfg(), store, tmp_path / "run")
+    assert any("the training code changed" in m for m in logs) and s["steps"] == 12
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage, not a checkpoint", None])
+def test_a_corrupt_resume_checkpoint_is_a_clear_error(store, tmp_path, content):
+    from abt.trainer import ResumeError
+
+    tr = Trainer(run_cfg(), store, tmp_path / "run", progress=False, log=lambda *_: None)
+    tr.fit(stop_after_epochs=1)
+    data = tr.resume_path.read_bytes()
+    tr.resume_path.write_bytes(data[: len(data) // 2] if content is None else content)
+    with pytest.raises(ResumeError) as e:
+        Trainer(run_cfg(), store, tmp_path / "run", progress=False, log=lambda *_: None).fit()
+    msg = str(e.value)
+    assert str(tr.resume_path) in msg and "move or delete" in msg and "start this run over" in msg
+
+
+def test_metrics_survive_their_deletion_between_attempts(store, tmp_path):
+    """Snakemake deletes the declared train_metrics.csv of an interrupted job; the resumed run
+    restores every row up to its checkpoint from the checkpoint itself."""
+    cb = [lambda tr, ep: {"probe_100": ep / 10}]
+    _fit(run_cfg(), store, tmp_path / "ref", callbacks=cb)
+    Trainer(run_cfg(), store, tmp_path / "run", progress=False, log=lambda *_: None,
+            callbacks=cb).fit(stop_after_epochs=2)  # fmt: skip
+    for f in ("train_metrics.csv", "epoch_metrics.csv"):
+        (tmp_path / "run" / f).unlink()
+    _fit(run_cfg(), store, tmp_path / "run", callbacks=cb)
+    strip = lambda t: [ln.rsplit(",", 2)[0] for ln in t.splitlines()]  # noqa: E731 (timings)
+    for f in ("train_metrics.csv", "epoch_metrics.csv"):
+        ref, got = (tmp_path / "ref" / f).read_text(), (tmp_path / "run" / f).read_text()
+        assert strip(got) == strip(ref), f
+    assert len((tmp_path / "run" / "epoch_metrics.csv").read_text().splitlines()) == 4
+
+
+HOLD = """
+import sys, time
+from abt.locks import folder_lock
+with folder_lock(sys.argv[1], "pre-training run"):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_one_process_owns_a_run_directory(store, tmp_path):
+    """Regression: two `abt pretrain` on one --out both 'succeeded'. The second is refused,
+    naming the holder; the lock of a killed holder is taken over."""
+    from abt.locks import LockedError
+
+    run = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "locked"
+        with pytest.raises(LockedError, match=rf"in use by another pre-training run: pid {p.pid}"):
+            Trainer(run_cfg(), store, run, progress=False, log=lambda *_: None).fit()
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    _, s, logs = _fit(run_cfg(), store, run)
+    assert s["steps"] == 12 and any(f"took over the lock left by pid {p.pid}" in m for m in logs)

@@ -107,13 +107,21 @@ def test_one_ablation_is_one_target():
 
 
 def test_unknown_ablation_fails_when_the_dag_is_built():
-    r = smk("--dry-run", "results/ablations/crop_161/summary.csv")
-    assert r.returncode != 0
-    assert (
-        "MissingRuleException" in r.stdout + r.stderr or "No rule to produce" in r.stdout + r.stderr
-    )
-    r = smk("--dry-run", "results/studies/lambdaa/summary.csv")
-    assert r.returncode != 0 and "No rule to produce" in r.stdout + r.stderr
+    """A misspelt ablation, study, sweep or variant target fails when the DAG is built, with the
+    closest valid names and the list of valid ones."""
+    cases = [
+        ("results/ablations/crop_161/summary.csv", "unknown ablation 'crop_161'", "crop_160"),
+        ("results/studies/lambdaa/summary.csv", "unknown study 'lambdaa'", "lambda"),
+        ("results/sweeps/vitc_x/summary/best_params.yaml", "unknown sweep 'vitc_x'", "vitc_t"),
+        ("results/pretrain/audiontt/aug_rcc/seed0/model.ckpt", "unknown variant 'aug_rcc'",
+         "aug_rrc"),
+    ]  # fmt: skip
+    for target, message, close in cases:
+        r = smk("--dry-run", target)
+        out = r.stdout + r.stderr
+        assert r.returncode != 0, target
+        assert message in out and f"Did you mean {close}" in out, out[-2000:]
+        assert "Known " in out
 
 
 def test_config_typo_fails_at_parse_time(tmp_path):

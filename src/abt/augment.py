@@ -85,20 +85,24 @@ class _Block(nn.Module):
         super().__init__()
         self.generator = generator
 
-    def _rand(self, shape: Sequence[int], device: torch.device, dtype: torch.dtype) -> Tensor:
-        """U[0, 1) of ``shape`` from ``self.generator``, returned on ``device`` in ``dtype``."""
+    def _draw(
+        self, fn: Any, shape: Sequence[int], device: torch.device, dtype: torch.dtype
+    ) -> Tensor:
+        """``fn`` (``torch.rand``/``torch.randn``) of ``shape`` from ``self.generator`` (drawn on
+        the generator's device), returned on ``device`` in ``dtype``."""
         g = self.generator
         if g is None:
-            return torch.rand(tuple(shape), device=device, dtype=dtype)
-        r = torch.rand(tuple(shape), generator=g, device=g.device, dtype=dtype)
+            return fn(tuple(shape), device=device, dtype=dtype)
+        r = fn(tuple(shape), generator=g, device=g.device, dtype=dtype)
         return r.to(device=device, non_blocking=True)
 
+    def _rand(self, shape: Sequence[int], device: torch.device, dtype: torch.dtype) -> Tensor:
+        """U[0, 1) of ``shape``."""
+        return self._draw(torch.rand, shape, device, dtype)
+
     def _randn(self, shape: Sequence[int], device: torch.device, dtype: torch.dtype) -> Tensor:
-        g = self.generator
-        if g is None:
-            return torch.randn(tuple(shape), device=device, dtype=dtype)
-        r = torch.randn(tuple(shape), generator=g, device=g.device, dtype=dtype)
-        return r.to(device=device, non_blocking=True)
+        """N(0, 1) of ``shape``."""
+        return self._draw(torch.randn, shape, device, dtype)
 
     def _uniform(self, n: int, low: float, high: float, device: torch.device) -> Tensor:
         """``n`` float32 draws from U[low, high)."""

@@ -26,32 +26,59 @@ COMMANDS: Registry[Command] = Registry("command")
 
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--config", default=None, help="config file (default: the repository's config.yaml)"
+        "--config",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="config file(s) merged over the repository's config.yaml, in order, as "
+        "`snakemake --configfile` does (e.g. config/paper.yaml)",
     )
 
 
-def _load_cfg(path: str | None) -> dict[str, Any]:
-    from abt.config import REPO_ROOT, load_config
+def _load_cfg(
+    paths: list[str] | str | None, check: bool = False, inputs: bool = True
+) -> dict[str, Any]:
+    """The repository's config.yaml with ``paths`` merged over it, validated (with ``check``: the
+    workflow's cross-reference checks, and with ``inputs`` that the configured data exists)."""
+    from pathlib import Path
 
-    return load_config(path or REPO_ROOT / "config.yaml")
+    from abt.checks import check_config
+    from abt.config import REPO_ROOT, deep_merge, read_config_file, validate_config
+
+    base = REPO_ROOT / "config.yaml"
+    paths = [paths] if isinstance(paths, str) else list(paths or [])
+    cfg = read_config_file(base)
+    for p in paths:
+        if Path(p).resolve() != base.resolve():
+            cfg = deep_merge(cfg, read_config_file(p))
+    return check_config(cfg, inputs=inputs) if check else validate_config(cfg)
 
 
 # --- check-config ----------------------------------------------------------------------------
 
 
 def _check_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", nargs="?", default=None)
+    p.add_argument(
+        "config", nargs="*", default=[], help="config files merged over config.yaml (as --config)"
+    )
+    p.add_argument("--quiet", action="store_true", help="print nothing when the config is valid")
 
 
 def _check(a: argparse.Namespace) -> int:
-    cfg = _load_cfg(a.config)
-    print(json.dumps(cfg, indent=2, default=str))
+    cfg = _load_cfg(a.config, check=True)
+    if not a.quiet:
+        print(json.dumps(cfg, indent=2, default=str))
     return 0
 
 
 COMMANDS.add(
     "check-config",
-    ("validate a config file and print it with defaults filled", _check_args, _check),
+    (
+        "validate a configuration as the workflow does (schema, cross-references, data on disk) "
+        "and print it with defaults filled",
+        _check_args,
+        _check,
+    ),
 )
 
 
@@ -68,9 +95,10 @@ def _emb_args(p: argparse.ArgumentParser) -> None:
 
 
 def _emb(a: argparse.Namespace) -> int:
-    from abt.steps import build_embedded_dataset
+    from abt.data.embedded import build_embedded
 
-    man = build_embedded_dataset(a.out, a.seed, a.scale, a.tasks, a.use_debian, a.workers)
+    man = build_embedded(a.out, seed=a.seed, scale=a.scale, tasks=a.tasks,
+                         use_debian=a.use_debian, workers=a.workers)  # fmt: skip
     print(json.dumps({k: man[k] for k in ("seed", "scale") if k in man}))
     return 0
 
@@ -93,7 +121,7 @@ def _mels_args(p: argparse.ArgumentParser) -> None:
 
 
 def _mels(a: argparse.Namespace) -> int:
-    from abt.steps import compute_pretrain_mels
+    from abt.jobs.data import compute_pretrain_mels
 
     cfg = _load_cfg(a.config)
     data = {
@@ -124,7 +152,7 @@ def _base_args(p: argparse.ArgumentParser) -> None:
 
 def _base(a: argparse.Namespace) -> int:
     from abt.data.baseline import baseline_table
-    from abt.steps import markdown_table
+    from abt.report.markdown import markdown_table
 
     print(markdown_table(baseline_table(a.task_dirs)))
     return 0
@@ -150,10 +178,11 @@ def _enc_args(p: argparse.ArgumentParser) -> None:
 def _enc(a: argparse.Namespace) -> int:
     import torch
 
-    from abt.steps import encoder_tables, markdown_table
+    from abt.encoders.profile import thesis_tables
+    from abt.report.markdown import markdown_table
 
     torch.set_num_threads(a.threads)
-    df = encoder_tables(a.table, device=a.device, batch_size=a.batch_size, repeats=a.repeats)
+    df = thesis_tables(a.table, device=a.device, batch_size=a.batch_size, repeats=a.repeats)
     print(markdown_table(df))
     if a.out:
         df.to_csv(a.out, index=False)
@@ -201,16 +230,17 @@ def _pre_args(p: argparse.ArgumentParser) -> None:
 def _pre(a: argparse.Namespace) -> int:
     import torch
 
-    from abt.steps import pretrain, run_config
+    from abt.jobs.pretrain import pretrain
+    from abt.runspec import RunSpec, resolve
 
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.run_json:
         with open(a.run_json) as fh:
-            run = json.load(fh)
+            run = RunSpec.from_dict(json.load(fh))
     else:
-        cfg = _load_cfg(a.config)
-        run = run_config(cfg, a.encoder or cfg["pretrain"]["encoder"], a.variant, a.seed)
+        cfg = _load_cfg(a.config, check=True, inputs=False)  # the data is --store
+        run = resolve(cfg, a.encoder, a.variant, a.seed)
     mon: dict = {}
     if a.monitor_json:
         with open(a.monitor_json) as fh:
@@ -242,11 +272,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(a)
     except Exception as e:  # clear one-line error for the known error types
+        from abt.checkpoint import CheckpointError
         from abt.config import ConfigError
         from abt.data.store import StoreError
-        from abt.trainer import NonFiniteLossError
+        from abt.locks import LockedError
+        from abt.trainer import NonFiniteLossError, ResumeError
 
-        if isinstance(e, ConfigError | StoreError | FileNotFoundError | NonFiniteLossError):
+        known = (ConfigError, StoreError, FileNotFoundError, NonFiniteLossError, ResumeError,
+                 LockedError, CheckpointError)  # fmt: skip
+        if isinstance(e, known):
             print(f"abt {a.cmd}: error: {e}", file=sys.stderr)
             return 2
         raise

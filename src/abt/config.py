@@ -8,7 +8,8 @@ say what is wrong, e.g. ``config key 'mels.n_mel' is not allowed here (misspelt?
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import functools
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,13 @@ class ConfigError(ValueError):
 
 
 def load_schema(path: str | Path | None = None) -> dict[str, Any]:
-    p = Path(path) if path else SCHEMA_PATH
+    """The schema (``workflow/schemas/config.schema.yaml`` unless ``path``); do not modify it."""
+    return _load_schema(str(Path(path) if path else SCHEMA_PATH))
+
+
+@functools.cache
+def _load_schema(path: str) -> dict[str, Any]:
+    p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config schema {p} not found (is the repository complete?)")
     with open(p) as fh:
@@ -76,14 +83,41 @@ def validate_config(cfg: dict[str, Any], schema: Mapping[str, Any] | None = None
     return cfg
 
 
-def load_config(path: str | Path, schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def validate_sections(
+    partial: dict[str, Any], schema: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Validate the top-level sections present in ``partial`` (filling their defaults in place),
+    e.g. ``{"pretrain": {...}}`` of a resolved run; the schema's other sections are not needed."""
+    schema = schema or load_schema()
+    sub = {**schema, "required": [], "properties": {k: schema["properties"][k] for k in partial}}
+    return validate_config(partial, sub)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {p} not found")
     with open(p) as fh:
-        cfg = yaml.safe_load(fh) or {}
+        try:
+            cfg = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p} is not valid YAML: {e}") from None
     if not isinstance(cfg, dict):
         raise ConfigError(f"{p}: the top level must be a mapping")
+    return cfg
+
+
+def load_config(
+    path: str | Path,
+    schema: Mapping[str, Any] | None = None,
+    *,
+    overrides: Sequence[str | Path] = (),
+) -> dict[str, Any]:
+    """Read ``path``, merge each override file on top (as ``snakemake --configfile`` does:
+    ``load_config("config.yaml", overrides=["config/paper.yaml"])``), validate, fill defaults."""
+    cfg = read_config_file(path)
+    for o in overrides:
+        cfg = deep_merge(cfg, read_config_file(o))
     return validate_config(cfg, schema)
 
 

@@ -29,174 +29,44 @@ Protocol (the authors' wrapper with its bugs fixed; shared/reference/original-co
   time. A ViT clip shorter than one unit is one partial unit (padded with silence as above).
 * Silence is finite everywhere: ``log(0 + eps) = -15.9``.
 
-:func:`save_random_init` writes an untrained (seeded) checkpoint in the same format — the random
-initialisation baselines (the paper's %↑RAND) and the test fixtures.
+:mod:`abt.checkpoint` owns the checkpoint format (re-exported here: :func:`read_checkpoint`,
+:func:`save_random_init`, ...).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
-import pickle
 import re
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from abt.checkpoint import (  # re-exported: the HEAR module's checkpoint API
+    ENCODER_CKPT_FORMAT,
+    CheckpointError,
+    build_checkpoint_encoder,
+    read_checkpoint,
+    save_random_init,
+)
 from abt.data.mel import LogMelFrontEnd, MelConfig
-from abt.encoders import ENCODERS, build_encoder
 
-#: must equal :data:`abt.trainer.ENCODER_CKPT_FORMAT` (kept separate: ``abt.trainer`` imports the
-#: whole training stack, which the evaluation venv does not have; a test checks they agree)
-ENCODER_CKPT_FORMAT = "abt-encoder/1"
 FRAME_MS = 950.0
 HOP_MS = 50.0
 DEFAULT_CHUNK = 256
-_REQUIRED_KEYS = ("format", "encoder", "n_mels", "input_frames", "state_dict", "norm", "mels")
-
-
-class CheckpointError(ValueError):
-    """The file is not a usable abt encoder checkpoint; the message says why."""
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load and validate an ``abt-encoder/1`` checkpoint with ``torch.load(weights_only=True)``."""
-    path = Path(path)
-    if not str(path) or not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist (or is not a file)")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError,
-            AttributeError, ImportError, IndexError, KeyError) as e:  # fmt: skip
-        raise CheckpointError(
-            f"{path} is not an abt encoder checkpoint: torch.load(weights_only=True) refused it "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Checkpoints of "
-            "other libraries (Lightning, the authors' code) are not supported; export the encoder "
-            f"with abt (format {ENCODER_CKPT_FORMAT!r})."
-        ) from None
-    if not isinstance(ck, dict) or ck.get("format") != ENCODER_CKPT_FORMAT:
-        found = ck.get("format") if isinstance(ck, dict) else type(ck).__name__
-        keys = sorted(map(str, ck))[:12] if isinstance(ck, dict) else []
-        raise CheckpointError(
-            f"{path} is not an abt encoder checkpoint: expected format {ENCODER_CKPT_FORMAT!r}, "
-            f"found {found!r} (top-level keys {keys})"
-        )
-    missing = [k for k in _REQUIRED_KEYS if k not in ck]
-    if missing:
-        raise CheckpointError(f"{path}: abt encoder checkpoint lacks key(s) {missing}")
-    enc = ck["encoder"]
-    if not isinstance(enc, dict) or not {"arch", "kwargs"} <= set(enc):
-        raise CheckpointError(f"{path}: 'encoder' must hold arch and kwargs, got {enc!r}")
-    if enc["arch"] not in ENCODERS:
-        raise CheckpointError(
-            f"{path}: unknown encoder architecture {enc['arch']!r}; known: {list(ENCODERS)}"
-        )
-    norm = ck["norm"]
-    try:
-        mean, std = float(norm["mean"]), float(norm["std"])
-    except (KeyError, TypeError, ValueError):
-        raise CheckpointError(
-            f"{path}: 'norm' must hold numeric mean and std, got {norm!r}"
-        ) from None
-    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
-        raise CheckpointError(f"{path}: normalisation stats must be finite with std > 0: {norm!r}")
-    try:
-        MelConfig.from_dict(ck["mels"])
-    except (KeyError, TypeError) as e:
-        raise CheckpointError(f"{path}: bad 'mels' front-end parameters: {e}") from None
-    return ck
-
-
-def build_checkpoint_encoder(ck: Mapping[str, Any], path: str = "<checkpoint>") -> nn.Module:
-    """Rebuild the checkpoint's encoder and load its weights strictly (eval mode)."""
-    kwargs = dict(ck["encoder"]["kwargs"] or {})
-    if kwargs.get("patch_size") is not None:
-        kwargs["patch_size"] = tuple(kwargs["patch_size"])
-    arch = ck["encoder"]["arch"]
-    if arch.startswith("vit"):
-        kwargs.setdefault("input_frames", int(ck["input_frames"]))
-    try:
-        enc = build_encoder(arch, n_mels=int(ck["n_mels"]), **kwargs)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: cannot build encoder {arch!r} with {kwargs}: {e}") from None
-    sd = ck["state_dict"]
-    if not isinstance(sd, Mapping):
-        raise CheckpointError(f"{path}: state_dict must be a mapping, got {type(sd).__name__}")
-    own = enc.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    shapes = [
-        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in sd and isinstance(sd[k], torch.Tensor) and tuple(sd[k].shape) != tuple(v.shape)
-    ]
-    if missing or unexpected or shapes:
-        raise CheckpointError(
-            f"{path}: the state dict does not match architecture {arch!r} {kwargs}: "
-            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''} ({len(missing)}), "
-            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''} "
-            f"({len(unexpected)}), shape mismatches {shapes[:3]}"
-        )
-    enc.load_state_dict(sd, strict=True)
-    return enc.eval()
-
-
-def save_random_init(
-    path: str | os.PathLike[str],
-    encoder_key: str,
-    arch: str,
-    kwargs: Mapping[str, Any] | None,
-    norm_mean: float,
-    norm_std: float,
-    mels: Mapping[str, Any] | MelConfig | None = None,
-    *,
-    seed: int = 0,
-    input_frames: int = 96,
-    norm_mode: str = "dataset",
-) -> Path:
-    """Write an untrained encoder (random init, seeded) as an ``abt-encoder/1`` checkpoint.
-
-    Same format as :meth:`abt.trainer.Trainer.save_encoder`; ``epoch = step = 0`` and
-    ``config = {"random_init": True, "seed": seed}``. Use the same dataset statistics and front-end
-    as the trained encoders, so that random-init baselines differ only in the weights.
-    """
-    mel_cfg = mels if isinstance(mels, MelConfig) else MelConfig.from_dict(dict(mels or {}))
-    kw = dict(kwargs or {})
-    if kw.get("patch_size") is not None:
-        kw["patch_size"] = [int(p) for p in kw["patch_size"]]
-    build_kw = dict(kw)
-    if build_kw.get("patch_size") is not None:
-        build_kw["patch_size"] = tuple(build_kw["patch_size"])
-    if arch.startswith("vit"):
-        build_kw.setdefault("input_frames", int(input_frames))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        enc = build_encoder(arch, n_mels=mel_cfg.n_mels, **build_kw)
-    ck = {
-        "format": ENCODER_CKPT_FORMAT,
-        "encoder": {"key": encoder_key, "arch": arch, "kwargs": kw},
-        "n_mels": mel_cfg.n_mels,
-        "input_frames": int(input_frames),
-        "state_dict": {k: v.detach().cpu() for k, v in enc.state_dict().items()},
-        "norm": {"mode": norm_mode, "mean": float(norm_mean), "std": float(norm_std)},
-        "mels": mel_cfg.to_dict(),
-        "epoch": 0,
-        "step": 0,
-        "config": {"random_init": True, "seed": int(seed)},
-    }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    torch.save(ck, tmp)
-    os.replace(tmp, path)
-    return path
+__all__ = [
+    "ENCODER_CKPT_FORMAT",
+    "CheckpointError",
+    "HearModel",
+    "build_checkpoint_encoder",
+    "get_scene_embeddings",
+    "get_timestamp_embeddings",
+    "load_model",
+    "read_checkpoint",
+    "save_random_init",
+]
 
 
 # ------------------------------------------------------------------------------------ model
@@ -413,10 +283,6 @@ def load_model(model_file_path: str = "", **kwargs: Any) -> HearModel:
     ck = read_checkpoint(model_file_path)
     encoder = build_checkpoint_encoder(ck, str(model_file_path))
     mels = MelConfig.from_dict(ck["mels"])
-    if int(ck["n_mels"]) != mels.n_mels:
-        raise CheckpointError(
-            f"{model_file_path}: n_mels {ck['n_mels']} differs from mels.n_mels {mels.n_mels}"
-        )
     info = {
         "path": str(model_file_path),
         "encoder": dict(ck["encoder"]),

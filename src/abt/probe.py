@@ -289,6 +289,26 @@ class ProbeMonitor:
         self.per_class, self.n_subsets = per_class, n_subsets
         self.at_start = at_start
 
+    @classmethod
+    def from_config(
+        cls,
+        monitor: Mapping[str, Any],
+        task_dir: str | Path,
+        stores_dir: str | Path,
+        every_epochs: int | None = None,
+    ) -> ProbeMonitor:
+        """The probe the ``monitor`` config section describes (``every_epochs`` overrides its
+        interval: sweeps probe every epoch)."""
+        return cls(
+            task_dir,
+            stores_dir,
+            every_epochs=monitor["every_epochs"] if every_epochs is None else every_epochs,
+            crop_frames=monitor["crop_frames"],
+            classifier=monitor["classifier"],
+            per_class=monitor["per_class"],
+            n_subsets=monitor["subsets"],
+        )
+
     def evaluate(
         self, encoder: nn.Module, mean: float, std: float, device: Any = None
     ) -> dict[str, float]:

@@ -20,72 +20,27 @@ Each parameter is ``{low, high, log}`` (float) or ``{choices: [...]}`` (categori
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import fcntl
-import json
 import math
 import os
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from abt.config import deep_merge
+from abt.locks import critical_section
+from abt.runspec import RunSpec, SweepError, apply_params, resolve
+
+__all__ = ["SweepError", "apply_params", "best_params", "run_worker", "sweep_run_config"]
 
 STUDY_FILE = "study.journal"
 ATTR_SLOT = "abt_worker_slot"
 ATTR_RUN_DIR = "abt_run_dir"
 
 
-class SweepError(ValueError):
-    """A sweep definition or its state on disk is unusable; the message says why."""
-
-
 # ------------------------------------------------------------------------------- params
-
-
-def _set_path(obj: Any, parts: list[str], value: Any, full: str) -> None:
-    key, rest = parts[0], parts[1:]
-    if isinstance(obj, list):
-        if key.isdigit():
-            idx = int(key)
-        else:  # a block of augment.blocks by name
-            names = [b.get("name") if isinstance(b, Mapping) else None for b in obj]
-            if key not in names:
-                raise SweepError(f"sweep parameter {full!r}: no list item named {key!r} ({names})")
-            idx = names.index(key)
-        if idx >= len(obj):
-            raise SweepError(f"sweep parameter {full!r}: index {idx} out of range")
-        if rest:
-            _set_path(obj[idx], rest, value, full)
-        else:
-            obj[idx] = value
-        return
-    if not isinstance(obj, dict):
-        raise SweepError(f"sweep parameter {full!r}: cannot descend into {type(obj).__name__}")
-    if rest:
-        if key not in obj:
-            raise SweepError(f"sweep parameter {full!r}: no key {key!r} (keys: {sorted(obj)})")
-        _set_path(obj[key], rest, value, full)
-    else:
-        obj[key] = value
-
-
-def apply_params(run: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of a resolved run config with sweep parameters (dotted paths) set."""
-    out = copy.deepcopy(dict(run))
-    for path, value in params.items():
-        parts = path.split(".")
-        if parts[0] not in ("optimizer", "pretrain"):
-            raise SweepError(
-                f"sweep parameter {path!r} must start with 'optimizer.' or 'pretrain.'"
-            )
-        if parts[0] == "optimizer" and len(parts) == 2:
-            out["optimizer"][parts[1]] = value  # an optimiser may lack the key (adam: no eta)
-        else:
-            _set_path(out, parts, value, path)
-    return out
 
 
 def suggest(trial: Any, space: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -101,21 +56,27 @@ def suggest(trial: Any, space: Mapping[str, Mapping[str, Any]]) -> dict[str, Any
     return params
 
 
-def sweep_run_config(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """The resolved run a sweep starts from: encoder and optimiser of the sweep, then
-    ``sweep_defaults.pretrain`` (projector output 256, the epochs) merged in."""
-    from abt.config import deep_merge
-    from abt.trainer import resolve_run_config
-
+def sweep_settings(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The sweep's trials, epochs, sampler and pruner (its own values over ``sweep_defaults``)."""
     sw = cfg["sweeps"][name]
-    defaults = cfg.get("sweep_defaults") or {}
-    over = deep_merge(defaults.get("pretrain") or {}, sw.get("pretrain") or {})
-    over["epochs"] = int(sw.get("epochs") or defaults.get("epochs", 20))
+    defaults = cfg["sweep_defaults"]
+    return {
+        "trials": int(sw["trials"] or defaults["trials"]),
+        "epochs": int(sw["epochs"] or defaults["epochs"]),
+        "seed": int(defaults["seed"]),
+        "sampler": dict(defaults["sampler"]),
+        "pruner": dict(defaults["pruner"]),
+    }
+
+
+def sweep_run_config(cfg: Mapping[str, Any], name: str) -> RunSpec:
+    """The run a sweep starts from: encoder and optimiser of the sweep, then
+    ``sweep_defaults.pretrain`` (projector output 256) and the sweep's epochs merged in."""
+    sw = cfg["sweeps"][name]
+    over = deep_merge(cfg["sweep_defaults"]["pretrain"], sw["pretrain"])
+    over["epochs"] = sweep_settings(cfg, name)["epochs"]  # the LR schedule decays over it
     over["optimizer"] = sw["optimizer"]
-    run = resolve_run_config(cfg, encoder=sw["encoder"], overrides=over)
-    run["seed"] = int(cfg.get("run", {}).get("seed", 0))
-    run["variant"] = f"sweep_{name}"
-    # the trial's epoch count is the sweep's; the LR schedule decays over it
+    run = resolve(cfg, sw["encoder"], overrides=over, label=f"sweep_{name}")
     apply_params(run, {k: _mid(v) for k, v in sw["space"].items()})  # validates every path
     return run
 
@@ -130,7 +91,7 @@ def _mid(spec: Mapping[str, Any]) -> Any:
 # ------------------------------------------------------------------------------- study
 
 
-def _optuna() -> Any:
+def quiet_optuna() -> Any:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -139,7 +100,7 @@ def _optuna() -> Any:
 
 def open_study(sweep_dir: str | Path, name: str, settings: Mapping[str, Any], seed: int) -> Any:
     """Create or load the sweep's study in its journal file (shared by all workers)."""
-    optuna = _optuna()
+    optuna = quiet_optuna()
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
@@ -166,20 +127,10 @@ def open_study(sweep_dir: str | Path, name: str, settings: Mapping[str, Any], se
     )
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def recover_interrupted(study: Any, slot: int) -> list[int]:
     """Trials this worker slot left RUNNING (the process was killed): mark them failed and
     enqueue their parameters again. Returns the recovered trial numbers."""
-    optuna = _optuna()
+    optuna = quiet_optuna()
     recovered = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if t.user_attrs.get(ATTR_SLOT) != slot:
@@ -200,31 +151,46 @@ def run_worker(
     slot: int = 0,
     device: str = "auto",
 ) -> dict[str, Any]:
-    """One worker: run trials until the study holds ``trials`` finished (complete or pruned)
-    trials. Several workers (any ``slot``) may share the study."""
-    optuna = _optuna()
+    """:func:`run_trials` of sweep ``name`` of the configuration ``cfg``."""
+    return run_trials(
+        name, cfg["sweeps"][name]["space"], sweep_settings(cfg, name), sweep_run_config(cfg, name),
+        cfg["monitor"], sweep_dir, store_dir, monitor_task_dir, monitor_stores, slot=slot,
+        seed=int(cfg["run"]["seed"]), device=device,
+    )  # fmt: skip
+
+
+def run_trials(
+    name: str,
+    space: Mapping[str, Mapping[str, Any]],
+    settings: Mapping[str, Any],
+    base: RunSpec | Mapping[str, Any],
+    monitor_cfg: Mapping[str, Any],
+    sweep_dir: str | Path,
+    store_dir: str,
+    monitor_task_dir: str,
+    monitor_stores: str,
+    slot: int = 0,
+    seed: int = 0,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """One worker: run trials of ``base`` with parameters from ``space`` until the study holds
+    ``settings["trials"]`` finished (complete or pruned) trials. Several workers (any ``slot``)
+    may share the study."""
+    optuna = quiet_optuna()
     from abt.probe import ProbeMonitor
     from abt.trainer import Trainer
 
-    sw = cfg["sweeps"][name]
-    defaults = cfg.get("sweep_defaults") or {}
-    n_trials = int(sw.get("trials") or defaults.get("trials", 16))
-    settings = {
-        "epochs": int(sw.get("epochs") or defaults.get("epochs", 20)),
-        "pruner": defaults.get("pruner") or {},
-        "sampler": defaults.get("sampler") or {},
-    }
-    seed = int(defaults.get("seed", 0)) + int(cfg.get("run", {}).get("seed", 0)) + 1000 * slot
-    base = sweep_run_config(cfg, name)
+    base = RunSpec.from_dict(base)
+    n_trials = int(settings["trials"])
+    study_seed = int(settings["seed"]) + int(seed) + 1000 * slot
     d = Path(sweep_dir)
-    study = open_study(d, name, settings, seed)
+    study = open_study(d, name, settings, study_seed)
     recovered = recover_interrupted(study, slot)
-    mon_cfg = cfg["monitor"]
     done_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     run_states = (optuna.trial.TrialState.RUNNING,)
     ran = []
     while True:
-        with _locked(d / "ask.lock"):
+        with critical_section(d / "ask.lock"):
             n = len(study.get_trials(deepcopy=False, states=done_states + run_states))
             if n >= n_trials:
                 break
@@ -232,19 +198,12 @@ def run_worker(
             trial.set_user_attr(ATTR_SLOT, slot)
             trial.set_user_attr("host", socket.gethostname())
             trial.set_user_attr("pid", os.getpid())
-        params = suggest(trial, sw["space"])
-        run = apply_params(base, params)
-        run["seed"] = int(base["seed"]) + trial.number
+        params = suggest(trial, space)
+        run = apply_params(base, params).replace(seed=base.seed + trial.number)
         run_dir = d / "trials" / f"{trial.number:04d}"
         trial.set_user_attr(ATTR_RUN_DIR, str(run_dir))
-        monitor = ProbeMonitor(
-            monitor_task_dir,
-            monitor_stores,
-            every_epochs=1,
-            crop_frames=mon_cfg["crop_frames"],
-            classifier=mon_cfg["classifier"],
-            per_class=mon_cfg["per_class"],
-            n_subsets=mon_cfg["subsets"],
+        monitor = ProbeMonitor.from_config(
+            monitor_cfg, monitor_task_dir, monitor_stores, every_epochs=1
         )
         last: dict[str, float] = {}
 
@@ -274,65 +233,6 @@ def run_worker(
 
 
 # ----------------------------------------------------------------------------- outputs
-
-
-def summarise(
-    cfg: Mapping[str, Any], name: str, sweep_dir: str | Path, out_dir: str | Path
-) -> dict[str, str]:
-    """``trials.csv``, ``importances.csv`` (fANOVA), ``best_params.yaml`` and the figure."""
-    optuna = _optuna()
-    import pandas as pd
-
-    sw = cfg["sweeps"][name]
-    defaults = cfg.get("sweep_defaults") or {}
-    settings = {"epochs": int(sw.get("epochs") or defaults.get("epochs", 20))}
-    study = open_study(sweep_dir, name, settings, int(defaults.get("seed", 0)))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        inter = t.intermediate_values
-        rows.append(
-            {
-                "sweep": name,
-                "number": t.number,
-                "state": t.state.name,
-                "value": t.value,
-                "last_epoch": max(inter) if inter else 0,
-                "last_reported": inter[max(inter)] if inter else math.nan,
-                **{f"param_{k}": v for k, v in t.params.items()},
-                "retry_of": t.user_attrs.get("abt_retry_of"),
-                "worker_slot": t.user_attrs.get(ATTR_SLOT),
-            }
-        )
-    trials = pd.DataFrame(rows)
-    trials.to_csv(out / "trials.csv", index=False)
-    complete = [t for t in study.get_trials(deepcopy=False)
-                if t.state == optuna.trial.TrialState.COMPLETE]  # fmt: skip
-    imp_rows = []
-    if len(complete) >= 2:
-        ev = optuna.importance.FanovaImportanceEvaluator(seed=int(defaults.get("seed", 0)))
-        try:
-            imp = optuna.importance.get_param_importances(study, evaluator=ev)
-            imp_rows = [{"param": k, "importance": float(v)} for k, v in imp.items()]
-        except (RuntimeError, ValueError) as e:  # e.g. a parameter with a single value
-            imp_rows = [{"param": "", "importance": math.nan, "note": str(e)}]
-    pd.DataFrame(imp_rows, columns=["param", "importance"] + (
-        ["note"] if imp_rows and "note" in imp_rows[0] else [])
-    ).to_csv(out / "importances.csv", index=False)  # fmt: skip
-    best: dict[str, Any] = {"sweep": name, "n_complete": len(complete)}
-    if complete:
-        b = max(complete, key=lambda t: t.value)
-        best |= {"trial": b.number, "value": float(b.value), "params": dict(b.params)}
-    else:
-        best |= {"trial": None, "value": None, "params": {}}
-    (out / "best_params.yaml").write_text(yaml.safe_dump(best, sort_keys=False))
-    from abt.report.figures import plot_sweep
-
-    plot_sweep(name, sw, trials, best, [out / "figure.png", out / "figure.pdf"])
-    (out / "settings.json").write_text(json.dumps({"trials": len(rows)}, indent=1))
-    return {k: str(out / f) for k, f in (("trials", "trials.csv"), ("importances",
-            "importances.csv"), ("best", "best_params.yaml"))}  # fmt: skip
 
 
 def best_params(path: str | Path) -> dict[str, Any]:

@@ -7,26 +7,32 @@ the warm-up + cosine schedule.
 
 Exact resume: after every ``checkpoint_every`` epochs, ``<run_dir>/_resume/last.ckpt`` holds the
 model, optimiser, schedule, grad scaler, every RNG (numpy crop sampler, augmentation generator,
-torch global, CUDA, python), the Mixup memory banks, the epoch and the step. A run killed at any
-moment and started again continues from there and ends with the same weights as an uninterrupted
-run (CPU, same seed and thread count; tested). A non-finite loss stops the run with a clear message
-and leaves the last good checkpoint untouched.
+torch global, CUDA, python), the Mixup memory banks, the epoch, the step and the metrics rows so
+far. A run killed at any moment and started again continues from there and ends with the same
+weights and metrics as an uninterrupted run (CPU, same seed and thread count; tested). A
+non-finite loss stops the run with a clear message and leaves the last good checkpoint untouched.
 
-Outputs in ``run_dir``: ``model.ckpt`` (encoder weights + what downstream evaluation needs:
-architecture, dataset normalisation statistics, front-end parameters), ``train_metrics.csv``,
+Honest re-runs: a resume checkpoint records the run's provenance -- the digest of its
+specification (:meth:`abt.runspec.RunSpec.digest`), the fingerprint of its store and the digest
+of the training code (:func:`abt.codehash.code_digest`). It is continued only when all three
+match; otherwise (and when the run had finished: asked to run again, it trains again) the stale
+state is moved to ``_resume.stale/``, the log says why, and the run starts over
+(``pretrain.on_stale_resume: restart``; ``error`` stops instead). One process owns a run
+directory at a time (:func:`abt.locks.folder_lock`).
+
+Outputs in ``run_dir``: ``model.ckpt`` (:mod:`abt.checkpoint`), ``train_metrics.csv``,
 ``epoch_metrics.csv`` (callbacks, e.g. linear probes), ``hparams.yaml``, ``summary.json``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
-import csv
 import json
 import math
 import os
 import pickle
 import random
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -38,16 +44,22 @@ import yaml
 from torch import nn
 
 from abt.augment import AugmentationPipeline
-from abt.config import ConfigError, deep_merge
+from abt.checkpoint import encoder_checkpoint, write_encoder_checkpoint
+from abt.codehash import code_digest
+from abt.config import ConfigError
 from abt.data.loader import CropLoader, EpochPlan, plan_epoch
+from abt.data.mel import MelConfig
 from abt.data.store import MelStore
 from abt.distributed import barrier, init_from_env
-from abt.encoders import MASK_SCHEDULES, build_encoder
+from abt.encoders import MASK_SCHEDULES, build_encoder_from_spec
+from abt.locks import folder_lock
 from abt.methods import build_method
 from abt.optim import WarmupCosine, build_optimizer
+from abt.runlog import CsvLog
+from abt.runspec import RunSpec
 
-ENCODER_CKPT_FORMAT = "abt-encoder/1"
-RESUME_FORMAT = "abt-resume/1"
+RESUME_FORMAT = "abt-resume/2"
+COMPLETE = "COMPLETE"  # marker in _resume/: the run finished and wrote its outputs
 
 EpochCallback = Callable[["Trainer", int], Mapping[str, Any] | None]
 
@@ -56,43 +68,8 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN/Inf; the message names the step and the last good checkpoint."""
 
 
-def resolve_run_config(
-    cfg: Mapping[str, Any], encoder: str | None = None, overrides: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """Everything one pre-training run needs, from the full (validated) config.
-
-    ``overrides`` is merged into the ``pretrain`` section (an ablation). The optimiser is the
-    encoder's unless the override names one (``pretrain.optimizer``).
-    """
-    pre = deep_merge(cfg["pretrain"], dict(overrides or {}))
-    key = encoder or pre["encoder"]
-    encoders = cfg["encoders"]
-    if key not in encoders:
-        raise ConfigError(
-            f"config key 'pretrain.encoder': unknown encoder {key!r}; known: {sorted(encoders)}"
-        )
-    enc = encoders[key]
-    opt_key = pre.pop("optimizer", None) or enc["optimizer"]
-    if opt_key not in cfg["optimizers"]:
-        raise ConfigError(
-            f"encoder {key!r} uses optimizer {opt_key!r}, which is not a key of 'optimizers' "
-            f"(known: {sorted(cfg['optimizers'])})"
-        )
-    run = {
-        "encoder": {
-            "key": key,
-            "arch": enc["arch"],
-            "kwargs": dict(enc.get("kwargs") or {}),
-            "precision": enc["precision"],
-        },
-        "optimizer": {"key": opt_key, **cfg["optimizers"][opt_key]},
-        "pretrain": pre,
-        "mels": dict(cfg["mels"]),
-        "seed": int(cfg.get("run", {}).get("seed", 0)),
-    }
-    if run["encoder"]["kwargs"].get("patch_size") is not None:
-        run["encoder"]["kwargs"]["patch_size"] = tuple(run["encoder"]["kwargs"]["patch_size"])
-    return run
+class ResumeError(RuntimeError):
+    """A resume checkpoint that cannot (or must not) be continued; the message says what to do."""
 
 
 def _device(name: str | None) -> torch.device:
@@ -119,12 +96,25 @@ def autocast_dtype(
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[p]
 
 
+def store_fingerprint(store: MelStore) -> str:
+    """The store's provenance digest (``stats.json``), or, for a store written before stores
+    recorded one, a digest of its statistics and index."""
+    fp = getattr(store, "fingerprint", None) or store.stats.get("fingerprint")
+    if fp:
+        return str(fp)
+    import hashlib
+
+    h = hashlib.sha256(json.dumps(store.stats, sort_keys=True, default=str).encode())
+    h.update((store.path / "index.csv").read_bytes())
+    return "legacy:" + h.hexdigest()[:16]
+
+
 class Trainer:
     """Resumable Barlow Twins pre-training of one (encoder, variant, seed)."""
 
     def __init__(
         self,
-        run_cfg: Mapping[str, Any],
+        run: RunSpec | Mapping[str, Any],
         store: str | Path | MelStore,
         run_dir: str | Path,
         *,
@@ -134,16 +124,18 @@ class Trainer:
         progress: bool | None = None,
         log: Callable[[str], None] = print,
     ) -> None:
-        self.cfg = copy.deepcopy(dict(run_cfg))
-        self.pre = self.cfg["pretrain"]
+        self.spec = RunSpec.from_dict(run)
+        self.cfg = self.spec.to_dict()  # what hparams.yaml and the checkpoints hold
+        self.pre = self.spec.pretrain
         self.store = store if isinstance(store, MelStore) else MelStore(store)
         self.run_dir = Path(run_dir)
         self.resume_path = self.run_dir / "_resume" / "last.ckpt"
         self.device = _device(device)
-        self.seed = int(self.cfg.get("seed", 0) if seed is None else seed)
+        self.seed = int(self.spec.seed if seed is None else seed)
         self.callbacks = list(callbacks)
         self.progress = progress
         self.log = log
+        self._check_store_front_end()
 
         self.dist = init_from_env(self.device)
         self.batch_size = int(self.pre["batch_size"])
@@ -165,33 +157,28 @@ class Trainer:
 
         torch.manual_seed(self.seed)
         random.seed(self.seed)
-        enc_cfg = self.cfg["encoder"]
-        kwargs = dict(enc_cfg["kwargs"])
-        if "patch_size" in kwargs:
-            kwargs["patch_size"] = tuple(kwargs["patch_size"])
-        if enc_cfg["arch"].startswith("vit"):
-            kwargs.setdefault("input_frames", self.crop_frames)
-        self.encoder = build_encoder(enc_cfg["arch"], n_mels=self.store.n_mels, **kwargs)
-        self.amp_dtype = autocast_dtype(self.pre["precision"], enc_cfg["precision"], self.device)
-        masking = self.pre.get("masking", {"mode": "none"})
-        if masking.get("mode", "none") != "none" and self.encoder.unit_frames is None:
+        enc_spec = self.spec.encoder
+        self.encoder = build_encoder_from_spec(enc_spec, self.store.n_mels, self.crop_frames)
+        self.amp_dtype = autocast_dtype(self.pre["precision"], enc_spec["precision"], self.device)
+        self.masking = self.pre["masking"]
+        if self.masking["mode"] != "none" and self.encoder.unit_frames is None:
             raise ConfigError(
-                f"pretrain.masking.mode={masking['mode']!r} needs a ViT encoder; "
-                f"{enc_cfg['arch']!r} has no patch tokens"
+                f"pretrain.masking.mode={self.masking['mode']!r} needs a ViT encoder; "
+                f"{enc_spec['arch']!r} has no patch tokens"
             )
         self.method = build_method(
             self.encoder,
-            self.pre.get("method", {"name": "symmetric"}),
+            self.pre["method"],
             self.pre["projector"],
             self.pre["objective"],
             distributed=self.dist.active,
         ).to(self.device)
-        self.speed = self._apply_speed(self.pre["speed"], masking)
+        self.speed = self._apply_speed(self.pre["speed"])
         self.forward_module: nn.Module = self.method
         if self.dist.active:
             from torch.nn.parallel import DistributedDataParallel
 
-            if self.pre.get("sync_batchnorm", True) and self.device.type == "cuda":
+            if self.pre["sync_batchnorm"] and self.device.type == "cuda":
                 self.method = nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
                 self.encoder = self.method.encoder
             cuda = self.device.type == "cuda"
@@ -200,53 +187,65 @@ class Trainer:
                 device_ids=[self.device.index or self.dist.local_rank] if cuda else None,
                 find_unused_parameters=False,
             )
-        opt = dict(self.cfg["optimizer"])
-        opt.pop("key", None)
-        opt_name = opt.pop("name")
+        opt = {k: v for k, v in self.spec.optimizer.items() if k not in ("key", "name")}
         self.optimizer = build_optimizer(
-            opt_name,
+            self.spec.optimizer["name"],
             self.method,
             batch_size=self.batch_size,
-            reference_batch_size=int(self.pre.get("reference_batch_size", 128)),
+            reference_batch_size=int(self.pre["reference_batch_size"]),
             **opt,
         )
-        sched = self.pre.get("schedule", {})
-        self.warmup_steps = int(round(float(sched.get("warmup_epochs", 1)) * self.steps_per_epoch))
+        sched = self.pre["schedule"]
+        self.warmup_steps = int(round(float(sched["warmup_epochs"]) * self.steps_per_epoch))
         self.scheduler = WarmupCosine(
             self.optimizer,
             warmup_steps=self.warmup_steps,
             total_steps=self.total_steps,
-            final_lr=float(sched.get("final_lr", 0.0)),
+            final_lr=float(sched["final_lr"]),
         )
-        aug = dict(self.pre["augment"])
-        norm = aug.get("norm", "dataset")
+        aug = self.pre["augment"]
+        norm = aug["norm"]
         self.augment = AugmentationPipeline(
             blocks=aug["blocks"],
             norm=norm,
             mean=self.store.mean if norm == "dataset" else None,
             std=self.store.std if norm == "dataset" else None,
-            post_norm_scope=aug.get("post_norm_scope", "joint"),
+            post_norm_scope=aug["post_norm_scope"],
         ).to(self.device)
         self.augment.manual_seed(self.seed + 1, device=self.device)
         self.rng = np.random.default_rng(self.seed + 2)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.epoch = 0  # completed epochs
         self.step = 0  # completed optimiser steps
-        self.masking = masking
+        self.metrics = CsvLog(self.run_dir / "train_metrics.csv", enabled=self.dist.main)
+        self.epoch_metrics = CsvLog(self.run_dir / "epoch_metrics.csv", enabled=self.dist.main)
+        self.provenance = {
+            "run": self.spec.digest(),
+            "store": store_fingerprint(self.store),
+            "code": code_digest("abt.trainer"),
+        }
+
+    def _check_store_front_end(self) -> None:
+        """The run's ``mels`` settings must be those the store was built with."""
+        built = self.store.stats.get("mels")
+        if built and MelConfig.from_dict(built) != MelConfig.from_dict(self.spec.mels):
+            raise ConfigError(
+                f"the store {self.store.path} was built with mels settings {built}, the run asks "
+                f"for {self.spec.mels}: rebuild the store with the run's settings"
+            )
 
     # ------------------------------------------------------------------------------------------
 
     def mask_ratio(self, step: int) -> float:
-        mode = self.masking.get("mode", "none")
+        mode = self.masking["mode"]
         if mode == "none":
             return 0.0
-        warm = int(self.masking.get("warmup_epochs", 0)) * self.steps_per_epoch
+        warm = int(self.masking["warmup_epochs"]) * self.steps_per_epoch
         fn = MASK_SCHEDULES.get(mode)
-        if mode == "fixed":
-            return float(fn(step, self.total_steps, warm, float(self.masking["ratio"])))
-        return float(fn(step, self.total_steps, warm, float(self.masking["beta"])))
+        value = self.masking["ratio"] if mode == "fixed" else self.masking["beta"]
+        return float(fn(step, self.total_steps, warm, float(value)))
 
-    def _apply_speed(self, speed: Mapping[str, Any], masking: Mapping[str, Any]) -> dict[str, Any]:
+    def _apply_speed(self, speed: Mapping[str, Any]) -> dict[str, Any]:
         """Apply ``pretrain.speed`` (options that change speed, not the method) and return it
         with every ``auto`` resolved (recorded in ``summary.json``).
 
@@ -260,7 +259,7 @@ class Trainer:
         channels_last = (cuda and conv) if cl == "auto" else bool(cl)
         mode = speed["compile"]
         if mode == "auto":
-            mode = "default" if cuda and not conv and masking["mode"] != "sine" else "none"
+            mode = "default" if cuda and not conv and self.masking["mode"] != "sine" else "none"
         if channels_last:
             self.method.to(memory_format=torch.channels_last)
         if mode != "none":  # in place: parameter names (and checkpoints) stay the same
@@ -340,11 +339,11 @@ class Trainer:
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "py_rng": random.getstate(),
             "config": self.cfg,
+            "provenance": self.provenance,
+            "metrics": {"train": self.metrics.text(), "epoch": self.epoch_metrics.text()},
         }
 
     def load_state(self, st: Mapping[str, Any]) -> None:
-        if st.get("format") != RESUME_FORMAT:
-            raise RuntimeError(f"{self.resume_path} is not an abt resume checkpoint")
         self.method.load_state_dict(st["method"])
         self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
@@ -359,6 +358,8 @@ class Trainer:
             torch.cuda.set_rng_state_all([_rng_state(t) for t in st["cuda_rng"]])
         random.setstate(_as_tuple(st["py_rng"]))
         self.epoch, self.step = int(st["epoch"]), int(st["step"])
+        self.metrics.restore(st["metrics"]["train"])
+        self.epoch_metrics.restore(st["metrics"]["epoch"])
 
     def save_resume(self) -> None:
         if not self.dist.main:
@@ -374,17 +375,78 @@ class Trainer:
         except (OSError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError):
             return -1  # only used in an error message
 
+    def _read_resume(self) -> dict[str, Any]:
+        """The resume checkpoint, read on the CPU (RNG states must stay CPU byte tensors;
+        ``load_state_dict`` moves weights and optimiser state to each parameter's device)."""
+        try:
+            st = torch.load(self.resume_path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError,
+                AttributeError, ImportError, IndexError, KeyError) as e:  # fmt: skip
+            raise ResumeError(
+                f"{self.resume_path} cannot be read ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else 'truncated or not a checkpoint'}). "
+                f"The run cannot continue from it: move or delete {self.resume_path.parent} to "
+                "start this run over"
+            ) from None
+        if not isinstance(st, dict) or st.get("format") != RESUME_FORMAT:
+            found = st.get("format") if isinstance(st, dict) else type(st).__name__
+            raise ResumeError(
+                f"{self.resume_path} is not an {RESUME_FORMAT} checkpoint (found {found!r}): "
+                f"move or delete {self.resume_path.parent} to start this run over"
+            )
+        return st
+
+    def stale_reasons(self, st: Mapping[str, Any]) -> list[str]:
+        """Why a resume checkpoint is not this run's (empty: it is)."""
+        theirs = st.get("provenance") or {}
+        why = []
+        if theirs.get("run") != self.provenance["run"]:
+            diff = _diff(RunSpec.from_dict(st["config"]).identity(), self.spec.identity())
+            why.append("the run's configuration changed (" + "; ".join(diff[:6]) + ")")
+        if theirs.get("store") != self.provenance["store"]:
+            why.append(
+                f"the pre-training store changed ({self.store.path}: fingerprint "
+                f"{theirs.get('store')} -> {self.provenance['store']})"
+            )
+        if theirs.get("code") != self.provenance["code"]:
+            why.append(
+                f"the training code changed (abt.trainer and what it imports: "
+                f"{theirs.get('code')} -> {self.provenance['code']})"
+            )
+        return why
+
+    def _set_aside(self, reason: str) -> None:
+        """Move the stale resume state to ``_resume.stale/`` (replacing an older one) and remove
+        the outputs it produced, so nothing of it survives into the new run."""
+        stale = self.run_dir / "_resume.stale"
+        shutil.rmtree(stale, ignore_errors=True)
+        os.replace(self.resume_path.parent, stale)
+        for name in ("model.ckpt", "summary.json"):
+            (self.run_dir / name).unlink(missing_ok=True)
+        self.log(f"[abt] {self.run_dir}: starting over: {reason}; the old state is in {stale}")
+
     def try_resume(self) -> bool:
+        """Continue from ``_resume/last.ckpt`` when it is this run's (see the module docstring);
+        returns whether the run resumed."""
         if not self.resume_path.exists():
             return False
-        # on the CPU: RNG states must stay CPU byte tensors; load_state_dict moves the weights,
-        # the optimiser moves its state to each parameter's device
-        st = torch.load(self.resume_path, map_location="cpu", weights_only=True)
-        if _strip_volatile(st["config"]) != _strip_volatile(self.cfg):
-            raise RuntimeError(
-                f"{self.resume_path} was written with a different configuration; delete "
-                f"{self.resume_path.parent} to start this run from scratch"
-            )
+        if (self.resume_path.parent / COMPLETE).exists():
+            if self.dist.main:
+                self._set_aside("the run had finished and is asked to run again")
+            return False
+        st = self._read_resume()
+        why = self.stale_reasons(st)
+        if why:
+            if self.pre["on_stale_resume"] == "error":
+                raise ResumeError(
+                    f"{self.resume_path} was written with a different configuration, store or "
+                    f"code ({'; '.join(why)}). Move or delete "
+                    f"{self.resume_path.parent} to start over (or set "
+                    "pretrain.on_stale_resume: restart)"
+                )
+            if self.dist.main:
+                self._set_aside("; ".join(why))
+            return False
         self.load_state(st)
         self.log(f"[abt] resumed from {self.resume_path}: epoch {self.epoch}, step {self.step}")
         return True
@@ -392,34 +454,29 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
 
     def encoder_checkpoint(self) -> dict[str, Any]:
-        """What downstream evaluation needs: weights, architecture, normalisation, front-end."""
-        return {
-            "format": ENCODER_CKPT_FORMAT,
-            "encoder": self.cfg["encoder"],
-            "n_mels": self.store.n_mels,
-            "input_frames": self.crop_frames,
-            "state_dict": {k: v.detach().cpu() for k, v in self.encoder.state_dict().items()},
-            "norm": {
-                "mode": self.pre["augment"].get("norm", "dataset"),
+        """What downstream evaluation needs: weights, architecture, normalisation and the
+        front-end of the store it was trained on (:mod:`abt.checkpoint`)."""
+        return encoder_checkpoint(
+            self.encoder,
+            self.spec.encoder,
+            n_mels=self.store.n_mels,
+            input_frames=self.crop_frames,
+            norm={
+                "mode": self.pre["augment"]["norm"],
                 "mean": self.store.mean,
                 "std": self.store.std,
-            },
-            "mels": self.cfg["mels"],
-            "epoch": self.epoch,
-            "step": self.step,
-            "config": self.cfg,
-        }
+            },  # fmt: skip
+            mels=self.store.stats.get("mels") or self.spec.mels,
+            epoch=self.epoch,
+            step=self.step,
+            config={**self.cfg, "provenance": self.provenance},
+        )
 
     def save_encoder(self, path: str | Path) -> None:
-        if not self.dist.main:
-            return
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".part")
-        torch.save(self.encoder_checkpoint(), tmp)
-        os.replace(tmp, path)
+        if self.dist.main:
+            write_encoder_checkpoint(path, self.encoder_checkpoint())
 
-    def _epoch_end_callbacks(self, epoch_metrics: _CsvLog) -> None:
+    def _epoch_end_callbacks(self) -> None:
         """Run the callbacks (linear probes) for the epoch just completed; rank 0 only."""
         row: dict[str, Any] = {"epoch": self.epoch, "step": self.step}
         for cb in self.callbacks if self.dist.main else ():
@@ -428,7 +485,7 @@ class Trainer:
                 row.update(res)
         barrier(self.dist)
         if len(row) > 2:
-            epoch_metrics.write(row)
+            self.epoch_metrics.write(row)
 
     def non_finite_error(self, value: float, first_step: int) -> NonFiniteLossError:
         last = (
@@ -443,25 +500,27 @@ class Trainer:
         )
 
     def fit(self, stop_after_epochs: int | None = None) -> dict[str, Any]:
-        """Train to ``pretrain.epochs`` (resuming if a checkpoint exists); write the outputs."""
+        """Train to ``pretrain.epochs`` (resuming if this run's checkpoint exists) and write the
+        outputs; the run directory is owned by this process meanwhile."""
+        lock = folder_lock(self.run_dir, "pre-training run", self.log)
+        with lock if self.dist.main else contextlib.nullcontext():
+            return self._fit(stop_after_epochs)
+
+    def _fit(self, stop_after_epochs: int | None) -> dict[str, Any]:
         main = self.dist.main
-        if main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.run_dir / "hparams.yaml", "w") as fh:
-                yaml.safe_dump(_plain(self.cfg), fh, sort_keys=False)
         barrier(self.dist)
-        self.try_resume()
-        metrics = _CsvLog(
-            self.run_dir / "train_metrics.csv", keep_until_step=self.step, enabled=main
-        )
-        epoch_metrics = _CsvLog(
-            self.run_dir / "epoch_metrics.csv", keep_until_epoch=self.epoch, enabled=main
-        )
+        if not self.try_resume():
+            self.metrics.restore("")
+            self.epoch_metrics.restore("")
+        if main:
+            with open(self.run_dir / "hparams.yaml", "w") as fh:
+                yaml.safe_dump(self.cfg, fh, sort_keys=False)
+        barrier(self.dist)
         log_every = int(self.pre["log_every"])
         ckpt_every = int(self.pre["checkpoint_every"])
-        if self.epoch > 0 and not any(int(r["epoch"]) == self.epoch for r in epoch_metrics.rows):
+        if self.epoch > 0 and not self.epoch_metrics.has("epoch", self.epoch):
             # the run stopped between its checkpoint and the epoch's callbacks (e.g. a probe)
-            self._epoch_end_callbacks(epoch_metrics)
+            self._epoch_end_callbacks()
         from tqdm.auto import tqdm
 
         t_start = time.time()
@@ -481,18 +540,17 @@ class Trainer:
                     bar.update(1)
                     if self.step % log_every == 0 or i == self.steps_per_epoch - 1:
                         row = window.flush(t_start)  # the only host synchronisation
-                        metrics.write(row)
+                        self.metrics.write(row)
                         bar.set_postfix(loss=f"{row['loss']:.3f}")
             bar.close()
             self.epoch += 1
             epochs_run += 1
             if self.epoch % ckpt_every == 0 or self.epoch == self.epochs:
                 self.save_resume()
-            self._epoch_end_callbacks(epoch_metrics)
-            last = metrics.last
+            self._epoch_end_callbacks()
             self.log(
                 f"[abt] epoch {self.epoch}/{self.epochs} step {self.step} "
-                f"loss {last.get('loss', float('nan')):.4f}"
+                f"loss {self.metrics.last.get('loss', float('nan')):.4f}"
             )
             if stop_after_epochs is not None and epochs_run >= stop_after_epochs:
                 break
@@ -502,7 +560,7 @@ class Trainer:
             "steps_per_epoch": self.steps_per_epoch,
             "batch_size": self.batch_size,
             "n_clips": len(self.store),
-            "final_loss": metrics.last.get("loss"),
+            "final_loss": self.metrics.last.get("loss"),
             "seconds": round(time.time() - t_start, 2),
             "device": str(self.device),
             "threads": torch.get_num_threads(),
@@ -510,11 +568,13 @@ class Trainer:
             "distributed": self.dist.active,
             "backend": torch.distributed.get_backend() if self.dist.active else None,
             "speed": self.speed,
+            "provenance": self.provenance,
         }
         if self.epoch >= self.epochs and main:
             self.save_encoder(self.run_dir / "model.ckpt")
             with open(self.run_dir / "summary.json", "w") as fh:
                 json.dump(summary, fh, indent=2)
+            (self.resume_path.parent / COMPLETE).write_text(json.dumps(self.provenance))
         barrier(self.dist)
         return summary
 
@@ -565,87 +625,15 @@ def _rng_state(t: Any) -> torch.Tensor:
     return torch.as_tensor(t).to(device="cpu", dtype=torch.uint8)
 
 
-class _CsvLog:
-    """Append-only CSV that, on resume, drops rows written after the checkpoint."""
-
-    def __init__(
-        self,
-        path: Path,
-        keep_until_step: int | None = None,
-        keep_until_epoch: int | None = None,
-        enabled: bool = True,
-    ):
-        self.path = path
-        self.enabled = enabled  # DDP: only rank 0 writes
-        self.rows: list[dict[str, Any]] = []
-        if path.exists():
-            with open(path, newline="") as fh:
-                for r in csv.DictReader(fh):
-                    if keep_until_step is not None and int(r["step"]) > keep_until_step:
-                        continue
-                    if keep_until_epoch is not None and int(r["epoch"]) > keep_until_epoch:
-                        continue
-                    self.rows.append(r)
-        self._rewrite()
-
-    @property
-    def last(self) -> dict[str, Any]:
-        if not self.rows:
-            return {}
-        return {k: _num(v) for k, v in self.rows[-1].items()}
-
-    def write(self, row: Mapping[str, Any]) -> None:
-        self.rows.append({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-        self._rewrite()
-
-    def _rewrite(self) -> None:
-        if not self.enabled:
-            return
-        cols: list[str] = []
-        for r in self.rows:
-            cols += [k for k in r if k not in cols]
-        tmp = self.path.with_suffix(".part")
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=cols)
-            w.writeheader()
-            w.writerows(self.rows)
-        os.replace(tmp, self.path)
-
-
-def _num(v: Any) -> Any:
-    """A CSV cell as a float when it is numeric, else unchanged."""
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return v
-
-
 def _as_tuple(x: Any) -> Any:
     return tuple(_as_tuple(v) for v in x) if isinstance(x, list | tuple) else x
 
 
-def _plain(x: Any) -> Any:
-    if isinstance(x, Mapping):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_plain(v) for v in x]
-    return x
-
-
-def _strip_volatile(cfg: Mapping[str, Any]) -> Any:
-    """Config compared on resume, without keys that may change between attempts."""
-    c = _plain(copy.deepcopy(cfg))
-    c.get("pretrain", {}).pop("log_every", None)
-    c.get("pretrain", {}).pop("checkpoint_every", None)
-    c.get("pretrain", {}).pop("speed", None)
-    return c
-
-
-def load_encoder(
-    path: str | Path, map_location: str = "cpu"
-) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild the encoder of a ``model.ckpt`` and load its weights (eval mode)."""
-    from abt.hear import build_checkpoint_encoder, read_checkpoint
-
-    ck = read_checkpoint(path)
-    return build_checkpoint_encoder(ck, str(path)).to(map_location), ck
+def _diff(a: Any, b: Any, path: str = "") -> list[str]:
+    """Human-readable differences between two nested configurations."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += _diff(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
+        return out
+    return [] if a == b else [f"{path}: {a!r} -> {b!r}"]

@@ -29,6 +29,14 @@ def job_log(log_path: str | None) -> Iterator[None]:
             raise
 
 
+def use_package_from(src: str | os.PathLike[str]) -> None:
+    """Put ``src`` (the checkout's ``src/``) first on ``PYTHONPATH`` for every job the workflow
+    starts, so each ``workflow/scripts`` adapter imports this checkout's ``abt``."""
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    src = str(src)
+    os.environ["PYTHONPATH"] = os.pathsep.join([src, *[p for p in parts if p != src]])
+
+
 def set_threads(n: int) -> None:
     """Pin torch/BLAS threads to the job's share (OpenMP spin-wait makes oversubscription slow)."""
     n = max(1, int(n))

@@ -23,9 +23,12 @@ import pytest
 import torch
 import yaml
 
-from abt import steps
 from abt.config import REPO_ROOT, load_config
 from abt.hear import load_model, save_random_init
+from abt.jobs.data import compute_pretrain_mels, compute_task_mels
+from abt.jobs.hear import linear_eval
+from abt.jobs.pretrain import pretrain
+from abt.runspec import resolve
 
 pytestmark = pytest.mark.cuda
 
@@ -45,23 +48,23 @@ def data(tmp_path_factory):
     build_embedded(str(emb), seed=0, scale=0.1, tasks=[TASK], use_debian="never")
     pre = dict(cfg["preprocess"], stats=dict(cfg["preprocess"]["stats"], n_crops=1000))
     store = tmp / "store"
-    steps.compute_pretrain_mels(cfg["data"]["pretrain"], cfg["mels"], pre, str(emb), str(store))
+    compute_pretrain_mels(cfg["data"]["pretrain"], cfg["mels"], pre, str(emb), str(store))
     task = emb / "tasks" / f"{TASK}-v1-full"
     stores = tmp / "task_stores"
-    steps.compute_task_mels(str(task), cfg["mels"], cfg["preprocess"], str(stores))
+    compute_task_mels(str(task), cfg["mels"], cfg["preprocess"], str(stores))
     cfg["monitor"].update(task=TASK, every_epochs=1)
     cfg["monitor"]["classifier"]["max_epochs"] = 20
     return {"cfg": cfg, "store": store, "task": task, "stores": stores, "tmp": tmp}
 
 
 def _run(data, encoder, epochs=3):
-    run = steps.run_config(data["cfg"], encoder, "baseline", 0)
-    run["pretrain"].update(epochs=epochs, batch_size=64, log_every=2)
-    return run
+    return resolve(data["cfg"], encoder, "baseline", 0).with_pretrain(
+        epochs=epochs, batch_size=64, log_every=2
+    )
 
 
 def _pretrain(data, run, out, **kw):
-    return steps.pretrain(
+    return pretrain(
         run, str(data["store"]), str(out), monitor=data["cfg"]["monitor"],
         monitor_task_dir=str(data["task"]), monitor_stores=str(data["stores"]), device=DEVICE,
         **kw,
@@ -115,7 +118,7 @@ def test_linear_evaluation_on_cuda(data, tmp_path):
     st = json.loads((data["store"] / "stats.json").read_text())
     ckpt = save_random_init(tmp_path / "m.ckpt", "audiontt", "audiontt", {}, st["mean"], st["std"],
                             data["cfg"]["mels"], seed=0)  # fmt: skip
-    res = steps.linear_eval(str(ckpt), str(data["task"]), str(data["stores"]),
+    res = linear_eval(str(ckpt), str(data["task"]), str(data["stores"]),
                             data["cfg"]["monitor"], str(tmp_path / "le.json"))  # fmt: skip
     assert 0.0 <= res["probe_100"] <= 1.0 and res["probe_metric"] == "top1_acc"
     assert json.loads((tmp_path / "le.json").read_text())["probe_100"] == res["probe_100"]

@@ -1,63 +1,124 @@
-# Shared helpers: config validation, constants derived from config, wildcard constraints.
+# Shared helpers: the configuration checks, path templates, what each job runs, wildcard
+# constraints. Planning lives in abt.plan (torch-free); the job functions in abt.jobs.
 import os
+import re
 import sys
 from pathlib import Path
 
 WORKFLOW_ROOT = Path(workflow.basedir)
-sys.path.insert(0, str(WORKFLOW_ROOT / "src"))
+SRC = WORKFLOW_ROOT / "src"
+sys.path.insert(0, str(SRC))
+from abt.workflow_io import use_package_from  # noqa: E402
 
-from abt.config import ConfigError, validate_config  # noqa: E402
-from abt import steps  # noqa: E402
+# One mechanism for every job script: the package of this checkout comes first on the path of
+# every job (also under --software-deployment-method conda, and on cluster nodes, which parse
+# this file again).
+use_package_from(SRC)
 
-SCHEMA = steps.load_schema_for_workflow(WORKFLOW_ROOT)
+from abt import plan  # noqa: E402
+from abt.checks import check_config  # noqa: E402
+from abt.codehash import code_digest  # noqa: E402
+from abt.config import ConfigError  # noqa: E402
+
+SCHEMA = plan.load_schema_for_workflow(WORKFLOW_ROOT)
 try:
-    validate_config(config, SCHEMA)
-    steps.validate_variants(config, SCHEMA)
-    steps.check_inputs_exist(config)
+    check_config(config, SCHEMA)
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
-# Code that rules run: edits to src/ must re-trigger the jobs that depend on it.
-SRC_FILES = sorted(
-    os.path.relpath(p) for p in (WORKFLOW_ROOT / "src" / "abt").rglob("*.py")
-)
+# ---- path templates (abt.plan owns them; rules format them with wildcards)
 
+EMBEDDED_DIR = plan.EMBEDDED_DIR
+PRETRAIN_RUN = plan.PRETRAIN_RUN
+HEAR_RUN = plan.HEAR_RUN
+HEAR_TASK = plan.HEAR_TASK
+PRETRAIN_STORE = plan.PRETRAIN_STORE
+TRAIN_STATS = f"{PRETRAIN_STORE.format(corpus='train')}/stats.json"
 HEAR_CONSTRAINTS = os.path.relpath(WORKFLOW_ROOT / "envs" / "hear-eval.constraints.txt")
-EMBEDDED_DIR = "results/data/embedded"
-TASKS = steps.task_dirs(config, EMBEDDED_DIR)  # task name -> task directory
 
+# ---- what the configuration asks for
 
+TASKS = plan.task_dirs(config)  # task name -> task directory
 ENCODERS = sorted(config["encoders"])
-VARIANTS = steps.variants(config)
-
-
-ABLATIONS = steps.ablation_names(config)  # every ablation + random_init (a study row)
+VARIANTS = plan.variants(config)
+ABLATIONS = plan.ablation_names(config)  # every ablation + random_init (a study row)
 STUDIES = sorted(config.get("studies") or {})
 SWEEPS = sorted(config.get("sweeps") or {})
+SEEDS = list(config["run"]["seeds"])
+GPUS = config["run"]["gpus_per_run"]
+MONITOR_TASK_DIR = TASKS.get(config["monitor"]["task"] or "", "")
+
+
+def one_of(names):
+    return "|".join(re.escape(n) for n in names) if names else "NO_NAME"
+
+
+def not_one_of(names):
+    """A wildcard constraint matching any single path segment that is not one of ``names``."""
+    return rf"(?!(?:{one_of(names)})$)[^/]+"
 
 
 wildcard_constraints:
-    task="|".join(TASKS) if TASKS else "NO_TASK",
-    corpus="|".join(steps.CORPORA),
-    ablation="|".join(a.replace(".", r"\.") for a in ABLATIONS),
-    study="|".join(STUDIES) if STUDIES else "NO_STUDY",
-    sweep="|".join(SWEEPS) if SWEEPS else "NO_SWEEP",
-    encoder="|".join(ENCODERS),
-    variant="|".join(v.replace(".", r"\.") for v in VARIANTS),
+    task=one_of(TASKS),
+    corpus=one_of(plan.CORPORA),
+    ablation=one_of(ABLATIONS),
+    study=one_of(STUDIES),
+    sweep=one_of(SWEEPS),
+    encoder=one_of(ENCODERS),
+    variant=one_of(VARIANTS),
     seed=r"\d+",
 
 
+# ---- the code each job runs: a rule re-runs when the digest of *its* code changes
+
+CODE = {
+    job: code_digest(entries)
+    for job, entries in {
+        "embedded": "abt.data.embedded.build:build_embedded",
+        "pretrain_mels": [
+            "abt.jobs.data:compute_pretrain_mels",
+            "abt.jobs.data:merge_pretrain_mels",
+        ],
+        "task_mels": "abt.jobs.data:compute_task_mels",
+        "task_baseline": "abt.jobs.data:task_baseline",
+        "baseline_table": "abt.jobs.data:baseline_summary",
+        "encoder_tables": "abt.encoders.profile:write_thesis_tables",
+        "pretrain": "abt.jobs.pretrain:pretrain_torchrun",
+        "random_init": "abt.jobs.hear:random_init_checkpoint",
+        "hear_env": "abt.jobs.hear:hear_env",
+        # the kit imports abt.hear in its own venv
+        "validate": ["abt.evaluation.heareval_env:run_validator", "abt.hear"],
+        "embeddings": ["abt.jobs.hear:hear_embeddings", "abt.hear"],
+        "predictions": "abt.jobs.hear:hear_predictions",
+        "concat": "abt.jobs.report:concat_csvs",
+        "linear_eval": "abt.jobs.hear:linear_eval",
+        "ablation": "abt.jobs.report:ablation_summary",
+        "study": "abt.jobs.report:study_summary",
+        "study_figure": "abt.report.figures:plot_study",
+        "paper_tables": "abt.jobs.report:paper_tables",
+        "curves_figure": "abt.report.figures:plot_training_curves",
+        "report": "abt.report.render:render",
+        "sweep_worker": "abt.jobs.pretrain:sweep_worker",
+        "sweep_summary": "abt.report.sweeps:summarise",
+    }.items()
+}
+
+
+# ---- data
+
+
 def pretrain_clip_list(wildcards):
-    return steps.pretrain_clip_list_path(config, EMBEDDED_DIR, wildcards.corpus)
+    return plan.pretrain_clip_list_path(config, wildcards.corpus)
+
+
+def corpus_data(wildcards):
+    return plan.corpus_data(config, wildcards.corpus)
 
 
 def pretrain_stats(wildcards):
     """The store a run pre-trains on (ablations: data.ablation_pretrain when set)."""
-    corpus = steps.variant_corpus(config, wildcards.variant)
-    return f"results/mels/pretrain/{corpus}/stats.json"
-
-
-TRAIN_STATS = "results/mels/pretrain/train/stats.json"
+    corpus = plan.variant_corpus(config, wildcards.variant)
+    return f"{PRETRAIN_STORE.format(corpus=corpus)}/stats.json"
 
 
 def pretrain_shards(wildcards):
@@ -65,16 +126,41 @@ def pretrain_shards(wildcards):
     n = config["preprocess"]["shards"]
     if n <= 1:
         return {}
-    return {
-        "shards": [
-            f"results/mels/pretrain/{wildcards.corpus}/shards/{i}" for i in range(n)
-        ]
-    }
+    store = PRETRAIN_STORE.format(corpus=wildcards.corpus)
+    return {"shards": [f"{store}/shards/{i}" for i in range(n)]}
 
 
-def sweep_stats(wildcards):
-    """Sweeps pre-train on the ablations' data (FSD50K dev in the thesis) when it is set."""
-    return f"results/mels/pretrain/{steps.variant_corpus(config, 'sweep')}/stats.json"
+def task_input(wildcards):
+    """The file a task's rules depend on: the embedded manifest, or the task's metadata on disk."""
+    return plan.task_input_path(config, wildcards.task)
+
+
+def task_dir(wildcards):
+    return TASKS[wildcards.task]
+
+
+def monitor_inputs(wildcards):
+    """Task stores for linear-probe monitoring (an empty dict when monitoring is off)."""
+    return plan.monitor_inputs(config)
+
+
+# ---- pre-training
+
+
+def run_spec(wildcards):
+    """The resolved run (base + ablation) of one pre-training job, as a params value."""
+    from abt.runspec import resolve
+
+    return resolve(
+        config, wildcards.encoder, wildcards.variant, int(wildcards.seed), schema=SCHEMA
+    ).to_dict()
+
+
+def random_init_run(wildcards):
+    """The baseline run of an encoder (its architecture and front-end)."""
+    from abt.runspec import resolve
+
+    return resolve(config, wildcards.encoder, "baseline", int(wildcards.seed), schema=SCHEMA).to_dict()
 
 
 def sweep_params_input(wildcards):
@@ -82,31 +168,7 @@ def sweep_params_input(wildcards):
     sweep = (config["run"].get("from_sweeps") or {}).get(wildcards.encoder)
     if not sweep or wildcards.variant != "baseline":
         return {}
-    return {"sweep_params": f"results/sweeps/{sweep}/summary/best_params.yaml"}
-
-
-def task_input(wildcards):
-    """The file a task's rules depend on: the embedded manifest, or the task's metadata on disk."""
-    return steps.task_input_path(config, EMBEDDED_DIR, wildcards.task)
-
-
-def task_dir(wildcards):
-    return TASKS[wildcards.task]
-
-
-def run_config(wildcards):
-    """Resolved configuration of one pre-training run (base + ablation), as a params value."""
-    return steps.run_config(
-        config, wildcards.encoder, wildcards.variant, int(wildcards.seed)
-    )
-
-
-MONITOR_TASK_DIR = TASKS.get(config["monitor"]["task"] or "", "")
-
-
-def monitor_inputs(wildcards):
-    """Task stores for linear-probe monitoring (an empty dict when monitoring is off)."""
-    return steps.monitor_inputs(config, EMBEDDED_DIR)
+    return {"sweep_params": f"{plan.SWEEP_SUMMARY.format(sweep=sweep)}/best_params.yaml"}
 
 
 def pretrain_mem_mb(wildcards, attempt):
@@ -117,29 +179,26 @@ def pretrain_runtime(wildcards, attempt):
     return 24 * 60 * attempt
 
 
-def random_init_run(wildcards):
-    """The baseline run configuration of an encoder (its architecture and front-end)."""
-    return steps.run_config(config, wildcards.encoder, "baseline", int(wildcards.seed))
+# ---- evaluation and the report
+
+
+def hear_variants():
+    return ["baseline", "random_init"] if config["hear"]["random_init"] else ["baseline"]
 
 
 def main_hear_targets():
     """HEAR scores of every main encoder, trained and (if configured) at random init."""
-    variants = (
-        ["baseline", "random_init"] if config["hear"]["random_init"] else ["baseline"]
-    )
     return expand(
-        "results/hear/{encoder}/{variant}/seed0/scores.csv",
+        f"{HEAR_RUN}/scores.csv",
         encoder=config["run"]["encoders"],
-        variant=variants,
+        variant=hear_variants(),
+        seed=SEEDS,
     ) + expand(
-        "results/hear/{encoder}/baseline/seed0/validator.log",
+        f"{HEAR_RUN}/validator.log",
         encoder=config["run"]["encoders"],
+        variant="baseline",
+        seed=SEEDS,
     )
-
-
-# ---- experiments and the report (workflow/rules/report.smk)
-
-SCOPES = {"main": "report", "full": "report/full"}
 
 
 def scope_encoders(scope):
@@ -153,31 +212,54 @@ def scope_studies(scope):
     return list(config["report"]["studies"]) if scope == "main" else STUDIES
 
 
-def hear_variants():
-    return (
-        ["baseline", "random_init"] if config["hear"]["random_init"] else ["baseline"]
-    )
+def scope_sweeps(scope):
+    return list(config["report"]["sweeps"]) if scope == "main" else SWEEPS
 
 
-def ablation_variant_dir(ablation):
-    return f"{steps.ablation_encoder(config, ablation)}/{ablation}/seed0"
+def ablation_run_dirs(ablation):
+    """The pre-training run folders of one ablation row (one per seed)."""
+    enc = plan.ablation_encoder(config, ablation)
+    return [plan.run_dir(enc, ablation, s) for s in SEEDS]
 
 
 def ablation_inputs(wildcards):
-    run = ablation_variant_dir(wildcards.ablation)
+    enc = plan.ablation_encoder(config, wildcards.ablation)
+    runs = [(enc, wildcards.ablation, s) for s in SEEDS]
     return {
-        "ckpt": f"results/pretrain/{run}/model.ckpt",
-        "linear_eval": f"results/linear_eval/{run}.json",
+        "ckpts": [f"{plan.run_dir(*r)}/model.ckpt" for r in runs],
+        "linear_evals": [plan.LINEAR_EVAL.format(encoder=e, variant=v, seed=s) for e, v, s in runs],
         "scores": [
-            f"results/hear/{run}/{t}/scores.csv" for t in config["report"]["hear_l"]
+            f"{HEAR_TASK.format(encoder=e, variant=v, seed=s, task=t)}/scores.csv"
+            for e, v, s in runs
+            for t in config["report"]["hear_l"]
         ],
     }
 
 
 def ablation_run(wildcards):
-    enc = steps.ablation_encoder(config, wildcards.ablation)
+    from abt.runspec import resolve
+
+    enc = plan.ablation_encoder(config, wildcards.ablation)
     variant = "baseline" if wildcards.ablation == "random_init" else wildcards.ablation
-    return steps.run_config(config, enc, variant, 0)
+    return resolve(config, enc, variant, SEEDS[0], schema=SCHEMA).to_dict()
+
+
+def ablation_description(wildcards):
+    return plan.ablation_description(config, wildcards.ablation)
+
+
+def study_config(wildcards):
+    return config["studies"][wildcards.study]
+
+
+def sweep_config(wildcards):
+    return config["sweeps"][wildcards.sweep]
+
+
+def sweep_settings(wildcards):
+    from abt.sweeps import sweep_settings as settings
+
+    return settings(config, wildcards.sweep)
 
 
 def study_ablations(study):
@@ -185,38 +267,48 @@ def study_ablations(study):
     return [*st["ablations"], *(["random_init"] if st.get("random_init") else [])]
 
 
+def study_inputs(wildcards):
+    return [plan.ABLATION.format(ablation=a) for a in study_ablations(wildcards.study)]
+
+
 def study_run_dirs(wildcards):
-    return {
-        a: f"results/pretrain/{ablation_variant_dir(a)}"
-        for a in study_ablations(wildcards.study)
-    }
+    return {a: ablation_run_dirs(a)[0] for a in study_ablations(wildcards.study)}
 
 
 def scope_scores(wildcards):
     return expand(
-        "results/hear/{encoder}/{variant}/seed0/scores.csv",
+        f"{HEAR_RUN}/scores.csv",
         encoder=scope_encoders(wildcards.scope),
         variant=hear_variants(),
+        seed=SEEDS,
     )
 
 
-def scope_sweeps(scope):
-    return list(config["report"]["sweeps"]) if scope == "main" else SWEEPS
+def scope_run_dirs(wildcards):
+    return {e: plan.run_dir(e, "baseline", SEEDS[0]) for e in scope_encoders(wildcards.scope)}
+
+
+def scope_ckpts(wildcards):
+    return [f"{d}/model.ckpt" for d in scope_run_dirs(wildcards).values()]
+
+
+def scope_encoder_list(wildcards):
+    return scope_encoders(wildcards.scope)
 
 
 def report_inputs(scope):
     studies = scope_studies(scope)
     return {
         "sweeps": [
-            f"results/sweeps/{s}/summary/best_params.yaml" for s in scope_sweeps(scope)
+            f"{plan.SWEEP_SUMMARY.format(sweep=s)}/best_params.yaml" for s in scope_sweeps(scope)
         ],
         "tables": f"results/tables/{scope}",
         "encoders": "results/tables/encoders.csv",
-        "studies": [f"results/studies/{s}/summary.csv" for s in studies],
+        "studies": [plan.STUDY.format(study=s) for s in studies],
         "figures": [f"results/figures/{scope}/training_curves.png"]
-        + [f"results/figures/studies/{s}.png" for s in studies],
+        + [f"{plan.STUDY_FIGURE.format(study=s)}.png" for s in studies],
         "hparams": [
-            f"results/pretrain/{e}/baseline/seed0/hparams.yaml"
+            f"{plan.run_dir(e, 'baseline', SEEDS[0])}/hparams.yaml"
             for e in scope_encoders(scope)
         ],
     }
@@ -225,17 +317,49 @@ def report_inputs(scope):
 def report_params(scope):
     studies = scope_studies(scope)
     figures = {"training_curves": f"results/figures/{scope}/training_curves.png"}
-    figures |= {s: f"results/figures/studies/{s}.png" for s in studies}
+    figures |= {s: f"{plan.STUDY_FIGURE.format(study=s)}.png" for s in studies}
     hparams = {
-        f"{e}/baseline": f"results/pretrain/{e}/baseline/seed0/hparams.yaml"
+        f"{e}/baseline": f"{plan.run_dir(e, 'baseline', SEEDS[0])}/hparams.yaml"
         for e in scope_encoders(scope)
     }
     for s in studies:
         for a in config["studies"][s]["ablations"]:
-            hparams[a] = f"results/pretrain/{ablation_variant_dir(a)}/hparams.yaml"
+            hparams[a] = f"{ablation_run_dirs(a)[0]}/hparams.yaml"
     return {
-        "sweeps": {s: f"results/sweeps/{s}/summary" for s in scope_sweeps(scope)},
-        "studies": {s: f"results/studies/{s}/summary.csv" for s in studies},
+        "sweeps": {s: plan.SWEEP_SUMMARY.format(sweep=s) for s in scope_sweeps(scope)},
+        "studies": {s: plan.STUDY.format(study=s) for s in studies},
         "figures": figures,
         "hparams": hparams,
     }
+
+
+# ---- sweeps
+
+
+def sweep_stats(wildcards):
+    """Sweeps pre-train on the ablations' data (FSD50K dev in the thesis) when it is set."""
+    corpus = plan.variant_corpus(config, "sweep")
+    return f"{PRETRAIN_STORE.format(corpus=corpus)}/stats.json"
+
+
+def sweep_spec(wildcards):
+    """What one sweep worker needs, resolved: the space, the settings, the base run."""
+    from abt.sweeps import sweep_run_config
+
+    return {
+        "space": config["sweeps"][wildcards.sweep]["space"],
+        "settings": sweep_settings(wildcards),
+        "run": sweep_run_config(config, wildcards.sweep).to_dict(),
+    }
+
+
+# ---- targets that name nothing the configuration defines
+
+
+def unknown(kind, known):
+    """An input function failing with the valid names (a misspelt target)."""
+
+    def fail(wildcards):
+        raise WorkflowError(plan.unknown_name_error(kind, wildcards.name, list(known)))
+
+    return fail

@@ -2,8 +2,6 @@
 
 
 rule build_embedded_dataset:
-    input:
-        code=SRC_FILES,
     output:
         manifest=f"{EMBEDDED_DIR}/manifest.json",
         clips=f"{EMBEDDED_DIR}/pool/clips.csv",
@@ -23,6 +21,7 @@ rule build_embedded_dataset:
         scale=config["embedded"]["scale"],
         tasks=config["embedded"]["tasks"],
         use_debian=config["embedded"]["use_debian"],
+        code=CODE["embedded"],
     script:
         "../scripts/build_embedded_dataset.py"
 
@@ -30,11 +29,12 @@ rule build_embedded_dataset:
 rule compute_pretrain_mels_shard:
     input:
         clips=pretrain_clip_list,
-        code=SRC_FILES,
     output:
-        directory("results/mels/pretrain/{corpus}/shards/{shard}"),
+        directory(f"{PRETRAIN_STORE}/shards/{{shard}}"),
     log:
         "logs/compute_pretrain_mels/{corpus}/shard{shard}.log",
+    benchmark:
+        "benchmarks/compute_pretrain_mels/{corpus}/shard{shard}.tsv"
     wildcard_constraints:
         shard=r"\d+",
     conda:
@@ -44,10 +44,11 @@ rule compute_pretrain_mels_shard:
         mem_mb=4000,
         runtime=240,
     params:
-        data=lambda wildcards: steps.corpus_data(config, wildcards.corpus),
+        data=corpus_data,
         mels=config["mels"],
         preprocess=config["preprocess"],
         embedded_dir=EMBEDDED_DIR,
+        code=CODE["pretrain_mels"],
     script:
         "../scripts/compute_pretrain_mels.py"
 
@@ -56,12 +57,11 @@ rule compute_pretrain_mels:
     input:
         unpack(pretrain_shards),
         clips=pretrain_clip_list,
-        code=SRC_FILES,
     output:
-        mels="results/mels/pretrain/{corpus}/mels.npy",
-        index="results/mels/pretrain/{corpus}/index.csv",
-        manifest="results/mels/pretrain/{corpus}/manifest.csv",
-        stats="results/mels/pretrain/{corpus}/stats.json",
+        mels=f"{PRETRAIN_STORE}/mels.npy",
+        index=f"{PRETRAIN_STORE}/index.csv",
+        manifest=f"{PRETRAIN_STORE}/manifest.csv",
+        stats=f"{PRETRAIN_STORE}/stats.json",
     log:
         "logs/compute_pretrain_mels/{corpus}.log",
     benchmark:
@@ -73,10 +73,11 @@ rule compute_pretrain_mels:
         mem_mb=4000,
         runtime=240,
     params:
-        data=lambda wildcards: steps.corpus_data(config, wildcards.corpus),
+        data=corpus_data,
         mels=config["mels"],
         preprocess=config["preprocess"],
         embedded_dir=EMBEDDED_DIR,
+        code=CODE["pretrain_mels"],
     script:
         "../scripts/compute_pretrain_mels.py"
 
@@ -84,11 +85,12 @@ rule compute_pretrain_mels:
 rule compute_task_mels:
     input:
         task=task_input,
-        code=SRC_FILES,
     output:
-        directory("results/mels/tasks/{task}"),
+        directory(plan.TASK_STORES),
     log:
         "logs/compute_task_mels/{task}.log",
+    benchmark:
+        "benchmarks/compute_task_mels/{task}.tsv"
     conda:
         "../../envs/audio.yaml"
     threads: 2
@@ -99,6 +101,7 @@ rule compute_task_mels:
         task_dir=task_dir,
         mels=config["mels"],
         preprocess=config["preprocess"],
+        code=CODE["task_mels"],
     script:
         "../scripts/compute_task_mels.py"
 
@@ -106,11 +109,12 @@ rule compute_task_mels:
 rule task_baseline:
     input:
         task=task_input,
-        code=SRC_FILES,
     output:
         "results/baselines/{task}.json",
     log:
         "logs/task_baseline/{task}.log",
+    benchmark:
+        "benchmarks/task_baseline/{task}.tsv"
     conda:
         "../../envs/audio.yaml"
     threads: 1
@@ -120,6 +124,7 @@ rule task_baseline:
     params:
         task_dir=task_dir,
         mels=config["mels"],
+        code=CODE["task_baseline"],
     script:
         "../scripts/task_baseline.py"
 
@@ -135,5 +140,7 @@ rule baseline_table:
     localrule: True
     conda:
         "../../envs/report.yaml"
+    params:
+        code=CODE["baseline_table"],
     script:
         "../scripts/baseline_table.py"

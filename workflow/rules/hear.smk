@@ -1,7 +1,7 @@
 # Stage 3: evaluation with the official HEAR kit (unmodified, in its own pinned environment),
 # random-initialisation baselines, per-run score tables.
 
-HEAR_VARIANT = "|".join([*(v.replace(".", r"\.") for v in VARIANTS), "random_init"])
+HEAR_VARIANT = one_of([*VARIANTS, "random_init"])
 
 
 rule setup_hear_env:
@@ -11,11 +11,14 @@ rule setup_hear_env:
         stamp="results/envs/hear-eval.json",
     log:
         "logs/setup_hear_env.log",
+    benchmark:
+        "benchmarks/setup_hear_env.tsv"
     localrule: True
     conda:
         "../../envs/hear.yaml"
     params:
         env_dir=config["hear"]["env_dir"],
+        code=CODE["hear_env"],
     script:
         "../scripts/setup_hear_env.py"
 
@@ -23,9 +26,8 @@ rule setup_hear_env:
 rule random_init_encoder:
     input:
         stats=TRAIN_STATS,
-        code=SRC_FILES,
     output:
-        ckpt="results/pretrain/{encoder}/random_init/seed{seed}/model.ckpt",
+        ckpt=f"{plan.run_dir('{encoder}', 'random_init', '{seed}')}/model.ckpt",
     log:
         "logs/random_init_encoder/{encoder}/seed{seed}.log",
     conda:
@@ -36,19 +38,21 @@ rule random_init_encoder:
         runtime=10,
     params:
         run=random_init_run,
+        code=CODE["random_init"],
     script:
         "../scripts/random_init_encoder.py"
 
 
 rule validate_hear_module:
     input:
-        ckpt="results/pretrain/{encoder}/{variant}/seed{seed}/model.ckpt",
+        ckpt=f"{PRETRAIN_RUN}/model.ckpt",
         env=rules.setup_hear_env.output.stamp,
-        code=SRC_FILES,
     output:
-        "results/hear/{encoder}/{variant}/seed{seed}/validator.log",
+        f"{HEAR_RUN}/validator.log",
     log:
         "logs/validate_hear_module/{encoder}/{variant}/seed{seed}.log",
+    benchmark:
+        "benchmarks/validate_hear_module/{encoder}/{variant}/seed{seed}.tsv"
     wildcard_constraints:
         variant=HEAR_VARIANT,
     conda:
@@ -59,73 +63,73 @@ rule validate_hear_module:
         runtime=30,
     params:
         env_dir=config["hear"]["env_dir"],
+        code=CODE["validate"],
     script:
         "../scripts/validate_hear_module.py"
 
 
 rule extract_hear_embeddings:
     input:
-        ckpt="results/pretrain/{encoder}/{variant}/seed{seed}/model.ckpt",
+        ckpt=f"{PRETRAIN_RUN}/model.ckpt",
         task=task_input,
         env=rules.setup_hear_env.output.stamp,
-        code=SRC_FILES,
     output:
-        directory("results/hear/{encoder}/{variant}/seed{seed}/{task}/embeddings"),
+        directory(f"{HEAR_TASK}/embeddings"),
     log:
         "logs/extract_hear_embeddings/{encoder}/{variant}/seed{seed}/{task}.log",
+    benchmark:
+        "benchmarks/extract_hear_embeddings/{encoder}/{variant}/seed{seed}/{task}.tsv"
     wildcard_constraints:
         variant=HEAR_VARIANT,
     conda:
         "../../envs/hear.yaml"
     threads: 2
     resources:
-        gpu=1,
+        gpu=min(GPUS, 1),
         mem_mb=16000,
         runtime=240,
     params:
         env_dir=config["hear"]["env_dir"],
         task_dir=task_dir,
+        code=CODE["embeddings"],
     script:
         "../scripts/extract_hear_embeddings.py"
 
 
 rule evaluate_hear_task:
     input:
-        embeddings="results/hear/{encoder}/{variant}/seed{seed}/{task}/embeddings",
+        embeddings=f"{HEAR_TASK}/embeddings",
         env=rules.setup_hear_env.output.stamp,
-        code=SRC_FILES,
     output:
-        scores="results/hear/{encoder}/{variant}/seed{seed}/{task}/scores.csv",
-        predictions=directory(
-            "results/hear/{encoder}/{variant}/seed{seed}/{task}/predictions"
-        ),
+        scores=f"{HEAR_TASK}/scores.csv",
+        predictions=directory(f"{HEAR_TASK}/predictions"),
     log:
         "logs/evaluate_hear_task/{encoder}/{variant}/seed{seed}/{task}.log",
+    benchmark:
+        "benchmarks/evaluate_hear_task/{encoder}/{variant}/seed{seed}/{task}.tsv"
     wildcard_constraints:
         variant=HEAR_VARIANT,
     conda:
         "../../envs/hear.yaml"
     threads: 1
     resources:
-        gpu=1,
+        gpu=min(GPUS, 1),
         mem_mb=16000,
         runtime=600,
     params:
         env_dir=config["hear"]["env_dir"],
         grid=config["hear"]["grid"],
         grid_points=config["hear"]["grid_points"],
+        code=CODE["predictions"],
     script:
         "../scripts/evaluate_hear_task.py"
 
 
 rule hear_run_scores:
     input:
-        expand(
-            "results/hear/{{encoder}}/{{variant}}/seed{{seed}}/{task}/scores.csv",
-            task=TASKS,
-        ),
+        expand(f"{HEAR_RUN}/{{task}}/scores.csv", allow_missing=True, task=TASKS),
     output:
-        "results/hear/{encoder}/{variant}/seed{seed}/scores.csv",
+        f"{HEAR_RUN}/scores.csv",
     log:
         "logs/hear_run_scores/{encoder}/{variant}/seed{seed}.log",
     wildcard_constraints:
@@ -133,5 +137,7 @@ rule hear_run_scores:
     localrule: True
     conda:
         "../../envs/report.yaml"
+    params:
+        code=CODE["concat"],
     script:
         "../scripts/concat_csvs.py"

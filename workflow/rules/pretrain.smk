@@ -2,8 +2,6 @@
 
 
 rule encoder_tables:
-    input:
-        code=SRC_FILES,
     output:
         csv="results/tables/encoders.csv",
         md="results/tables/encoders.md",
@@ -20,6 +18,7 @@ rule encoder_tables:
     params:
         batch_size=16,
         repeats=3,
+        code=CODE["encoder_tables"],
     script:
         "../scripts/encoder_tables.py"
 
@@ -29,11 +28,10 @@ rule pretrain_encoder:
         unpack(monitor_inputs),
         unpack(sweep_params_input),
         stats=pretrain_stats,
-        code=SRC_FILES,
     output:
-        ckpt="results/pretrain/{encoder}/{variant}/seed{seed}/model.ckpt",
-        metrics="results/pretrain/{encoder}/{variant}/seed{seed}/train_metrics.csv",
-        hparams="results/pretrain/{encoder}/{variant}/seed{seed}/hparams.yaml",
+        ckpt=f"{PRETRAIN_RUN}/model.ckpt",
+        metrics=f"{PRETRAIN_RUN}/train_metrics.csv",
+        hparams=f"{PRETRAIN_RUN}/hparams.yaml",
     log:
         "logs/pretrain_encoder/{encoder}/{variant}/seed{seed}.log",
     benchmark:
@@ -41,15 +39,33 @@ rule pretrain_encoder:
     retries: 1
     conda:
         "../../envs/torch.yaml"
-    threads: 2 * config["run"]["gpus_per_run"]
+    threads: 2 * max(GPUS, 1)
     resources:
-        gpu=config["run"]["gpus_per_run"],
+        gpu=GPUS,
         mem_mb=pretrain_mem_mb,
         runtime=pretrain_runtime,
     params:
-        run=run_config,
+        run=run_spec,
         monitor=config["monitor"],
         monitor_task_dir=MONITOR_TASK_DIR,
-        ddp=config["run"]["gpus_per_run"] > 1,
+        nproc=max(GPUS, 1),
+        code=CODE["pretrain"],
     script:
         "../scripts/pretrain_encoder.py"
+
+
+rule unknown_pretrain_variant:
+    # a run directory naming no variant of the configuration: fail listing the valid ones
+    input:
+        unknown("variant", VARIANTS),
+    output:
+        "results/pretrain/{encoder}/{name}/seed{seed}/model.ckpt",
+    log:
+        "logs/unknown/{encoder}/{name}/seed{seed}.log",
+    wildcard_constraints:
+        name=not_one_of([*VARIANTS, "random_init"]),
+    localrule: True
+    conda:
+        "../../envs/report.yaml"
+    shell:
+        "false"

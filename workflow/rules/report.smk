@@ -10,24 +10,26 @@
 rule linear_eval:
     input:
         unpack(monitor_inputs),
-        ckpt="results/pretrain/{encoder}/{variant}/seed{seed}/model.ckpt",
-        code=SRC_FILES,
+        ckpt=f"{PRETRAIN_RUN}/model.ckpt",
     output:
-        "results/linear_eval/{encoder}/{variant}/seed{seed}.json",
+        plan.LINEAR_EVAL,
     log:
         "logs/linear_eval/{encoder}/{variant}/seed{seed}.log",
+    benchmark:
+        "benchmarks/linear_eval/{encoder}/{variant}/seed{seed}.tsv"
     wildcard_constraints:
         variant=HEAR_VARIANT,
     conda:
         "../../envs/torch.yaml"
     threads: 1
     resources:
-        gpu=1,
+        gpu=min(GPUS, 1),
         mem_mb=8000,
         runtime=120,
     params:
         monitor=config["monitor"],
         task_dir=MONITOR_TASK_DIR,
+        code=CODE["linear_eval"],
     script:
         "../scripts/linear_eval.py"
 
@@ -35,60 +37,56 @@ rule linear_eval:
 rule ablation_summary:
     input:
         unpack(ablation_inputs),
-        code=SRC_FILES,
     output:
-        "results/ablations/{ablation}/summary.csv",
+        plan.ABLATION,
     log:
         "logs/ablation_summary/{ablation}.log",
     localrule: True
     conda:
         "../../envs/report.yaml"
     params:
-        name=lambda wildcards: wildcards.ablation,
-        description=lambda wildcards: steps.ablation_description(
-            config, wildcards.ablation
-        ),
+        description=ablation_description,
         run=ablation_run,
         hear_l=config["report"]["hear_l"],
-        trained=lambda wildcards: wildcards.ablation != "random_init",
+        seeds=SEEDS,
+        code=CODE["ablation"],
     script:
         "../scripts/ablation_summary.py"
 
 
 rule study_summary:
     input:
-        lambda wildcards: [
-            f"results/ablations/{a}/summary.csv"
-            for a in study_ablations(wildcards.study)
-        ],
+        study_inputs,
     output:
-        "results/studies/{study}/summary.csv",
+        plan.STUDY,
     log:
         "logs/study_summary/{study}.log",
     localrule: True
     conda:
         "../../envs/report.yaml"
     params:
-        study=lambda wildcards: config["studies"][wildcards.study],
+        study=study_config,
+        code=CODE["study"],
     script:
         "../scripts/study_summary.py"
 
 
 rule study_figure:
     input:
-        summary="results/studies/{study}/summary.csv",
+        summary=plan.STUDY,
     output:
-        png="results/figures/studies/{study}.png",
-        pdf="results/figures/studies/{study}.pdf",
+        png=f"{plan.STUDY_FIGURE}.png",
+        pdf=f"{plan.STUDY_FIGURE}.pdf",
     log:
         "logs/study_figure/{study}.log",
     localrule: True
     conda:
         "../../envs/report.yaml"
     params:
-        study=lambda wildcards: config["studies"][wildcards.study],
+        study=study_config,
         run_dirs=study_run_dirs,
         hear_l=config["report"]["hear_l"],
+        code=CODE["study_figure"],
     script:
         "../scripts/study_figure.py"
 
@@ -96,26 +94,20 @@ rule study_figure:
 rule paper_tables:
     input:
         scores=scope_scores,
-        ckpts=lambda wildcards: expand(
-            "results/pretrain/{encoder}/baseline/seed0/model.ckpt",
-            encoder=scope_encoders(wildcards.scope),
-        ),
-        code=SRC_FILES,
+        ckpts=scope_ckpts,
     output:
         directory("results/tables/{scope}"),
     log:
         "logs/paper_tables/{scope}.log",
     wildcard_constraints:
-        scope="main|full",
+        scope=one_of(plan.REPORT_DIRS),
     localrule: True
     conda:
         "../../envs/report.yaml"
     params:
-        encoders=lambda wildcards: scope_encoders(wildcards.scope),
-        run_dirs=lambda wildcards: {
-            e: f"results/pretrain/{e}/baseline/seed0"
-            for e in scope_encoders(wildcards.scope)
-        },
+        encoders=scope_encoder_list,
+        run_dirs=scope_run_dirs,
+        code=CODE["paper_tables"],
     script:
         "../scripts/paper_tables.py"
 
@@ -129,53 +121,76 @@ rule training_curves_figure:
     log:
         "logs/training_curves_figure/{scope}.log",
     wildcard_constraints:
-        scope="main|full",
+        scope=one_of(plan.REPORT_DIRS),
     localrule: True
     conda:
         "../../envs/report.yaml"
+    params:
+        code=CODE["curves_figure"],
     script:
         "../scripts/training_curves_figure.py"
 
 
-rule report:
-    input:
-        **report_inputs("main"),
-    output:
-        tex="report/tables.tex",
-        html="report/report.html",
-    log:
-        "logs/report/main.log",
-    localrule: True
-    conda:
-        "../../envs/report.yaml"
-    params:
-        **report_params("main"),
-        config=config,
-        scope="main",
-    script:
-        "../scripts/render_report.py"
+# One rule per scope (report/ and report/full/), defined once.
+for scope, rule_name in (("main", "report"), ("full", "report_full")):
 
-
-rule report_full:
-    input:
-        **report_inputs("full"),
-    output:
-        tex="report/full/tables.tex",
-        html="report/full/report.html",
-    log:
-        "logs/report/full.log",
-    localrule: True
-    conda:
-        "../../envs/report.yaml"
-    params:
-        **report_params("full"),
-        config=config,
-        scope="full",
-    script:
-        "../scripts/render_report.py"
+    rule:
+        name:
+            rule_name
+        input:
+            **report_inputs(scope),
+        output:
+            tex=f"{plan.REPORT_DIRS[scope]}/tables.tex",
+            html=f"{plan.REPORT_DIRS[scope]}/report.html",
+        log:
+            f"logs/report/{scope}.log",
+        localrule: True
+        conda:
+            "../../envs/report.yaml"
+        params:
+            **report_params(scope),
+            config=config,
+            scope=scope,
+            tasks=TASKS,
+            code=CODE["report"],
+        script:
+            "../scripts/render_report.py"
 
 
 rule paper:
     input:
         rules.report_full.output,
     localrule: True
+
+
+rule unknown_ablation:
+    input:
+        unknown("ablation", ABLATIONS),
+    output:
+        "results/ablations/{name}/summary.csv",
+    log:
+        "logs/unknown/ablation_{name}.log",
+    wildcard_constraints:
+        name=not_one_of(ABLATIONS),
+    localrule: True
+    conda:
+        "../../envs/report.yaml"
+    shell:
+        "false"
+
+
+rule unknown_study:
+    input:
+        unknown("study", STUDIES),
+    output:
+        "results/studies/{name}/summary.csv",
+        "results/figures/studies/{name}.png",
+    log:
+        "logs/unknown/study_{name}.log",
+    wildcard_constraints:
+        name=not_one_of(STUDIES),
+    localrule: True
+    conda:
+        "../../envs/report.yaml"
+    shell:
+        "false"

@@ -10,47 +10,68 @@ rule sweep_worker:
     input:
         unpack(monitor_inputs),
         stats=sweep_stats,
-        code=SRC_FILES,
     output:
-        "results/sweeps/{sweep}/workers/{slot}.json",
+        f"{plan.SWEEP_DIR}/workers/{{slot}}.json",
     log:
         "logs/sweep_worker/{sweep}/{slot}.log",
+    benchmark:
+        "benchmarks/sweep_worker/{sweep}/{slot}.tsv"
     wildcard_constraints:
         slot=r"\d+",
     conda:
         "../../envs/torch.yaml"
     threads: 2
     resources:
-        gpu=1,
+        gpu=min(GPUS, 1),
         mem_mb=pretrain_mem_mb,
         runtime=pretrain_runtime,
     params:
-        config=config,
-        sweep_dir="results/sweeps/{sweep}",
+        spec=sweep_spec,
+        monitor=config["monitor"],
+        seed=config["run"]["seed"],
         monitor_task_dir=MONITOR_TASK_DIR,
+        code=CODE["sweep_worker"],
     script:
         "../scripts/sweep_worker.py"
 
 
 rule sweep_summary:
     input:
-        lambda wildcards: expand(
-            "results/sweeps/{{sweep}}/workers/{slot}.json",
+        expand(
+            f"{plan.SWEEP_DIR}/workers/{{slot}}.json",
+            allow_missing=True,
             slot=range(config["sweep_defaults"]["workers"]),
         ),
     output:
-        trials="results/sweeps/{sweep}/summary/trials.csv",
-        importances="results/sweeps/{sweep}/summary/importances.csv",
-        best="results/sweeps/{sweep}/summary/best_params.yaml",
-        png="results/sweeps/{sweep}/summary/figure.png",
-        pdf="results/sweeps/{sweep}/summary/figure.pdf",
+        trials=f"{plan.SWEEP_SUMMARY}/trials.csv",
+        importances=f"{plan.SWEEP_SUMMARY}/importances.csv",
+        best=f"{plan.SWEEP_SUMMARY}/best_params.yaml",
+        png=f"{plan.SWEEP_SUMMARY}/figure.png",
+        pdf=f"{plan.SWEEP_SUMMARY}/figure.pdf",
     log:
         "logs/sweep_summary/{sweep}.log",
     localrule: True
     conda:
         "../../envs/report.yaml"
     params:
-        config=config,
-        sweep_dir="results/sweeps/{sweep}",
+        sweep=sweep_config,
+        settings=sweep_settings,
+        code=CODE["sweep_summary"],
     script:
         "../scripts/sweep_summary.py"
+
+
+rule unknown_sweep:
+    input:
+        unknown("sweep", SWEEPS),
+    output:
+        "results/sweeps/{name}/summary/best_params.yaml",
+    log:
+        "logs/unknown/sweep_{name}.log",
+    wildcard_constraints:
+        name=not_one_of(SWEEPS),
+    localrule: True
+    conda:
+        "../../envs/report.yaml"
+    shell:
+        "false"

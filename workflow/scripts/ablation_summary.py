@@ -1,22 +1,19 @@
-"""Adapter: rule ablation_summary -> abt.steps.ablation_summary."""
+"""Adapter: rule ablation_summary -> abt.jobs.report.ablation_summary."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))  # noqa: F821
-
-from abt import steps, workflow_io  # noqa: E402
+from abt.jobs.report import ablation_summary
+from abt.workflow_io import run
 
 sm = snakemake  # noqa: F821
-workflow_io.run(
+run(
     sm,
-    steps.ablation_summary,
-    name=sm.params.name,
+    ablation_summary,
+    name=sm.wildcards.ablation,
     description=sm.params.description,
     run=sm.params.run,
     scores_csvs=list(sm.input.scores),
-    linear_eval_json=sm.input.linear_eval,
+    linear_eval_jsons=list(sm.input.linear_evals),
+    seeds=list(sm.params.seeds),
     hear_l=list(sm.params.hear_l),
     out_csv=sm.output[0],
-    trained=sm.params.trained,
+    trained=sm.wildcards.ablation != "random_init",
 )

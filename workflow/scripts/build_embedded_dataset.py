@@ -1,16 +1,14 @@
-"""Adapter: rule build_embedded_dataset -> abt.steps.build_embedded_dataset."""
+"""Adapter: rule build_embedded_dataset -> abt.data.embedded.build_embedded."""
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))  # noqa: F821
-
-from abt import steps, workflow_io  # noqa: E402
+from abt.data.embedded import build_embedded
+from abt.workflow_io import run
 
 sm = snakemake  # noqa: F821
-workflow_io.run(
+run(
     sm,
-    steps.build_embedded_dataset,
+    build_embedded,
     out_dir=str(Path(sm.output.manifest).parent),
     seed=sm.params.seed,
     scale=sm.params.scale,

@@ -1,17 +1,13 @@
-"""Adapter: rule evaluate_hear_task -> abt.steps.hear_predictions (official runner)."""
+"""Adapter: rule evaluate_hear_task -> abt.jobs.hear.hear_predictions (official runner)."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))  # noqa: F821
-
-from abt import steps, workflow_io  # noqa: E402
+from abt.jobs.hear import hear_predictions
+from abt.workflow_io import run
 
 sm = snakemake  # noqa: F821
 w = sm.wildcards
-workflow_io.run(
+run(
     sm,
-    steps.hear_predictions,
+    hear_predictions,
     env_dir=sm.params.env_dir,
     embeddings=sm.input.embeddings,
     grid=sm.params.grid,

@@ -1,16 +1,12 @@
-"""Adapter: rule extract_hear_embeddings -> abt.steps.hear_embeddings (official runner)."""
+"""Adapter: rule extract_hear_embeddings -> abt.jobs.hear.hear_embeddings (official runner)."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))  # noqa: F821
-
-from abt import steps, workflow_io  # noqa: E402
+from abt.jobs.hear import hear_embeddings
+from abt.workflow_io import run
 
 sm = snakemake  # noqa: F821
-workflow_io.run(
+run(
     sm,
-    steps.hear_embeddings,
+    hear_embeddings,
     env_dir=sm.params.env_dir,
     ckpt=sm.input.ckpt,
     task_dir=sm.params.task_dir,

@@ -1,16 +1,12 @@
-"""Adapter: rule linear_eval -> abt.steps.linear_eval."""
+"""Adapter: rule linear_eval -> abt.jobs.hear.linear_eval."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))  # noqa: F821
-
-from abt import steps, workflow_io  # noqa: E402
+from abt.jobs.hear import linear_eval
+from abt.workflow_io import run
 
 sm = snakemake  # noqa: F821
-workflow_io.run(
+run(
     sm,
-    steps.linear_eval,
+    linear_eval,
     ckpt=sm.input.ckpt,
     task_dir=sm.params.task_dir,
     stores_dir=sm.input.monitor_stores,

@@ -1,17 +1,16 @@
-"""Adapter: rule pretrain_encoder -> abt.steps.pretrain (resumes from _resume/ on retry)."""
+"""Adapter: rule pretrain_encoder -> abt.jobs.pretrain.pretrain_torchrun (resumes from _resume/
+when it is this run's)."""
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))  # noqa: F821
-
-from abt import steps, workflow_io  # noqa: E402
+from abt.jobs.pretrain import pretrain_torchrun
+from abt.workflow_io import run
 
 sm = snakemake  # noqa: F821
-workflow_io.run(
+run(
     sm,
-    steps.pretrain_torchrun,
-    nproc=int(sm.resources.get("gpu", 1) or 1) if sm.params.ddp else 1,
+    pretrain_torchrun,
+    nproc=sm.params.nproc,
     run=sm.params.run,
     store_dir=str(Path(sm.input.stats).parent),
     run_dir=str(Path(sm.output.ckpt).parent),

@@ -1,17 +1,7 @@
-"""Adapter: rule random_init_encoder -> abt.steps.random_init_checkpoint."""
+"""Adapter: rule random_init_encoder -> abt.jobs.hear.random_init_checkpoint."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))  # noqa: F821
-
-from abt import steps, workflow_io  # noqa: E402
+from abt.jobs.hear import random_init_checkpoint
+from abt.workflow_io import run
 
 sm = snakemake  # noqa: F821
-workflow_io.run(
-    sm,
-    steps.random_init_checkpoint,
-    run=sm.params.run,
-    store_stats=sm.input.stats,
-    out=sm.output.ckpt,
-)
+run(sm, random_init_checkpoint, run=sm.params.run, store_stats=sm.input.stats, out=sm.output.ckpt)

@@ -1,16 +1,12 @@
-"""Adapter: rules report / report_full -> abt.steps.render_report."""
+"""Adapter: rules report / report_full -> abt.report.render.render."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))  # noqa: F821
-
-from abt import steps, workflow_io  # noqa: E402
+from abt.report.render import render
+from abt.workflow_io import run
 
 sm = snakemake  # noqa: F821
-workflow_io.run(
+run(
     sm,
-    steps.render_report,
+    render,
     cfg=dict(sm.params.config),
     scope=sm.params.scope,
     tables_dir=sm.input.tables,
@@ -19,6 +15,7 @@ workflow_io.run(
     sweeps=dict(sm.params.sweeps),
     figures=dict(sm.params.figures),
     hparams=dict(sm.params.hparams),
+    tasks=dict(sm.params.tasks),
     out_tex=sm.output.tex,
     out_html=sm.output.html,
 )

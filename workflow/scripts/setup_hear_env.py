@@ -1,11 +1,7 @@
-"""Adapter: rule setup_hear_env -> abt.steps.hear_env."""
+"""Adapter: rule setup_hear_env -> abt.jobs.hear.hear_env."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))  # noqa: F821
-
-from abt import steps, workflow_io  # noqa: E402
+from abt.jobs.hear import hear_env
+from abt.workflow_io import run
 
 sm = snakemake  # noqa: F821
-workflow_io.run(sm, steps.hear_env, env_dir=sm.params.env_dir, stamp=sm.output.stamp)
+run(sm, hear_env, env_dir=sm.params.env_dir, stamp=sm.output.stamp)

@@ -1,18 +1,17 @@
-"""Adapter: rule sweep_summary -> abt.steps.sweep_summary."""
+"""Adapter: rule sweep_summary -> abt.report.sweeps.summarise."""
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))  # noqa: F821
-
-from abt import steps, workflow_io  # noqa: E402
+from abt.report.sweeps import summarise
+from abt.workflow_io import run
 
 sm = snakemake  # noqa: F821
-workflow_io.run(
+run(
     sm,
-    steps.sweep_summary,
-    cfg=dict(sm.params.config),
-    sweep=sm.wildcards.sweep,
-    sweep_dir=sm.params.sweep_dir,
-    out_dir=str(Path(sm.output.trials).parent),
+    summarise,
+    name=sm.wildcards.sweep,
+    sweep=dict(sm.params.sweep),
+    settings=dict(sm.params.settings),
+    sweep_dir=str(Path(sm.output.best).parents[1]),  # results/sweeps/<sweep>
+    out_dir=str(Path(sm.output.best).parent),
 )

@@ -1,19 +1,22 @@
-"""Adapter: rule sweep_worker -> abt.steps.sweep_worker (one worker of a shared study)."""
+"""Adapter: rule sweep_worker -> abt.jobs.pretrain.sweep_worker (several share one study)."""
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))  # noqa: F821
-
-from abt import steps, workflow_io  # noqa: E402
+from abt.jobs.pretrain import sweep_worker
+from abt.workflow_io import run
 
 sm = snakemake  # noqa: F821
-workflow_io.run(
+spec = sm.params.spec
+run(
     sm,
-    steps.sweep_worker,
-    cfg=dict(sm.params.config),
-    sweep=sm.wildcards.sweep,
-    sweep_dir=sm.params.sweep_dir,
+    sweep_worker,
+    name=sm.wildcards.sweep,
+    space=spec["space"],
+    settings=spec["settings"],
+    run=spec["run"],
+    monitor=sm.params.monitor,
+    seed=sm.params.seed,
+    sweep_dir=str(Path(sm.output[0]).parents[1]),  # results/sweeps/<sweep>
     store_dir=str(Path(sm.input.stats).parent),
     monitor_task_dir=sm.params.monitor_task_dir,
     monitor_stores=sm.input.monitor_stores,

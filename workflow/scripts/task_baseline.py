@@ -1,13 +1,7 @@
-"""Adapter: rule task_baseline -> abt.steps.task_baseline."""
+"""Adapter: rule task_baseline -> abt.jobs.data.task_baseline."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))  # noqa: F821
-
-from abt import steps, workflow_io  # noqa: E402
+from abt.jobs.data import task_baseline
+from abt.workflow_io import run
 
 sm = snakemake  # noqa: F821
-workflow_io.run(
-    sm, steps.task_baseline, task_dir=sm.params.task_dir, mels=sm.params.mels, out_json=sm.output[0]
-)
+run(sm, task_baseline, task_dir=sm.params.task_dir, mels=sm.params.mels, out_json=sm.output[0])

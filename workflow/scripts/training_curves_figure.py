@@ -1,17 +1,14 @@
-"""Adapter: rule training_curves_figure -> abt.steps.training_curves_figure."""
+"""Adapter: rule training_curves_figure -> abt.report.figures.plot_training_curves."""
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))  # noqa: F821
-
-from abt import steps, workflow_io  # noqa: E402
+from abt.report.figures import plot_training_curves
+from abt.workflow_io import run
 
 sm = snakemake  # noqa: F821
-workflow_io.run(
+run(
     sm,
-    steps.training_curves_figure,
+    plot_training_curves,
     curves_csv=str(Path(sm.input.tables) / "training_curves.csv"),
-    out_png=sm.output.png,
-    out_pdf=sm.output.pdf,
+    outs=[sm.output.png, sm.output.pdf],
 )

@@ -174,21 +174,10 @@ class TaskInfo:
     labels: dict[str, dict[str, list]]
     sample_rate: int
 
-    @property
-    def task_name(self) -> str:
-        return self.metadata["task_name"]
-
-    @property
-    def embedding_type(self) -> str:
-        return self.metadata["embedding_type"]
-
-    @property
-    def prediction_type(self) -> str:
-        return self.metadata["prediction_type"]
-
-    @property
-    def split_mode(self) -> str:
-        return self.metadata["split_mode"]
+    task_name = property(lambda self: str(self.metadata["task_name"]))
+    embedding_type = property(lambda self: str(self.metadata["embedding_type"]))
+    prediction_type = property(lambda self: str(self.metadata["prediction_type"]))
+    split_mode = property(lambda self: str(self.metadata["split_mode"]))
 
     @property
     def splits(self) -> list[str]:

@@ -6,7 +6,7 @@ Registry names: ``audiontt``, ``resnet18``, ``resnet18_regp_nrf``, ``vit_t``, ``
 """
 
 from abt.encoders import audiontt, resnet, vit  # noqa: F401  (registers the encoders)
-from abt.encoders.base import ENCODERS, Encoder, build_encoder
+from abt.encoders.base import ENCODERS, Encoder, build_encoder, build_encoder_from_spec
 from abt.encoders.masking import MASK_SCHEDULES, fixed_mask_ratio, mask_ratio_schedule
 from abt.encoders.vit import PATCH_SIZES, POS_EMBEDS
 
@@ -17,6 +17,7 @@ __all__ = [
     "POS_EMBEDS",
     "Encoder",
     "build_encoder",
+    "build_encoder_from_spec",
     "fixed_mask_ratio",
     "mask_ratio_schedule",
 ]

@@ -15,6 +15,8 @@ Config files name encoders by string; :func:`build_encoder` looks them up in :da
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -44,6 +46,18 @@ ENCODERS: Registry[Any] = Registry("encoder")
 def build_encoder(name: str, **kwargs: Any) -> Encoder:
     """Build the encoder registered as ``name`` with constructor ``kwargs``."""
     return ENCODERS.build(name, **kwargs)
+
+
+def build_encoder_from_spec(spec: Mapping[str, Any], n_mels: int, input_frames: int) -> Encoder:
+    """The encoder of a run's or checkpoint's ``encoder`` entry (``arch``, ``kwargs``): the one
+    place where stored kwargs become constructor arguments (``patch_size`` as a tuple; a ViT's
+    ``input_frames`` defaults to the crop length it is trained on)."""
+    kwargs = dict(spec.get("kwargs") or {})
+    if kwargs.get("patch_size") is not None:
+        kwargs["patch_size"] = tuple(int(p) for p in kwargs["patch_size"])
+    if "input_frames" in inspect.signature(ENCODERS.get(spec["arch"])).parameters:
+        kwargs.setdefault("input_frames", int(input_frames))
+    return build_encoder(spec["arch"], n_mels=int(n_mels), **kwargs)
 
 
 def temporal_max_mean_pool(x: torch.Tensor) -> torch.Tensor:

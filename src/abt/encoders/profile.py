@@ -135,16 +135,12 @@ THESIS_REFERENCE: dict[tuple[str, tuple[int, int] | None], dict[str, Any]] = {
                          "thesis_stem_strides": "[2, 2, 2, 1]"},
 }  # fmt: skip
 
-#: the encoders of thesis Tables 3.1 and 3.2
-DEFAULT_TABLE_SPECS: tuple[Any, ...] = (
-    "audiontt",
-    "resnet18",
-    "resnet18_regp_nrf",
-    ("vitc_b", {"patch_size": (16, 16)}),
-    ("vitc_b", {"patch_size": (16, 8)}),
-    ("vitc_b", {"patch_size": (64, 2)}),
-    ("vitc_b", {"patch_size": (8, 8)}),
-)
+#: the encoders of thesis Tables 3.1 (convolutional encoders) and 3.2 (ViT_C-B stems)
+TABLE_SPECS: dict[str, tuple[Any, ...]] = {
+    "3.1": ("audiontt", "resnet18", "resnet18_regp_nrf"),
+    "3.2": tuple(("vitc_b", {"patch_size": p}) for p in ((16, 16), (16, 8), (64, 2), (8, 8))),
+}
+DEFAULT_TABLE_SPECS: tuple[Any, ...] = TABLE_SPECS["3.1"] + TABLE_SPECS["3.2"]
 
 TABLE_COLUMNS = [
     "name", "patch_size", "params_total", "params_trainable", "output_dim", "gflops",
@@ -209,3 +205,27 @@ def encoder_table(
     int_cols = ["params_total", "params_trainable", "output_dim", "n_conv3x3",
                 "thesis_output_dim", "thesis_n_conv3x3"]  # fmt: skip
     return df.astype({c: "Int64" for c in int_cols})
+
+
+def thesis_tables(
+    which: str = "all", device: str = "cpu", batch_size: int = 16, repeats: int = 3
+) -> Any:
+    """Thesis Tables 3.1 (convolutional encoders) and 3.2 (ViT_C-B stems), measured here."""
+    specs = DEFAULT_TABLE_SPECS if which == "all" else TABLE_SPECS[which]
+    df = encoder_table(specs, device=device, batch_size=batch_size, repeats=repeats)
+    n31 = len(TABLE_SPECS["3.1"]) if which in ("all", "3.1") else 0
+    df.insert(0, "table", ["3.1"] * n31 + ["3.2"] * (len(df) - n31))
+    return df
+
+
+def write_thesis_tables(out_csv: str, out_md: str, batch_size: int, repeats: int) -> Any:
+    """Tables 3.1/3.2 on this machine (its GPU if there is one) as CSV and markdown."""
+    from abt.report.markdown import markdown_table
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    df = thesis_tables("all", device=device, batch_size=batch_size, repeats=repeats)
+    df.to_csv(out_csv, index=False)
+    with open(out_md, "w") as fh:
+        fh.write("# Tables 3.1 and 3.2, measured (thesis values in thesis_* columns)\n\n")
+        fh.write(markdown_table(df))
+    return df

@@ -24,7 +24,6 @@ concurrent builds (parallel workflow jobs).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import abt
+from abt.locks import critical_section
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SHIM_DIR = PACKAGE_DIR / "hear_compat"
@@ -154,17 +154,6 @@ def read_stamp(env_dir: str | Path) -> dict[str, Any] | None:
         return None
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def ensure_env(
     env_dir: str | Path,
     *,
@@ -190,7 +179,7 @@ def ensure_env(
         Path(tempfile.gettempdir())
         / f"abt-hear-env-{hashlib.sha1(bytes(env_dir)).hexdigest()[:12]}.lock"
     )
-    with _locked(lock):
+    with critical_section(lock):
         stamp = read_stamp(env_dir)
         if stamp and stamp.get("hash") == want and env_python(env_dir).exists():
             return env_dir

@@ -229,6 +229,30 @@ def ablation_row(
     return row
 
 
+#: the headline numbers of an ablation row whose spread over seeds is reported
+SPREAD_COLUMNS = ("hear_l_avg_pct", "linear_eval_100")
+
+
+def mean_over_seeds(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One row from the per-seed rows of one ablation: numeric fields averaged, the rest taken
+    from the first row; ``n_seeds``, and ``<col>_seed_std`` (sample standard deviation) of the
+    headline numbers when there are several seeds."""
+    if not rows:
+        raise ValueError("no rows to average")
+    out = dict(rows[0])
+    out["n_seeds"] = len(rows)
+    if len(rows) == 1:
+        return out
+    df = pd.DataFrame(list(rows))
+    for c in df.columns:
+        if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]):
+            out[c] = float(df[c].mean())
+    for c in SPREAD_COLUMNS:
+        if c in df:
+            out[f"{c}_seed_std"] = float(df[c].std(ddof=1))
+    return out
+
+
 def study_table(
     rows: Sequence[Mapping[str, Any]], *, delta_from: str | None = None
 ) -> pd.DataFrame:

@@ -109,12 +109,7 @@ def _curves(df: pd.DataFrame, run_dirs: Mapping[str, str]) -> Any:
     curves = probe_curves(runs)
     fig, axes = plt.subplots(2, 1, figsize=(6.4, 5.4), sharex=True)
     if not curves.empty:
-        sns.lineplot(data=curves, x="epoch", y="probe_100", hue="run", marker="o", ax=axes[0])
-        sns.lineplot(data=curves, x="epoch", y="probe_5pc_mean", hue="run", marker="o",
-                     ax=axes[1], legend=False)  # fmt: skip
-        for _run, c in curves.groupby("run"):
-            axes[1].fill_between(c["epoch"], c["probe_5pc_mean"] - c["probe_5pc_std"],
-                                 c["probe_5pc_mean"] + c["probe_5pc_std"], alpha=0.15)  # fmt: skip
+        _probe_curves(curves, "run", axes)
     rand = df[df["ablation"] == "random_init"]
     if not rand.empty:
         r = rand.iloc[0]
@@ -141,6 +136,16 @@ def _minmax(df: pd.DataFrame, x: str, hear_l: Sequence[str], log_x: bool) -> Any
     return fig
 
 
+def _probe_curves(curves: pd.DataFrame, hue: str, axes: Any) -> None:
+    """Linear-probe scores over epochs: 100 % labels on top, 5 per class (mean ± std) below."""
+    sns.lineplot(data=curves, x="epoch", y="probe_100", hue=hue, marker="o", ax=axes[0])
+    sns.lineplot(data=curves, x="epoch", y="probe_5pc_mean", hue=hue, marker="o", ax=axes[1],
+                 legend=False)  # fmt: skip
+    for _, g in curves.groupby(hue):
+        axes[1].fill_between(g["epoch"], g["probe_5pc_mean"] - g["probe_5pc_std"],
+                             g["probe_5pc_mean"] + g["probe_5pc_std"], alpha=0.15)  # fmt: skip
+
+
 def plot_training_curves(curves_csv: str | Path, outs: Sequence[str | Path]) -> None:
     """Fig. 4.4: linear evaluation (100 % labels; 5 per class, mean ± std) over pre-training."""
     sns.set_theme(style="whitegrid", context="paper")
@@ -148,12 +153,7 @@ def plot_training_curves(curves_csv: str | Path, outs: Sequence[str | Path]) -> 
     fig, axes = plt.subplots(2, 1, figsize=(6.4, 5.4), sharex=True)
     if not c.empty:
         c["encoder"] = c["run"].map(encoder_label)
-        sns.lineplot(data=c, x="epoch", y="probe_100", hue="encoder", marker="o", ax=axes[0])
-        sns.lineplot(data=c, x="epoch", y="probe_5pc_mean", hue="encoder", marker="o",
-                     ax=axes[1], legend=False)  # fmt: skip
-        for _, g in c.groupby("encoder"):
-            axes[1].fill_between(g["epoch"], g["probe_5pc_mean"] - g["probe_5pc_std"],
-                                 g["probe_5pc_mean"] + g["probe_5pc_std"], alpha=0.15)  # fmt: skip
+        _probe_curves(c, "encoder", axes)
         metric = c["probe_metric"].iloc[0]
         axes[0].set_ylabel(f"100% ({metric})")
         axes[1].set_ylabel(f"5pC ({metric})")

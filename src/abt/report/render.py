@@ -102,6 +102,18 @@ class Table:
     csv: str | None = None
 
 
+def reported_table(
+    what: str, title: str, source: str, columns: list[str], rows: list[list[str]], number: str
+) -> Table:
+    """A table of the thesis's published numbers, labelled so and never mixed with measured
+    ones (``source`` says where they are printed and how they were obtained)."""
+    return Table(
+        f"reported_{what}", f"Reported in the thesis: {title}",
+        f"Published numbers ({source}). Not measured by this workflow.", columns, rows,
+        number=number, reported=True,
+    )  # fmt: skip
+
+
 def _env(latex: bool) -> jinja2.Environment:
     loader = jinja2.PackageLoader("abt.report", "templates")
     if latex:
@@ -218,11 +230,9 @@ def reported_hear_table(cat: str, num: str | None, title: str) -> Table | None:
             avg = fmt(ca["avg"]) + (f" ({pct(ca['pct_rand'])})" if ca.get("pct_rand") is not None
                                     else "")  # fmt: skip
             rows.append([_model_row_label(m, models), *(fmt(scores.get(t)) for t in tasks), avg])
-    return Table(
-        f"reported_{cat}", f"Reported in the thesis: {title}", "Published numbers (thesis "
-        f"Table {num}; full AudioSet pre-training, 100 epochs, the 18 HEAR tasks), shown for "
-        "reference. Not measured by this workflow.",
-        ["Model", *cols, "Avg (%↑RAND)"], rows, number=num, reported=True,
+    return reported_table(
+        cat, title, f"thesis Table {num}; full AudioSet pre-training, 100 epochs, the 18 HEAR "
+        "tasks", ["Model", *cols, "Avg (%↑RAND)"], rows, num,
     )  # fmt: skip
 
 
@@ -249,15 +259,14 @@ def table_45(tables_dir: str) -> list[Table]:
         ["Epoch", "Encoder", "100%", "5pC"], rows, number="4.5", csv=str(p),
     )]  # fmt: skip
     rep = reported()["table_4_5"]
-    out.append(Table(
-        "reported_4_5", "Reported in the thesis: FSD50K linear evaluation during pre-training",
-        "Published numbers (thesis Table 4.5, FSD50K test mAP, full AudioSet pre-training). "
-        "Not measured by this workflow.",
+    out.append(reported_table(
+        "4_5", "FSD50K linear evaluation during pre-training",
+        "thesis Table 4.5, FSD50K test mAP, full AudioSet pre-training",
         ["Epoch", "Encoder", "100%", "5pC"],
         [[str(r["epoch"]), encoder_label(r["encoder"]),
           fmt(r["probe_100"]) + (f" (↑{r['pct_prev']}%)" if r["pct_prev"] is not None else ""),
           f"{fmt(r['probe_5pc_mean'])} ± {fmt(r['probe_5pc_std'])}"] for r in rep],
-        number="4.5", reported=True,
+        "4.5",
     ))  # fmt: skip
     return out
 
@@ -288,14 +297,13 @@ def study_tables(study_name: str, study: Mapping[str, Any], csv: str) -> list[Ta
     )]  # fmt: skip
     if num == "4.6":
         rep = reported()["table_4_6"]
-        out.append(Table(
-            "reported_4_6", "Reported in the thesis: audio augmentation ablations",
-            "Published numbers (thesis Table 4.6; AudioNTT, 100 epochs on FSD50K dev, the five "
-            "HEAR-L tasks). Not measured by this workflow.",
+        out.append(reported_table(
+            "4_6", "audio augmentation ablations",
+            "thesis Table 4.6; AudioNTT, 100 epochs on FSD50K dev, the five HEAR-L tasks",
             ["Augmentations", "FSD50K (mAP)", "HEAR-L avg (%)", "Δ RLF"],
             [[r["augmentations"], fmt(r["fsd50k_map"]), fmt(r["hear_l_avg_pct"], 1),
               pct(r["delta_rlf_pct"], 1) if r["delta_rlf_pct"] is not None else ""] for r in rep],
-            number="4.6", reported=True,
+            "4.6",
         ))  # fmt: skip
     return out
 
@@ -401,6 +409,7 @@ def render(
     out_tex: str,
     out_html: str,
     sweeps: Mapping[str, str] | None = None,
+    tasks: Mapping[str, str] | None = None,
 ) -> None:
     """Write ``out_tex`` (a complete LaTeX document that ``\\input``s one fragment per table from
     ``tables/``, figures from ``figures/``) and the self-contained ``out_html``.
@@ -457,7 +466,7 @@ def render(
         "hear": _hear_settings(cfg),
         "runs": runs,
         "config_yaml": yaml.safe_dump(json.loads(json.dumps(cfg, default=str)), sort_keys=False),
-        "tasks": _task_rows(cfg),
+        "tasks": _task_rows(tasks if tasks is not None else _configured_tasks(cfg)),
         "hear_l": [task_label(t) for t in (cfg.get("report") or {}).get("hear_l", [])],
         "epochs": cfg["pretrain"]["epochs"],
         "ablation_epochs": ((cfg.get("ablation_defaults") or {}).get("pretrain") or {}).get(
@@ -487,8 +496,12 @@ def _hear_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {"grid": h.get("grid"), "grid_points": pts}
 
 
-def _task_rows(cfg: Mapping[str, Any]) -> list[dict[str, str]]:
-    from abt.steps import task_dirs
+def _configured_tasks(cfg: Mapping[str, Any]) -> dict[str, str]:
+    from abt.plan import task_dirs
 
+    return task_dirs(dict(cfg))
+
+
+def _task_rows(tasks: Mapping[str, str]) -> list[dict[str, str]]:
     return [{"task": t, "label": task_label(t), "category": task_category(t), "dir": d}
-            for t, d in task_dirs(dict(cfg), "results/data/embedded").items()]  # fmt: skip
+            for t, d in tasks.items()]  # fmt: skip

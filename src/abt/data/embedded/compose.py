@@ -100,6 +100,24 @@ def _melody(
     return notes
 
 
+def _band(
+    song: _Song,
+    p: dict[str, int],
+    kit: int,
+    mel: list,
+    chords: list,
+    bass: list,
+    drums: list | None = None,
+) -> list[Part]:
+    """Melody, chords, bass (and drums, on the drum channel) as the parts of a song."""
+    parts = [
+        Part(p["melody"], song.keep(mel)),
+        Part(p["chords"], song.keep(chords)),
+        Part(p["bass"], song.keep(bass)),
+    ]
+    return parts if drums is None else [*parts, Part(kit, song.keep(drums), is_drum=True)]
+
+
 def chorale(song: _Song, p: dict[str, int], kit: int) -> list[Part]:
     rng = song.rng
     upper, lower, bass = [], [], []
@@ -111,11 +129,7 @@ def chorale(song: _Song, p: dict[str, int], kit: int) -> list[Part]:
             upper += [(ch[1], s, e, v), (ch[2] + 12 if rng.random() < 0.5 else ch[0] + 12, s, e, v)]
             lower.append((ch[0], s, e, v))
             bass.append((song.root(bar, 2), s, e, v))
-    return [
-        Part(p["melody"], song.keep(upper)),
-        Part(p["chords"], song.keep(lower)),
-        Part(p["bass"], song.keep(bass)),
-    ]
+    return _band(song, p, kit, upper, lower, bass)
 
 
 def waltz(song: _Song, p: dict[str, int], kit: int) -> list[Part]:
@@ -127,11 +141,7 @@ def waltz(song: _Song, p: dict[str, int], kit: int) -> list[Part]:
             for q in song.chord(bar, 4):
                 chords.append((q, song.t(bar, b), song.t(bar, b + 0.45), _vel(rng, 50, 70)))
     mel = _melody(song, [2, 1, 1.5, 0.5, 1, 3], 5, 0.95, 70, 95)
-    return [
-        Part(p["melody"], song.keep(mel)),
-        Part(p["chords"], song.keep(chords)),
-        Part(p["bass"], song.keep(bass)),
-    ]
+    return _band(song, p, kit, mel, chords, bass)
 
 
 def march(song: _Song, p: dict[str, int], kit: int) -> list[Part]:
@@ -158,12 +168,7 @@ def march(song: _Song, p: dict[str, int], kit: int) -> list[Part]:
         if bar % 4 == 0:
             drums.append((CRASH, song.t(bar, 0), song.t(bar, 0.5), 90))
     mel = _melody(song, [0.75, 0.25, 0.5, 0.5, 1.0], 5, 0.8, 80, 110)
-    return [
-        Part(p["melody"], song.keep(mel)),
-        Part(p["chords"], song.keep(chords)),
-        Part(p["bass"], song.keep(bass)),
-        Part(kit, song.keep(drums), is_drum=True),
-    ]
+    return _band(song, p, kit, mel, chords, bass, drums)
 
 
 def rock(song: _Song, p: dict[str, int], kit: int) -> list[Part]:
@@ -183,12 +188,7 @@ def rock(song: _Song, p: dict[str, int], kit: int) -> list[Part]:
         for b in (1, 3):
             drums.append((SNARE, song.t(bar, b), song.t(bar, b + 0.2), 110))
     mel = _melody(song, [1, 0.5, 0.5, 2], 5, 0.9, 80, 110)
-    return [
-        Part(p["melody"], song.keep(mel)),
-        Part(p["chords"], song.keep(chords)),
-        Part(p["bass"], song.keep(bass)),
-        Part(kit, song.keep(drums), is_drum=True),
-    ]
+    return _band(song, p, kit, mel, chords, bass, drums)
 
 
 def swing(song: _Song, p: dict[str, int], kit: int) -> list[Part]:
@@ -209,12 +209,7 @@ def swing(song: _Song, p: dict[str, int], kit: int) -> list[Part]:
                 chords.append((q, song.t(bar, b), song.t(bar, b + 0.5), _vel(rng, 55, 80)))
     rh = [sw, 1 - sw, sw, 1 - sw, 1.0, sw, 1 - sw + 1.0]
     mel = _melody(song, rh, 5, 0.9, 65, 100)
-    return [
-        Part(p["melody"], song.keep(mel)),
-        Part(p["chords"], song.keep(chords)),
-        Part(p["bass"], song.keep(bass)),
-        Part(kit, song.keep(drums), is_drum=True),
-    ]
+    return _band(song, p, kit, mel, chords, bass, drums)
 
 
 def dance(song: _Song, p: dict[str, int], kit: int) -> list[Part]:

@@ -8,7 +8,7 @@ clip's randomness comes from ``rng_for(seed, task, split, index)``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -80,6 +80,29 @@ def _semitones(r: np.random.Generator, max_st: float) -> float:
 
 
 # ------------------------------------------------------------------------------ keywords
+
+
+def balanced_fold_items(
+    ctx: Context, name: str, per_fold: int, classes: Sequence[str]
+) -> Iterator[tuple[str, int, str, np.random.Generator]]:
+    """``(fold, index, label, rng)`` of every clip of a five-fold task: ``per_fold`` clips per
+    fold with balanced labels, each with its own keyed generator."""
+    for fold in FOLDS5:
+        labels = balanced_labels(per_fold, classes, ctx.rng(name, fold, "labels"))
+        for i, lab in enumerate(labels):
+            yield fold, i, lab, ctx.rng(name, fold, i)
+
+
+def fold_backgrounds(
+    ctx: Context, name: str, kinds: Sequence[str]
+) -> dict[str, list[tuple[str, int]]]:
+    """Background recordings of each kind dealt round-robin to the five folds (fold-disjoint)."""
+    bgs: dict[str, list[tuple[str, int]]] = {f: [] for f in FOLDS5}
+    for k in kinds:
+        chunks = round_robin(ctx.universe.task_textures[k][:10], ctx.seed, f"{name}/bg/{k}", 5)
+        for f, chunk in zip(FOLDS5, chunks, strict=True):
+            bgs[f] += [(k, i) for i in chunk]
+    return bgs
 
 
 @TASKS.register("embedded_keywords")
@@ -210,33 +233,25 @@ def envsounds(ctx: Context) -> TaskOutput:
         )
         for k in ENV_CLASSES
     }
-    bg_kinds = ["room_tone", "coloured_noise", "applause", "typing"]
-    bgs: dict[str, list[tuple[str, int]]] = {f: [] for f in FOLDS5}
-    for k in bg_kinds:
-        folds = round_robin(ctx.universe.task_textures[k][:10], ctx.seed, f"{name}/bg/{k}", 5)
-        for f, chunk in zip(FOLDS5, folds, strict=True):
-            bgs[f] += [(k, i) for i in chunk]
+    bgs = fold_backgrounds(ctx, name, ["room_tone", "coloured_noise", "applause", "typing"])
     per_fold = ctx.n(600, 5 * len(ENV_CLASSES)) // 5
     n = 2 * SR
 
     def gen() -> Iterator[TaskClip]:
-        for fold in FOLDS5:
-            labels = balanced_labels(per_fold, ENV_CLASSES, ctx.rng(name, fold, "labels"))
-            for i, lab in enumerate(labels):
-                r = ctx.rng(name, fold, i)
-                choices = recs[lab][fold]
-                rec = choices[int(r.integers(len(choices)))]
-                f = _semitones(r, 1.5)
-                x = np.zeros(0, np.float32)
-                for _ in range(5):
-                    x = fit_length(speed(texture(lab, rec, ctx.seed, int(n * f) + 1, r), f), n)
-                    if rms(x) > 0 and nonsilent(x / rms(x) * 0.05):
-                        break
-                bg, bg_src = background(ctx, bgs[fold], n, r)
-                x = mix_snr(x, bg, float(r.uniform(0, 20)))
-                x = random_channel(x, r, 1.0)
-                srcs = [texture_source(lab, rec), bg_src]
-                yield TaskClip(fold, f"{fold}-{i:05d}.wav", finish(x, r, 6.0), [lab], srcs)
+        for fold, i, lab, r in balanced_fold_items(ctx, name, per_fold, ENV_CLASSES):
+            choices = recs[lab][fold]
+            rec = choices[int(r.integers(len(choices)))]
+            f = _semitones(r, 1.5)
+            x = np.zeros(0, np.float32)
+            for _ in range(5):
+                x = fit_length(speed(texture(lab, rec, ctx.seed, int(n * f) + 1, r), f), n)
+                if rms(x) > 0 and nonsilent(x / rms(x) * 0.05):
+                    break
+            bg, bg_src = background(ctx, bgs[fold], n, r)
+            x = mix_snr(x, bg, float(r.uniform(0, 20)))
+            x = random_channel(x, r, 1.0)
+            srcs = [texture_source(lab, rec), bg_src]
+            yield TaskClip(fold, f"{fold}-{i:05d}.wav", finish(x, r, 6.0), [lab], srcs)
 
     spec = _scene_spec(name, "new_split_kfold", 2.0, ENV_CLASSES)
     return TaskOutput(spec, gen(), ("tex:",))
@@ -318,40 +333,33 @@ def emotion(ctx: Context) -> TaskOutput:
     classes = list(EMOTIONS)
     voiced = [v for v in ctx.universe.task_voices if v.voiced]
     folds = dict(zip(FOLDS5, round_robin(voiced, ctx.seed, f"{name}/voices", 5), strict=True))
-    bgs: dict[str, list[tuple[str, int]]] = {f: [] for f in FOLDS5}
-    for k in ("room_tone", "coloured_noise"):
-        chunks = round_robin(ctx.universe.task_textures[k][:10], ctx.seed, f"{name}/bg/{k}", 5)
-        for f, chunk in zip(FOLDS5, chunks, strict=True):
-            bgs[f] += [(k, i) for i in chunk]
+    bgs = fold_backgrounds(ctx, name, ["room_tone", "coloured_noise"])
     per_fold = ctx.n(480, 40) // 5
     n = 3 * SR
 
     def gen() -> Iterator[TaskClip]:
-        for fold in FOLDS5:
-            labels = balanced_labels(per_fold, classes, ctx.rng(name, fold, "labels"))
-            for i, lab in enumerate(labels):
-                r = ctx.rng(name, fold, i)
-                vs = folds[fold]
-                spk = Speaker.of(ctx.seed, vs[int(r.integers(len(vs)))])
-                ps, rm, tm, vol, gap = EMOTIONS[lab]
-                y = spk.say(
-                    FIXED_SENTENCES[int(r.integers(len(FIXED_SENTENCES)))],
-                    r,
-                    pitch_shift=ps + r.normal(0, 5),
-                    range_mul=rm * float(np.exp(r.normal(0, 0.25))),
-                    rate_mul=tm * float(np.exp(r.normal(0, 0.08))),
-                    volume=int(vol * np.exp(r.normal(0, 0.15))),
-                    wordgap=gap,
-                )
-                y = _effort(y, lab, r)
-                x = np.zeros(n, np.float32)
-                room = max(0, n - len(y))
-                place(x, y[:n], int(r.integers(0, room + 1)))
-                bg, bg_src = background(ctx, bgs[fold], n, r)
-                x = mix_snr(x, bg, float(r.uniform(15, 40)))
-                x = random_channel(x, r, 0.5)
-                srcs = [spk.voice.source_id, bg_src]
-                yield TaskClip(fold, f"{fold}-{i:05d}.wav", finish(x, r), [lab], srcs)
+        for fold, i, lab, r in balanced_fold_items(ctx, name, per_fold, classes):
+            vs = folds[fold]
+            spk = Speaker.of(ctx.seed, vs[int(r.integers(len(vs)))])
+            ps, rm, tm, vol, gap = EMOTIONS[lab]
+            y = spk.say(
+                FIXED_SENTENCES[int(r.integers(len(FIXED_SENTENCES)))],
+                r,
+                pitch_shift=ps + r.normal(0, 5),
+                range_mul=rm * float(np.exp(r.normal(0, 0.25))),
+                rate_mul=tm * float(np.exp(r.normal(0, 0.08))),
+                volume=int(vol * np.exp(r.normal(0, 0.15))),
+                wordgap=gap,
+            )
+            y = _effort(y, lab, r)
+            x = np.zeros(n, np.float32)
+            room = max(0, n - len(y))
+            place(x, y[:n], int(r.integers(0, room + 1)))
+            bg, bg_src = background(ctx, bgs[fold], n, r)
+            x = mix_snr(x, bg, float(r.uniform(15, 40)))
+            x = random_channel(x, r, 0.5)
+            srcs = [spk.voice.source_id, bg_src]
+            yield TaskClip(fold, f"{fold}-{i:05d}.wav", finish(x, r), [lab], srcs)
 
     spec = _scene_spec(name, "new_split_kfold", 3.0, classes)
     return TaskOutput(spec, gen(), ("voice:", "tex:"))
@@ -384,23 +392,18 @@ def genre(ctx: Context) -> TaskOutput:
     kits = ctx.universe.task_kits
 
     def gen() -> Iterator[TaskClip]:
-        for fold in FOLDS5:
-            labels = balanced_labels(per_fold, STYLES, ctx.rng(name, fold, "labels"))
-            for i, lab in enumerate(labels):
-                r = ctx.rng(name, fold, i)
-                ps = prog_folds[fold]
-                progs = {
-                    role: ps[int(r.integers(len(ps)))] for role in ("melody", "chords", "bass")
-                }
-                kit = kits[int(r.integers(len(kits)))]
-                parts = compose(lab, r, dur, progs, kit)
-                x = render(parts, dur)
-                bg, bg_src = background(ctx, bgs[fold], n, r)
-                x = mix_snr(x, bg, float(r.uniform(5, 30)))
-                x = random_channel(x, r, 1.0)
-                srcs = [f"piece:{name}:{ctx.seed}:{fold}:{i}", bg_src]
-                srcs += sorted({p.source_id for p in parts if p.notes})
-                yield TaskClip(fold, f"{fold}-{i:05d}.wav", finish(x, r, 6.0), [lab], srcs)
+        for fold, i, lab, r in balanced_fold_items(ctx, name, per_fold, STYLES):
+            ps = prog_folds[fold]
+            progs = {role: ps[int(r.integers(len(ps)))] for role in ("melody", "chords", "bass")}
+            kit = kits[int(r.integers(len(kits)))]
+            parts = compose(lab, r, dur, progs, kit)
+            x = render(parts, dur)
+            bg, bg_src = background(ctx, bgs[fold], n, r)
+            x = mix_snr(x, bg, float(r.uniform(5, 30)))
+            x = random_channel(x, r, 1.0)
+            srcs = [f"piece:{name}:{ctx.seed}:{fold}:{i}", bg_src]
+            srcs += sorted({p.source_id for p in parts if p.notes})
+            yield TaskClip(fold, f"{fold}-{i:05d}.wav", finish(x, r, 6.0), [lab], srcs)
 
     spec = _scene_spec(name, "new_split_kfold", dur, STYLES)
     return TaskOutput(spec, gen(), ("piece:", "gm:", "tex:"))

@@ -1,0 +1,206 @@
+"""The encoder checkpoint format ``abt-encoder/1``: write, read, rebuild the encoder.
+
+A ``model.ckpt`` holds what downstream evaluation needs and nothing else it must guess:
+
+* ``encoder`` -- ``{key, arch, kwargs, precision}`` (the run's encoder entry);
+* ``n_mels``, ``input_frames`` (the crop length a ViT's positional grid was built for);
+* ``state_dict`` -- the encoder's weights (CPU tensors);
+* ``norm`` -- ``{mode, mean, std}``: the dataset statistics of the store it was trained on;
+* ``mels`` -- the front-end settings *of that store* (not of the configuration), so HEAR and the
+  probes compute log-mels exactly as the network saw them;
+* ``epoch``, ``step``, ``config`` (the run specification, or ``{random_init, seed}``).
+
+Written by :meth:`abt.trainer.Trainer.save_encoder` and :func:`save_random_init` through
+:func:`write_encoder_checkpoint`; read (and validated) by :func:`read_checkpoint`. Only torch and
+numpy are imported, so the HEAR evaluation venv can load checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from abt.data.mel import MelConfig
+from abt.encoders import ENCODERS, build_encoder_from_spec
+
+ENCODER_CKPT_FORMAT = "abt-encoder/1"
+_REQUIRED_KEYS = ("format", "encoder", "n_mels", "input_frames", "state_dict", "norm", "mels")
+
+
+class CheckpointError(ValueError):
+    """The file is not a usable abt encoder checkpoint; the message says why."""
+
+
+def encoder_checkpoint(
+    encoder: nn.Module,
+    encoder_spec: Mapping[str, Any],
+    *,
+    n_mels: int,
+    input_frames: int,
+    norm: Mapping[str, Any],
+    mels: Mapping[str, Any] | MelConfig,
+    epoch: int,
+    step: int,
+    config: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The checkpoint dictionary of ``encoder`` (see the module docstring)."""
+    mel_cfg = mels if isinstance(mels, MelConfig) else MelConfig.from_dict(dict(mels))
+    spec = dict(encoder_spec)
+    kwargs = dict(spec.get("kwargs") or {})
+    if kwargs.get("patch_size") is not None:  # stored as a list (plain YAML/JSON form)
+        kwargs["patch_size"] = [int(p) for p in kwargs["patch_size"]]
+    spec["kwargs"] = kwargs
+    return {
+        "format": ENCODER_CKPT_FORMAT,
+        "encoder": spec,
+        "n_mels": int(n_mels),
+        "input_frames": int(input_frames),
+        "state_dict": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
+        "norm": {"mode": str(norm["mode"]), "mean": float(norm["mean"]), "std": float(norm["std"])},
+        "mels": mel_cfg.to_dict(),
+        "epoch": int(epoch),
+        "step": int(step),
+        "config": dict(config),
+    }
+
+
+def write_encoder_checkpoint(path: str | os.PathLike[str], ck: Mapping[str, Any]) -> Path:
+    """Write a checkpoint dictionary atomically (a reader never sees a partial file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    torch.save(dict(ck), tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load and validate an ``abt-encoder/1`` checkpoint with ``torch.load(weights_only=True)``."""
+    path = Path(path)
+    if not str(path) or not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist (or is not a file)")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError,
+            AttributeError, ImportError, IndexError, KeyError) as e:  # fmt: skip
+        raise CheckpointError(
+            f"{path} is not an abt encoder checkpoint: torch.load(weights_only=True) refused it "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Checkpoints of "
+            "other libraries (Lightning, the authors' code) are not supported; export the encoder "
+            f"with abt (format {ENCODER_CKPT_FORMAT!r})."
+        ) from None
+    if not isinstance(ck, dict) or ck.get("format") != ENCODER_CKPT_FORMAT:
+        found = ck.get("format") if isinstance(ck, dict) else type(ck).__name__
+        keys = sorted(map(str, ck))[:12] if isinstance(ck, dict) else []
+        raise CheckpointError(
+            f"{path} is not an abt encoder checkpoint: expected format {ENCODER_CKPT_FORMAT!r}, "
+            f"found {found!r} (top-level keys {keys})"
+        )
+    missing = [k for k in _REQUIRED_KEYS if k not in ck]
+    if missing:
+        raise CheckpointError(f"{path}: abt encoder checkpoint lacks key(s) {missing}")
+    enc = ck["encoder"]
+    if not isinstance(enc, dict) or not {"arch", "kwargs"} <= set(enc):
+        raise CheckpointError(f"{path}: 'encoder' must hold arch and kwargs, got {enc!r}")
+    if enc["arch"] not in ENCODERS:
+        raise CheckpointError(
+            f"{path}: unknown encoder architecture {enc['arch']!r}; known: {list(ENCODERS)}"
+        )
+    norm = ck["norm"]
+    try:
+        mean, std = float(norm["mean"]), float(norm["std"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(
+            f"{path}: 'norm' must hold numeric mean and std, got {norm!r}"
+        ) from None
+    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+        raise CheckpointError(f"{path}: normalisation stats must be finite with std > 0: {norm!r}")
+    try:
+        mels = MelConfig.from_dict(ck["mels"])
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: bad 'mels' front-end parameters: {e}") from None
+    if int(ck["n_mels"]) != mels.n_mels:
+        raise CheckpointError(
+            f"{path}: n_mels {ck['n_mels']} differs from mels.n_mels {mels.n_mels}"
+        )
+    return ck
+
+
+def build_checkpoint_encoder(ck: Mapping[str, Any], path: str = "<checkpoint>") -> nn.Module:
+    """Rebuild the checkpoint's encoder and load its weights strictly (eval mode)."""
+    arch = ck["encoder"]["arch"]
+    try:
+        enc = build_encoder_from_spec(ck["encoder"], int(ck["n_mels"]), int(ck["input_frames"]))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"{path}: cannot build encoder {arch!r} with {ck['encoder'].get('kwargs')}: {e}"
+        ) from None
+    sd = ck["state_dict"]
+    if not isinstance(sd, Mapping):
+        raise CheckpointError(f"{path}: state_dict must be a mapping, got {type(sd).__name__}")
+    own = enc.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    shapes = [
+        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in sd and isinstance(sd[k], torch.Tensor) and tuple(sd[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or shapes:
+        raise CheckpointError(
+            f"{path}: the state dict does not match architecture {arch!r} "
+            f"{ck['encoder'].get('kwargs')}: "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''} ({len(missing)}), "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''} "
+            f"({len(unexpected)}), shape mismatches {shapes[:3]}"
+        )
+    enc.load_state_dict(sd, strict=True)
+    return enc.eval()
+
+
+def load_encoder(
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the encoder of a ``model.ckpt`` and load its weights (eval mode)."""
+    ck = read_checkpoint(path)
+    return build_checkpoint_encoder(ck, str(path)).to(map_location), ck
+
+
+def save_random_init(
+    path: str | os.PathLike[str],
+    encoder_key: str,
+    arch: str,
+    kwargs: Mapping[str, Any] | None,
+    norm_mean: float,
+    norm_std: float,
+    mels: Mapping[str, Any] | MelConfig | None = None,
+    *,
+    seed: int = 0,
+    input_frames: int = 96,
+    norm_mode: str = "dataset",
+    precision: str = "fp32",
+) -> Path:
+    """Write an untrained encoder (random init, seeded) in the checkpoint format.
+
+    ``epoch = step = 0`` and ``config = {"random_init": True, "seed": seed}``. Use the same
+    dataset statistics and front-end as the trained encoders, so that random-init baselines
+    differ only in the weights.
+    """
+    mel_cfg = mels if isinstance(mels, MelConfig) else MelConfig.from_dict(dict(mels or {}))
+    spec = {"key": encoder_key, "arch": arch, "kwargs": dict(kwargs or {}), "precision": precision}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        enc = build_encoder_from_spec(spec, mel_cfg.n_mels, input_frames)
+    ck = encoder_checkpoint(
+        enc, spec, n_mels=mel_cfg.n_mels, input_frames=input_frames,
+        norm={"mode": norm_mode, "mean": norm_mean, "std": norm_std}, mels=mel_cfg,
+        epoch=0, step=0, config={"random_init": True, "seed": int(seed)},
+    )  # fmt: skip
+    return write_encoder_checkpoint(path, ck)

@@ -1,0 +1,131 @@
+"""Data jobs: the pre-training store (whole or in shards), the task stores, task baselines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from abt.data.audio import LoadPolicy
+from abt.data.mel import MelConfig
+
+
+def _policy(mels: dict[str, Any], pre: dict[str, Any]) -> LoadPolicy:
+    return LoadPolicy(
+        sample_rate=int(mels["sample_rate"]),
+        min_duration_s=float(pre["min_duration_s"]),
+        on_silent=str(pre["on_silent"]),
+        silence_peak=float(pre["silence_peak"]),
+    )
+
+
+def store_options(mels: dict[str, Any], pre: dict[str, Any]) -> dict[str, Any]:
+    """``build_store`` keyword arguments from the ``mels`` and ``preprocess`` config sections."""
+    stats = pre["stats"]
+    return {
+        "mel_cfg": MelConfig.from_dict(mels),
+        "policy": _policy(mels, pre),
+        "stats_crops": int(stats["n_crops"]),
+        "stats_crop_frames": int(stats["crop_frames"]),
+        "stats_seed": int(stats["seed"]),
+        "workers": int(pre["workers"]),
+    }
+
+
+def compute_pretrain_mels(
+    data: dict[str, Any],
+    mels: dict[str, Any],
+    pre: dict[str, Any],
+    embedded_dir: str,
+    out_dir: str,
+    shard: int | None = None,
+    n_shards: int = 1,
+) -> dict[str, Any]:
+    """Build the pre-training store from the embedded pool or a folder + clip list; with
+    ``shard`` only that contiguous slice of the clip list (a shard may be empty)."""
+    from abt.data.store import build_store, read_clip_list, shard_specs
+
+    if data["source"] == "embedded":
+        pool = Path(embedded_dir) / "pool"
+        specs = read_clip_list(pool / "clips.csv", pool, fmt="abt", id_column="clip_id")
+    else:
+        specs = read_clip_list(
+            data["clip_list"],
+            data["audio_dir"],
+            fmt=data["clip_list_format"],
+            id_column=data["id_column"],
+        )
+    if shard is not None:
+        specs = shard_specs(specs, int(shard), int(n_shards))
+    return build_store(specs, out_dir, **store_options(mels, pre), allow_empty=shard is not None)
+
+
+def merge_pretrain_mels(shard_dirs: list[str], pre: dict[str, Any], out_dir: str) -> dict[str, Any]:
+    """Merge the shard stores (in shard order) into the pre-training store."""
+    from abt.data.store import merge_stores
+
+    stats = pre["stats"]
+    return merge_stores(
+        shard_dirs, out_dir, stats_crops=int(stats["n_crops"]),
+        stats_crop_frames=int(stats["crop_frames"]), stats_seed=int(stats["seed"]),
+    )  # fmt: skip
+
+
+def compute_task_mels(
+    task_dir: str, mels: dict[str, Any], pre: dict[str, Any], out_dir: str
+) -> dict[str, Any]:
+    """One store per split of a HEAR-format task, under ``out_dir/<split>/``.
+
+    Task clips are never excluded for silence (a "silence" class is legitimate in a labelled task).
+    """
+    from abt.data.hear_tasks import read_task
+    from abt.data.store import build_store, list_hear_split
+
+    info = read_task(task_dir)
+    pre = {**pre, "on_silent": "keep"}
+    summary: dict[str, Any] = {"task": info.task_name, "splits": {}}
+    for split in info.splits:
+        st = build_store(
+            list_hear_split(task_dir, split),
+            Path(out_dir) / split,
+            **store_options(mels, pre),
+        )
+        summary["splits"][split] = {"n_clips": st["n_clips"], "counts": st["counts"]}
+    with open(Path(out_dir) / "summary.json", "w") as fh:
+        json.dump(summary, fh, indent=2)
+    return summary
+
+
+def task_baseline(task_dir: str, mels: dict[str, Any], out_json: str) -> dict[str, Any]:
+    """Log-mel + logistic-regression sanity baseline of one scene task, next to chance level."""
+    from abt.data.baseline import task_baseline as _baseline
+
+    # multiclass scene tasks: top-1 (pitch: pitch_acc); event tasks: a frame-level F1 baseline
+    res = _baseline(task_dir, mel_cfg=MelConfig.from_dict(mels))
+    with open(out_json, "w") as fh:
+        json.dump(res, fh, indent=2, default=float)
+    return res
+
+
+def baseline_summary(json_paths: list[str], out_csv: str, out_md: str) -> Any:
+    """Collect per-task baseline JSONs into one table; flag trivial or unlearnable tasks."""
+    import pandas as pd
+
+    from abt.report.markdown import markdown_table
+
+    rows = []
+    for p in json_paths:
+        with open(p) as fh:
+            rows.append(json.load(fh))
+    df = pd.DataFrame(rows)
+    df.to_csv(out_csv, index=False)
+    with open(out_md, "w") as fh:
+        fh.write("# Embedded tasks: log-mel + logistic-regression baseline vs chance\n\n")
+        fh.write(markdown_table(df))
+    bad = df[df.get("verdict", "ok") != "ok"] if "verdict" in df else df.iloc[0:0]
+    for _, r in bad.iterrows():
+        print(
+            f"[abt] WARNING: task {r.get('task')} baseline verdict {r.get('verdict')}: "
+            f"score {r.get('score')} vs chance {r.get('chance')}"
+        )
+    return df

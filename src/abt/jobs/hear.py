@@ -1,0 +1,101 @@
+"""Evaluation jobs: the official HEAR kit's environment and runners, random-initialisation
+checkpoints, and the thesis's linear evaluation."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+def hear_env(env_dir: str, stamp: str) -> str:
+    """Create (or reuse) the kit's pinned virtual environment; write a stamp for the DAG."""
+    from abt.evaluation.heareval_env import ensure_env, read_stamp
+
+    ensure_env(env_dir)
+    with open(stamp, "w") as fh:
+        json.dump(read_stamp(env_dir), fh, indent=2, default=str)
+    return stamp
+
+
+def random_init_checkpoint(run: Mapping[str, Any], store_stats: str, out: str) -> str:
+    """An untrained encoder in the checkpoint format, normalised like the trained ones (the
+    dataset statistics and front-end of the store the trained encoder used)."""
+    from abt.checkpoint import save_random_init
+
+    with open(store_stats) as fh:
+        st = json.load(fh)
+    enc = run["encoder"]
+    save_random_init(
+        out, enc["key"], enc["arch"], enc["kwargs"], st["mean"], st["std"],
+        st.get("mels") or run["mels"], seed=int(run["seed"]),
+        input_frames=int(run["pretrain"]["crop_frames"]), precision=enc["precision"],
+    )  # fmt: skip
+    return out
+
+
+def hear_embeddings(
+    env_dir: str, ckpt: str, task_dir: str, out_dir: str, log: str | None = None
+) -> str:
+    """Official embedding runner on one task; the result is moved to ``out_dir``."""
+    from abt.evaluation.heareval_env import run_embeddings
+
+    out = Path(out_dir)
+    tmp = out.parent / f".tmp-{out.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    task = Path(task_dir)
+    made = run_embeddings(env_dir, ckpt, task.parent, tmp, task=task.name, log=log)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(made[task.name], out)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return str(out)
+
+
+def hear_predictions(
+    env_dir: str,
+    embeddings: str,
+    grid: str,
+    out_dir: str,
+    scores_csv: str,
+    *,
+    task: str,
+    encoder: str,
+    variant: str,
+    seed: int,
+    log: str | None = None,
+    grid_points: int | None = None,
+) -> Any:
+    """Official predictions runner (grid recorded with every score) -> tidy scores CSV."""
+    from abt.evaluation.heareval_env import run_predictions
+    from abt.evaluation.scores import collect_scores, scores_table
+
+    run_predictions(env_dir, embeddings, grid, out_dir=out_dir, log=log, grid_points=grid_points)
+    rows = collect_scores(
+        out_dir, task=task, encoder=encoder, variant=variant, seed=seed, grid=grid
+    )
+    df = scores_table(rows)
+    df.to_csv(scores_csv, index=False)
+    return df
+
+
+def linear_eval(
+    ckpt: str, task_dir: str, stores_dir: str, monitor: Mapping[str, Any], out_json: str
+) -> dict[str, Any]:
+    """Thesis linear evaluation (§4.1.1/§4.2.2: 100 % labels and 5 per class) of a checkpoint on
+    the monitoring task, with the checkpoint's own normalisation (on the GPU when there is one)."""
+    import torch
+
+    from abt.checkpoint import load_encoder
+    from abt.probe import ProbeMonitor
+
+    enc, ck = load_encoder(ckpt, "cuda" if torch.cuda.is_available() else "cpu")
+    mon = ProbeMonitor.from_config(monitor, task_dir, stores_dir)
+    res = mon.evaluate(enc, float(ck["norm"]["mean"]), float(ck["norm"]["std"]))
+    out = {"task": monitor["task"], "checkpoint": ckpt, **res}
+    Path(out_json).parent.mkdir(parents=True, exist_ok=True)
+    with open(out_json, "w") as fh:
+        json.dump(out, fh, indent=1)
+    return out

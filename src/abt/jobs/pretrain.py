@@ -1,0 +1,106 @@
+"""Pre-training jobs: one run (one process, or torchrun DDP on the GPUs of a node) and sweep
+workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from abt.runspec import RunSpec
+
+
+def pretrain(
+    run: RunSpec | Mapping[str, Any],
+    store_dir: str,
+    run_dir: str,
+    monitor: Mapping[str, Any] | None = None,
+    monitor_task_dir: str | None = None,
+    monitor_stores: str | None = None,
+    device: str = "auto",
+    sweep_params: str | None = None,
+    stop_after_epochs: int | None = None,
+) -> dict[str, Any]:
+    """One pre-training run (resumes from ``run_dir/_resume`` when it is this run's), with
+    linear-probe monitoring on ``monitor_task_dir`` when ``monitor.task`` is set;
+    ``sweep_params`` (a ``best_params.yaml``) overrides the configured hyper-parameters with a
+    sweep's best."""
+    from abt.probe import ProbeMonitor
+    from abt.runspec import apply_params
+    from abt.trainer import Trainer
+
+    spec = RunSpec.from_dict(run)
+    callbacks = []
+    if monitor and monitor.get("task"):
+        callbacks.append(ProbeMonitor.from_config(monitor, monitor_task_dir, monitor_stores))
+    if sweep_params:
+        from abt.sweeps import best_params
+
+        params = best_params(sweep_params)
+        spec = apply_params(spec, params).replace(
+            from_sweep={"file": sweep_params, "params": params}
+        )
+    trainer = Trainer(spec, store_dir, run_dir, device=device, callbacks=callbacks)
+    return trainer.fit(stop_after_epochs=stop_after_epochs)
+
+
+def pretrain_torchrun(
+    nproc: int, run: RunSpec | Mapping[str, Any], store_dir: str, run_dir: str, **options: Any
+) -> dict[str, Any]:
+    """:func:`pretrain` (with its ``options``: monitoring, sweep parameters) on ``nproc`` GPUs of
+    this node: ``torchrun --standalone`` DDP processes running ``abt pretrain`` on the same
+    resolved run (rank 0 writes the outputs)."""
+    if nproc <= 1:
+        return pretrain(run, store_dir, run_dir, **options)
+    d = Path(run_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "run.json").write_text(json.dumps(RunSpec.from_dict(run).to_dict(), indent=1))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           str(int(nproc)), "-m", "abt.cli", "pretrain", "--run-json", str(d / "run.json"),
+           "--store", store_dir, "--out", run_dir]  # fmt: skip
+    monitor = options.get("monitor")
+    if monitor and monitor.get("task"):
+        mon = {"monitor": dict(monitor), "task_dir": options.get("monitor_task_dir"),
+               "stores_dir": options.get("monitor_stores")}  # fmt: skip
+        (d / "monitor.json").write_text(json.dumps(mon, indent=1))
+        cmd += ["--monitor-json", str(d / "monitor.json")]
+    if options.get("sweep_params"):
+        cmd += ["--sweep-params", options["sweep_params"]]
+    src = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    print("[abt] " + " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, env=env)
+    with open(d / "summary.json") as fh:
+        return json.load(fh)
+
+
+def sweep_worker(
+    name: str,
+    space: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    run: Mapping[str, Any],
+    monitor: Mapping[str, Any],
+    seed: int,
+    sweep_dir: str,
+    store_dir: str,
+    monitor_task_dir: str,
+    monitor_stores: str,
+    slot: int,
+    out_json: str,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """One worker of sweep ``name`` (several share the study: :func:`abt.sweeps.run_trials`);
+    writes what it ran to ``out_json``."""
+    from abt.sweeps import run_trials
+
+    res = run_trials(
+        name, space, settings, run, monitor, sweep_dir, store_dir, monitor_task_dir,
+        monitor_stores, slot=slot, seed=seed, device=device,
+    )  # fmt: skip
+    with open(out_json, "w") as fh:
+        json.dump(res, fh, indent=1)
+    return res

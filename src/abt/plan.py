@@ -1,0 +1,185 @@
+"""Parse-time planning for the Snakefile (torch-free): what the configuration asks for, and where
+every file goes.
+
+The workflow (``workflow/rules/common.smk``) imports this module only; it never imports the
+training stack. Path templates live here, once: rules format them with wildcards.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from abt.config import ConfigError, load_schema
+
+# ---------------------------------------------------------------------------- path templates
+
+EMBEDDED_DIR = "results/data/embedded"
+#: one pre-training run: ``results/pretrain/<encoder>/<variant>/seed<seed>``
+RUN = "{encoder}/{variant}/seed{seed}"
+PRETRAIN_RUN = f"results/pretrain/{RUN}"
+HEAR_RUN = f"results/hear/{RUN}"
+HEAR_TASK = f"{HEAR_RUN}/{{task}}"
+LINEAR_EVAL = f"results/linear_eval/{RUN}.json"
+PRETRAIN_STORE = "results/mels/pretrain/{corpus}"
+TASK_STORES = "results/mels/tasks/{task}"
+ABLATION = "results/ablations/{ablation}/summary.csv"
+STUDY = "results/studies/{study}/summary.csv"
+STUDY_FIGURE = "results/figures/studies/{study}"
+SWEEP_DIR = "results/sweeps/{sweep}"
+SWEEP_SUMMARY = f"{SWEEP_DIR}/summary"
+#: the report of a scope: ``main`` -> report/, ``full`` (every study and encoder) -> report/full/
+REPORT_DIRS = {"main": "report", "full": "report/full"}
+
+#: pre-training corpora: the main runs' data, and the ablations' (when configured separately)
+CORPORA = ("train", "ablation")
+
+
+def run_dir(encoder: str, variant: str, seed: int | str) -> str:
+    return PRETRAIN_RUN.format(encoder=encoder, variant=variant, seed=seed)
+
+
+def hear_dir(encoder: str, variant: str, seed: int | str) -> str:
+    return HEAR_RUN.format(encoder=encoder, variant=variant, seed=seed)
+
+
+# ------------------------------------------------------------------------------- data inputs
+
+
+def load_schema_for_workflow(root: str | Path) -> dict[str, Any]:
+    return load_schema(Path(root) / "workflow" / "schemas" / "config.schema.yaml")
+
+
+def check_inputs_exist(cfg: dict[str, Any]) -> None:
+    """Fail at parse time, naming the key, when configured input data is missing on disk."""
+    pre = cfg["data"]["pretrain"]
+    if pre["source"] == "folder":
+        for key in ("audio_dir", "clip_list"):
+            val = pre.get(key)
+            if not val:
+                raise ConfigError(
+                    f"config key 'data.pretrain.{key}' must be set when data.pretrain.source is "
+                    "'folder' (the audio folder and the CSV of clip ids, e.g. AudioSet's "
+                    "unbalanced_train_segments.csv)"
+                )
+            if not os.path.exists(val):
+                raise ConfigError(
+                    f"config key 'data.pretrain.{key}' points at {val!r}, which does not exist; "
+                    "download/stage the data there or fix the path"
+                )
+    abl = cfg["data"].get("ablation_pretrain")
+    if abl and abl.get("source", "folder") == "folder":
+        for key in ("audio_dir", "clip_list"):
+            val = abl.get(key)
+            if not val or not os.path.exists(val):
+                raise ConfigError(
+                    f"config key 'data.ablation_pretrain.{key}' is {val!r}, which does not exist; "
+                    "point it at the ablations' pre-training data (FSD50K dev in the thesis) or "
+                    "set data.ablation_pretrain to null to use data.pretrain"
+                )
+    for name, path in (cfg.get("data", {}).get("tasks") or {}).items():
+        if not os.path.isdir(path):
+            raise ConfigError(
+                f"config key 'data.tasks.{name}' points at {path!r}, which is not a directory; "
+                "give the path of a HEAR task folder (with task_metadata.json)"
+            )
+
+
+def embedded_task_names(cfg: dict[str, Any]) -> list[str]:
+    from abt.data.embedded import TASKS as EMBEDDED_TASKS
+
+    wanted = cfg["embedded"].get("tasks")
+    names = list(wanted) if wanted else EMBEDDED_TASKS.names()
+    for n in names:
+        EMBEDDED_TASKS.get(n)  # raises naming the unknown task and the known ones
+    return names
+
+
+def task_dirs(cfg: dict[str, Any]) -> dict[str, str]:
+    """Task name -> HEAR task directory, for every task this configuration evaluates on."""
+    external = dict(cfg.get("data", {}).get("tasks") or {})
+    if external:
+        return external
+    # embedded tasks are written as <task_name>-v1-full (HEAR naming: name-version-mode)
+    return {n: f"{EMBEDDED_DIR}/tasks/{n}-v1-full" for n in embedded_task_names(cfg)}
+
+
+def task_input_path(cfg: dict[str, Any], task: str) -> str:
+    """The file a task's rules depend on: the embedded manifest, or the task's metadata."""
+    external = dict(cfg.get("data", {}).get("tasks") or {})
+    if external:
+        return f"{external[task]}/task_metadata.json"
+    return f"{EMBEDDED_DIR}/manifest.json"
+
+
+def corpus_data(cfg: dict[str, Any], corpus: str) -> dict[str, Any]:
+    """The ``data.pretrain``-like section a corpus is built from."""
+    if corpus not in CORPORA:
+        raise ConfigError(f"unknown pre-training corpus {corpus!r}; known: {CORPORA}")
+    if corpus == "ablation" and cfg["data"].get("ablation_pretrain"):
+        return dict(cfg["data"]["ablation_pretrain"])
+    return dict(cfg["data"]["pretrain"])
+
+
+def variant_corpus(cfg: dict[str, Any], variant: str) -> str:
+    """Store a variant pre-trains on: ablations use ``data.ablation_pretrain`` when it is set."""
+    if variant in ("baseline", "random_init") or not cfg["data"].get("ablation_pretrain"):
+        return "train"
+    return "ablation"
+
+
+def pretrain_clip_list_path(cfg: dict[str, Any], corpus: str = "train") -> str:
+    pre = corpus_data(cfg, corpus)
+    if pre["source"] == "embedded":
+        return f"{EMBEDDED_DIR}/pool/clips.csv"
+    return str(pre["clip_list"])
+
+
+def monitor_inputs(cfg: dict[str, Any]) -> dict[str, str]:
+    """Files the pre-training rule needs for linear-probe monitoring (none when disabled)."""
+    task = (cfg.get("monitor") or {}).get("task")
+    if not task:
+        return {}
+    return {
+        "monitor_task": task_input_path(cfg, task),
+        "monitor_stores": TASK_STORES.format(task=task),
+    }
+
+
+# ---------------------------------------------------------------------------- variants
+
+
+def variants(cfg: dict[str, Any]) -> list[str]:
+    """``baseline`` (the configuration as is) plus every named ablation."""
+    return ["baseline", *sorted(cfg.get("ablations") or {})]
+
+
+def ablation_names(cfg: dict[str, Any]) -> list[str]:
+    """Valid ``results/ablations/<name>/summary.csv`` names: every ablation and ``random_init``."""
+    return [*sorted(cfg.get("ablations") or {}), "random_init"]
+
+
+def ablation_encoder(cfg: dict[str, Any], name: str) -> str:
+    """Encoder an ablation (or ``random_init``, the study's no-pre-training row) runs with."""
+    from abt.runspec import variant_config
+
+    if name == "random_init":
+        return str(cfg["pretrain"]["encoder"])
+    return str(variant_config(cfg, name)["pretrain"]["encoder"])
+
+
+def ablation_description(cfg: dict[str, Any], name: str) -> str:
+    if name == "random_init":
+        return "Random initialisation (no pre-training)"
+    return str((cfg.get("ablations") or {})[name].get("description", name))
+
+
+def unknown_name_error(kind: str, name: str, known: list[str]) -> str:
+    """The message for a target naming an ablation, study or sweep that does not exist."""
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    plural = kind[:-1] + "ies" if kind.endswith("y") else kind + "s"
+    return f"unknown {kind} {name!r}.{hint} Known {plural}: {', '.join(known)}"

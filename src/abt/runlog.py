@@ -1,0 +1,76 @@
+"""The metrics CSVs of a run (``train_metrics.csv``, ``epoch_metrics.csv``) that survive resumes.
+
+Rows live in memory and are rewritten atomically on every append. The rows up to a resume
+checkpoint are stored *in* that checkpoint (:meth:`CsvLog.text`), so a resumed run restores its
+whole history even when the CSV was deleted meanwhile (Snakemake deletes the declared outputs of
+an interrupted job) and drops rows written after the checkpoint (they are written again).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+class CsvLog:
+    """Append-only CSV with an in-memory copy; ``enabled=False`` (DDP ranks > 0) writes nothing."""
+
+    def __init__(self, path: str | Path, enabled: bool = True) -> None:
+        self.path = Path(path)
+        self.enabled = enabled
+        self.rows: list[dict[str, Any]] = []
+
+    def restore(self, text: str) -> None:
+        """Replace the rows with those of ``text`` (a checkpoint's copy) and rewrite the file."""
+        self.rows = list(csv.DictReader(io.StringIO(text))) if text else []
+        self._rewrite()
+
+    def text(self) -> str:
+        """The CSV as text (what a checkpoint stores)."""
+        buf = io.StringIO()
+        self._write(buf)
+        return buf.getvalue()
+
+    @property
+    def last(self) -> dict[str, Any]:
+        if not self.rows:
+            return {}
+        return {k: num(v) for k, v in self.rows[-1].items()}
+
+    def has(self, column: str, value: int) -> bool:
+        return any(int(r[column]) == value for r in self.rows)
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        self.rows.append({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        self._rewrite()
+
+    def _write(self, fh: Any) -> None:
+        cols: list[str] = []
+        for r in self.rows:
+            cols += [k for k in r if k not in cols]
+        if not cols:
+            return
+        w = csv.DictWriter(fh, fieldnames=cols, lineterminator="\n")
+        w.writeheader()
+        w.writerows(self.rows)
+
+    def _rewrite(self) -> None:
+        if not self.enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".part")
+        with open(tmp, "w", newline="") as fh:
+            self._write(fh)
+        os.replace(tmp, self.path)
+
+
+def num(v: Any) -> Any:
+    """A CSV cell as a float when it is numeric, else unchanged."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return v

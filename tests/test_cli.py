@@ -1,0 +1,124 @@
+"""The ``abt`` command as a user meets it: ``check-config`` runs the workflow's checks, and every
+command the README shows works (run on tiny data)."""
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def abt(*args, cwd=ROOT, timeout=900):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.run([sys.executable, "-m", "abt.cli", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+def test_check_config_passes_the_shipped_configuration():
+    r = abt("check-config")
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads(r.stdout)
+    assert cfg["pretrain"]["speed"]["prefetch_batches"] == 2  # defaults filled by the schema
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ({"pretrain": {"encoder": "audiontt2"}}, "pretrain.encoder"),
+        ({"pretrain": {"optimizer": "larss"}}, "pretrain.optimizer"),
+        ({"monitor": {"task": "embedded_envsound"}}, "monitor.task"),
+        ({"encoders": {"audiontt": {"arch": "audiontt", "optimizer": "lars2"}}},
+         "encoders.audiontt.optimizer"),
+        ({"ablations": {"bs_33": {"pretrain": {"encoder": "vit_q"}}}}, "ablation 'bs_33'"),
+        ({"run": {"encoders": ["audiontt", "resnet19"]}}, "run.encoders.1"),
+    ],
+)  # fmt: skip
+def test_check_config_runs_the_workflows_cross_reference_checks(tmp_path, override, key):
+    """Regression: check-config passed configurations the workflow rejects."""
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump(override))
+    r = abt("check-config", p)
+    assert r.returncode == 2 and key in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_check_config_merges_override_files_like_snakemake(tmp_path):
+    """config/paper.yaml holds only overrides: merged over config.yaml it is a full configuration
+    (here its data paths do not exist, and the message names the key)."""
+    r = abt("check-config", "config/paper.yaml")
+    assert r.returncode == 2 and "data.pretrain.audio_dir" in r.stderr, r.stderr
+    p = tmp_path / "scale.yaml"
+    p.write_text(yaml.safe_dump({"pretrain": {"epochs": 7}}))
+    r = abt("check-config", "--quiet", p)
+    assert r.returncode == 0 and r.stdout == ""
+
+
+def readme_commands() -> list[str]:
+    """The shell commands of the README's code blocks that call abt by hand."""
+    cmds, fenced = [], False
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+            continue
+        line = line.split("  #")[0].strip()
+        if fenced and re.match(r"^(abt |abt$|python -m abt|torchrun )", line):
+            cmds.append(line)
+    return cmds
+
+
+@pytest.mark.slow
+def test_every_hand_command_in_the_readme_works(tmp_path):
+    cmds = readme_commands()
+    assert len(cmds) >= 8, cmds
+    emb, store, run = tmp_path / "data/embedded", tmp_path / "store", tmp_path / "run"
+    tiny = tmp_path / "tiny.yaml"  # scale knobs only, for a 2-core CI box
+    tiny.write_text(yaml.safe_dump({"pretrain": {"epochs": 2, "batch_size": 32}}))
+    subs = {
+        "data/embedded": str(emb),
+        "clips.csv": str(emb / "pool/clips.csv"),
+        "DIR": str(emb / "pool"),
+        "STORE": str(store),
+        "RUN_DIR": str(run),
+        "encoders.csv": str(tmp_path / "encoders.csv"),
+        ".venv-hear": str(ROOT / ".venv-hear"),
+    }
+    # what makes each command small enough here (appended; argparse takes the last value)
+    smaller = {
+        "build-embedded": ["--scale", "0.05", "--tasks", "embedded_envsounds"],
+        "encoders": ["--repeats", "0", "--table", "3.1"],
+        "pretrain": ["--device", "cpu"],
+    }
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
+    for line in cmds:
+        line = re.sub(r"\[[^\]]*\]", "", line)  # optional arguments
+        argv = [subs.get(w, w) for w in shlex.split(line)]
+        argv = [w.replace("RUN_DIR", str(run)) for w in argv]
+        if argv[0] == "torchrun":  # 2 CPU processes instead of 4 GPUs, the tiny scale knobs
+            argv = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    *[("2" if a == "4" else a) for a in argv[1:]]]  # fmt: skip
+            argv[argv.index("--config") + 1 : argv.index("--config") + 2] += [str(tiny)]
+            argv += ["--device", "cpu", "--out", str(tmp_path / "ddp")]
+        elif argv[0] == "abt":
+            argv = [sys.executable, "-m", "abt.cli", *argv[1:]]
+            if argv[3] == "pretrain":
+                argv += ["--config", str(tiny)]
+            argv += smaller.get(argv[3], [])
+        else:
+            argv = [sys.executable, *argv[1:]]
+        r = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=1800)  # fmt: skip
+        if "check-config" in argv and "config/paper.yaml" in argv:
+            # the paper's data is not on this machine: a clear error naming the key
+            assert r.returncode == 2 and "data.pretrain.audio_dir" in r.stderr, r.stderr
+            continue
+        assert r.returncode == 0, f"{line}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+    assert (store / "stats.json").is_file() and (run / "model.ckpt").is_file()
+    assert (tmp_path / "ddp" / "model.ckpt").is_file() and (tmp_path / "encoders.csv").is_file()
