@@ -148,9 +148,9 @@ def _worker(tiny, sweep_dir, slot, sweep="audiontt_lars"):
 
 
 def _states(sweep_dir, name="audiontt_lars"):
-    from abt.sweeps import open_study
+    from abt.sweeps import read_study
 
-    st = open_study(sweep_dir, name, {"epochs": 2}, 0)
+    st = read_study(sweep_dir, name)
     return [(t.number, t.state.name, dict(t.params), dict(t.user_attrs)) for t in st.trials]
 
 

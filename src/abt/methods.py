@@ -87,13 +87,14 @@ class AsymmetricBarlowTwins(_Method):
         objective: Mapping[str, Any],
         ema_decay: float = 0.99,
         predictor: bool = False,
+        buffers: str = "copy",
         distributed: bool = False,
     ) -> None:
         super().__init__()
         self.online = _Branch(encoder, Projector(encoder.embed_dim, **projector))
         out_dim = self.online.projector.out_dim
         self.predictor: nn.Module = Predictor(out_dim) if predictor else nn.Identity()
-        self.target = EMA(self.online, tau=ema_decay)
+        self.target = EMA(self.online, tau=ema_decay, buffers=buffers)
         self.objective = _objective(objective, distributed)
 
     def forward(self, views: Sequence[Tensor], mask_ratio: float = 0.0) -> dict[str, Tensor]:

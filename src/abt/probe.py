@@ -4,17 +4,19 @@ A true linear classifier on frozen embeddings of a HEAR-format task (FSD50K in t
 embedded task by default): Adam (lr 1e-3, betas 0.9/0.999, eps 1e-8, weight decay 1e-8),
 batch 200, at most 100 epochs, early stopping on the validation score with patience 10, the best
 weights restored, scored on the test split. Two label budgets: 100 % of the training labels, and
-5 examples per class (three random subsets, each with exactly 5 clips of every class that has at
-least 5; mean ± std of the three test scores).
+5 examples per class (three random subsets drawing 5 clips of every class, all of a class that
+has fewer; multi-label clips count for all their labels; mean ± std of the three test scores).
 
 Embeddings come from the log-mel task stores (``results/mels/tasks/<task>/<split>``), normalised
 with the *pre-training* dataset statistics, exactly as the HEAR module does: convolutional
-encoders see the whole clip (or a ``crop_frames`` crop), ViTs average 96-frame units.
+encoders see the whole clip (or a ``crop_frames`` crop: random, as the thesis, seeded so that
+every evaluation of a run sees the same crops), ViTs average 96-frame units.
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,13 +61,25 @@ class TaskData:
 # --------------------------------------------------------------------------------------------
 
 
-def _fit_length(x: np.ndarray, crop_frames: int | None, silence: float) -> np.ndarray:
-    """A centre crop of ``crop_frames`` frames, or padding with silence for shorter clips."""
+#: how a clip longer than the probe's crop is cropped (``monitor.crop``)
+CROPS = ("random", "center")
+
+
+def _fit_length(
+    x: np.ndarray,
+    crop_frames: int | None,
+    silence: float,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """``crop_frames`` frames of the clip -- a uniformly random crop when ``rng`` is given (the
+    thesis: "randomly cropped"), else the centre one -- or padding with silence for shorter
+    clips."""
     x = np.asarray(x, dtype=np.float32)
     if crop_frames is None:
         return x
     if x.shape[0] > crop_frames:
-        s = (x.shape[0] - crop_frames) // 2
+        span = x.shape[0] - crop_frames
+        s = int(rng.integers(0, span + 1)) if rng is not None else span // 2
         return x[s : s + crop_frames]
     if x.shape[0] < crop_frames:
         pad = np.full((crop_frames - x.shape[0], x.shape[1]), silence, np.float32)
@@ -79,14 +93,16 @@ def embed_logmels(
     logmels: Sequence[np.ndarray],
     *,
     crop_frames: int | None = None,
+    rng: np.random.Generator | None = None,
     batch_size: int = 64,
 ) -> np.ndarray:
     """Embeddings ``(N, D)`` of raw ``(frames, n_mels)`` log-mels through the HEAR module's scene
     path (the checkpoint's dataset normalisation; ViTs average units, conv encoders see the whole
-    clip). ``crop_frames``: a centre crop, or padding with silence for shorter clips. Clips of
-    equal length are embedded together, ``batch_size`` at a time (in eval mode a clip's embedding
-    does not depend on its batch mates)."""
-    clips = [_fit_length(x, crop_frames, model.mels.silence_value) for x in logmels]
+    clip). ``crop_frames``: a crop (random with ``rng``, else centred), or padding with silence
+    for shorter clips. Clips of equal length are embedded together, ``batch_size`` at a time (in
+    eval mode a clip's embedding does not depend on its batch mates)."""
+    silence = model.mels.silence_value
+    clips = [_fit_length(x, crop_frames, silence, rng) for x in logmels]
     out: list[np.ndarray | None] = [None] * len(clips)
     by_len: dict[int, list[int]] = {}
     for i, x in enumerate(clips):
@@ -134,9 +150,15 @@ def load_task_embeddings(
     std: float,
     crop_frames: int | None,
     device: torch.device | str | None = None,
+    crop: str = "random",
+    seed: int = 0,
 ) -> TaskData:
     """Embed every clip of a task from its mel stores, with labels from the task's split JSONs,
-    on ``device`` (default: where the encoder's parameters are)."""
+    on ``device`` (default: where the encoder's parameters are). ``crop`` (``random``: seeded by
+    ``seed`` and the split, so every evaluation sees the same crops; ``center``) applies to clips
+    longer than ``crop_frames``."""
+    if crop not in CROPS:
+        raise ValueError(f"monitor.crop must be one of {CROPS}, got {crop!r}")
     from abt.data.hear_tasks import read_task
     from abt.data.mel import MelConfig
 
@@ -160,7 +182,12 @@ def load_task_embeddings(
                 model = HearModel(encoder, MelConfig.from_dict(st.stats["mels"]), mean, std)
                 model = model.to(device if device is not None else _device_of(encoder))
             clips = [st.clip(i) for i in range(len(st))]
-            feats.extend(embed_logmels(model, clips, crop_frames=crop_frames))
+            rng = (
+                np.random.default_rng([seed, zlib.crc32(split.encode())])
+                if crop == "random"
+                else None
+            )
+            feats.extend(embed_logmels(model, clips, crop_frames=crop_frames, rng=rng))
             for cid in st.clip_ids:
                 ids = [vocab[v] for v in lab[cid]]
                 if multilabel:
@@ -237,8 +264,10 @@ def fit_linear_probe(
 
 
 def low_shot_subsets(y: np.ndarray, per_class: int, n_subsets: int, seed: int) -> list[np.ndarray]:
-    """``n_subsets`` random training subsets with exactly ``per_class`` clips of every class
-    (all of a class's clips if it has fewer). Multilabel: a clip counts for each of its labels."""
+    """``n_subsets`` random training subsets: ``per_class`` clips drawn for every class (all of a
+    class's clips if it has fewer). Multilabel: a clip is drawn for one class but counts for each
+    of its labels, so a class can end up with more than ``per_class`` positives (co-occurring
+    labels); a multiclass subset holds exactly ``min(per_class, n_c)`` clips of each class."""
     rng = np.random.default_rng(seed)
     out = []
     classes = range(y.shape[1]) if y.ndim == 2 else np.unique(y)
@@ -282,12 +311,14 @@ class ProbeMonitor:
         per_class: int = 5,
         n_subsets: int = 3,
         at_start: bool = False,
+        crop: str = "random",
     ) -> None:
         self.task_dir, self.stores_dir = Path(task_dir), Path(stores_dir)
         self.every, self.crop = int(every_epochs), crop_frames
         self.cfg = ProbeConfig.from_dict(classifier)
         self.per_class, self.n_subsets = per_class, n_subsets
         self.at_start = at_start
+        self.crop_mode = crop
 
     @classmethod
     def from_config(
@@ -296,14 +327,16 @@ class ProbeMonitor:
         task_dir: str | Path,
         stores_dir: str | Path,
         every_epochs: int | None = None,
+        crop_frames: int | None = None,
     ) -> ProbeMonitor:
-        """The probe the ``monitor`` config section describes (``every_epochs`` overrides its
-        interval: sweeps probe every epoch)."""
+        """The probe the ``monitor`` config section describes; ``every_epochs`` and
+        ``crop_frames`` override its interval and crop (sweeps: every epoch, 96 frames)."""
         return cls(
             task_dir,
             stores_dir,
             every_epochs=monitor["every_epochs"] if every_epochs is None else every_epochs,
-            crop_frames=monitor["crop_frames"],
+            crop_frames=monitor["crop_frames"] if crop_frames is None else crop_frames,
+            crop=monitor["crop"],
             classifier=monitor["classifier"],
             per_class=monitor["per_class"],
             n_subsets=monitor["subsets"],
@@ -321,6 +354,8 @@ class ProbeMonitor:
             std=std,
             crop_frames=self.crop,
             device=device,
+            crop=self.crop_mode,
+            seed=self.cfg.seed,
         )
         encoder.train(was_training)
         return probe_scores(data, self.cfg, self.per_class, self.n_subsets)

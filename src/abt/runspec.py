@@ -192,7 +192,7 @@ def resolve(
         "optimizer": {"key": opt_key, **vc["optimizers"][opt_key]},
         "pretrain": pre,
         "mels": vc["mels"],
-        "seed": int(cfg.get("run", {}).get("seed", 0)) + int(seed),
+        "seed": int(cfg["run"]["seed"]) + int(seed),
         "variant": label or variant,
     }
     if sweep_params:

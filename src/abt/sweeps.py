@@ -66,6 +66,7 @@ def sweep_settings(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
         "seed": int(defaults["seed"]),
         "sampler": dict(defaults["sampler"]),
         "pruner": dict(defaults["pruner"]),
+        "probe_crop_frames": int(defaults["probe_crop_frames"]),
     }
 
 
@@ -98,6 +99,19 @@ def quiet_optuna() -> Any:
     return optuna
 
 
+def read_study(sweep_dir: str | Path, name: str) -> Any:
+    """The sweep's study, read-only (its trials; no sampler or pruner is set up)."""
+    optuna = quiet_optuna()
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path = Path(sweep_dir) / STUDY_FILE
+    if not path.is_file():
+        raise SweepError(f"{path} does not exist: run the sweep's workers first")
+    storage = JournalStorage(JournalFileBackend(str(path)))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
 def open_study(sweep_dir: str | Path, name: str, settings: Mapping[str, Any], seed: int) -> Any:
     """Create or load the sweep's study in its journal file (shared by all workers)."""
     optuna = quiet_optuna()
@@ -107,16 +121,14 @@ def open_study(sweep_dir: str | Path, name: str, settings: Mapping[str, Any], se
     d = Path(sweep_dir)
     d.mkdir(parents=True, exist_ok=True)
     storage = JournalStorage(JournalFileBackend(str(d / STUDY_FILE)))
-    pr = settings.get("pruner") or {}
+    pr = settings["pruner"]
     pruner = optuna.pruners.HyperbandPruner(
-        min_resource=int(pr.get("min_resource", 1)),
+        min_resource=int(pr["min_resource"]),
         max_resource=int(settings["epochs"]),
-        reduction_factor=int(pr.get("reduction_factor", 3)),
+        reduction_factor=int(pr["reduction_factor"]),
     )
-    sa = settings.get("sampler") or {}
-    sampler = optuna.samplers.TPESampler(
-        seed=seed, n_startup_trials=int(sa.get("n_startup_trials", 10))
-    )
+    sa = settings["sampler"]
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=int(sa["n_startup_trials"]))
     return optuna.create_study(
         study_name=name,
         storage=storage,
@@ -202,9 +214,10 @@ def run_trials(
         run = apply_params(base, params).replace(seed=base.seed + trial.number)
         run_dir = d / "trials" / f"{trial.number:04d}"
         trial.set_user_attr(ATTR_RUN_DIR, str(run_dir))
-        monitor = ProbeMonitor.from_config(
-            monitor_cfg, monitor_task_dir, monitor_stores, every_epochs=1
-        )
+        monitor = ProbeMonitor.from_config(  # every epoch, clips cropped (thesis §4.1.1)
+            monitor_cfg, monitor_task_dir, monitor_stores, every_epochs=1,
+            crop_frames=int(settings["probe_crop_frames"]),
+        )  # fmt: skip
         last: dict[str, float] = {}
 
         def report(

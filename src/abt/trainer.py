@@ -161,6 +161,11 @@ class Trainer:
         self.encoder = build_encoder_from_spec(enc_spec, self.store.n_mels, self.crop_frames)
         self.amp_dtype = autocast_dtype(self.pre["precision"], enc_spec["precision"], self.device)
         self.masking = self.pre["masking"]
+        # the sine schedule's warm-up: warmup_epochs, or warmup_epochs of reference_epochs
+        warm_epochs = float(self.masking["warmup_epochs"])
+        if self.masking["reference_epochs"]:
+            warm_epochs *= self.epochs / float(self.masking["reference_epochs"])
+        self.mask_warmup_steps = int(round(warm_epochs * self.steps_per_epoch))
         if self.masking["mode"] != "none" and self.encoder.unit_frames is None:
             raise ConfigError(
                 f"pretrain.masking.mode={self.masking['mode']!r} needs a ViT encoder; "
@@ -240,8 +245,8 @@ class Trainer:
         mode = self.masking["mode"]
         if mode == "none":
             return 0.0
-        warm = int(self.masking["warmup_epochs"]) * self.steps_per_epoch
         fn = MASK_SCHEDULES.get(mode)
+        warm = self.mask_warmup_steps
         value = self.masking["ratio"] if mode == "fixed" else self.masking["beta"]
         return float(fn(step, self.total_steps, warm, float(value)))
 

@@ -76,6 +76,7 @@ rule compute_pretrain_mels:
         data=corpus_data,
         mels=config["mels"],
         preprocess=config["preprocess"],
+        pad=config["pretrain"]["pad"],
         embedded_dir=EMBEDDED_DIR,
         code=CODE["pretrain_mels"],
     script:

@@ -15,6 +15,7 @@ if sm.input.get("shards"):
         shard_dirs=list(sm.input.shards),
         pre=sm.params.preprocess,
         out_dir=str(Path(sm.output.stats).parent),
+        pad=sm.params.pad,
     )
 else:
     run(
@@ -27,4 +28,5 @@ else:
         out_dir=sm.output[0] if shard is not None else str(Path(sm.output.stats).parent),
         shard=None if shard is None else int(shard),
         n_shards=sm.params.preprocess["shards"],
+        pad=sm.params.get("pad", "silence"),  # shards: the merge computes the statistics
     )

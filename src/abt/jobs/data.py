@@ -19,8 +19,11 @@ def _policy(mels: dict[str, Any], pre: dict[str, Any]) -> LoadPolicy:
     )
 
 
-def store_options(mels: dict[str, Any], pre: dict[str, Any]) -> dict[str, Any]:
-    """``build_store`` keyword arguments from the ``mels`` and ``preprocess`` config sections."""
+def store_options(
+    mels: dict[str, Any], pre: dict[str, Any], pad: str = "silence"
+) -> dict[str, Any]:
+    """``build_store`` keyword arguments from the ``mels`` and ``preprocess`` config sections;
+    ``pad`` (``pretrain.pad``) pads the short clips of the statistics' crops as training does."""
     stats = pre["stats"]
     return {
         "mel_cfg": MelConfig.from_dict(mels),
@@ -28,6 +31,7 @@ def store_options(mels: dict[str, Any], pre: dict[str, Any]) -> dict[str, Any]:
         "stats_crops": int(stats["n_crops"]),
         "stats_crop_frames": int(stats["crop_frames"]),
         "stats_seed": int(stats["seed"]),
+        "pad": pad,
         "workers": int(pre["workers"]),
     }
 
@@ -40,9 +44,11 @@ def compute_pretrain_mels(
     out_dir: str,
     shard: int | None = None,
     n_shards: int = 1,
+    pad: str = "silence",
 ) -> dict[str, Any]:
     """Build the pre-training store from the embedded pool or a folder + clip list; with
-    ``shard`` only that contiguous slice of the clip list (a shard may be empty)."""
+    ``shard`` only that contiguous slice of the clip list (a shard may be empty). The dataset
+    statistics pad short crops with ``pad`` (``pretrain.pad``), as the training crops are."""
     from abt.data.store import build_store, read_clip_list, shard_specs
 
     if data["source"] == "embedded":
@@ -57,17 +63,22 @@ def compute_pretrain_mels(
         )
     if shard is not None:
         specs = shard_specs(specs, int(shard), int(n_shards))
-    return build_store(specs, out_dir, **store_options(mels, pre), allow_empty=shard is not None)
+    return build_store(
+        specs, out_dir, **store_options(mels, pre, pad), allow_empty=shard is not None
+    )
 
 
-def merge_pretrain_mels(shard_dirs: list[str], pre: dict[str, Any], out_dir: str) -> dict[str, Any]:
-    """Merge the shard stores (in shard order) into the pre-training store."""
+def merge_pretrain_mels(
+    shard_dirs: list[str], pre: dict[str, Any], out_dir: str, pad: str = "silence"
+) -> dict[str, Any]:
+    """Merge the shard stores (in shard order) into the pre-training store (statistics of the
+    merged store, short crops padded with ``pad``)."""
     from abt.data.store import merge_stores
 
     stats = pre["stats"]
     return merge_stores(
         shard_dirs, out_dir, stats_crops=int(stats["n_crops"]),
-        stats_crop_frames=int(stats["crop_frames"]), stats_seed=int(stats["seed"]),
+        stats_crop_frames=int(stats["crop_frames"]), stats_seed=int(stats["seed"]), pad=pad,
     )  # fmt: skip
 
 

@@ -36,7 +36,10 @@ def pretrain(
     spec = RunSpec.from_dict(run)
     callbacks = []
     if monitor and monitor.get("task"):
-        callbacks.append(ProbeMonitor.from_config(monitor, monitor_task_dir, monitor_stores))
+        every = spec.encoder["monitor_every_epochs"]  # null: the monitor section's interval
+        callbacks.append(
+            ProbeMonitor.from_config(monitor, monitor_task_dir, monitor_stores, every_epochs=every)
+        )
     if sweep_params:
         from abt.sweeps import best_params
 

@@ -68,7 +68,7 @@ def plot_study(
 ) -> None:
     sns.set_theme(style="whitegrid", context="paper")
     df = pd.read_csv(summary_csv)
-    kind = study.get("plot", "bars")
+    kind = study["plot"]
     title = f"{study['title']}"
     if study.get("figure"):
         title = f"Fig. {study['figure']}{study.get('panel') or ''}: {title}"

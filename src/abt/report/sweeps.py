@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from abt.sweeps import ATTR_SLOT, quiet_optuna, open_study
+from abt.sweeps import ATTR_SLOT, quiet_optuna, read_study
 
 
 def summarise(
@@ -27,7 +27,7 @@ def summarise(
     import pandas as pd
 
     sw = sweep
-    study = open_study(sweep_dir, name, settings, int(settings["seed"]))
+    study = read_study(sweep_dir, name)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
