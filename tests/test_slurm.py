@@ -22,7 +22,7 @@ GPU_RULES = {
     "pretrain_encoder",
     "sweep_worker",
     "extract_hear_embeddings",
-    "evaluate_hear_task",
+    "evaluate_hear_run",
     "linear_eval",
 }
 # poll the fake scheduler quickly (the plugin waits 40 s before its first status check)

@@ -63,8 +63,10 @@ def test_dry_run_builds_the_data_dag():
     n_aug = len(cfg["studies"]["augmentations"]["ablations"])
     hear_l = len(cfg["report"]["hear_l"])
     assert counts["pretrain_encoder"] == 1 + n_aug and counts["random_init_encoder"] == 1
-    assert counts["extract_hear_embeddings"] == 2 * n + n_aug * hear_l
-    assert counts["evaluate_hear_task"] == counts["extract_hear_embeddings"]
+    # one kit process per run for all its tasks: the main encoder and its random init (every
+    # task), each ablation (the HEAR-L tasks)
+    assert counts["extract_hear_embeddings"] == 2 + n_aug and hear_l == 4
+    assert counts["evaluate_hear_run"] == counts["extract_hear_embeddings"]
     assert counts["report"] == 1 and "report_full" not in counts
 
 
@@ -81,7 +83,7 @@ def test_dry_run_of_the_main_report():
     aug = cfg["studies"]["augmentations"]["ablations"]
     assert cfg["report"]["studies"] == ["augmentations"] and len(aug) == 8
     assert counts["pretrain_encoder"] == 1 + len(aug)
-    assert counts["extract_hear_embeddings"] == 2 * n + len(aug) * hear_l
+    assert counts["extract_hear_embeddings"] == 2 + len(aug) and n == 7 and hear_l == 4
     assert counts["linear_eval"] == len(aug) + 1
     assert counts["ablation_summary"] == len(aug) + 1 and counts["study_summary"] == 1
     assert counts["encoder_tables"] == counts["paper_tables"] == counts["report"] == 1
@@ -98,7 +100,7 @@ def test_one_ablation_is_one_target():
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     hear_l = len(cfg["report"]["hear_l"])
     assert counts["pretrain_encoder"] == 1 and counts["linear_eval"] == 1
-    assert counts["extract_hear_embeddings"] == counts["evaluate_hear_task"] == hear_l
+    assert counts["extract_hear_embeddings"] == counts["evaluate_hear_run"] == 1 and hear_l == 4
     assert counts["ablation_summary"] == 1 and "report" not in counts
     assert "random_init_encoder" not in counts
     r = smk("results/studies/lambda/summary.csv", "--dry-run", "--forceall", "--quiet", "rules")
@@ -262,6 +264,32 @@ def test_report_end_to_end(tiny_run):
     assert (tiny_run / "report/tables/sweep_audiontt_lars.tex").exists()
 
 
+@pytest.mark.slow
+def test_spreads_end_to_end(tiny_run):
+    """The kit's own test predictions give the spreads: the recomputed primary scores equal the
+    kit's for every task (incl. the event task), each task has a paired interval of trained vs
+    random init, and the augmentation study an ordering with its uncertainty."""
+    import pandas as pd
+
+    from abt.report.stats import load_task_items
+
+    scores = pd.read_csv(tiny_run / "results/hear/audiontt/baseline/seed0/scores.csv")
+    prim = scores[scores["primary"] & scores["split"].isin(["test", "mean"])]
+    for _, r in prim.iterrows():
+        d = tiny_run / "results/hear/audiontt/baseline/seed0/predictions" / r["task"]
+        assert load_task_items(d, r["task"]).score() == pytest.approx(r["value"], abs=1e-6)
+    vs = pd.read_csv(tiny_run / "results/tables/main/hear_vs_random.csv")
+    assert set(vs["task"]) == set(prim["task"]) and (vs["diff_lo"] <= vs["diff_hi"]).all()
+    assert ((vs["diff"] >= vs["diff_lo"] - 1e-9) & (vs["diff"] <= vs["diff_hi"] + 1e-9)).all()
+    study = pd.read_csv(tiny_run / "results/studies/augmentations/summary.csv")
+    assert study["p_best"].sum() == pytest.approx(1.0)
+    assert (study["hear_l_avg_lo"] <= study["hear_l_avg_pct"] + 1e-9).all()
+    page = (tiny_run / "report/report.html").read_text()
+    assert "by more than the spread" in page and "Target: first or tied" in page
+    rand = pd.read_csv(tiny_run / "results/tables/main/random_init_probe.csv")
+    assert rand["run"].tolist() == ["audiontt"] and rand["probe_100"].between(0, 1).all()
+
+
 def _paper_config(tmp_path, make_dirs=True):
     """config/paper.yaml with its data paths moved under tmp_path (placeholder HEAR tasks)."""
     cfg = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
@@ -318,9 +346,9 @@ def test_paper_configuration_dry_runs(tmp_path):
     assert counts["pretrain_encoder"] == n_enc + len(trained)
     assert counts["random_init_encoder"] == n_enc
     hear_l = len(cfg["report"]["hear_l"])
-    assert counts["extract_hear_embeddings"] == 2 * n_enc * n_tasks + len(trained) * hear_l
-    assert counts["evaluate_hear_task"] == counts["extract_hear_embeddings"]
-    assert counts["linear_eval"] == len(trained) + 1  # + random init of AudioNTT
+    assert counts["extract_hear_embeddings"] == 2 * n_enc + len(trained) and hear_l == 5
+    assert counts["evaluate_hear_run"] == counts["extract_hear_embeddings"]
+    assert counts["linear_eval"] == len(trained) + n_enc  # + every random init (curve floors)
     assert counts["ablation_summary"] == len(abl)
     assert counts["study_summary"] == counts["study_figure"] == len(base["studies"])
     assert counts["compute_task_mels"] == 1  # the FSD50K stores for linear-probe monitoring
@@ -338,3 +366,31 @@ def test_paper_configuration_fails_early_on_missing_data(tmp_path):
     assert (
         "data.pretrain.audio_dir" in r.stdout + r.stderr and "does not exist" in r.stdout + r.stderr
     )
+
+
+def test_gpu_demo_configuration_dry_runs():
+    """config/gpu-demo.yaml (one GPU, about an hour): the paper's six encoders with their random
+    inits, the augmentation and lambda studies, on a larger embedded data set."""
+    r = smk("report/tables.tex", "--dry-run", "--forceall", "--quiet", "rules", "--configfile",
+            "config/gpu-demo.yaml")  # fmt: skip
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    counts = job_counts(r.stdout + r.stderr)
+    base = yaml.safe_load((ROOT / "config.yaml").read_text())
+    demo = yaml.safe_load((ROOT / "config/gpu-demo.yaml").read_text())
+    studies = demo["report"]["studies"]
+    assert studies == ["augmentations", "lambda"]
+    trained = _study_ablations(base, studies) - {"random_init"}
+    n_enc = len(demo["run"]["encoders"])
+    assert n_enc == 6 and counts["pretrain_encoder"] == n_enc + len(trained)
+    assert counts["random_init_encoder"] == n_enc
+    assert counts["evaluate_hear_run"] == 2 * n_enc + len(trained)
+    assert counts["study_summary"] == 2 and counts["report"] == 1
+    hyper = {k for k in demo.get("pretrain", {}) if k != "epochs"}
+    assert not hyper and set(demo) <= {
+        "run",
+        "embedded",
+        "preprocess",
+        "pretrain",
+        "ablation_defaults",
+        "report",
+    }  # scale knobs only

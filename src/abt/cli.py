@@ -89,6 +89,7 @@ def _emb_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scale", type=float, default=0.25)
+    p.add_argument("--task-scale", type=float, default=None, help="task sizes (default: --scale)")
     p.add_argument("--tasks", nargs="*", default=None)
     p.add_argument("--use-debian", default="auto", choices=["auto", "never", "require"])
     p.add_argument("--workers", type=int, default=1)
@@ -98,7 +99,8 @@ def _emb(a: argparse.Namespace) -> int:
     from abt.data.embedded import build_embedded
 
     man = build_embedded(a.out, seed=a.seed, scale=a.scale, tasks=a.tasks,
-                         use_debian=a.use_debian, workers=a.workers)  # fmt: skip
+                         use_debian=a.use_debian, workers=a.workers,
+                         task_scale=a.task_scale)  # fmt: skip
     print(json.dumps({k: man[k] for k in ("seed", "scale") if k in man}))
     return 0
 

@@ -20,11 +20,11 @@ EMBEDDED_DIR = "results/data/embedded"
 RUN = "{encoder}/{variant}/seed{seed}"
 PRETRAIN_RUN = f"results/pretrain/{RUN}"
 HEAR_RUN = f"results/hear/{RUN}"
-HEAR_TASK = f"{HEAR_RUN}/{{task}}"
 LINEAR_EVAL = f"results/linear_eval/{RUN}.json"
 PRETRAIN_STORE = "results/mels/pretrain/{corpus}"
 TASK_STORES = "results/mels/tasks/{task}"
 ABLATION = "results/ablations/{ablation}/summary.csv"
+ABLATION_BOOTSTRAP = "results/ablations/{ablation}/hear_l_bootstrap.npy"
 STUDY = "results/studies/{study}/summary.csv"
 STUDY_FIGURE = "results/figures/studies/{study}"
 SWEEP_DIR = "results/sweeps/{sweep}"
@@ -134,6 +134,15 @@ def pretrain_clip_list_path(cfg: dict[str, Any], corpus: str = "train") -> str:
     if pre["source"] == "embedded":
         return f"{EMBEDDED_DIR}/pool/clips.csv"
     return str(pre["clip_list"])
+
+
+def run_tasks(cfg: dict[str, Any], variant: str) -> list[str]:
+    """The tasks a run is evaluated on with the HEAR kit: every task for the main runs
+    (``baseline``) and the random initialisations, the HEAR-L tasks (``report.hear_l``) for an
+    ablation (thesis §4.3)."""
+    if variant in ("baseline", "random_init"):
+        return list(task_dirs(cfg))
+    return list(cfg["report"]["hear_l"])
 
 
 def monitor_inputs(cfg: dict[str, Any]) -> dict[str, str]:

@@ -31,7 +31,6 @@ except ConfigError as err:
 EMBEDDED_DIR = plan.EMBEDDED_DIR
 PRETRAIN_RUN = plan.PRETRAIN_RUN
 HEAR_RUN = plan.HEAR_RUN
-HEAR_TASK = plan.HEAR_TASK
 PRETRAIN_STORE = plan.PRETRAIN_STORE
 TRAIN_STATS = f"{PRETRAIN_STORE.format(corpus='train')}/stats.json"
 HEAR_CONSTRAINTS = os.path.relpath(WORKFLOW_ROOT / "envs" / "hear-eval.constraints.txt")
@@ -90,7 +89,6 @@ CODE = {
         "validate": ["abt.evaluation.heareval_env:run_validator", "abt.hear"],
         "embeddings": ["abt.jobs.hear:hear_embeddings", "abt.hear"],
         "predictions": "abt.jobs.hear:hear_predictions",
-        "concat": "abt.jobs.report:concat_csvs",
         "linear_eval": "abt.jobs.hear:linear_eval",
         "ablation": "abt.jobs.report:ablation_summary",
         "study": "abt.jobs.report:study_summary",
@@ -137,6 +135,20 @@ def task_input(wildcards):
 
 def task_dir(wildcards):
     return TASKS[wildcards.task]
+
+
+def run_task_names(wildcards):
+    """The tasks a run is evaluated on: every task for the main runs and random inits, the
+    HEAR-L tasks for an ablation."""
+    return plan.run_tasks(config, wildcards.variant)
+
+
+def run_task_dirs(wildcards):
+    return [TASKS[t] for t in run_task_names(wildcards)]
+
+
+def run_task_inputs(wildcards):
+    return {"tasks": sorted({plan.task_input_path(config, t) for t in run_task_names(wildcards)})}
 
 
 def monitor_inputs(wildcards):
@@ -228,11 +240,8 @@ def ablation_inputs(wildcards):
     return {
         "ckpts": [f"{plan.run_dir(*r)}/model.ckpt" for r in runs],
         "linear_evals": [plan.LINEAR_EVAL.format(encoder=e, variant=v, seed=s) for e, v, s in runs],
-        "scores": [
-            f"{HEAR_TASK.format(encoder=e, variant=v, seed=s, task=t)}/scores.csv"
-            for e, v, s in runs
-            for t in config["report"]["hear_l"]
-        ],
+        "scores": [f"{plan.hear_dir(*r)}/scores.csv" for r in runs],
+        "predictions": [f"{plan.hear_dir(*r)}/predictions" for r in runs],
     }
 
 
@@ -268,7 +277,11 @@ def study_ablations(study):
 
 
 def study_inputs(wildcards):
-    return [plan.ABLATION.format(ablation=a) for a in study_ablations(wildcards.study)]
+    names = study_ablations(wildcards.study)
+    return {
+        "summaries": [plan.ABLATION.format(ablation=a) for a in names],
+        "bootstraps": [plan.ABLATION_BOOTSTRAP.format(ablation=a) for a in names],
+    }
 
 
 def study_run_dirs(wildcards):
@@ -286,6 +299,34 @@ def scope_scores(wildcards):
 
 def scope_run_dirs(wildcards):
     return {e: plan.run_dir(e, "baseline", SEEDS[0]) for e in scope_encoders(wildcards.scope)}
+
+
+def scope_predictions(wildcards):
+    """Per encoder of the scope: the trained and random-init runs' HEAR predictions folders."""
+    if not config["hear"]["random_init"]:
+        return {}
+    return {
+        e: {v: f"{plan.hear_dir(e, v, SEEDS[0])}/predictions" for v in ("baseline", "random_init")}
+        for e in scope_encoders(wildcards.scope)
+    }
+
+
+def scope_random_probes(wildcards):
+    """Per encoder: the random initialisation's linear evaluation (the learning curves' floor)."""
+    if not config["monitor"]["task"]:
+        return {}
+    return {
+        e: plan.LINEAR_EVAL.format(encoder=e, variant="random_init", seed=SEEDS[0])
+        for e in scope_encoders(wildcards.scope)
+    }
+
+
+def scope_evaluations(wildcards):
+    preds = scope_predictions(wildcards)
+    return {
+        "predictions": [d for runs in preds.values() for d in runs.values()],
+        "random_probes": list(scope_random_probes(wildcards).values()),
+    }
 
 
 def scope_ckpts(wildcards):

@@ -19,6 +19,7 @@ rule build_embedded_dataset:
     params:
         seed=config["embedded"]["seed"],
         scale=config["embedded"]["scale"],
+        task_scale=config["embedded"]["task_scale"],
         tasks=config["embedded"]["tasks"],
         use_debian=config["embedded"]["use_debian"],
         code=CODE["embedded"],

@@ -69,16 +69,17 @@ rule validate_hear_module:
 
 
 rule extract_hear_embeddings:
+    # every task of a run in one kit process (its start-up dominates on small tasks)
     input:
+        unpack(run_task_inputs),
         ckpt=f"{PRETRAIN_RUN}/model.ckpt",
-        task=task_input,
         env=rules.setup_hear_env.output.stamp,
     output:
-        directory(f"{HEAR_TASK}/embeddings"),
+        directory(f"{HEAR_RUN}/embeddings"),
     log:
-        "logs/extract_hear_embeddings/{encoder}/{variant}/seed{seed}/{task}.log",
+        "logs/extract_hear_embeddings/{encoder}/{variant}/seed{seed}.log",
     benchmark:
-        "benchmarks/extract_hear_embeddings/{encoder}/{variant}/seed{seed}/{task}.tsv"
+        "benchmarks/extract_hear_embeddings/{encoder}/{variant}/seed{seed}.tsv"
     wildcard_constraints:
         variant=HEAR_VARIANT,
     conda:
@@ -90,23 +91,24 @@ rule extract_hear_embeddings:
         runtime=240,
     params:
         env_dir=config["hear"]["env_dir"],
-        task_dir=task_dir,
+        task_dirs=run_task_dirs,
         code=CODE["embeddings"],
     script:
         "../scripts/extract_hear_embeddings.py"
 
 
-rule evaluate_hear_task:
+rule evaluate_hear_run:
+    # the kit's predictions for every task of a run in one process -> the run's scores.csv
     input:
-        embeddings=f"{HEAR_TASK}/embeddings",
+        embeddings=f"{HEAR_RUN}/embeddings",
         env=rules.setup_hear_env.output.stamp,
     output:
-        scores=f"{HEAR_TASK}/scores.csv",
-        predictions=directory(f"{HEAR_TASK}/predictions"),
+        scores=f"{HEAR_RUN}/scores.csv",
+        predictions=directory(f"{HEAR_RUN}/predictions"),
     log:
-        "logs/evaluate_hear_task/{encoder}/{variant}/seed{seed}/{task}.log",
+        "logs/evaluate_hear_run/{encoder}/{variant}/seed{seed}.log",
     benchmark:
-        "benchmarks/evaluate_hear_task/{encoder}/{variant}/seed{seed}/{task}.tsv"
+        "benchmarks/evaluate_hear_run/{encoder}/{variant}/seed{seed}.tsv"
     wildcard_constraints:
         variant=HEAR_VARIANT,
     conda:
@@ -120,24 +122,7 @@ rule evaluate_hear_task:
         env_dir=config["hear"]["env_dir"],
         grid=config["hear"]["grid"],
         grid_points=config["hear"]["grid_points"],
+        tasks=run_task_names,
         code=CODE["predictions"],
     script:
-        "../scripts/evaluate_hear_task.py"
-
-
-rule hear_run_scores:
-    input:
-        expand(f"{HEAR_RUN}/{{task}}/scores.csv", allow_missing=True, task=TASKS),
-    output:
-        f"{HEAR_RUN}/scores.csv",
-    log:
-        "logs/hear_run_scores/{encoder}/{variant}/seed{seed}.log",
-    wildcard_constraints:
-        variant=HEAR_VARIANT,
-    localrule: True
-    conda:
-        "../../envs/report.yaml"
-    params:
-        code=CODE["concat"],
-    script:
-        "../scripts/concat_csvs.py"
+        "../scripts/evaluate_hear_run.py"

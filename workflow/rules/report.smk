@@ -38,7 +38,8 @@ rule ablation_summary:
     input:
         unpack(ablation_inputs),
     output:
-        plan.ABLATION,
+        summary=plan.ABLATION,
+        bootstrap=plan.ABLATION_BOOTSTRAP,
     log:
         "logs/ablation_summary/{ablation}.log",
     localrule: True
@@ -56,7 +57,7 @@ rule ablation_summary:
 
 rule study_summary:
     input:
-        study_inputs,
+        unpack(study_inputs),
     output:
         plan.STUDY,
     log:
@@ -93,6 +94,7 @@ rule study_figure:
 
 rule paper_tables:
     input:
+        unpack(scope_evaluations),
         scores=scope_scores,
         ckpts=scope_ckpts,
     output:
@@ -107,6 +109,8 @@ rule paper_tables:
     params:
         encoders=scope_encoder_list,
         run_dirs=scope_run_dirs,
+        predictions=scope_predictions,
+        random_init_probes=scope_random_probes,
         code=CODE["paper_tables"],
     script:
         "../scripts/paper_tables.py"

@@ -12,8 +12,9 @@ run(
     run=sm.params.run,
     scores_csvs=list(sm.input.scores),
     linear_eval_jsons=list(sm.input.linear_evals),
+    predictions=list(sm.input.predictions),
     seeds=list(sm.params.seeds),
     hear_l=list(sm.params.hear_l),
-    out_csv=sm.output[0],
+    out_csv=sm.output.summary,
     trained=sm.wildcards.ablation != "random_init",
 )

@@ -12,6 +12,7 @@ run(
     out_dir=str(Path(sm.output.manifest).parent),
     seed=sm.params.seed,
     scale=sm.params.scale,
+    task_scale=sm.params.task_scale,
     tasks=sm.params.tasks,
     use_debian=sm.params.use_debian,
     workers=sm.threads,

@@ -8,6 +8,6 @@ run(
     sm,
     study_summary,
     study=dict(sm.params.study),
-    ablation_csvs=list(sm.input),
+    ablation_csvs=list(sm.input.summaries),
     out_csv=sm.output[0],
 )

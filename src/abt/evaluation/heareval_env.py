@@ -379,22 +379,10 @@ def run_embeddings(
     embeddings_dir: str | Path,
     *,
     task: str | Sequence[str] | None = None,
-    overwrite: bool = True,
-    log: str | Path | None = None,
-    scratch_dir: str | Path | None = None,
-    timeout: float | None = None,
+    **kwargs: Any,
 ) -> dict[str, Path]:
-    """``python -m heareval.embeddings.runner abt.hear --model CKPT`` on some tasks.
-
-    ``tasks_dir`` holds HEAR task directories; ``task`` picks some by directory name (default:
-    every subdirectory). Each is validated with :func:`abt.data.hear_tasks.read_task` first, then
-    symlinked into a scratch folder that the runner iterates (it takes every entry of
-    ``--tasks-dir``). Outputs: ``embeddings_dir/abt.hear/<task>/`` (returned, by task name).
-    ``overwrite`` deletes existing outputs first: the runner would otherwise skip a task whose
-    ``.done.embeddings`` exists even if the checkpoint changed.
-    """
-    env_dir = _check_env(env_dir)
-    ckpt = _check_ckpt(ckpt)
+    """:func:`run_embeddings_of` the task directories in ``tasks_dir`` (``task`` picks some by
+    directory name; default: every subdirectory)."""
     tasks_dir = Path(tasks_dir).absolute()
     if not tasks_dir.is_dir():
         raise FileNotFoundError(f"tasks directory {tasks_dir} does not exist")
@@ -403,8 +391,34 @@ def run_embeddings(
     else:
         names = [task] if isinstance(task, str) else list(task)
         selected = [tasks_dir / n for n in names]
+    return run_embeddings_of(env_dir, ckpt, selected, embeddings_dir, **kwargs)
+
+
+def run_embeddings_of(
+    env_dir: str | Path,
+    ckpt: str | Path,
+    task_dirs: Sequence[str | Path],
+    embeddings_dir: str | Path,
+    *,
+    overwrite: bool = True,
+    log: str | Path | None = None,
+    scratch_dir: str | Path | None = None,
+    timeout: float | None = None,
+) -> dict[str, Path]:
+    """``python -m heareval.embeddings.runner abt.hear --model CKPT`` on the HEAR task
+    directories ``task_dirs`` (anywhere on disk), in *one* kit process.
+
+    Each is validated with :func:`abt.data.hear_tasks.read_task` first, then symlinked into a
+    scratch folder that the runner iterates (it takes every entry of ``--tasks-dir``). Outputs:
+    ``embeddings_dir/abt.hear/<task>/`` (returned, by task directory name). ``overwrite`` deletes
+    existing outputs first: the runner would otherwise skip a task whose ``.done.embeddings``
+    exists even if the checkpoint changed.
+    """
+    env_dir = _check_env(env_dir)
+    ckpt = _check_ckpt(ckpt)
+    selected = [Path(t).absolute() for t in task_dirs]
     if not selected:
-        raise ValueError(f"no task directories in {tasks_dir}")
+        raise ValueError("no task directories to embed")
     _check_tasks(selected)
     out_root = Path(embeddings_dir).absolute()
     outs = {t.name: out_root / HEAR_MODULE / t.name for t in selected}
@@ -451,6 +465,17 @@ def run_predictions(
     grid: str = "default",
     *,
     out_dir: str | Path | None = None,
+    **kwargs: Any,
+) -> Path:
+    """:func:`run_predictions_many` of one embedding task dir; returns its scores file."""
+    return run_predictions_many(env_dir, [(task_embedding_dir, out_dir)], grid, **kwargs)[0]
+
+
+def run_predictions_many(
+    env_dir: str | Path,
+    tasks: Sequence[tuple[str | Path, str | Path | None]],
+    grid: str = "default",
+    *,
     grid_points: int | None = None,
     overwrite: bool = True,
     keep_lightning_logs: bool = False,
@@ -458,65 +483,49 @@ def run_predictions(
     scratch_dir: str | Path | None = None,
     threads: int = 1,
     timeout: float | None = None,
-) -> Path:
-    """``python -m heareval.predictions.runner`` on one embedding task dir; returns the scores file.
+) -> list[Path]:
+    """``python -m heareval.predictions.runner`` on several embedding task dirs in *one* kit
+    process (its start-up and imports dominate on small tasks); returns the scores files in the
+    order of ``tasks``, pairs ``(task_embedding_dir, out_dir or None)``.
 
     ``grid``: ``"default"`` (the HEAR 2021 protocol: 8 points of the default grid), ``"fast"``
     (the kit's fast grid, 1 point unless ``grid_points``) or ``"smoke"`` (``--grid faster
     --grid-points 1``, a smoke test whose numbers underfit and are not comparable).
     ``grid_points`` overrides the number of points. The settings are written to
-    ``abt-prediction-settings.json`` next to the scores.
+    ``abt-prediction-settings.json`` next to each scores file.
 
     The runner writes its outputs (``test.predicted-scores.json``, ``*.predictions.pkl``, ...) into
-    the directory it is given. With ``out_dir`` that is a fresh directory holding symlinks to the
+    the directory it is given. With an ``out_dir`` that is a fresh directory holding symlinks to the
     embedding dir's top-level files (all the runner reads), so the embeddings stay untouched and
     several grids can be evaluated from one extraction; without it, the embedding dir itself.
 
-    The runner is started in a scratch dir and given the task dir through a *relative* symlink
-    path, so Lightning's logs/checkpoints (``./logs/<path>/``, hundreds of MB) land in the scratch
+    The runner is started in a scratch dir and given the task dirs through *relative* symlink
+    paths, so Lightning's logs/checkpoints (``./logs/<path>/``, hundreds of MB) land in the scratch
     dir and are deleted afterwards (``keep_lightning_logs`` keeps them when a ``scratch_dir`` is
     given). ``scores["embedding_path"]`` therefore reads ``emb/<task>``.
     """
     if grid not in GRIDS:
         raise ValueError(f"grid must be one of {sorted(GRIDS)}, got {grid!r}")
+    if not tasks:
+        raise ValueError("no task embedding dirs to predict")
     env_dir = _check_env(env_dir)
-    tdir = Path(task_embedding_dir).absolute()
-    for need in ("task_metadata.json", ".done.embeddings"):
-        if not (tdir / need).exists():
-            raise FileNotFoundError(
-                f"{tdir} is not a finished embedding task dir ({need} missing); "
-                "run run_embeddings() first"
-            )
     opts = list(GRIDS[grid])
     if grid_points is not None:
         opts[opts.index("--grid-points") + 1] = str(int(grid_points))
-    if out_dir is None:
-        target = tdir
-        if overwrite:
-            for p in tdir.iterdir():
-                if p.is_file() and _is_prediction_output(p.name):
-                    p.unlink()
-    else:
-        target = Path(out_dir).absolute()
-        if target == tdir:
-            raise ValueError("out_dir must differ from the embedding dir (leave it None instead)")
-        if target.exists():
-            if not overwrite:
-                raise FileExistsError(f"{target} exists (pass overwrite=True to replace it)")
-            shutil.rmtree(target)
-        target.mkdir(parents=True)
-        for p in sorted(tdir.iterdir()):
-            if p.is_file() and not _is_prediction_output(p.name):
-                (target / p.name).symlink_to(p)
+    targets = [_prediction_target(t, o, overwrite) for t, o in tasks]
+    names = [t.name for t in targets]
+    if len(set(names)) != len(names):
+        raise ValueError(f"prediction dirs must have distinct names, got {names}")
     with _scratch(scratch_dir, keep=keep_lightning_logs) as cwd:
-        name = tdir.name if out_dir is None else target.name
-        link = cwd / "emb" / name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(target, target_is_directory=True)
-        rel = Path("emb") / name
-        cmd = [env_dir / "bin" / "python", "-m", "heareval.predictions.runner", rel, *opts]
+        rels = []
+        for target in targets:
+            link = cwd / "emb" / target.name
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            link.symlink_to(target, target_is_directory=True)
+            rels.append(Path("emb") / target.name)
+        cmd = [env_dir / "bin" / "python", "-m", "heareval.predictions.runner", *rels, *opts]
         t0 = time.perf_counter()
         _run_kit(
             cmd,
@@ -530,22 +539,57 @@ def run_predictions(
         elapsed = time.perf_counter() - t0
         if not keep_lightning_logs:
             shutil.rmtree(cwd / "logs", ignore_errors=True)
-    scores = target / "test.predicted-scores.json"
-    if not scores.exists():
-        raise KitError(f"the predictions runner finished but {scores} is missing")
     pins = read_constraints() if CONSTRAINTS.is_file() else {}
-    settings = {
-        "grid": grid,
-        "grid_points": int(opts[opts.index("--grid-points") + 1]),
-        "runner_options": opts,
-        "embeddings": str(tdir),
-        "heareval": pins.get("heareval"),
-        "pytorch-lightning": pins.get("pytorch-lightning"),
-        "deterministic": True,
-        "seconds": round(elapsed, 1),
-    }
-    (target / PREDICTION_SETTINGS).write_text(json.dumps(settings, indent=1) + "\n")
-    return scores
+    out = []
+    for (tdir, _), target in zip(tasks, targets, strict=True):
+        scores = target / "test.predicted-scores.json"
+        if not scores.exists():
+            raise KitError(f"the predictions runner finished but {scores} is missing")
+        settings = {
+            "grid": grid,
+            "grid_points": int(opts[opts.index("--grid-points") + 1]),
+            "runner_options": opts,
+            "embeddings": str(Path(tdir).absolute()),
+            "heareval": pins.get("heareval"),
+            "pytorch-lightning": pins.get("pytorch-lightning"),
+            "deterministic": True,
+            "seconds_all_tasks": round(elapsed, 1),
+            "tasks_in_process": len(tasks),
+        }
+        (target / PREDICTION_SETTINGS).write_text(json.dumps(settings, indent=1) + "\n")
+        out.append(scores)
+    return out
+
+
+def _prediction_target(
+    task_embedding_dir: str | Path, out_dir: str | Path | None, overwrite: bool
+) -> Path:
+    """The folder the runner writes a task's predictions into (prepared, see above)."""
+    tdir = Path(task_embedding_dir).absolute()
+    for need in ("task_metadata.json", ".done.embeddings"):
+        if not (tdir / need).exists():
+            raise FileNotFoundError(
+                f"{tdir} is not a finished embedding task dir ({need} missing); "
+                "run run_embeddings() first"
+            )
+    if out_dir is None:
+        if overwrite:
+            for p in tdir.iterdir():
+                if p.is_file() and _is_prediction_output(p.name):
+                    p.unlink()
+        return tdir
+    target = Path(out_dir).absolute()
+    if target == tdir:
+        raise ValueError("out_dir must differ from the embedding dir (leave it None instead)")
+    if target.exists():
+        if not overwrite:
+            raise FileExistsError(f"{target} exists (pass overwrite=True to replace it)")
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for p in sorted(tdir.iterdir()):
+        if p.is_file() and not _is_prediction_output(p.name):
+            (target / p.name).symlink_to(p)
+    return target
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,18 +38,20 @@ def random_init_checkpoint(run: Mapping[str, Any], store_stats: str, out: str) -
 
 
 def hear_embeddings(
-    env_dir: str, ckpt: str, task_dir: str, out_dir: str, log: str | None = None
+    env_dir: str, ckpt: str, task_dirs: Sequence[str], out_dir: str, log: str | None = None
 ) -> str:
-    """Official embedding runner on one task; the result is moved to ``out_dir``."""
-    from abt.evaluation.heareval_env import run_embeddings
+    """The official embedding runner on every task of a run in one kit process; the task
+    embeddings land in ``out_dir/<task>/``."""
+    from abt.evaluation.heareval_env import run_embeddings_of
 
     out = Path(out_dir)
     tmp = out.parent / f".tmp-{out.name}"
     shutil.rmtree(tmp, ignore_errors=True)
-    task = Path(task_dir)
-    made = run_embeddings(env_dir, ckpt, task.parent, tmp, task=task.name, log=log)
+    made = run_embeddings_of(env_dir, ckpt, list(task_dirs), tmp, log=log)
     shutil.rmtree(out, ignore_errors=True)
-    os.replace(made[task.name], out)
+    out.mkdir(parents=True)
+    for name, path in made.items():
+        os.replace(path, out / name)
     shutil.rmtree(tmp, ignore_errors=True)
     return str(out)
 
@@ -61,22 +63,28 @@ def hear_predictions(
     out_dir: str,
     scores_csv: str,
     *,
-    task: str,
+    tasks: Sequence[str],
     encoder: str,
     variant: str,
     seed: int,
     log: str | None = None,
     grid_points: int | None = None,
 ) -> Any:
-    """Official predictions runner (grid recorded with every score) -> tidy scores CSV."""
-    from abt.evaluation.heareval_env import run_predictions
+    """The official predictions runner on every task of a run in one kit process (the grid is
+    recorded with every score): predictions in ``out_dir/<task>/``, one tidy scores CSV."""
+    import pandas as pd
+
+    from abt.evaluation.heareval_env import run_predictions_many
     from abt.evaluation.scores import collect_scores, scores_table
 
-    run_predictions(env_dir, embeddings, grid, out_dir=out_dir, log=log, grid_points=grid_points)
-    rows = collect_scores(
-        out_dir, task=task, encoder=encoder, variant=variant, seed=seed, grid=grid
-    )
-    df = scores_table(rows)
+    pairs = [(Path(embeddings) / t, Path(out_dir) / t) for t in tasks]
+    run_predictions_many(env_dir, pairs, grid, grid_points=grid_points, log=log)
+    frames = [
+        scores_table(collect_scores(Path(out_dir) / t, task=t, encoder=encoder,
+                                    variant=variant, seed=seed, grid=grid))
+        for t in tasks
+    ]  # fmt: skip
+    df = pd.concat(frames, ignore_index=True)
     df.to_csv(scores_csv, index=False)
     return df
 

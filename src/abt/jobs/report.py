@@ -1,4 +1,4 @@
-"""Report jobs: per-run score tables, ablation and study summaries, the paper's tables."""
+"""Report jobs: ablation and study summaries, the paper's tables."""
 
 from __future__ import annotations
 
@@ -6,13 +6,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-
-def concat_csvs(paths: list[str], out: str) -> Any:
-    import pandas as pd
-
-    df = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
-    df.to_csv(out, index=False)
-    return df
+#: bootstrap replicates of an ablation's HEAR-L average, next to its summary.csv
+BOOTSTRAP = "hear_l_bootstrap.npy"
 
 
 def ablation_summary(
@@ -25,13 +20,23 @@ def ablation_summary(
     out_csv: str,
     seeds: list[int] | None = None,
     trained: bool = True,
+    predictions: list[str] | None = None,
 ) -> Any:
     """One ablation's ``summary.csv``: one row (:func:`abt.report.aggregate.ablation_row`) per
     seed's run, averaged over the seeds (``seeds`` in the order of ``linear_eval_jsons``), with the
-    spread over seeds of the headline numbers when there are several."""
+    spread over seeds of the headline numbers when there are several. With the runs'
+    ``predictions`` folders, the bootstrap replicates of the HEAR-L average are written next to
+    the CSV (``hear_l_bootstrap.npy``) and their 95 % interval added to the row."""
+    import numpy as np
     import pandas as pd
 
-    from abt.report.aggregate import ablation_row, mean_over_seeds, read_json, read_scores
+    from abt.report.aggregate import (
+        ablation_row,
+        hear_l_replicates,
+        mean_over_seeds,
+        read_json,
+        read_scores,
+    )
 
     seeds = list(seeds if seeds is not None else range(len(linear_eval_jsons)))
     scores = read_scores(scores_csvs)
@@ -42,8 +47,12 @@ def ablation_summary(
     row = mean_over_seeds(rows)
     if not trained:
         row["epochs"] = 0
-    df = pd.DataFrame([row])
     Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
+    if predictions:
+        reps = hear_l_replicates([{t: Path(p) / t for t in hear_l} for p in predictions], hear_l)
+        np.save(Path(out_csv).with_name(BOOTSTRAP), reps)
+        row["hear_l_avg_lo"], row["hear_l_avg_hi"] = np.percentile(reps, [2.5, 97.5]).tolist()
+    df = pd.DataFrame([row])
     df.to_csv(out_csv, index=False)
     return df
 
@@ -57,17 +66,48 @@ def study_summary(study: Mapping[str, Any], ablation_csvs: list[str], out_csv: s
     rows = [pd.read_csv(p).iloc[0].to_dict() for p in ablation_csvs]
     df = study_table(rows, delta_from=study.get("delta_from"))
     df["highlight"] = df["ablation"] == (study.get("highlight") or "")
+    boots = {r["ablation"]: Path(p).with_name(BOOTSTRAP) for r, p in zip(rows, ablation_csvs,
+                                                                        strict=True)}  # fmt: skip
+    if all(b.is_file() for b in boots.values()):
+        import numpy as np
+
+        from abt.report.aggregate import study_ordering
+
+        order = study_ordering(list(boots), {a: np.load(b) for a, b in boots.items()})
+        df = df.drop(columns=[c for c in order.columns if c != "ablation" and c in df])
+        df = df.merge(order, on="ablation", how="left")
     Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out_csv, index=False)
     return df
 
 
 def paper_tables(
-    encoders: list[str], scores_csvs: list[str], run_dirs: Mapping[str, str], out_dir: str
+    encoders: list[str],
+    scores_csvs: list[str],
+    run_dirs: Mapping[str, str],
+    out_dir: str,
+    predictions: Mapping[str, Mapping[str, str]] | None = None,
+    random_init_probes: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Tables 4.1-4.4 (HEAR by category, trained vs random init) and 4.5 (linear evaluation
-    during pre-training) as CSVs in ``out_dir``; the training curves behind Fig. 4.4 too."""
-    from abt.report.aggregate import hear_category_tables, probe_curves, read_scores, table_4_5
+    during pre-training) as CSVs in ``out_dir``; the training curves behind Fig. 4.4 too.
+
+    ``predictions``: per encoder ``{"baseline": dir, "random_init": dir}`` (the runs'
+    ``predictions`` folders) -> ``hear_vs_random.csv``, each task's trained and random-init
+    scores with bootstrap intervals and the paired interval of their difference.
+    ``random_init_probes``: per encoder the random init's linear-evaluation JSON, the level the
+    learning curves are drawn against (``random_init_probe.csv``)."""
+    import json
+
+    import pandas as pd
+
+    from abt.report.aggregate import (
+        hear_category_tables,
+        hear_vs_random,
+        probe_curves,
+        read_scores,
+        table_4_5,
+    )
     from abt.report.catalogue import CATEGORY_TITLES
 
     out = Path(out_dir)
@@ -83,4 +123,21 @@ def paper_tables(
     curves.to_csv(out / "training_curves.csv", index=False)
     table_4_5(curves).to_csv(out / "table_4_5.csv", index=False)
     written["table_4_5"] = str(out / "table_4_5.csv")
+    if predictions:
+        frames = []
+        for enc, runs in predictions.items():
+            tasks = {p.name for p in Path(runs["baseline"]).iterdir() if p.is_dir()}
+            frames.append(hear_vs_random({t: Path(runs["baseline"]) / t for t in tasks},
+                                         {t: Path(runs["random_init"]) / t for t in tasks},
+                                         enc))  # fmt: skip
+        pd.concat(frames, ignore_index=True).to_csv(out / "hear_vs_random.csv", index=False)
+        written["hear_vs_random"] = str(out / "hear_vs_random.csv")
+    if random_init_probes:
+        rows = []
+        for enc, path in random_init_probes.items():
+            le = json.loads(Path(path).read_text())
+            rows.append({"run": enc, **{k: le[k] for k in ("probe_metric", "probe_100",
+                         "probe_5pc_mean", "probe_5pc_std")}})  # fmt: skip
+        pd.DataFrame(rows).to_csv(out / "random_init_probe.csv", index=False)
+        written["random_init_probe"] = str(out / "random_init_probe.csv")
     return written

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from abt.report.catalogue import task_category, task_label
@@ -170,6 +171,69 @@ def table_4_5(curves: pd.DataFrame, epochs: Sequence[int] | None = None) -> pd.D
             )
             prev = float(r["probe_100"])
     return pd.DataFrame(rows).sort_values(["epoch", "run"], kind="stable").reset_index(drop=True)
+
+
+def hear_vs_random(
+    trained: Mapping[str, str | Path], random_init: Mapping[str, str | Path], encoder: str
+) -> pd.DataFrame:
+    """Per task: the trained and random-init scores with their 95 % bootstrap intervals, and the
+    paired bootstrap interval of the difference (``trained``/``random_init``: task -> the run's
+    ``predictions/<task>`` folder). ``significant``: the interval of the difference excludes 0."""
+    from abt.report.stats import compare, load_task_items
+
+    rows = []
+    for task in sorted(set(trained) & set(random_init)):
+        c = compare(load_task_items(trained[task], task), load_task_items(random_init[task], task))
+        rows.append({
+            "encoder": encoder, "task": task, "metric": c["metric"],
+            "trained": c["score_a"], "trained_lo": c["ci_a"][0], "trained_hi": c["ci_a"][1],
+            "random_init": c["score_b"], "random_lo": c["ci_b"][0], "random_hi": c["ci_b"][1],
+            "diff": c["diff"], "diff_lo": c["diff_lo"], "diff_hi": c["diff_hi"],
+            "significant": c["significant"], "better": c["significant"] and c["diff"] > 0,
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def hear_l_replicates(
+    predictions: Sequence[Mapping[str, str | Path]], hear_l: Sequence[str]
+) -> np.ndarray:
+    """Bootstrap replicates of the HEAR-L average (in %) of one ablation: per seed's run
+    (``task -> predictions folder``), every task resampled with the task's paired draws, the
+    tasks averaged, the seeds averaged."""
+    from abt.report.stats import load_task_items
+
+    per_seed = []
+    for run in predictions:
+        per_task = [load_task_items(run[t], t).replicates() for t in hear_l]
+        per_seed.append(100.0 * np.mean(per_task, axis=0))
+    return np.mean(per_seed, axis=0)
+
+
+def study_ordering(
+    names: Sequence[str], replicates: Mapping[str, np.ndarray], highlight: str | None = None
+) -> pd.DataFrame:
+    """The study's rows ordered with their uncertainty: per row its 95 % interval of the HEAR-L
+    average, the share of (paired) bootstrap replicates in which it is the best row
+    (``p_best``), and the interval of its difference to the best row by point estimate;
+    ``ties_best``: that interval includes 0 (the best row itself ties)."""
+    reps = np.stack([replicates[n] for n in names])  # (rows, B)
+    point = reps.mean(axis=1)
+    best = int(np.argmax(point))
+    winners = np.argmax(reps, axis=0)
+    rows = []
+    for i, n in enumerate(names):
+        d = reps[i] - reps[best]
+        lo, hi = np.percentile(d, [2.5, 97.5])
+        rows.append({
+            "ablation": n,
+            "hear_l_avg_lo": float(np.percentile(reps[i], 2.5)),
+            "hear_l_avg_hi": float(np.percentile(reps[i], 97.5)),
+            "p_best": float(np.mean(winners == i)),
+            "diff_to_best_lo": float(lo), "diff_to_best_hi": float(hi),
+            "ties_best": bool(i == best or (lo <= 0 <= hi)),
+            "rank": int(np.argsort(-point).tolist().index(i)) + 1,
+        })  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 # -------------------------------------------------------------------------------- ablations

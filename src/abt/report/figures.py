@@ -136,27 +136,40 @@ def _minmax(df: pd.DataFrame, x: str, hear_l: Sequence[str], log_x: bool) -> Any
     return fig
 
 
-def _probe_curves(curves: pd.DataFrame, hue: str, axes: Any) -> None:
-    """Linear-probe scores over epochs: 100 % labels on top, 5 per class (mean ± std) below."""
-    sns.lineplot(data=curves, x="epoch", y="probe_100", hue=hue, marker="o", ax=axes[0])
-    sns.lineplot(data=curves, x="epoch", y="probe_5pc_mean", hue=hue, marker="o", ax=axes[1],
+def _probe_curves(curves: pd.DataFrame, hue: str, axes: Any, x: str = "epoch") -> None:
+    """Linear-probe scores over training: 100 % labels on top, 5 per class (mean ± std) below."""
+    sns.lineplot(data=curves, x=x, y="probe_100", hue=hue, marker="o", ax=axes[0])
+    sns.lineplot(data=curves, x=x, y="probe_5pc_mean", hue=hue, marker="o", ax=axes[1],
                  legend=False)  # fmt: skip
     for _, g in curves.groupby(hue):
-        axes[1].fill_between(g["epoch"], g["probe_5pc_mean"] - g["probe_5pc_std"],
+        axes[1].fill_between(g[x], g["probe_5pc_mean"] - g["probe_5pc_std"],
                              g["probe_5pc_mean"] + g["probe_5pc_std"], alpha=0.15)  # fmt: skip
 
 
-def plot_training_curves(curves_csv: str | Path, outs: Sequence[str | Path]) -> None:
-    """Fig. 4.4: linear evaluation (100 % labels; 5 per class, mean ± std) over pre-training."""
+def plot_training_curves(
+    curves_csv: str | Path, outs: Sequence[str | Path], random_init_csv: str | Path | None = None
+) -> None:
+    """Fig. 4.4: linear evaluation (100 % labels; 5 per class, mean ± std) over the optimiser
+    steps of pre-training, each encoder's random initialisation drawn as a dashed level (where
+    the curve crosses it, pre-training overtakes random initialisation)."""
     sns.set_theme(style="whitegrid", context="paper")
     c = pd.read_csv(curves_csv)
     fig, axes = plt.subplots(2, 1, figsize=(6.4, 5.4), sharex=True)
     if not c.empty:
         c["encoder"] = c["run"].map(encoder_label)
-        _probe_curves(c, "encoder", axes)
+        x = "step" if "step" in c else "epoch"
+        _probe_curves(c, "encoder", axes, x=x)
         metric = c["probe_metric"].iloc[0]
         axes[0].set_ylabel(f"100% ({metric})")
         axes[1].set_ylabel(f"5pC ({metric})")
+        axes[1].set_xlabel("optimiser steps" if x == "step" else "epoch")
+        if random_init_csv and Path(random_init_csv).is_file():
+            rand = pd.read_csv(random_init_csv)
+            for _, r in rand.iterrows():
+                label = f"{encoder_label(r['run'])}, random init"
+                axes[0].axhline(r["probe_100"], ls="--", lw=1, color="0.4", label=label)
+                axes[1].axhline(r["probe_5pc_mean"], ls="--", lw=1, color="0.4")
+            axes[0].legend(fontsize="small")
     else:
         axes[0].text(0.5, 0.5, "no linear-probe monitoring configured", ha="center")
     fig.suptitle("Fig. 4.4: linear evaluation during pre-training", fontsize="medium")

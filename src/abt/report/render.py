@@ -242,6 +242,31 @@ def _model_row_label(key: str, models: Mapping[str, Any]) -> str:
     return f"{tag} {m['label']}"
 
 
+def vs_random_table(tables_dir: str) -> list[Table]:
+    """Per task: trained vs random init with bootstrap intervals and the paired difference."""
+    p = Path(tables_dir) / "hear_vs_random.csv"
+    if not p.is_file() or p.stat().st_size <= 1:
+        return []
+    df = pd.read_csv(p)
+
+    def ci(r: Any, v: str, lo: str, hi: str) -> str:
+        return f"{fmt(r[v])} [{fmt(r[lo])}, {fmt(r[hi])}]"
+
+    rows = [[encoder_label(r["encoder"]), task_label(r["task"]), str(r["metric"]),
+             ci(r, "trained", "trained_lo", "trained_hi"),
+             ci(r, "random_init", "random_lo", "random_hi"), ci(r, "diff", "diff_lo", "diff_hi"),
+             ("better" if r["better"] else "worse") if r["significant"] else "within spread"]
+            for _, r in df.iterrows()]  # fmt: skip
+    return [Table(
+        "hear_vs_random", "Pre-training vs random initialisation, per task",
+        "Each task's primary score with its 95 % interval (a stratified bootstrap of the test "
+        "items, resampled within each test split), and the paired bootstrap interval of the "
+        "difference (the same resampled items for both models): 'better' when it lies above 0.",
+        ["Encoder", "Task", "Metric", "Trained", "Random init", "Difference", "Verdict"],
+        rows, csv=str(p),
+    )]  # fmt: skip
+
+
 def table_45(tables_dir: str) -> list[Table]:
     p = Path(tables_dir) / "table_4_5.csv"
     if not p.is_file():
@@ -276,12 +301,20 @@ def study_tables(study_name: str, study: Mapping[str, Any], csv: str) -> list[Ta
     task = df["linear_eval_task"].iloc[0]
     metric = df["linear_eval_metric"].iloc[0]
     has_delta = "delta_pts" in df.columns
+    has_spread = "p_best" in df.columns
     cols = ["Ablation", "Setting", f"{task} ({metric})", "HEAR-L avg (%)"]
+    cols += ["95 % interval", "P(best)", "Rank"] if has_spread else []
     cols += [f"Δ {study['delta_from']}"] if has_delta else []
     rows, bold = [], set()
     for i, r in df.iterrows():
         row = [str(r["ablation"]), str(r["description"]), fmt(r["linear_eval_100"]),
                fmt(r["hear_l_avg_pct"], 1)]  # fmt: skip
+        if has_spread:
+            row += [
+                f"[{fmt(r['hear_l_avg_lo'], 1)}, {fmt(r['hear_l_avg_hi'], 1)}]",
+                fmt(r["p_best"], 2),
+                f"{int(r['rank'])}" + ("=" if r["ties_best"] else ""),
+            ]
         if has_delta:
             row.append(pct(r["delta_pts"], 1) if pd.notna(r["delta_pts"]) else "")
         if bool(r.get("highlight", False)):
@@ -292,6 +325,9 @@ def study_tables(study_name: str, study: Mapping[str, Any], csv: str) -> list[Ta
     out = [Table(
         key, study["title"], "Linear evaluation on the monitoring task (FSD50K in the thesis) and "
         "the HEAR-L average; the highlighted row is the default set-up."
+        + (" 95 % interval: a stratified bootstrap of the HEAR-L tasks' test items; P(best): the "
+           "share of paired bootstrap replicates in which the row has the highest average; a rank "
+           "with '=' ties the best row within the spread." if has_spread else "")
         + (f" Δ: percentage points from {study['delta_from']}." if has_delta else ""),
         cols, rows, number=num, bold_rows=bold, csv=csv,
     )]  # fmt: skip
@@ -343,8 +379,28 @@ def sweep_tables(name: str, sweep: Mapping[str, Any], summary_dir: str) -> list[
 # ----------------------------------------------------------------------------- verdicts
 
 
-def pretraining_verdict(tables_dir: str) -> list[str]:
-    """Plain statements: on how many tasks pre-training beat the random initialisation."""
+def pretraining_verdict(tables_dir: str, target: int | None = None) -> list[str]:
+    """Plain statements: on how many tasks pre-training beat the random initialisation -- by more
+    than the spread (the paired bootstrap interval of the difference above 0) when the runs'
+    predictions were compared (``hear_vs_random.csv``), else by the point estimates only."""
+    stats = Path(tables_dir) / "hear_vs_random.csv"
+    if stats.is_file() and stats.stat().st_size > 1:
+        lines = []
+        df = pd.read_csv(stats)
+        for enc, g in df.groupby("encoder", sort=False):
+            won = [task_label(t) for t in g.loc[g["better"], "task"]]
+            worse = [task_label(t) for t in g.loc[g["significant"] & ~g["better"], "task"]]
+            tied = [task_label(t) for t in g.loc[~g["significant"], "task"]]
+            line = (f"{encoder_label(enc)}: pre-training beat its random initialisation by more "
+                    f"than the spread on {len(won)} of {len(g)} tasks"
+                    + (f" ({', '.join(won)})" if won else "")
+                    + (f"; within the spread on {', '.join(tied)}" if tied else "")
+                    + (f"; worse on {', '.join(worse)}" if worse else "") + ".")  # fmt: skip
+            if target is not None:
+                met = "met" if len(won) >= target else "NOT met"
+                line += f" Target: at least {target} of {len(g)} tasks: {met}."
+            lines.append(line)
+        return lines
     lines = []
     frames = [pd.read_csv(p) for p in sorted(Path(tables_dir).glob("table_*.csv"))
               if p.name != "table_4_5.csv"]  # fmt: skip
@@ -359,17 +415,38 @@ def pretraining_verdict(tables_dir: str) -> list[str]:
             if tr.empty or rd.empty:
                 continue
             for c in tcols:
-                per_enc.setdefault(enc, []).append(
-                    (c, float(tr[c].iloc[0]) > float(rd[c].iloc[0]))
-                )
+                per_enc.setdefault(enc, []).append((c, float(tr[c].iloc[0]) > float(rd[c].iloc[0])))
     for enc, res in per_enc.items():
         won = [c for c, w in res if w]
         lost = [c for c, w in res if not w]
-        helps = len(won) > len(res) / 2
-        verdict = "helps on most tasks" if helps else "does NOT help on most tasks"
         lines.append(
-            f"{encoder_label(enc)}: pre-training beat random initialisation on {len(won)} of "
-            f"{len(res)} tasks ({verdict})" + (f"; not on {', '.join(lost)}" if lost else "") + "."
+            f"{encoder_label(enc)}: pre-training scored above random initialisation on {len(won)} "
+            f"of {len(res)} tasks (point estimates, no spread)"
+            + (f"; not on {', '.join(lost)}" if lost else "")
+            + "."
+        )
+    return lines
+
+
+def study_verdicts(studies: Mapping[str, str], cfg: Mapping[str, Any]) -> list[str]:
+    """Per study with a highlighted (default) row: its rank with uncertainty."""
+    lines = []
+    for name, csv in studies.items():
+        st = cfg["studies"][name]
+        df = pd.read_csv(csv)
+        if not st.get("highlight") or "p_best" not in df:
+            continue
+        h = df[df["ablation"] == st["highlight"]].iloc[0]
+        best = df.loc[df["hear_l_avg_pct"].idxmax()]
+        met = "met" if bool(h["ties_best"]) else "NOT met"
+        lines.append(
+            f"{st['title']}: {h['description']} ranks {int(h['rank'])} of {len(df)} by HEAR-L "
+            f"average ({fmt(h['hear_l_avg_pct'], 1)} %, 95 % interval "
+            f"[{fmt(h['hear_l_avg_lo'], 1)}, {fmt(h['hear_l_avg_hi'], 1)}]); the best is "
+            f"{best['description']} "
+            f"({fmt(best['hear_l_avg_pct'], 1)} %, P(best) = {fmt(best['p_best'], 2)}); the "
+            f"default set-up {'ties' if h['ties_best'] else 'does not tie'} the best within the "
+            f"spread. Target: first or tied: {met}."
         )
     return lines
 
@@ -422,6 +499,7 @@ def render(
     show_reported = bool((cfg.get("report") or {}).get("reported", True))
     tables: list[Table] = encoder_tables(encoder_table)
     tables += hear_tables(tables_dir, scale)
+    tables += vs_random_table(tables_dir)
     tables += table_45(tables_dir)
     for name, csv in studies.items():
         tables += study_tables(name, cfg["studies"][name], csv)
@@ -461,7 +539,10 @@ def render(
         "generated": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "tables": tables,
         "figures": figs,
-        "verdict": pretraining_verdict(tables_dir),
+        "verdict": pretraining_verdict(
+            tables_dir, (cfg.get("report") or {}).get("targets", {}).get("beats_random_tasks")
+        )
+        + study_verdicts(studies, cfg),
         "software": software_versions(),
         "hear": _hear_settings(cfg),
         "runs": runs,

@@ -141,6 +141,7 @@ def build_embedded(
     tasks: list[str] | None = None,
     use_debian: str = "auto",
     workers: int = 1,
+    task_scale: float | None = None,
 ) -> dict[str, Any]:
     """Build the embedded default data set under ``out_dir`` and return its manifest.
 
@@ -149,14 +150,19 @@ def build_embedded(
     and ``out_dir/manifest.json``. ``tasks`` selects task builders (default: all of
     :data:`TASKS`). ``use_debian``: ``"auto"`` uses real recordings from installed Debian data
     packages in the pool, ``"never"`` ignores them, ``"require"`` fails without any. ``workers``
-    > 1 builds the pool chunks and the tasks in that many processes (same bytes). The output
-    is a pure function of ``(seed, scale)`` and of the Debian files used. Raises
+    > 1 builds the pool chunks and the tasks in that many processes (same bytes). ``task_scale``
+    sizes the tasks independently of the pool (default: ``scale``; larger tasks give tighter
+    intervals on the downstream scores). The output is a pure function of ``(seed, scale,
+    task_scale)`` and of the Debian files used. Raises
     :class:`SourceLeakError` (after writing the manifest) if the source-disjointness check fails.
     """
     if use_debian not in USE_DEBIAN:
         raise ValueError(f"use_debian must be one of {USE_DEBIAN}, got {use_debian!r}")
     if not scale > 0:
         raise ValueError(f"scale must be > 0, got {scale}")
+    task_scale = float(scale if task_scale is None else task_scale)
+    if not task_scale > 0:
+        raise ValueError(f"task_scale must be > 0, got {task_scale}")
     names = TASKS.names() if tasks is None else list(tasks)
     for name in names:
         TASKS.get(name)  # unknown names fail before anything is written
@@ -179,7 +185,8 @@ def build_embedded(
     n_pool = pool_size(ctx)
     if workers <= 1:
         rows = make_pool_clips(ctx, out / "pool", found, 0, n_pool)
-        task_reports = {n: _write_task(out / "tasks", out / "sources", n, ctx) for n in names}
+        task_ctx = _context(seed, task_scale)
+        task_reports = {n: _write_task(out / "tasks", out / "sources", n, task_ctx) for n in names}
     else:
         # independent jobs (every clip depends only on its names): same bytes as workers=1
         bounds = np.linspace(0, n_pool, 2 * workers + 1).round().astype(int)
@@ -187,7 +194,7 @@ def build_embedded(
         # works from scripts without a __main__ guard (Snakemake `script:`); spawn elsewhere
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as ex:
-            tjobs = {n: ex.submit(_task_job, str(out), n, seed, scale) for n in names}
+            tjobs = {n: ex.submit(_task_job, str(out), n, seed, task_scale) for n in names}
             pjobs = [
                 ex.submit(_pool_job, str(out), seed, scale, found, int(a), int(b))
                 for a, b in zip(bounds[:-1], bounds[1:], strict=True)
@@ -204,6 +211,7 @@ def build_embedded(
     manifest = {
         "seed": int(seed),
         "scale": float(scale),
+        "task_scale": task_scale,
         "generator_versions": generator_versions(),
         "debian": {
             "use_debian": use_debian,

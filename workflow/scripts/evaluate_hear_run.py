@@ -1,4 +1,4 @@
-"""Adapter: rule evaluate_hear_task -> abt.jobs.hear.hear_predictions (official runner)."""
+"""Adapter: rule evaluate_hear_run -> abt.jobs.hear.hear_predictions (official runner)."""
 
 from abt.jobs.hear import hear_predictions
 from abt.workflow_io import run
@@ -14,7 +14,7 @@ run(
     grid_points=sm.params.grid_points,
     out_dir=sm.output.predictions,
     scores_csv=sm.output.scores,
-    task=w.task,
+    tasks=list(sm.params.tasks),
     encoder=w.encoder,
     variant=w.variant,
     seed=int(w.seed),
