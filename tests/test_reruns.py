@@ -30,7 +30,7 @@ def _copy_repo(dst: Path) -> Path:
     for name in ("workflow", "src", "envs", "profiles"):
         shutil.copytree(ROOT / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
-    cfg["embedded"].update(scale=0.05, tasks=["embedded_envsounds"])
+    cfg["embedded"].update(scale=0.05, task_scale=None, tasks=["embedded_envsounds"])
     cfg["preprocess"]["stats"]["n_crops"] = 300
     cfg["pretrain"].update(epochs=3, batch_size=32, log_every=1)
     cfg["monitor"]["task"] = None

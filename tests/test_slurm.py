@@ -152,7 +152,7 @@ def test_workflow_jobs_are_submitted_with_gpu_time_and_memory_flags(plugin, prof
     """A tiny configuration through the real plugin and the fake SLURM: the data rules, one
     (GPU) pre-training run, the baseline table (a localrule, run here, never submitted)."""
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
-    cfg["embedded"].update(scale=0.05, tasks=["embedded_envsounds"])
+    cfg["embedded"].update(scale=0.05, task_scale=None, tasks=["embedded_envsounds"])
     cfg["preprocess"]["stats"]["n_crops"] = 500
     cfg["pretrain"].update(epochs=1, batch_size=32)
     cfg["monitor"]["task"] = None

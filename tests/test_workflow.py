@@ -60,7 +60,7 @@ def test_dry_run_builds_the_data_dag():
     assert counts["compute_task_mels"] == 1  # the stores of the linear-probe monitoring task
     assert counts["task_baseline"] == n and counts["baseline_table"] == 1
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
-    n_aug = len(cfg["studies"]["augmentations"]["ablations"])
+    n_aug = len(cfg["report"]["study_subset"]["augmentations"])  # the rows at this scale
     hear_l = len(cfg["report"]["hear_l"])
     assert counts["pretrain_encoder"] == 1 + n_aug and counts["random_init_encoder"] == 1
     # one kit process per run for all its tasks: the main encoder and its random init (every
@@ -80,8 +80,9 @@ def test_dry_run_of_the_main_report():
 
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     n, hear_l = len(TASKS), len(cfg["report"]["hear_l"])
-    aug = cfg["studies"]["augmentations"]["ablations"]
-    assert cfg["report"]["studies"] == ["augmentations"] and len(aug) == 8
+    aug = cfg["report"]["study_subset"]["augmentations"]
+    assert cfg["report"]["studies"] == ["augmentations"] and len(aug) == 4
+    assert set(aug) < set(cfg["studies"]["augmentations"]["ablations"])  # the others: targets
     assert counts["pretrain_encoder"] == 1 + len(aug)
     assert counts["extract_hear_embeddings"] == 2 + len(aug) and n == 7 and hear_l == 4
     assert counts["linear_eval"] == len(aug) + 1
@@ -167,14 +168,14 @@ def tiny_run(tmp_path_factory):
     random-init encoder for every embedded task."""
     tmp = tmp_path_factory.mktemp("wf")
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
-    cfg["embedded"]["scale"] = 0.05
+    cfg["embedded"].update(scale=0.05, task_scale=None)
     cfg["preprocess"]["stats"]["n_crops"] = 500
     cfg["pretrain"].update(epochs=3, batch_size=32)
     cfg["monitor"]["every_epochs"] = 1
     cfg["hear"].update(grid="smoke", env_dir=str(ROOT / ".venv-hear"))
     # the report with a two-row augmentation study (+ random init), one epoch per ablation
     cfg["ablation_defaults"]["pretrain"]["epochs"] = 1
-    cfg["studies"]["augmentations"]["ablations"] = ["aug_mixup_rrc_rlf", "aug_rlf"]
+    cfg["report"]["study_subset"] = {"augmentations": ["aug_mixup_rrc_rlf", "aug_rlf"]}
     cfg["report"]["hear_l"] = ["embedded_emotion", "embedded_envsounds"]
     cfg["sweep_defaults"].update(trials=2, epochs=2)  # a sweep in the report: 2 short trials
     cfg["report"]["sweeps"] = ["audiontt_lars"]

@@ -58,6 +58,12 @@ def check_references(cfg: dict[str, Any], schema: Mapping[str, Any]) -> None:
 
     known_tasks = task_dirs(cfg)
     abl_names = set(cfg.get("ablations") or {})
+    for study in cfg["report"].get("study_subset") or {}:
+        if study not in (cfg.get("studies") or {}):
+            raise ConfigError(
+                f"config key 'report.study_subset.{study}': not a key of 'studies' "
+                f"(known: {sorted(cfg.get('studies') or {})})"
+            )
     for study, st in (cfg.get("studies") or {}).items():
         for i, a in enumerate(st["ablations"]):
             if a not in abl_names:
@@ -70,6 +76,20 @@ def check_references(cfg: dict[str, Any], schema: Mapping[str, Any]) -> None:
                     f"config key 'studies.{study}.{key}': {st[key]!r} is not one of the study's "
                     f"ablations {st['ablations']}"
                 )
+        subset = (cfg["report"].get("study_subset") or {}).get(study)
+        if subset is not None:
+            for i, a in enumerate(subset):
+                if a not in st["ablations"]:
+                    raise ConfigError(
+                        f"config key 'report.study_subset.{study}.{i}': {a!r} is not one of the "
+                        f"study's ablations {st['ablations']}"
+                    )
+            for key in ("delta_from", "highlight"):
+                if st.get(key) and st[key] not in subset:
+                    raise ConfigError(
+                        f"config key 'report.study_subset.{study}': it must keep the study's "
+                        f"{key} row {st[key]!r}"
+                    )
         if st.get("plot") in ("line", "minmax") and not st.get("x"):
             raise ConfigError(f"config key 'studies.{study}.x' must be set for a {st['plot']} plot")
     rep = cfg.get("report") or {}

@@ -184,6 +184,15 @@ def ablation_description(cfg: dict[str, Any], name: str) -> str:
     return str((cfg.get("ablations") or {})[name].get("description", name))
 
 
+def study_rows(cfg: dict[str, Any], study: str) -> list[str]:
+    """The ablations a study compares in this configuration: ``report.study_subset`` (a SCALE
+    knob: the rows that can separate at a small scale) or the study's own list, then
+    ``random_init`` when the study has that row."""
+    st = cfg["studies"][study]
+    rows = list((cfg["report"]["study_subset"] or {}).get(study) or st["ablations"])
+    return [*rows, *(["random_init"] if st["random_init"] else [])]
+
+
 def unknown_name_error(kind: str, name: str, known: list[str]) -> str:
     """The message for a target naming an ablation, study or sweep that does not exist."""
     import difflib

@@ -272,8 +272,7 @@ def sweep_settings(wildcards):
 
 
 def study_ablations(study):
-    st = config["studies"][study]
-    return [*st["ablations"], *(["random_init"] if st.get("random_init") else [])]
+    return plan.study_rows(config, study)
 
 
 def study_inputs(wildcards):
@@ -364,8 +363,9 @@ def report_params(scope):
         for e in scope_encoders(scope)
     }
     for s in studies:
-        for a in config["studies"][s]["ablations"]:
-            hparams[a] = f"{ablation_run_dirs(a)[0]}/hparams.yaml"
+        for a in plan.study_rows(config, s):
+            if a != "random_init":
+                hparams[a] = f"{ablation_run_dirs(a)[0]}/hparams.yaml"
     return {
         "sweeps": {s: plan.SWEEP_SUMMARY.format(sweep=s) for s in scope_sweeps(scope)},
         "studies": {s: plan.STUDY.format(study=s) for s in studies},
