@@ -51,12 +51,9 @@ def check_inputs_exist(cfg: dict[str, Any]) -> None:
                     "point it at the ablations' pre-training data (FSD50K dev in the thesis) or "
                     "set data.ablation_pretrain to null to use data.pretrain"
                 )
-    for name, path in (cfg.get("data", {}).get("tasks") or {}).items():
-        if not os.path.isdir(path):
-            raise ConfigError(
-                f"config key 'data.tasks.{name}' points at {path!r}, which is not a directory; "
-                "give the path of a HEAR task folder (with task_metadata.json)"
-            )
+    from abt.data.prepare_hear import task_sources
+
+    task_sources(cfg["data"])  # raises ConfigError naming data.tasks.<name>
 
 
 def embedded_task_names(cfg: dict[str, Any]) -> list[str]:
@@ -71,9 +68,11 @@ def embedded_task_names(cfg: dict[str, Any]) -> list[str]:
 
 def task_dirs(cfg: dict[str, Any], embedded_dir: str) -> dict[str, str]:
     """Task name -> HEAR task directory, for every task this configuration evaluates on."""
+    from abt.data.prepare_hear import PREPARED_TASKS_DIR
+
     external = dict(cfg.get("data", {}).get("tasks") or {})
-    if external:
-        return external
+    if external:  # prepared from the configured sources by rule prepare_task
+        return {n: f"{PREPARED_TASKS_DIR}/{n}" for n in external}
     # embedded tasks are written as <task_name>-v1-full (HEAR naming: name-version-mode)
     return {n: f"{embedded_dir}/tasks/{n}-v1-full" for n in embedded_task_names(cfg)}
 
@@ -81,7 +80,7 @@ def task_dirs(cfg: dict[str, Any], embedded_dir: str) -> dict[str, str]:
 def task_input_path(cfg: dict[str, Any], embedded_dir: str, task: str) -> str:
     external = dict(cfg.get("data", {}).get("tasks") or {})
     if external:
-        return f"{external[task]}/task_metadata.json"
+        return f"{task_dirs(cfg, embedded_dir)[task]}/task_metadata.json"
     return f"{embedded_dir}/manifest.json"
 
 
@@ -136,6 +135,7 @@ def _store_options(mels: dict[str, Any], pre: dict[str, Any]) -> dict[str, Any]:
         "stats_crop_frames": int(stats.get("crop_frames", 96)),
         "stats_seed": int(stats.get("seed", 0)),
         "workers": int(pre.get("workers", 2)),
+        "dtype": str(pre.get("dtype", "float32")),
     }
 
 
@@ -147,46 +147,53 @@ def compute_pretrain_mels(
     out_dir: str,
     shard: int | None = None,
     n_shards: int = 1,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build the pre-training store from the embedded pool or a folder + clip list; with
-    ``shard`` only that contiguous slice of the clip list (a shard may be empty)."""
-    from abt.data.store import build_store, read_clip_list, shard_specs
+    ``shard`` only that contiguous slice of the clip list (a shard may be empty). ``extra``
+    enters the store's fingerprint (e.g. a digest of this stage's code)."""
+    from abt.data.cliplists import clip_list_from_config, load_clip_list
+    from abt.data.store import build_store, shard_specs
 
     if data["source"] == "embedded":
         pool = Path(embedded_dir) / "pool"
-        specs = read_clip_list(pool / "clips.csv", pool, fmt="abt", id_column="clip_id")
+        clips = load_clip_list(pool / "clips.csv", pool, fmt="abt")
     else:
-        specs = read_clip_list(
-            data["clip_list"],
-            data["audio_dir"],
-            fmt=data["clip_list_format"],
-            id_column=data["id_column"],
-        )
+        clips = clip_list_from_config(data)
+    print(f"[abt] clip list {clips.summary()}", flush=True)
+    specs = clips.specs
     if shard is not None:
         specs = shard_specs(specs, int(shard), int(n_shards))
-    return build_store(specs, out_dir, **_store_options(mels, pre), allow_empty=shard is not None)
+    return build_store(specs, out_dir, **_store_options(mels, pre), allow_empty=shard is not None,
+                       source=clips.provenance(), extra=extra)  # fmt: skip
 
 
-def merge_pretrain_mels(shard_dirs: list[str], pre: dict[str, Any], out_dir: str) -> dict[str, Any]:
+def merge_pretrain_mels(
+    shard_dirs: list[str], pre: dict[str, Any], out_dir: str, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Merge the shard stores (in shard order) into the pre-training store."""
     from abt.data.store import merge_stores
 
     opts = _store_options({}, pre)
     return merge_stores(
         shard_dirs, out_dir, stats_crops=opts["stats_crops"],
-        stats_crop_frames=opts["stats_crop_frames"], stats_seed=opts["stats_seed"],
+        stats_crop_frames=opts["stats_crop_frames"], stats_seed=opts["stats_seed"], extra=extra,
     )  # fmt: skip
 
 
 def compute_task_mels(
-    task_dir: str, mels: dict[str, Any], pre: dict[str, Any], out_dir: str
+    task_dir: str,
+    mels: dict[str, Any],
+    pre: dict[str, Any],
+    out_dir: str,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One store per split of a HEAR-format task, under ``out_dir/<split>/``.
 
     Task clips are never excluded for silence (a "silence" class is legitimate in a labelled task).
     """
     from abt.data.hear_tasks import read_task
-    from abt.data.store import build_store, list_hear_split
+    from abt.data.store import build_store, hear_split_source, list_hear_split
 
     info = read_task(task_dir)
     pre = {**pre, "on_silent": "keep"}
@@ -196,6 +203,8 @@ def compute_task_mels(
             list_hear_split(task_dir, split),
             Path(out_dir) / split,
             **_store_options(mels, pre),
+            source=hear_split_source(task_dir, split),
+            extra=extra,
         )
         summary["splits"][split] = {"n_clips": st["n_clips"], "counts": st["counts"]}
     with open(Path(out_dir) / "summary.json", "w") as fh:

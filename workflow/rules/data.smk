@@ -1,4 +1,34 @@
-# Stage 1: data. The embedded data set, the log-mel stores, the per-task sanity baselines.
+# Stage 1: data. Evaluation tasks prepared from what is downloaded, the embedded data set, the
+# log-mel stores, the per-task sanity baselines.
+from abt.data import prepare_hear  # noqa: E402
+
+# data.tasks entries resolved to their sources (a HEAR folder or archive, an FSD50K download)
+TASK_SOURCES = prepare_hear.task_sources(config["data"])
+
+
+rule prepare_task:
+    input:
+        # the archive, the task folder's metadata, or FSD50K's dev.csv
+        source=lambda wildcards: TASK_SOURCES[wildcards.task].input_file,
+        code=SRC_FILES,
+    output:
+        metadata=f"{prepare_hear.PREPARED_TASKS_DIR}/{{task}}/task_metadata.json",
+        report=f"{prepare_hear.PREPARED_TASKS_DIR}/{{task}}/{prepare_hear.REPORT}",
+    log:
+        "logs/prepare_task/{task}.log",
+    benchmark:
+        "benchmarks/prepare_task/{task}.tsv"
+    conda:
+        "../../envs/audio.yaml"
+    threads: config["data"]["prepare"]["workers"]
+    resources:
+        mem_mb=4000,
+        runtime=240,
+    params:
+        source=lambda wildcards: str(TASK_SOURCES[wildcards.task].path),
+        options=config["data"]["prepare"],
+    script:
+        "../scripts/prepare_task.py"
 
 
 rule build_embedded_dataset:
