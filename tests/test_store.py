@@ -429,3 +429,22 @@ def test_training_on_a_float16_store_matches_float32(tmp_path):
         losses[dt] = np.genfromtxt(metrics, delimiter=",", names=True)["loss"]
     assert len(losses["float32"]) == 8
     np.testing.assert_allclose(losses["float16"], losses["float32"], rtol=1e-3)
+
+
+def test_parallel_gathering_gives_the_same_crops(audio_dir, tmp_path):
+    """Batches are gathered by several threads under MADV_RANDOM (a cold store's page faults in
+    parallel, bench/bench_store_io.py); the crops equal a single-threaded gather, pads included."""
+    write_list(tmp_path / "l.csv", ["a", "b", "c"])
+    build_store(read_clip_list(tmp_path / "l.csv", audio_dir), tmp_path / "s", stats_crops=16,
+                dtype="float16", log=lambda *_: None)  # fmt: skip
+    one = MelStore(tmp_path / "s", read_threads=1, advise=False)
+    many = MelStore(tmp_path / "s", read_threads=8)
+    idx = np.random.default_rng(0).integers(0, 3, 300)
+    starts = one.random_starts(np.random.default_rng(1), idx, 96)
+    a = one.crops(idx, starts, 96, -7.0)
+    b = many.crops(idx, starts, 96, -7.0)
+    assert many._access == "random" and a.dtype == b.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+    assert (a == -7.0).any()  # clip c (0.5 s) is padded
+    np.testing.assert_array_equal(many.clip(1), one.clip(1))
+    assert many._access == "normal"

@@ -598,10 +598,31 @@ class MelStore:
     Opening checks that the files belong together (``stats.json`` records the size of
     ``mels.npy`` and ``manifest.csv`` and the digest of ``index.csv``): a partial or mixed store
     is a :class:`StoreError`. Float16 stores are read as float32 (crops, clips, statistics).
+
+    Reading from disk (a store larger than the page cache, e.g. AudioSet's 418 GB): random crops
+    advise the kernel of random access (``MADV_RANDOM``: no read-around of 128 KB per 25 KB
+    crop) and gather a batch with ``read_threads`` threads, so page faults are served in
+    parallel; whole clips (:meth:`clip`) switch back to the kernel's default read-ahead.
+    ``bench/bench_store_io.py`` measures both (bench/RESULTS.md); ``advise=False`` keeps the
+    kernel default throughout. The crops are the same either way.
     """
 
-    def __init__(self, path: str | Path, *, require_stats: bool = True) -> None:
+    #: threads gathering one batch of crops (I/O bound: page faults of a cold store)
+    READ_THREADS = 8
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        require_stats: bool = True,
+        read_threads: int = READ_THREADS,
+        advise: bool = True,
+    ) -> None:
         self.path = Path(path)
+        self.read_threads, self.advise = max(1, int(read_threads)), advise
+        self._access = "normal"
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
         mp, ip, sp = self.path / "mels.npy", self.path / "index.csv", self.path / "stats.json"
         for p in (mp, ip):
             if not p.is_file():
@@ -675,9 +696,27 @@ class MelStore:
         eps = float(self.stats.get("mels", {}).get("log_eps", MelConfig().log_eps))
         return float(np.log(eps))
 
+    def _set_access(self, access: str) -> None:
+        """``madvise`` the mapping for ``random`` (crops) or ``normal`` (whole clips) access."""
+        mm = getattr(self.mels, "_mmap", None)
+        if not self.advise or access == self._access or mm is None:
+            return
+        if hasattr(mm, "madvise"):
+            import mmap
+
+            mm.madvise(mmap.MADV_RANDOM if access == "random" else mmap.MADV_NORMAL)
+        self._access = access
+
+    def _threads(self) -> ThreadPoolExecutor:
+        if self._pool is None or self._pool_pid != os.getpid():  # not inherited across fork
+            self._pool = ThreadPoolExecutor(self.read_threads, thread_name_prefix="melstore")
+            self._pool_pid = os.getpid()
+        return self._pool
+
     def clip(self, i: int) -> np.ndarray:
         """The whole log-mel of clip ``i`` as a ``(frames, n_mels)`` float32 array (a view of
         the mapped file for float32 stores)."""
+        self._set_access("normal")
         o, f = int(self.offsets[i]), int(self.frames[i])
         return np.asarray(self.mels[o : o + f], dtype=np.float32)
 
@@ -706,9 +745,18 @@ class MelStore:
         valid = t[None, :] < (self.frames[indices] - starts)[:, None]
         rows = self.offsets[indices, None] + starts[:, None] + t[None, :]
         rows = np.where(valid, rows, self.offsets[indices, None])
-        out = np.asarray(self.mels[rows.ravel()], dtype=np.float32).reshape(
-            len(indices), length, -1
-        )
+        self._set_access("random")
+        out = np.empty((len(indices), length, self.n_mels), dtype=np.float32)
+        n_parts = min(self.read_threads, len(indices) // 16)
+        if n_parts > 1:  # numpy releases the GIL while gathering: page faults in parallel
+            parts = np.array_split(np.arange(len(indices)), n_parts)
+
+            def gather(p: np.ndarray) -> None:
+                out[p] = self.mels[rows[p].ravel()].reshape(len(p), length, -1)
+
+            list(self._threads().map(gather, parts))
+        else:
+            out[:] = self.mels[rows.ravel()].reshape(len(indices), length, -1)
         if not valid.all():
             out[~valid] = pad_value
         return out
