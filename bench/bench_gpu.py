@@ -26,7 +26,6 @@ option (a check that the script works).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import subprocess
@@ -43,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, write  # noqa: E402
 
 from abt.config import REPO_ROOT, load_config  # noqa: E402
-from abt.data.store import STORE_FORMAT, MelStore  # noqa: E402
+from abt.data.mel import MelConfig  # noqa: E402
+from abt.data.store import MelStore, pack_store  # noqa: E402
 from abt.steps import run_config  # noqa: E402
 from abt.trainer import Trainer  # noqa: E402
 
@@ -53,21 +53,12 @@ THESIS_VITC_B_HOURS = 120.0  # thesis §4.1 footnote: ViT_C-B, one RTX 6000, mix
 
 def synthetic_store(path: Path, n_clips: int, frames: int = 1001, n_mels: int = 64) -> Path:
     """A store in the real format holding random log-mel-like clips (no audio decoding)."""
-    path.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    mels = (rng.standard_normal((n_clips * frames, n_mels), dtype=np.float32) * 4 - 8).astype(
-        np.float32
+    clips = (
+        (f"c{i}", rng.standard_normal((frames, n_mels), dtype=np.float32) * 4 - 8)
+        for i in range(n_clips)
     )
-    np.save(path / "mels.npy", mels)
-    with open(path / "index.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["clip_id", "offset", "frames", "source_id", "path", "duration_s", "notes"])
-        for i in range(n_clips):
-            w.writerow([f"c{i}", i * frames, frames, f"c{i}", "", frames / 100, ""])
-    stats = {"format": STORE_FORMAT, "mean": float(mels.mean()), "std": float(mels.std()),
-             "n_clips": n_clips, "counts": {"ok": n_clips}}  # fmt: skip
-    (path / "stats.json").write_text(json.dumps(stats))
-    (path / "manifest.csv").write_text("clip_id,path,status,reason,notes\n")
+    pack_store(clips, path, mel_cfg=MelConfig(n_mels=n_mels), stats_crops=1000)
     return path
 
 

@@ -34,15 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, write  # noqa: E402
 
-from abt.data.store import (  # noqa: E402
-    INDEX_COLUMNS,
-    MANIFEST_COLUMNS,
-    MelStore,
-    Staging,
-    _finalise,
-    _RowAppender,
-    _write_csv,
-)
+from abt.data.store import MelStore, pack_store  # noqa: E402
 
 FRAMES, N_MELS, CROP, BATCH = 1001, 64, 96, 128
 GPU_RATES = {
@@ -55,26 +47,9 @@ def synth_store(out: Path, n_clips: int, dtype: str) -> None:
     """A valid store of ``n_clips`` random log-mel-like clips (what is read, not what is in it,
     is measured)."""
     rng = np.random.default_rng(0)
-    pool = (rng.standard_normal((64, FRAMES, N_MELS)) * 4.0 - 5.0).astype(dtype)
-    t0 = time.time()
-    with Staging(out) as stage:
-        w = _RowAppender(stage.dir / "mels.npy", N_MELS, dtype)
-        index, manifest = [], []
-        for i in range(n_clips):
-            off = w.append(pool[i % len(pool)])
-            index.append({"clip_id": f"c{i}", "offset": off, "frames": FRAMES, "source_id": "",
-                          "path": "", "duration_s": 10.0, "notes": ""})  # fmt: skip
-            manifest.append({"clip_id": f"c{i}", "path": "", "status": "ok", "reason": "",
-                             "notes": ""})  # fmt: skip
-        w.close()
-        _write_csv(stage.dir / "index.csv", INDEX_COLUMNS, index)
-        _write_csv(stage.dir / "manifest.csv", MANIFEST_COLUMNS, manifest)
-        prov = {"dtype": dtype, "stats": {"n_crops": 256, "crop_frames": CROP, "seed": 0,
-                "pad": "silence"}, "synthetic": True}  # fmt: skip
-        mels = {"n_mels": N_MELS, "log_eps": 1.1920928955078125e-07}
-        doc = {"n_clips": n_clips, "n_inputs": n_clips, "counts": {"ok": n_clips}, "mels": mels,
-               "policy": {}}  # fmt: skip
-        _finalise(stage, doc, prov, t0)
+    pool = (rng.standard_normal((64, FRAMES, N_MELS)) * 4.0 - 5.0).astype(np.float32)
+    clips = ((f"c{i}", pool[i % len(pool)]) for i in range(n_clips))
+    pack_store(clips, out, dtype=dtype, stats_crops=256, source={"synthetic": True})
 
 
 def drop_caches() -> bool:

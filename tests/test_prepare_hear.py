@@ -118,6 +118,11 @@ def test_idempotent_and_redone_when_the_source_changes(tmp_path):
     (src / "task_metadata.json").write_text(json.dumps(md))
     assert prepare_task(src, out, **QUIET)["status"] == "prepared"
     assert json.loads((out / "task_metadata.json").read_text())["evaluation"][0] == "mAP"
+    assert prepare_task(src, out, **QUIET)["status"] == "up to date"
+    (src / "48000" / "test" / "test_1.wav").unlink()  # the audio changes, the metadata does not
+    with pytest.raises(PrepareError, match="1 of 6 audio files"):
+        prepare_task(src, out, **QUIET)
+    assert prepare_task(src, out, **QUIET, options={"on_missing": "drop"})["prepared"] == 5
 
 
 def test_resolving_published_names_under_the_download_folder(tmp_path):

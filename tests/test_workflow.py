@@ -347,6 +347,13 @@ def test_paper_configuration_dry_runs(tmp_path):
     assert set(cfg["report"]["sweeps"]) == set(base["sweeps"])
     assert counts["sweep_summary"] == n_sweeps
     assert counts["sweep_worker"] == n_sweeps * cfg["sweep_defaults"]["workers"] == n_sweeps * 4
+    # the one command that prepares every input (README, "Running the paper")
+    r = smk("data", "--dry-run", "--forceall", "--quiet", "rules", "--configfile", str(p))
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert job_counts(r.stdout + r.stderr) == {
+        "prepare_task": n_tasks, "compute_pretrain_mels_shard": 2 * shards,
+        "compute_pretrain_mels": 2, "compute_task_mels": 1, "data": 1, "total": 150,
+    }  # fmt: skip
 
 
 def test_paper_configuration_fails_early_on_missing_data(tmp_path):
@@ -367,9 +374,8 @@ def test_paper_configuration_fails_early_on_missing_data(tmp_path):
 def test_paper_data_preparation_runs(tmp_path):
     """The preparation jobs themselves, through Snakemake on the fake release: a task from its
     archive and one from an extracted folder become checked 16 kHz task folders."""
-    from abt.data.hear_tasks import read_task
-
     from abt.config import deep_merge
+    from abt.data.hear_tasks import read_task
 
     p, cfg = _paper_config(tmp_path)
     full = deep_merge(yaml.safe_load((ROOT / "config.yaml").read_text()), cfg)

@@ -167,3 +167,18 @@ rule baseline_table:
         "../../envs/report.yaml"
     script:
         "../scripts/baseline_table.py"
+
+
+rule data:
+    """Everything the runs read, prepared: the evaluation tasks, the pre-training stores (and
+    the ablations' and sweeps' store), the monitoring task's stores."""
+    input:
+        tasks=[steps.task_input_path(config, EMBEDDED_DIR, t) for t in TASKS],
+        stores=sorted(
+            {
+                f"results/mels/pretrain/{steps.variant_corpus(config, v)}/stats.json"
+                for v in ("baseline", "sweep")
+            }
+        ),
+        monitor=list(steps.monitor_inputs(config, EMBEDDED_DIR).values()),
+    localrule: True

@@ -30,6 +30,7 @@ unchanged source does nothing.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -108,10 +109,21 @@ class TaskSource:
         return str(TASK_SOURCES.get(self.kind).input_file(self.path))
 
     def signature(self) -> dict[str, Any]:
-        """What identifies this source's content cheaply (path, size and mtime of its input)."""
+        """What identifies this source's content cheaply: size and mtime of its input file and,
+        for folders, the mtime of every sub-folder (a file added, removed or replaced changes
+        its folder's; a file rewritten in place is not seen: ``force`` prepares it again)."""
         st = os.stat(self.input_file)
-        return {"kind": self.kind, "path": str(self.path.resolve()), "input": self.input_file,
-                "size": st.st_size, "mtime_ns": st.st_mtime_ns}  # fmt: skip
+        sig = {"kind": self.kind, "path": str(self.path.resolve()), "input": self.input_file,
+               "size": st.st_size, "mtime_ns": st.st_mtime_ns}  # fmt: skip
+        if self.path.is_dir():
+            h = hashlib.sha256()
+            for root, dirs, _files in os.walk(self.path):
+                dirs.sort()
+                h.update(
+                    f"{os.path.relpath(root, self.path)}\t{os.stat(root).st_mtime_ns}\n".encode()
+                )
+            sig["folders_sha256"] = h.hexdigest()
+        return sig
 
 
 @dataclass
