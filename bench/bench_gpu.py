@@ -50,7 +50,8 @@ from _authors import AuthorsStep, authors_loader  # noqa: E402
 from _common import machine, write  # noqa: E402
 
 from abt.config import REPO_ROOT, load_config  # noqa: E402
-from abt.data.store import STORE_FORMAT, MelStore  # noqa: E402
+from abt.data.mel import MelConfig  # noqa: E402
+from abt.data.store import MelStore, pack_store  # noqa: E402
 from abt.encoders.profile import gflops  # noqa: E402
 from abt.runspec import resolve  # noqa: E402
 from abt.trainer import Trainer  # noqa: E402
@@ -63,23 +64,12 @@ FLAGS = ("channels_last", "compile", "cudagraphs", "fused", "noprefetch")
 
 def synthetic_store(path: Path, n_clips: int, frames: int = 1001, n_mels: int = 64) -> Path:
     """A store in the real format holding random log-mel-like clips (no audio decoding)."""
-    import csv
-
-    path.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    mels = (rng.standard_normal((n_clips * frames, n_mels), dtype=np.float32) * 4 - 8).astype(
-        np.float32
+    clips = (
+        (f"c{i}", rng.standard_normal((frames, n_mels), dtype=np.float32) * 4 - 8)
+        for i in range(n_clips)
     )
-    np.save(path / "mels.npy", mels)
-    with open(path / "index.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["clip_id", "offset", "frames", "source_id", "path", "duration_s", "notes"])
-        for i in range(n_clips):
-            w.writerow([f"c{i}", i * frames, frames, f"c{i}", "", frames / 100, ""])
-    stats = {"format": STORE_FORMAT, "mean": float(mels.mean()), "std": float(mels.std()),
-             "n_clips": n_clips, "counts": {"ok": n_clips}}  # fmt: skip
-    (path / "stats.json").write_text(json.dumps(stats))
-    (path / "manifest.csv").write_text("clip_id,path,status,reason,notes\n")
+    pack_store(clips, path, mel_cfg=MelConfig(n_mels=n_mels), stats_crops=1000)
     return path
 
 

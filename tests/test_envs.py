@@ -94,8 +94,9 @@ def test_every_rule_names_an_existing_env():
         # named rules, and rules defined in a loop (`rule:` + `name:`)
         n_rules = len(re.findall(r"^\s*rule( \w+)?:", text, flags=re.M))
         envs = re.findall(r'^\s+conda:\s*\n\s+"([^"]+)"', text, flags=re.M)
-        # every rule that runs code names an env (the aggregate "paper" rule runs nothing)
-        n_code = n_rules - len(re.findall(r"^rule paper:", text, flags=re.M))
+        # every rule that runs code names an env (the aggregate "paper" and "data" rules run
+        # nothing)
+        n_code = n_rules - len(re.findall(r"^rule (paper|data):", text, flags=re.M))
         assert len(envs) == n_code, f"{smk.name}: {n_code} rules run code, {len(envs)} name an env"
         for e in envs:
             assert (smk.parent / e).resolve().is_file(), f"{smk.name}: {e} does not exist"

@@ -1,5 +1,6 @@
 """The Snakemake workflow: lint clean, the DAG builds, typos and missing data fail early."""
 
+import json
 import os
 import re
 import subprocess
@@ -291,8 +292,36 @@ def test_spreads_end_to_end(tiny_run):
     assert rand["run"].tolist() == ["audiontt"] and rand["probe_100"].between(0, 1).all()
 
 
+EVENT_TASKS = ("dcase2016_task2", "maestro")
+
+
+def _fake_hear_release(root, tasks):
+    """The HEAR 2021 release as downloaded, tiny: each task at 48 kHz only, every other one as
+    its Zenodo archive (hear2021-<task>-48000.tar.gz, tasks/<task>/ inside), the rest extracted
+    under tasks/; event tasks as events, a few as k-fold tasks."""
+    from fakedata import hear_task, to_archive
+
+    for i, (key, entry) in enumerate(sorted(tasks.items())):
+        prefix, mode = entry.rsplit("-", 1)
+        name, version = prefix.split("-", 1)
+        kind = "event" if key in EVENT_TASKS else "scene"
+        folds = 2 if (i % 3 == 0 and kind == "scene") else 0
+        where = root / "build" if i % 2 else root / "tasks"
+        d = hear_task(where, name, kind=kind, folds=folds, n=1, seconds=0.2, version=version,
+                      mode=mode)  # fmt: skip
+        assert d.name == entry
+        if i % 2:
+            to_archive(d, root / f"hear2021-{entry}-48000.tar.gz")
+    import shutil
+
+    shutil.rmtree(root / "build")
+
+
 def _paper_config(tmp_path, make_dirs=True):
-    """config/paper.yaml with its data paths moved under tmp_path (placeholder HEAR tasks)."""
+    """config/paper.yaml with its data paths moved under tmp_path: AudioSet (the official segment
+    CSV and downloaded clips), FSD50K as downloaded, the HEAR 2021 tasks as published."""
+    from fakedata import audioset_tree, fsd50k_tree, tone
+
     cfg = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
     root = tmp_path / "data"
     pre = cfg["data"]["pretrain"]
@@ -300,17 +329,13 @@ def _paper_config(tmp_path, make_dirs=True):
     pre["clip_list"] = str(root / "audioset" / "unbalanced_train_segments.csv")
     abl = cfg["data"]["ablation_pretrain"]
     abl["audio_dir"] = str(root / "fsd50k" / "FSD50K.dev_audio")
-    abl["clip_list"] = str(root / "fsd50k" / "dev.csv")
-    for name, path in list(cfg["data"]["tasks"].items()):
-        cfg["data"]["tasks"][name] = str(root / "hear" / Path(path).name)
+    abl["clip_list"] = str(root / "fsd50k" / "FSD50K.ground_truth" / "dev.csv")
+    cfg["data"]["tasks_root"] = str(root / "hear2021")
     if make_dirs:
-        Path(pre["audio_dir"]).mkdir(parents=True)
-        Path(pre["clip_list"]).write_text("# YTID, start_seconds, end_seconds, positive_labels\n")
-        Path(abl["audio_dir"]).mkdir(parents=True)
-        Path(abl["clip_list"]).write_text("fname,labels,mids,split\n")
-        for path in cfg["data"]["tasks"].values():
-            Path(path).mkdir(parents=True)
-            (Path(path) / "task_metadata.json").write_text("{}")
+        rows = [("--aaaaaaaaa", "30.000", "40.000"), ("bbbbbbbbbbb", "0.000", "10.000")]
+        audioset_tree(root / "audioset", rows, {"Y--aaaaaaaaa.wav": tone(0.5, 44100)})
+        fsd50k_tree(root / "fsd50k", {"1": "train", "2": "val"}, ["3"])
+        _fake_hear_release(root / "hear2021", cfg["data"]["tasks"])
     p = tmp_path / "paper.yaml"
     p.write_text(yaml.safe_dump(cfg))
     return p, cfg
@@ -341,6 +366,7 @@ def test_paper_configuration_dry_runs(tmp_path):
     trained = abl - {"random_init"}
     assert trained == set(base["ablations"])  # every ablation is in some study
     assert "build_embedded_dataset" not in counts  # real data only
+    assert counts["prepare_task"] == n_tasks  # 16 kHz task folders from the downloaded release
     assert counts["compute_pretrain_mels"] == 2  # AudioSet and FSD50K dev stores
     shards = cfg["preprocess"]["shards"]
     assert shards == 64 and counts["compute_pretrain_mels_shard"] == 2 * shards  # merged in order
@@ -358,6 +384,13 @@ def test_paper_configuration_dry_runs(tmp_path):
     assert set(cfg["report"]["sweeps"]) == set(base["sweeps"])
     assert counts["sweep_summary"] == n_sweeps
     assert counts["sweep_worker"] == n_sweeps * cfg["sweep_defaults"]["workers"] == n_sweeps * 4
+    # the one command that prepares every input (README, "Running the paper")
+    r = smk("data", "--dry-run", "--forceall", "--quiet", "rules", "--configfile", str(p))
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert job_counts(r.stdout + r.stderr) == {
+        "prepare_task": n_tasks, "compute_pretrain_mels_shard": 2 * shards,
+        "compute_pretrain_mels": 2, "compute_task_mels": 1, "data": 1, "total": 150,
+    }  # fmt: skip
 
 
 def test_paper_configuration_fails_early_on_missing_data(tmp_path):
@@ -367,6 +400,40 @@ def test_paper_configuration_fails_early_on_missing_data(tmp_path):
     assert (
         "data.pretrain.audio_dir" in r.stdout + r.stderr and "does not exist" in r.stdout + r.stderr
     )
+
+    p, cfg = _paper_config(tmp_path / "2")
+    for a in (tmp_path / "2" / "data" / "hear2021").glob("hear2021-tfds_gtzan-*"):
+        a.unlink()
+    r = smk("--dry-run", "--configfile", str(p))
+    assert r.returncode != 0
+    assert "config key 'data.tasks.gtzan_genre' ('tfds_gtzan-1.0.0-full'): no task" in r.stdout
+
+
+def test_paper_data_preparation_runs(tmp_path):
+    """The preparation jobs themselves, through Snakemake on the fake release: a task from its
+    archive and one from an extracted folder become checked 16 kHz task folders."""
+    from abt.config import deep_merge
+    from abt.data.hear_tasks import read_task
+
+    p, cfg = _paper_config(tmp_path)
+    full = deep_merge(yaml.safe_load((ROOT / "config.yaml").read_text()), cfg)
+    p.write_text(yaml.safe_dump(full))  # --directory: config.yaml is not read from there
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    targets = [f"results/data/tasks/{t}/task_metadata.json" for t in ("esc50", "fsd50k")]
+    r = smk("--cores", "2", "--configfile", str(p), "--directory", str(wd), "--snakefile",
+            str(ROOT / "Snakefile"), *targets)  # fmt: skip
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    kinds = set()
+    for t in ("esc50", "fsd50k"):
+        d = wd / "results" / "data" / "tasks" / t
+        rep = json.loads((d / "prepare_report.json").read_text())
+        kinds.add(rep["kind"])
+        assert rep["prepared"] == rep["listed"] > 0 and rep["source_rates"] == {
+            "48000": rep["listed"]
+        }
+        assert read_task(d, sample_rate=16000, check_audio=True).task_name == t
+    assert kinds == {"hear_archive", "hear_folder"}
 
 
 def test_gpu_demo_configuration_dry_runs():

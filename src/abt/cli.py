@@ -3,6 +3,7 @@
     abt check-config config.yaml
     abt build-embedded --out data/embedded --scale 0.25
     abt compute-mels --audio-dir DIR --clip-list clips.csv --out results/mels/mydata/train
+    abt prepare-hear /data/hear2021 data/hear-16k --jobs 4
     abt baseline TASK_DIR [TASK_DIR ...]
     abt encoders --out results/tables/encoders.csv
 
@@ -117,8 +118,12 @@ def _mels_args(p: argparse.ArgumentParser) -> None:
         "--audio-dir", required=True, help="folder of audio files (searched recursively)"
     )
     p.add_argument("--clip-list", required=True, help="CSV of clip ids")
-    p.add_argument("--format", default="abt", choices=["abt", "audioset"])
+    p.add_argument("--format", default="abt", choices=["abt", "audioset", "fsd50k"])
     p.add_argument("--id-column", default="clip_id")
+    p.add_argument(
+        "--file-pattern", action="append", default=None,
+        help="audioset format: a file-name stem pattern (repeat it; default: the config's)",
+    )  # fmt: skip
     p.add_argument("--out", required=True, help="store directory to write")
 
 
@@ -132,6 +137,7 @@ def _mels(a: argparse.Namespace) -> int:
         "clip_list": a.clip_list,
         "clip_list_format": a.format,
         "id_column": a.id_column,
+        "file_patterns": a.file_pattern or cfg["data"]["pretrain"]["file_patterns"],
     }
     st = compute_pretrain_mels(data, cfg["mels"], cfg["preprocess"], "", a.out)
     print(
@@ -143,6 +149,38 @@ def _mels(a: argparse.Namespace) -> int:
 COMMANDS.add(
     "compute-mels", ("build a packed log-mel store from a folder + clip list", _mels_args, _mels)
 )
+
+
+# --- prepare-hear ----------------------------------------------------------------------------
+
+
+def _prep_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", help="folder of HEAR tasks as downloaded (archives and/or task folders)")
+    p.add_argument("out", help="folder to write the 16 kHz tasks into (<out>/<task>/)")
+    p.add_argument("--tasks", nargs="*", default=None, help="task folder names (default: all)")
+    p.add_argument("--jobs", type=int, default=1, help="tasks prepared in parallel")
+    p.add_argument("--workers", type=int, default=4, help="resampling threads per task")
+    p.add_argument("--on-missing", default="error", choices=["error", "drop"])
+    p.add_argument("--subtype", default="source", choices=["source", "PCM_16", "FLOAT"])
+    p.add_argument("--force", action="store_true", help="prepare up-to-date tasks again")
+
+
+def _prep(a: argparse.Namespace) -> int:
+    from abt.data.prepare_hear import prepare_tasks
+
+    opts = {"on_missing": a.on_missing, "subtype": a.subtype, "workers": a.workers}
+    reps = prepare_tasks(a.src, a.out, tasks=a.tasks, options=opts, jobs=a.jobs, force=a.force)
+    for r in reps:
+        what = r.get("error") or f"{r['prepared']} of {r['listed']} files"
+        print(f"{r['status']:>10}  {r['task']}: {what}")
+    return 1 if any(r["status"] == "failed" for r in reps) else 0
+
+
+COMMANDS.add(
+    "prepare-hear",
+    ("resample downloaded HEAR tasks (folders or .tar.gz) to checked 16 kHz task folders",
+     _prep_args, _prep),
+)  # fmt: skip
 
 
 # --- baseline --------------------------------------------------------------------------------

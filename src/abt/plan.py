@@ -78,12 +78,9 @@ def check_inputs_exist(cfg: dict[str, Any]) -> None:
                     "point it at the ablations' pre-training data (FSD50K dev in the thesis) or "
                     "set data.ablation_pretrain to null to use data.pretrain"
                 )
-    for name, path in (cfg.get("data", {}).get("tasks") or {}).items():
-        if not os.path.isdir(path):
-            raise ConfigError(
-                f"config key 'data.tasks.{name}' points at {path!r}, which is not a directory; "
-                "give the path of a HEAR task folder (with task_metadata.json)"
-            )
+    from abt.data.prepare_hear import task_sources
+
+    task_sources(cfg["data"])  # raises ConfigError naming data.tasks.<name>
 
 
 def embedded_task_names(cfg: dict[str, Any]) -> list[str]:
@@ -98,9 +95,11 @@ def embedded_task_names(cfg: dict[str, Any]) -> list[str]:
 
 def task_dirs(cfg: dict[str, Any]) -> dict[str, str]:
     """Task name -> HEAR task directory, for every task this configuration evaluates on."""
+    from abt.data.prepare_hear import PREPARED_TASKS_DIR
+
     external = dict(cfg.get("data", {}).get("tasks") or {})
-    if external:
-        return external
+    if external:  # prepared from the configured sources by rule prepare_task
+        return {n: f"{PREPARED_TASKS_DIR}/{n}" for n in external}
     # embedded tasks are written as <task_name>-v1-full (HEAR naming: name-version-mode)
     return {n: f"{EMBEDDED_DIR}/tasks/{n}-v1-full" for n in embedded_task_names(cfg)}
 
@@ -109,7 +108,7 @@ def task_input_path(cfg: dict[str, Any], task: str) -> str:
     """The file a task's rules depend on: the embedded manifest, or the task's metadata."""
     external = dict(cfg.get("data", {}).get("tasks") or {})
     if external:
-        return f"{external[task]}/task_metadata.json"
+        return f"{task_dirs(cfg)[task]}/task_metadata.json"
     return f"{EMBEDDED_DIR}/manifest.json"
 
 

@@ -16,6 +16,7 @@ from abt.workflow_io import use_package_from  # noqa: E402
 use_package_from(SRC)
 
 from abt import plan  # noqa: E402
+from abt.data import prepare_hear  # noqa: E402
 from abt.checks import check_config  # noqa: E402
 from abt.codehash import code_digest  # noqa: E402
 from abt.config import ConfigError  # noqa: E402
@@ -74,6 +75,7 @@ CODE = {
     job: code_digest(entries)
     for job, entries in {
         "embedded": "abt.data.embedded.build:build_embedded",
+        "prepare_task": "abt.data.prepare_hear:prepare_task",
         "pretrain_mels": [
             "abt.jobs.data:compute_pretrain_mels",
             "abt.jobs.data:merge_pretrain_mels",
@@ -103,6 +105,18 @@ CODE = {
 
 
 # ---- data
+
+# data.tasks entries resolved to their sources (a HEAR folder or archive, an FSD50K download)
+TASK_SOURCES = prepare_hear.task_sources(config["data"])
+
+
+def task_source_file(wildcards):
+    """The file a prepared task depends on: the archive, the folder's metadata, or dev.csv."""
+    return TASK_SOURCES[wildcards.task].input_file
+
+
+def task_source_path(wildcards):
+    return str(TASK_SOURCES[wildcards.task].path)
 
 
 def pretrain_clip_list(wildcards):

@@ -1,4 +1,29 @@
-# Stage 1: data. The embedded data set, the log-mel stores, the per-task sanity baselines.
+# Stage 1: data. Evaluation tasks prepared from what is downloaded, the embedded data set, the
+# log-mel stores, the per-task sanity baselines.
+
+
+rule prepare_task:
+    input:
+        source=task_source_file,
+    output:
+        metadata=f"{prepare_hear.PREPARED_TASKS_DIR}/{{task}}/task_metadata.json",
+        report=f"{prepare_hear.PREPARED_TASKS_DIR}/{{task}}/{prepare_hear.REPORT}",
+    log:
+        "logs/prepare_task/{task}.log",
+    benchmark:
+        "benchmarks/prepare_task/{task}.tsv"
+    conda:
+        "../../envs/audio.yaml"
+    threads: config["data"]["prepare"]["workers"]
+    resources:
+        mem_mb=4000,
+        runtime=240,
+    params:
+        source=task_source_path,
+        options=config["data"]["prepare"],
+        code=CODE["prepare_task"],
+    script:
+        "../scripts/prepare_task.py"
 
 
 rule build_embedded_dataset:
@@ -146,3 +171,18 @@ rule baseline_table:
         code=CODE["baseline_table"],
     script:
         "../scripts/baseline_table.py"
+
+
+rule data:
+    """Everything the runs read, prepared: the evaluation tasks, the pre-training stores (and
+    the ablations' and sweeps' store), the monitoring task's stores."""
+    input:
+        tasks=[plan.task_input_path(config, t) for t in TASKS],
+        stores=sorted(
+            {
+                f"{PRETRAIN_STORE.format(corpus=plan.variant_corpus(config, v))}/stats.json"
+                for v in ("baseline", "sweep")
+            }
+        ),
+        monitor=list(plan.monitor_inputs(config).values()),
+    localrule: True

@@ -16,6 +16,7 @@ if sm.input.get("shards"):
         pre=sm.params.preprocess,
         out_dir=str(Path(sm.output.stats).parent),
         pad=sm.params.pad,
+        extra={"code": sm.params.code},  # the store's fingerprint covers its code
     )
 else:
     run(
@@ -29,4 +30,5 @@ else:
         shard=None if shard is None else int(shard),
         n_shards=sm.params.preprocess["shards"],
         pad=sm.params.get("pad", "silence"),  # shards: the merge computes the statistics
+        extra={"code": sm.params.code},
     )

@@ -11,4 +11,5 @@ run(
     mels=sm.params.mels,
     pre=sm.params.preprocess,
     out_dir=sm.output[0],
+    extra={"code": sm.params.code},
 )

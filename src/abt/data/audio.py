@@ -9,7 +9,8 @@ outcome       when                                                              
               (notes record ``resampled <sr>->16000`` and ``downmixed <n>ch->mono``)
 ``unreadable`` soundfile cannot open/decode it (corrupt header, not audio, missing)  no
 ``empty``     zero samples                                                           no
-``non_finite`` contains NaN or +-Inf samples                                         no
+``non_finite`` NaN or +-Inf samples, or samples so large (e.g. 1e30 in a float WAV)  no
+              that resampling overflows (the store checks the log-mels once more)
 ``too_short`` shorter than ``min_duration_s`` (default: one 64 ms analysis window)   no
 ``silent``    peak amplitude <= ``silence_peak`` and ``on_silent: exclude``          no
 ============  =====================================================================  ==========
@@ -96,6 +97,13 @@ def load_audio(path: str | Path, policy: LoadPolicy | None = None) -> LoadResult
         wave = soxr.resample(wave, sr, policy.sample_rate, quality=policy.resample_quality)
         wave = np.ascontiguousarray(wave, dtype=np.float32)
         res.notes.append(f"resampled {sr}->{policy.sample_rate}")
+        if not np.isfinite(wave).all():
+            res.status = NON_FINITE
+            res.reason = (
+                f"non-finite samples after resampling (input peak {float(np.abs(data).max()):.3g}; "
+                "rescale the file to [-1, 1])"
+            )
+            return res
     dur = wave.shape[0] / policy.sample_rate
     if dur < policy.min_duration_s:
         res.status = TOO_SHORT

@@ -371,6 +371,31 @@ def _check_split_labels(
     return data
 
 
+def sample_rates(task_dir: str | Path) -> list[int]:
+    """The ``<rate>/`` audio folders of a task directory, ascending."""
+    return sorted(int(p.name) for p in Path(task_dir).iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def read_task_labels(
+    task_dir: str | Path,
+) -> tuple[dict[str, Any], list[str], dict[str, dict[str, list]]]:
+    """Metadata, vocabulary and split labels of a task directory, validated (audio not looked
+    at): the part of :func:`read_task` that needs no audio folder."""
+    task_dir = Path(task_dir)
+    if not task_dir.is_dir():
+        raise _fail(task_dir, "task directory does not exist")
+    md_path = task_dir / "task_metadata.json"
+    md = _load_json(md_path)
+    _check_metadata(md_path, md)
+    vocab = _read_vocabulary(task_dir / "labelvocabulary.csv")
+    vset = set(vocab)
+    labels: dict[str, dict[str, list]] = {}
+    for split in md["splits"]:
+        spath = task_dir / f"{split}.json"
+        labels[split] = _check_split_labels(spath, _load_json(spath), md, vset)
+    return md, vocab, labels
+
+
 def read_task(
     task_dir: str | Path, *, sample_rate: int | None = None, check_audio: bool = False
 ) -> TaskInfo:
@@ -384,23 +409,14 @@ def read_task(
     Raises :class:`HearTaskError` naming the file and the problem.
     """
     task_dir = Path(task_dir)
-    if not task_dir.is_dir():
-        raise _fail(task_dir, "task directory does not exist")
-    md_path = task_dir / "task_metadata.json"
-    md = _load_json(md_path)
-    _check_metadata(md_path, md)
-    vocab = _read_vocabulary(task_dir / "labelvocabulary.csv")
-    vset = set(vocab)
-
+    md, vocab, labels = read_task_labels(task_dir)
     if sample_rate is None:
-        rates = sorted(int(p.name) for p in task_dir.iterdir() if p.is_dir() and p.name.isdigit())
+        rates = sample_rates(task_dir)
         if not rates:
             raise _fail(task_dir, "no audio folder (expected e.g. 16000/<split>/)")
         sample_rate = DEFAULT_SAMPLE_RATE if DEFAULT_SAMPLE_RATE in rates else rates[0]
-    labels: dict[str, dict[str, list]] = {}
     for split in md["splits"]:
         spath = task_dir / f"{split}.json"
-        labels[split] = _check_split_labels(spath, _load_json(spath), md, vset)
         adir = task_dir / str(sample_rate) / split
         if not adir.is_dir():
             raise _fail(adir, f"audio folder for split {split!r} is missing")

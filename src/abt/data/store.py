@@ -2,12 +2,15 @@
 
 Layout of a store directory::
 
-    mels.npy       float32 (total_frames, n_mels), time-major, all clips back to back (np.load
-                   with mmap_mode="r" maps it; a 96-frame crop of one clip is one contiguous slice)
+    mels.npy       (total_frames, n_mels) float32, or float16 with ``preprocess.dtype: float16``;
+                   time-major, all clips back to back (np.load with mmap_mode="r" maps it; a
+                   96-frame crop of one clip is one contiguous slice). Reads are always float32.
     index.csv      clip_id, offset, frames, source_id, path, duration_s, notes
     manifest.csv   one row per input file: clip_id, path, status, reason, notes (nothing is dropped
                    silently: excluded and missing files are listed here with their reason)
-    stats.json     dataset mean/std (thesis §3.2 "Norm" block), the front-end configuration, counts
+    stats.json     dataset mean/std (thesis §3.2 "Norm" block), the front-end configuration,
+                   counts, the store's ``fingerprint`` and the ``provenance`` it digests, and the
+                   sizes/digests of the other three files (a reader refuses a mixed store)
 
 Why not one ``.npy`` per clip (the authors' layout)? Assembling a batch of random crops then opens
 and parses one file per clip; here it is a single fancy-indexed read of one mapped array
@@ -15,16 +18,39 @@ and parses one file per clip; here it is a single fancy-indexed read of one mapp
 
 Dataset statistics follow the authors' ``calculate_norm_stats``: the global mean and standard
 deviation over all values of ``n_crops`` random ``crop_frames``-frame crops (the thesis only says
-"the dataset mean and standard deviation"; see docs/fidelity.md).
+"the dataset mean and standard deviation"; see docs/fidelity.md). They are computed from the
+stored values (float16 stores: after rounding) and are never NaN: a store whose statistics are not
+finite is an error.
+
+**Writing is all or nothing.** A store is written into a hidden staging folder next to its
+destination (``.<name>.tmp-<host>-<pid>-<random>``) and moved in file by file only when complete:
+the old ``stats.json`` is removed first and the new one moved in last, so an interrupted install
+never leaves a store a reader accepts. A rebuild without any usable clip removes the old store and
+leaves only the new ``manifest.csv`` (the reasons). Other entries of the destination folder (the
+``shards/`` of a sharded pre-training store) are left alone.
+
+**Provenance.** ``stats.json["fingerprint"]`` is the SHA-256 of ``stats.json["provenance"]``: the
+caller's description of the source (the clip list's digest, format and options, or the task split
+file), every clip's id, source id, path, file size and modification time (file contents are not
+hashed: reading ~1 TB of AudioSet for a digest would cost as much as the build itself; a file
+rewritten in place with equal size and mtime goes unnoticed), the front-end (``mels``) and
+loading (``policy``) settings, the statistics settings, the store format and dtype, and an
+``extra`` mapping from the caller (the workflow passes a digest of the stage's code). A merged
+sharded store digests its shards' fingerprints in order. :attr:`MelStore.fingerprint` exposes it.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import json
 import math
 import os
+import shutil
+import socket
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,12 +61,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from abt.data.audio import OK, LoadPolicy, LoadResult, load_audio
+from abt.data.audio import NON_FINITE, OK, LoadPolicy, LoadResult, load_audio
 from abt.data.mel import LogMelFrontEnd, MelConfig
 
 MISSING = "missing"
 _HEADER_LEN = 128  # fixed .npy header length so the shape can be rewritten in place
-STORE_FORMAT = 1
+STORE_FORMAT = 2  # 2: dtype, fingerprint/provenance, file digests in stats.json
 PAD_MODES = ("silence", "zero_normalised", "zero_log")
 
 
@@ -58,23 +84,10 @@ class StoreError(RuntimeError):
 
 
 # --------------------------------------------------------------------------------------------
-# Listing inputs
+# Listing inputs (the clip-list formats live in abt.data.cliplists)
 # --------------------------------------------------------------------------------------------
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au")
-
-AUDIOSET_COLUMNS = ("YTID", "start_seconds", "end_seconds", "positive_labels")
-
-
-def _index_folder(audio_dir: Path) -> dict[str, str]:
-    """Map file stem -> path for every audio file under ``audio_dir`` (recursive)."""
-    found: dict[str, str] = {}
-    for root, _dirs, files in os.walk(audio_dir):
-        for f in files:
-            stem, ext = os.path.splitext(f)
-            if ext.lower() in AUDIO_EXTENSIONS:
-                found.setdefault(stem, os.path.join(root, f))
-    return found
 
 
 def read_clip_list(
@@ -83,64 +96,14 @@ def read_clip_list(
     *,
     fmt: str = "abt",
     id_column: str = "clip_id",
+    file_patterns: Sequence[str] | None = None,
 ) -> list[ClipSpec]:
-    """Read a CSV of clip ids and resolve each to an audio file under ``audio_dir``.
+    """The clips of a clip list (see :mod:`abt.data.cliplists` for the formats and checks);
+    ids with no audio file get ``path=""`` and end up as ``missing`` in the manifest."""
+    from abt.data.cliplists import load_clip_list
 
-    ``fmt="abt"``: a header row with ``id_column`` and optionally ``path`` (relative to
-    ``audio_dir``) and ``source_id``. ``fmt="audioset"``: the AudioSet segments CSV
-    (``#`` comment lines, then ``YTID, start_seconds, end_seconds, "labels"``); the clip id is the
-    YTID and the file is any audio file under ``audio_dir`` whose stem is the YTID, ``Y<YTID>`` or
-    ``<YTID>_<start>``. Ids with no file get ``path=""`` and end up as ``missing`` in the manifest.
-    """
-    csv_path, audio_dir = Path(csv_path), Path(audio_dir)
-    if not csv_path.is_file():
-        raise StoreError(f"clip list {csv_path} does not exist: point data.clip_list at a CSV")
-    if not audio_dir.is_dir():
-        raise StoreError(f"audio folder {audio_dir} does not exist: point data.audio_dir at it")
-    specs: list[ClipSpec] = []
-    with open(csv_path, newline="") as fh:
-        if fmt == "audioset":
-            rows = csv.reader(
-                (ln for ln in fh if not ln.lstrip().startswith("#")), skipinitialspace=True
-            )
-            folder = _index_folder(audio_dir)
-            for row in rows:
-                if not row:
-                    continue
-                ytid = row[0].strip()
-                start = row[1].strip() if len(row) > 1 else ""
-                cands = [ytid, f"Y{ytid}"]
-                if start:
-                    cands += [f"{ytid}_{start}", f"{ytid}_{int(float(start))}"]
-                path = next((folder[c] for c in cands if c in folder), "")
-                specs.append(ClipSpec(ytid, path, ytid))
-        elif fmt == "abt":
-            reader = csv.DictReader(fh)
-            if reader.fieldnames is None or id_column not in reader.fieldnames:
-                raise StoreError(
-                    f"{csv_path}: no column {id_column!r} (columns: {reader.fieldnames}); set "
-                    "data.id_column to the column holding clip ids"
-                )
-            folder: dict[str, str] | None = None
-            for row in reader:
-                cid = row[id_column].strip()
-                rel = (row.get("path") or "").strip()
-                if rel:
-                    path = str(audio_dir / rel)
-                    if not os.path.exists(path):
-                        path = ""
-                else:
-                    if folder is None:
-                        folder = _index_folder(audio_dir)
-                    path = folder.get(cid, "")
-                specs.append(ClipSpec(cid, path, (row.get("source_id") or cid).strip()))
-        else:
-            raise StoreError(f"unknown clip list format {fmt!r}; use 'abt' or 'audioset'")
-    seen: set[str] = set()
-    dups = [s.clip_id for s in specs if s.clip_id in seen or seen.add(s.clip_id)]  # type: ignore[func-returns-value]
-    if dups:
-        raise StoreError(f"{csv_path}: duplicate clip ids, e.g. {dups[:5]}")
-    return specs
+    opts = {"id_column": id_column, "file_patterns": file_patterns}
+    return load_clip_list(csv_path, audio_dir, fmt=fmt, options=opts).specs
 
 
 def list_hear_split(task_dir: str | Path, split: str, sample_rate: int = 16000) -> list[ClipSpec]:
@@ -159,13 +122,33 @@ def list_hear_split(task_dir: str | Path, split: str, sample_rate: int = 16000) 
     return specs
 
 
+def hear_split_source(task_dir: str | Path, split: str) -> dict[str, Any]:
+    """The provenance of a task split's store: the task folder and the split file's digest."""
+    p = Path(task_dir) / f"{split}.json"
+    return {"task_dir": str(task_dir), "split": split, "sha256": _sha256_file(p)}
+
+
 # --------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------
 
+#: on-disk dtypes of the packed log-mels (``preprocess.dtype``); every read returns float32
+DTYPES = {"float32": "<f4", "float16": "<f2"}
+STORE_FILES = ("mels.npy", "index.csv", "manifest.csv", "stats.json")
+INDEX_COLUMNS = ["clip_id", "offset", "frames", "source_id", "path", "duration_s", "notes"]
+MANIFEST_COLUMNS = ["clip_id", "path", "status", "reason", "notes"]
 
-def _npy_header(n_rows: int, n_cols: int) -> bytes:
-    d = {"descr": "<f4", "fortran_order": False, "shape": (n_rows, n_cols)}
+
+def _check_dtype(dtype: str) -> np.dtype:
+    if dtype not in DTYPES:
+        raise StoreError(
+            f"unknown store dtype {dtype!r} (preprocess.dtype); use one of {list(DTYPES)}"
+        )
+    return np.dtype(DTYPES[dtype])
+
+
+def _npy_header(n_rows: int, n_cols: int, dtype: str = "float32") -> bytes:
+    d = {"descr": DTYPES[dtype], "fortran_order": False, "shape": (n_rows, n_cols)}
     body = repr(d).encode("latin1")
     head = b"\x93NUMPY\x01\x00"
     pad = _HEADER_LEN - len(head) - 2 - len(body) - 1
@@ -176,15 +159,16 @@ def _npy_header(n_rows: int, n_cols: int) -> bytes:
 
 
 class _RowAppender:
-    """Streams float32 rows into a .npy file whose header is patched with the final shape."""
+    """Streams rows into a .npy file whose header is patched with the final shape."""
 
-    def __init__(self, path: Path, n_cols: int) -> None:
-        self.path, self.n_cols, self.n_rows = path, n_cols, 0
+    def __init__(self, path: Path, n_cols: int, dtype: str = "float32") -> None:
+        self.path, self.n_cols, self.n_rows, self.dtype = path, n_cols, 0, dtype
+        self.np_dtype = _check_dtype(dtype)
         self.fh = open(path, "wb")
-        self.fh.write(_npy_header(0, n_cols))
+        self.fh.write(_npy_header(0, n_cols, dtype))
 
     def append(self, rows: np.ndarray) -> int:
-        assert rows.dtype == np.float32 and rows.ndim == 2 and rows.shape[1] == self.n_cols
+        assert rows.dtype == self.np_dtype and rows.ndim == 2 and rows.shape[1] == self.n_cols
         offset = self.n_rows
         self.fh.write(np.ascontiguousarray(rows).tobytes())
         self.n_rows += rows.shape[0]
@@ -192,8 +176,88 @@ class _RowAppender:
 
     def close(self) -> None:
         self.fh.seek(0)
-        self.fh.write(_npy_header(self.n_rows, self.n_cols))
+        self.fh.write(_npy_header(self.n_rows, self.n_cols, self.dtype))
         self.fh.close()
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def digest(obj: Any) -> str:
+    """SHA-256 hex digest of a JSON-able object (keys sorted): how fingerprints are made."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def clips_digest(specs: Sequence[ClipSpec]) -> str:
+    """Digest of every clip's id, source id, path, file size and mtime (not the contents)."""
+    h = hashlib.sha256()
+    for s in specs:
+        size = mtime = -1
+        if s.path:
+            try:
+                st = os.stat(s.path)
+                size, mtime = st.st_size, st.st_mtime_ns
+            except OSError:
+                pass
+        h.update(f"{s.clip_id}\t{s.source_id}\t{s.path}\t{size}\t{mtime}\n".encode())
+    return h.hexdigest()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Staging:
+    """A folder written next to its destination and moved into place only when complete
+    (a store: :meth:`install`; a whole folder, e.g. a prepared task: :meth:`replace_folder`)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        prefix, host = f".{out.name}.tmp-", socket.gethostname()
+        for old in out.parent.glob(f"{prefix}*"):  # left behind by a killed process here
+            h, pid, _ = (old.name[len(prefix) :].rsplit("-", 2) + ["", ""])[:3]
+            if h == host and pid.isdigit() and not _pid_alive(int(pid)):
+                shutil.rmtree(old, ignore_errors=True)
+        self.dir = out.parent / f"{prefix}{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.dir.mkdir()
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def install(self, names: Sequence[str]) -> None:
+        """Replace the store files at the destination by ``names`` (``stats.json`` last); the
+        store files not in ``names`` are removed, other entries of the folder are kept."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "stats.json").unlink(missing_ok=True)  # from here on no reader accepts it
+        for f in (*STORE_FILES, "mels.npy.part"):
+            if f not in names:
+                (self.out / f).unlink(missing_ok=True)
+        for f in sorted(names, key=lambda n: n == "stats.json"):
+            os.replace(self.dir / f, self.out / f)
+
+    def replace_folder(self) -> None:
+        """Make the staging folder the destination (an existing destination is removed)."""
+        if self.out.exists():
+            old = self.out.parent / f"{self.dir.name}.old"
+            os.replace(self.out, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(self.dir, self.out)
 
 
 def _iter_loaded(
@@ -218,6 +282,17 @@ def _iter_loaded(
             yield fut.result()
 
 
+def _non_finite_reason(n_bad: int, wave: np.ndarray, dtype: str) -> str:
+    peak = float(np.abs(wave).max())
+    cause = (
+        f"the waveform's peak |sample| is {peak:.3g}, beyond what float32 power spectra hold; "
+        "rescale the file to [-1, 1]"
+        if peak > 1e15
+        else f"values beyond the range of the {dtype} store"
+    )
+    return f"log-mel has {n_bad} non-finite values after the front-end: {cause}"
+
+
 def build_store(
     specs: Sequence[ClipSpec],
     out_dir: str | Path,
@@ -232,15 +307,22 @@ def build_store(
     batch_clips: int = 32,
     log: Any = print,
     allow_empty: bool = False,
+    dtype: str = "float32",
+    source: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Decode, resample, compute log-mels and pack ``specs`` into a store at ``out_dir``.
 
-    Returns the contents of ``stats.json``. Raises :class:`StoreError` when no clip survives,
-    unless ``allow_empty`` (a shard of a larger store: its excluded clips are still listed).
+    ``dtype`` is the on-disk type (``float16`` halves disk and I/O); ``source`` (what the clips
+    come from, e.g. :meth:`ClipList.provenance`) and ``extra`` (e.g. a digest of the caller's
+    code) enter the store's fingerprint. Returns the contents of ``stats.json``. Raises
+    :class:`StoreError` when no clip survives, unless ``allow_empty`` (a shard of a larger store:
+    its excluded clips are still listed).
     """
     t0 = time.time()
     mel_cfg = mel_cfg or MelConfig()
     policy = policy or LoadPolicy(sample_rate=mel_cfg.sample_rate)
+    np_dtype = _check_dtype(dtype)
     if policy.sample_rate != mel_cfg.sample_rate:
         raise StoreError("preprocess sample rate and mels.sample_rate differ")
     policy = LoadPolicy(
@@ -252,132 +334,210 @@ def build_store(
         }
     )
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    stats_opts = {"n_crops": stats_crops, "crop_frames": stats_crop_frames, "seed": stats_seed,
+                  "pad": pad}  # fmt: skip
+    provenance = {
+        "store_format": STORE_FORMAT,
+        "dtype": dtype,
+        "mels": mel_cfg.to_dict(),
+        "policy": dict(policy.__dict__),
+        "stats": stats_opts,
+        "source": dict(source or {}),
+        "clips": {"n": len(specs), "sha256": clips_digest(specs)},
+        "extra": dict(extra or {}),
+    }
     front = LogMelFrontEnd(mel_cfg).eval()
-    writer = _RowAppender(out / "mels.npy.part", mel_cfg.n_mels)
     index_rows: list[dict[str, Any]] = []
     manifest_rows: list[dict[str, Any]] = []
     counts: Counter[str] = Counter()
+    rounding = [0.0]  # largest |stored - float32| (float16 stores)
 
-    def flush(batch: list[tuple[ClipSpec, LoadResult]]) -> None:
-        # group equal-length waveforms so the STFT runs batched
-        by_len: dict[int, list[int]] = {}
-        for i, (_s, r) in enumerate(batch):
-            by_len.setdefault(r.wave.shape[0], []).append(i)  # type: ignore[union-attr]
-        mels: list[np.ndarray | None] = [None] * len(batch)
-        with torch.no_grad():
-            for _n, idx in by_len.items():
-                w = torch.from_numpy(np.stack([batch[i][1].wave for i in idx]))  # type: ignore[misc]
-                m = front(w).numpy()
-                for j, i in enumerate(idx):
-                    mels[i] = m[j]
-        for (spec, res), m in zip(batch, mels, strict=True):
-            assert m is not None
-            offset = writer.append(m)
-            index_rows.append(
+    with Staging(out) as stage:
+        writer = _RowAppender(stage.dir / "mels.npy", mel_cfg.n_mels, dtype)
+
+        def flush(batch: list[tuple[int, ClipSpec, LoadResult]]) -> None:
+            # group equal-length waveforms so the STFT runs batched
+            by_len: dict[int, list[int]] = {}
+            for i, (_r, _s, res) in enumerate(batch):
+                by_len.setdefault(res.wave.shape[0], []).append(i)  # type: ignore[union-attr]
+            mels: list[np.ndarray | None] = [None] * len(batch)
+            with torch.no_grad():
+                for _n, idx in by_len.items():
+                    w = torch.from_numpy(np.stack([batch[i][2].wave for i in idx]))  # type: ignore[misc]
+                    m = front(w).numpy()
+                    for j, i in enumerate(idx):
+                        mels[i] = m[j]
+            for (row_i, spec, res), m in zip(batch, mels, strict=True):
+                assert m is not None and res.wave is not None
+                stored = m.astype(np_dtype, copy=False)
+                n_bad = int(stored.size - np.count_nonzero(np.isfinite(stored)))
+                if n_bad:
+                    manifest_rows[row_i].update(
+                        status=NON_FINITE, reason=_non_finite_reason(n_bad, res.wave, dtype)
+                    )
+                    counts[OK] -= 1
+                    counts[NON_FINITE] += 1
+                    continue
+                if stored is not m:
+                    rounding[0] = max(rounding[0], float(np.abs(stored - m).max()))
+                offset = writer.append(stored)
+                index_rows.append(
+                    {
+                        "clip_id": spec.clip_id,
+                        "offset": offset,
+                        "frames": m.shape[0],
+                        "source_id": spec.source_id,
+                        "path": spec.path,
+                        "duration_s": round(res.wave.shape[0] / mel_cfg.sample_rate, 4),
+                        "notes": "; ".join(res.notes),
+                    }
+                )
+
+        pending: list[tuple[int, ClipSpec, LoadResult]] = []
+        for spec, res in _iter_loaded(specs, policy, workers):
+            if res is None:
+                status, reason, notes = MISSING, "no audio file found for this clip id", ""
+            else:
+                status, reason, notes = res.status, res.reason, "; ".join(res.notes)
+            counts[status] += 1
+            manifest_rows.append(
                 {
                     "clip_id": spec.clip_id,
-                    "offset": offset,
-                    "frames": m.shape[0],
-                    "source_id": spec.source_id,
                     "path": spec.path,
-                    "duration_s": round(res.wave.shape[0] / mel_cfg.sample_rate, 4),  # type: ignore[union-attr]
-                    "notes": "; ".join(res.notes),
-                }
+                    "status": status,
+                    "reason": reason,
+                    "notes": notes,
+                }  # fmt: skip
             )
-
-    pending: list[tuple[ClipSpec, LoadResult]] = []
-    for spec, res in _iter_loaded(specs, policy, workers):
-        if res is None:
-            status, reason, notes = MISSING, "no audio file found for this clip id", ""
-        else:
-            status, reason, notes = res.status, res.reason, "; ".join(res.notes)
-        counts[status] += 1
-        manifest_rows.append(
-            {
-                "clip_id": spec.clip_id,
-                "path": spec.path,
-                "status": status,
-                "reason": reason,
-                "notes": notes,
-            }
-        )
-        if res is not None and res.ok:
-            pending.append((spec, res))
-            if len(pending) >= batch_clips:
-                flush(pending)
-                pending = []
-    if pending:
-        flush(pending)
-    writer.close()
-
-    _write_csv(out / "manifest.csv", MANIFEST_COLUMNS, manifest_rows)
-    n_ok = counts[OK]
-    excluded = {k: v for k, v in counts.items() if k != OK}
-    summary = ", ".join(f"{k}={v}" for k, v in sorted(excluded.items())) or "none"
-    log(f"[abt] {out}: {n_ok} of {len(specs)} clips stored; excluded: {summary} (see manifest.csv)")
-    if n_ok == 0 and allow_empty:
-        os.replace(out / "mels.npy.part", out / "mels.npy")
-        _write_csv(out / "index.csv", INDEX_COLUMNS, [])
-        stats = _stats_doc(None, None, stats_crops, stats_crop_frames, stats_seed, pad, 0, 0,
-                           len(specs), counts, mel_cfg, policy, t0)  # fmt: skip
-        with open(out / "stats.json", "w") as fh:
-            json.dump(stats, fh, indent=2)
-        return stats
-    if n_ok == 0:
-        (out / "mels.npy.part").unlink(missing_ok=True)
-        raise StoreError(
-            f"no usable clip among {len(specs)} inputs for {out}; reasons: {summary}. "
-            f"See {out / 'manifest.csv'}"
-        )
-    os.replace(out / "mels.npy.part", out / "mels.npy")
-    _write_csv(out / "index.csv", INDEX_COLUMNS, index_rows)
-    store = MelStore(out, require_stats=False)
-    mean, std = store.compute_stats(stats_crops, stats_crop_frames, stats_seed, pad=pad)
-    n_frames = int(store.mels.shape[0])
-    stats = _stats_doc(mean, std, stats_crops, stats_crop_frames, stats_seed, pad, n_ok,
-                       n_frames, len(specs), counts, mel_cfg, policy, t0)  # fmt: skip
-    with open(out / "stats.json", "w") as fh:
-        json.dump(stats, fh, indent=2)
-    return stats
+            if res is not None and res.ok:
+                pending.append((len(manifest_rows) - 1, spec, res))
+                if len(pending) >= batch_clips:
+                    flush(pending)
+                    pending = []
+        if pending:
+            flush(pending)
+        writer.close()
+        counts = Counter({k: v for k, v in counts.items() if v})
+        _write_csv(stage.dir / "manifest.csv", MANIFEST_COLUMNS, manifest_rows)
+        n_ok = counts[OK]
+        summary = _excluded_summary(counts)
+        log(f"[abt] {out}: {n_ok} of {len(specs)} clips stored; excluded: {summary} "
+            "(see manifest.csv)")  # fmt: skip
+        if n_ok == 0 and not allow_empty:
+            stage.install(["manifest.csv"])
+            raise StoreError(
+                f"no usable clip among {len(specs)} inputs for {out}; reasons: {summary}. "
+                f"See {out / 'manifest.csv'}"
+            )
+        _write_csv(stage.dir / "index.csv", INDEX_COLUMNS, index_rows)
+        doc = {
+            "n_clips": n_ok,
+            "n_inputs": len(specs),
+            "counts": dict(sorted(counts.items())),
+            "mels": mel_cfg.to_dict(),
+            "policy": dict(policy.__dict__),
+        }
+        if dtype != "float32":
+            doc["rounding_max_abs"] = rounding[0]
+        return _finalise(stage, doc, provenance, t0)
 
 
-INDEX_COLUMNS = ["clip_id", "offset", "frames", "source_id", "path", "duration_s", "notes"]
-MANIFEST_COLUMNS = ["clip_id", "path", "status", "reason", "notes"]
-
-
-def _stats_doc(
-    mean: float | None,
-    std: float | None,
-    n_crops: int,
-    crop_frames: int,
-    seed: int,
-    pad: str,
-    n_ok: int,
-    n_frames: int,
-    n_inputs: int,
-    counts: Mapping[str, int],
-    mel_cfg: MelConfig,
-    policy: LoadPolicy,
-    t0: float,
+def pack_store(
+    clips: Iterable[tuple[str, np.ndarray]],
+    out_dir: str | Path,
+    *,
+    dtype: str = "float32",
+    mel_cfg: MelConfig | None = None,
+    stats_crops: int = 10000,
+    stats_crop_frames: int = 96,
+    stats_seed: int = 0,
+    pad: str = "silence",
+    source: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    return {
+    """Pack ready-made log-mels (``(clip_id, (frames, n_mels) array)`` pairs, no audio) into a
+    store, written and checked like :func:`build_store`'s: synthetic stores for benchmarks."""
+    t0 = time.time()
+    mel_cfg = mel_cfg or MelConfig()
+    np_dtype = _check_dtype(dtype)
+    ids: list[str] = []
+    with Staging(Path(out_dir)) as stage:
+        writer = _RowAppender(stage.dir / "mels.npy", mel_cfg.n_mels, dtype)
+        index_rows = []
+        for cid, m in clips:
+            offset = writer.append(np.asarray(m).astype(np_dtype, copy=False))
+            ids.append(cid)
+            index_rows.append({"clip_id": cid, "offset": offset, "frames": len(m), "source_id": cid,
+                               "path": "", "duration_s": round(len(m) * mel_cfg.hop_length
+                                                              / mel_cfg.sample_rate, 4),
+                               "notes": ""})  # fmt: skip
+        writer.close()
+        _write_csv(stage.dir / "index.csv", INDEX_COLUMNS, index_rows)
+        _write_csv(stage.dir / "manifest.csv", MANIFEST_COLUMNS,
+                   ({"clip_id": c, "path": "", "status": OK, "reason": "", "notes": ""}
+                    for c in ids))  # fmt: skip
+        provenance = {
+            "store_format": STORE_FORMAT,
+            "dtype": dtype,
+            "mels": mel_cfg.to_dict(),
+            "stats": {
+                "n_crops": stats_crops,
+                "crop_frames": stats_crop_frames,
+                "seed": stats_seed,
+                "pad": pad,
+            },  # fmt: skip
+            "source": dict(source or {"packed": True}),
+            "clips": {"n": len(ids), "sha256": digest(ids)},
+            "extra": dict(extra or {}),
+        }
+        doc = {"n_clips": len(ids), "n_inputs": len(ids), "counts": {OK: len(ids)},
+               "mels": mel_cfg.to_dict(), "policy": {}}  # fmt: skip
+        return _finalise(stage, doc, provenance, t0)
+
+
+def _excluded_summary(counts: Mapping[str, int]) -> str:
+    excluded = {k: v for k, v in counts.items() if k != OK and v}
+    return ", ".join(f"{k}={v}" for k, v in sorted(excluded.items())) or "none"
+
+
+def _finalise(
+    stage: Staging, doc: dict[str, Any], provenance: dict[str, Any], t0: float
+) -> dict[str, Any]:
+    """Statistics, fingerprint and file digests into ``stats.json``; then install the store."""
+    st = provenance["stats"]
+    mean = std = None
+    store = MelStore(stage.dir, require_stats=False)
+    if doc["n_clips"]:
+        mean, std = store.compute_stats(st["n_crops"], st["crop_frames"], st["seed"], pad=st["pad"])
+    stats = {
         "format": STORE_FORMAT,
+        "dtype": provenance["dtype"],
         "mean": mean,
         "std": std,
         "stats_method": "global mean/std over all values of n_crops random crop_frames-frame crops",
-        "n_crops": n_crops,
-        "crop_frames": crop_frames,
-        "stats_seed": seed,
-        "pad": pad,
-        "n_clips": n_ok,
-        "n_frames": n_frames,
-        "n_inputs": n_inputs,
-        "counts": dict(sorted(counts.items())),
-        "mels": mel_cfg.to_dict(),
-        "policy": {k: v for k, v in policy.__dict__.items()},
+        "n_crops": st["n_crops"],
+        "crop_frames": st["crop_frames"],
+        "stats_seed": st["seed"],
+        "pad": st["pad"],
+        "n_frames": int(store.mels.shape[0]),
+        **doc,
+        "fingerprint": digest(provenance),
+        "provenance": provenance,
+        "files": {
+            "mels.npy": {"bytes": (stage.dir / "mels.npy").stat().st_size},
+            "index.csv": {"sha256": _sha256_file(stage.dir / "index.csv")},
+            "manifest.csv": {
+                "sha256": _sha256_file(stage.dir / "manifest.csv"),
+                "bytes": (stage.dir / "manifest.csv").stat().st_size,
+            },  # fmt: skip
+        },
         "seconds": round(time.time() - t0, 2),
     }
+    del store
+    with open(stage.dir / "stats.json", "w") as fh:
+        json.dump(stats, fh, indent=2)
+    stage.install(STORE_FILES)
+    return stats
 
 
 def shard_specs(specs: Sequence[ClipSpec], shard: int, n_shards: int) -> list[ClipSpec]:
@@ -399,61 +559,76 @@ def merge_stores(
     pad: str = "silence",
     chunk_rows: int = 1 << 18,
     log: Any = print,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Concatenate shard stores (in order) into one store: mels streamed in chunks (memory
     independent of the data set size), index offsets shifted, manifests and exclusion counts
-    combined, dataset statistics recomputed over the merged store."""
+    combined, dataset statistics recomputed over the merged store. Its fingerprint digests the
+    shards' fingerprints in order (and ``extra``)."""
     t0 = time.time()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    shards = [Path(d) for d in shard_dirs]
-    metas = []
-    for d in shards:
-        with open(d / "stats.json") as fh:
-            metas.append(json.load(fh))
+    shards = [MelStore(d) for d in shard_dirs]  # refuses partial or mixed shards
+    metas = [s.stats for s in shards]
     if len({json.dumps(m["mels"], sort_keys=True) for m in metas}) != 1:
         raise StoreError("shards were built with different mels settings; rebuild them")
+    dtypes = {m["dtype"] for m in metas}
+    if len(dtypes) != 1:
+        raise StoreError(f"shards were built with different dtypes {sorted(dtypes)}; rebuild them")
+    dtype = dtypes.pop()
     n_mels = int(metas[0]["mels"]["n_mels"])
-    writer = _RowAppender(out / "mels.npy.part", n_mels)
+    provenance = {
+        "store_format": STORE_FORMAT,
+        "dtype": dtype,
+        "mels": metas[0]["mels"],
+        "stats": {
+            "n_crops": stats_crops,
+            "crop_frames": stats_crop_frames,
+            "seed": stats_seed,
+            "pad": pad,
+        },  # fmt: skip
+        "shards": [m["fingerprint"] for m in metas],
+        "extra": dict(extra or {}),
+    }
     index_rows: list[dict[str, Any]] = []
     manifest_rows: list[dict[str, Any]] = []
     counts: Counter[str] = Counter()
     n_inputs = 0
-    for d, meta in zip(shards, metas, strict=True):
-        base = writer.n_rows
-        m = np.load(d / "mels.npy", mmap_mode="r")
-        for lo in range(0, m.shape[0], chunk_rows):
-            writer.append(np.asarray(m[lo : lo + chunk_rows], dtype=np.float32))
-        with open(d / "index.csv", newline="") as fh:
-            for r in csv.DictReader(fh):
-                r["offset"] = int(r["offset"]) + base
-                index_rows.append(r)
-        with open(d / "manifest.csv", newline="") as fh:
-            manifest_rows.extend(csv.DictReader(fh))
-        counts.update(meta["counts"])
-        n_inputs += int(meta["n_inputs"])
-    writer.close()
-    _write_csv(out / "manifest.csv", MANIFEST_COLUMNS, manifest_rows)
-    n_ok = len(index_rows)
-    excluded = {k: v for k, v in counts.items() if k != OK}
-    summary = ", ".join(f"{k}={v}" for k, v in sorted(excluded.items())) or "none"
-    log(f"[abt] {out}: merged {len(shards)} shards, {n_ok} of {n_inputs} clips stored; "
-        f"excluded: {summary} (see manifest.csv)")  # fmt: skip
-    if n_ok == 0:
-        (out / "mels.npy.part").unlink(missing_ok=True)
-        raise StoreError(f"no usable clip in {len(shards)} shards; reasons: {summary}")
-    os.replace(out / "mels.npy.part", out / "mels.npy")
-    _write_csv(out / "index.csv", INDEX_COLUMNS, index_rows)
-    store = MelStore(out, require_stats=False)
-    mean, std = store.compute_stats(stats_crops, stats_crop_frames, stats_seed, pad=pad)
-    mel_cfg = MelConfig.from_dict(metas[0]["mels"])
-    policy = LoadPolicy(**metas[0]["policy"])
-    stats = _stats_doc(mean, std, stats_crops, stats_crop_frames, stats_seed, pad, n_ok,
-                       int(store.mels.shape[0]), n_inputs, counts, mel_cfg, policy, t0)  # fmt: skip
-    stats["shards"] = len(shards)
-    with open(out / "stats.json", "w") as fh:
-        json.dump(stats, fh, indent=2)
-    return stats
+    with Staging(out) as stage:
+        writer = _RowAppender(stage.dir / "mels.npy", n_mels, dtype)
+        for shard, meta in zip(shards, metas, strict=True):
+            base = writer.n_rows
+            m = shard.mels
+            for lo in range(0, m.shape[0], chunk_rows):
+                writer.append(np.asarray(m[lo : lo + chunk_rows]))
+            with open(shard.path / "index.csv", newline="") as fh:
+                for r in csv.DictReader(fh):
+                    r["offset"] = int(r["offset"]) + base
+                    index_rows.append(r)
+            with open(shard.path / "manifest.csv", newline="") as fh:
+                manifest_rows.extend(csv.DictReader(fh))
+            counts.update(meta["counts"])
+            n_inputs += int(meta["n_inputs"])
+        writer.close()
+        _write_csv(stage.dir / "manifest.csv", MANIFEST_COLUMNS, manifest_rows)
+        n_ok = len(index_rows)
+        summary = _excluded_summary(counts)
+        log(f"[abt] {out}: merged {len(shards)} shards, {n_ok} of {n_inputs} clips stored; "
+            f"excluded: {summary} (see manifest.csv)")  # fmt: skip
+        if n_ok == 0:
+            stage.install(["manifest.csv"])
+            raise StoreError(f"no usable clip in {len(shards)} shards; reasons: {summary}")
+        _write_csv(stage.dir / "index.csv", INDEX_COLUMNS, index_rows)
+        doc = {
+            "n_clips": n_ok,
+            "n_inputs": n_inputs,
+            "counts": dict(sorted(counts.items())),
+            "mels": metas[0]["mels"],
+            "policy": metas[0]["policy"],
+            "shards": len(shards),
+        }
+        if dtype != "float32":
+            doc["rounding_max_abs"] = max(float(m.get("rounding_max_abs", 0.0)) for m in metas)
+        return _finalise(stage, doc, provenance, t0)
 
 
 def _write_csv(path: Path, cols: list[str], rows: Iterable[dict[str, Any]]) -> None:
@@ -471,30 +646,78 @@ def _write_csv(path: Path, cols: list[str], rows: Iterable[dict[str, Any]]) -> N
 
 
 class MelStore:
-    """Read side of a store: memory-mapped mels, index arrays, statistics, batched crops."""
+    """Read side of a store: memory-mapped mels, index arrays, statistics, batched crops.
 
-    def __init__(self, path: str | Path, *, require_stats: bool = True) -> None:
+    Opening checks that the files belong together (``stats.json`` records the size of
+    ``mels.npy`` and ``manifest.csv`` and the digest of ``index.csv``): a partial or mixed store
+    is a :class:`StoreError`. Float16 stores are read as float32 (crops, clips, statistics).
+
+    Reading from disk (a store larger than the page cache, e.g. AudioSet's 418 GB): random crops
+    advise the kernel of random access (``MADV_RANDOM``: no read-around of 128 KB per 25 KB
+    crop) and gather a batch with ``read_threads`` threads, so page faults are served in
+    parallel; whole clips (:meth:`clip`) switch back to the kernel's default read-ahead.
+    ``bench/bench_store_io.py`` measures both (bench/RESULTS.md); ``advise=False`` keeps the
+    kernel default throughout. The crops are the same either way.
+    """
+
+    #: threads gathering one batch of crops (I/O bound: page faults of a cold store)
+    READ_THREADS = 8
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        require_stats: bool = True,
+        read_threads: int = READ_THREADS,
+        advise: bool = True,
+    ) -> None:
         self.path = Path(path)
-        mp, ip = self.path / "mels.npy", self.path / "index.csv"
+        self.read_threads, self.advise = max(1, int(read_threads)), advise
+        self._access = "normal"
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
+        mp, ip, sp = self.path / "mels.npy", self.path / "index.csv", self.path / "stats.json"
         for p in (mp, ip):
             if not p.is_file():
                 raise StoreError(f"{p} is missing: build the store first (rule compute_mels)")
+        self.stats: dict[str, Any] = {}
+        if sp.is_file():
+            with open(sp) as fh:
+                self.stats = json.load(fh)
+        elif require_stats:
+            raise StoreError(f"{sp} is missing: the store is incomplete; rebuild it")
+        raw = ip.read_bytes()
         self.mels: np.ndarray = np.load(mp, mmap_mode="r")
-        with open(ip, newline="") as fh:
-            rows = list(csv.DictReader(fh))
+        if self.stats:
+            self._check_files(raw)
+        rows = list(csv.DictReader(io.StringIO(raw.decode())))
         self.clip_ids = [r["clip_id"] for r in rows]
         self.source_ids = [r["source_id"] for r in rows]
         self.offsets = np.array([int(r["offset"]) for r in rows], dtype=np.int64)
         self.frames = np.array([int(r["frames"]) for r in rows], dtype=np.int64)
         if len(rows) and int(self.offsets[-1] + self.frames[-1]) != self.mels.shape[0]:
             raise StoreError(f"{ip} does not match {mp}: the store is incomplete; rebuild it")
-        self.stats: dict[str, Any] = {}
-        sp = self.path / "stats.json"
-        if sp.is_file():
-            with open(sp) as fh:
-                self.stats = json.load(fh)
-        elif require_stats:
-            raise StoreError(f"{sp} is missing: the store is incomplete; rebuild it")
+
+    def _check_files(self, index_bytes: bytes) -> None:
+        st, where = self.stats, self.path
+        if st.get("format") != STORE_FORMAT:
+            raise StoreError(
+                f"{where} was written in store format {st.get('format')}; this version reads "
+                f"format {STORE_FORMAT}: delete the folder and rebuild the store"
+            )
+        mixed = "a mixed or partial store (e.g. an interrupted rebuild); delete it and rebuild"
+        files = st["files"]
+        if hashlib.sha256(index_bytes).hexdigest() != files["index.csv"]["sha256"]:
+            raise StoreError(f"{where}: index.csv does not belong to stats.json: {mixed}")
+        want = (int(st["n_frames"]), int(st["mels"]["n_mels"]))
+        if self.mels.shape != want or self.mels.dtype != np.dtype(DTYPES[st["dtype"]]):
+            raise StoreError(
+                f"{where}: mels.npy is {self.mels.dtype} {self.mels.shape}, stats.json says "
+                f"{st['dtype']} {want}: {mixed}"
+            )
+        man = self.path / "manifest.csv"
+        if man.is_file() and man.stat().st_size != files["manifest.csv"]["bytes"]:
+            raise StoreError(f"{where}: manifest.csv does not belong to stats.json: {mixed}")
 
     def __len__(self) -> int:
         return len(self.clip_ids)
@@ -502,6 +725,16 @@ class MelStore:
     @property
     def n_mels(self) -> int:
         return int(self.mels.shape[1])
+
+    @property
+    def dtype(self) -> str:
+        """On-disk dtype (``float32`` or ``float16``); reads are float32 either way."""
+        return "float16" if self.mels.dtype == np.float16 else "float32"
+
+    @property
+    def fingerprint(self) -> str:
+        """Hex digest of what made the store (``stats.json["provenance"]``)."""
+        return str(self.stats["fingerprint"])
 
     @property
     def mean(self) -> float:
@@ -516,10 +749,29 @@ class MelStore:
         eps = float(self.stats.get("mels", {}).get("log_eps", MelConfig().log_eps))
         return float(np.log(eps))
 
+    def _set_access(self, access: str) -> None:
+        """``madvise`` the mapping for ``random`` (crops) or ``normal`` (whole clips) access."""
+        mm = getattr(self.mels, "_mmap", None)
+        if not self.advise or access == self._access or mm is None:
+            return
+        if hasattr(mm, "madvise"):
+            import mmap
+
+            mm.madvise(mmap.MADV_RANDOM if access == "random" else mmap.MADV_NORMAL)
+        self._access = access
+
+    def _threads(self) -> ThreadPoolExecutor:
+        if self._pool is None or self._pool_pid != os.getpid():  # not inherited across fork
+            self._pool = ThreadPoolExecutor(self.read_threads, thread_name_prefix="melstore")
+            self._pool_pid = os.getpid()
+        return self._pool
+
     def clip(self, i: int) -> np.ndarray:
-        """The whole log-mel of clip ``i`` as a ``(frames, n_mels)`` view."""
+        """The whole log-mel of clip ``i`` as a ``(frames, n_mels)`` float32 array (a view of
+        the mapped file for float32 stores)."""
+        self._set_access("normal")
         o, f = int(self.offsets[i]), int(self.frames[i])
-        return self.mels[o : o + f]
+        return np.asarray(self.mels[o : o + f], dtype=np.float32)
 
     def pad_value(self, pad: str) -> float:
         """Log-domain value used to pad clips shorter than the crop.
@@ -531,7 +783,7 @@ class MelStore:
         if pad == "silence":
             return self.silence_value
         if pad == "zero_normalised":
-            return self.mean if self.stats else 0.0
+            return self.mean if self.stats.get("mean") is not None else 0.0
         if pad == "zero_log":
             return 0.0
         raise ValueError(f"unknown pad mode {pad!r}; use one of {PAD_MODES}")
@@ -546,9 +798,18 @@ class MelStore:
         valid = t[None, :] < (self.frames[indices] - starts)[:, None]
         rows = self.offsets[indices, None] + starts[:, None] + t[None, :]
         rows = np.where(valid, rows, self.offsets[indices, None])
-        out = np.asarray(self.mels[rows.ravel()], dtype=np.float32).reshape(
-            len(indices), length, -1
-        )
+        self._set_access("random")
+        out = np.empty((len(indices), length, self.n_mels), dtype=np.float32)
+        n_parts = min(self.read_threads, len(indices) // 16)
+        if n_parts > 1:  # numpy releases the GIL while gathering: page faults in parallel
+            parts = np.array_split(np.arange(len(indices)), n_parts)
+
+            def gather(p: np.ndarray) -> None:
+                out[p] = self.mels[rows[p].ravel()].reshape(len(p), length, -1)
+
+            list(self._threads().map(gather, parts))
+        else:
+            out[:] = self.mels[rows.ravel()].reshape(len(indices), length, -1)
         if not valid.all():
             out[~valid] = pad_value
         return out
@@ -570,7 +831,9 @@ class MelStore:
     def compute_stats(
         self, n_crops: int, crop_frames: int, seed: int, pad: str = "silence"
     ) -> tuple[float, float]:
-        """Global mean/std over ``n_crops`` random crops (float64 accumulation, chunked)."""
+        """Global mean/std over ``n_crops`` random crops (float64 accumulation, chunked).
+
+        Raises :class:`StoreError` unless both are finite and the std is positive."""
         rng = np.random.default_rng(seed)
         total, total_sq, n = 0.0, 0.0, 0
         # "zero_normalised" pads with the dataset mean, which is what is being estimated here;
@@ -587,5 +850,16 @@ class MelStore:
             n += x64.size
             done += b
         mean = total / n
-        var = max(total_sq / n - mean * mean, 0.0)
-        return mean, math.sqrt(var)
+        var = total_sq / n - mean * mean
+        std = math.sqrt(max(var, 0.0)) if math.isfinite(var) else float("nan")
+        if not (math.isfinite(mean) and math.isfinite(std)):
+            raise StoreError(
+                f"{self.path}: dataset statistics are not finite (mean {mean}, std {std}): the "
+                "store holds non-finite log-mels; delete it and rebuild it with this version"
+            )
+        if std <= 0:
+            raise StoreError(
+                f"{self.path}: every sampled log-mel value equals {mean:.4g} (std 0), e.g. all "
+                "clips are digital silence; normalisation needs a spread of values"
+            )
+        return mean, std

@@ -8,6 +8,10 @@ from typing import Any
 
 from abt.data.audio import LoadPolicy
 from abt.data.mel import MelConfig
+from abt.locks import folder_lock
+
+#: what holds a store folder's lock while it is written (one builder at a time)
+STORE_BUILD = "log-mel store build"
 
 
 def _policy(mels: dict[str, Any], pre: dict[str, Any]) -> LoadPolicy:
@@ -33,6 +37,7 @@ def store_options(
         "stats_seed": int(stats["seed"]),
         "pad": pad,
         "workers": int(pre["workers"]),
+        "dtype": str(pre["dtype"]),
     }
 
 
@@ -45,63 +50,78 @@ def compute_pretrain_mels(
     shard: int | None = None,
     n_shards: int = 1,
     pad: str = "silence",
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build the pre-training store from the embedded pool or a folder + clip list; with
     ``shard`` only that contiguous slice of the clip list (a shard may be empty). The dataset
-    statistics pad short crops with ``pad`` (``pretrain.pad``), as the training crops are."""
-    from abt.data.store import build_store, read_clip_list, shard_specs
+    statistics pad short crops with ``pad`` (``pretrain.pad``), as the training crops are.
+    ``extra`` enters the store's fingerprint (the digest of this stage's code)."""
+    from abt.data.cliplists import clip_list_from_config, load_clip_list
+    from abt.data.store import build_store, shard_specs
 
     if data["source"] == "embedded":
         pool = Path(embedded_dir) / "pool"
-        specs = read_clip_list(pool / "clips.csv", pool, fmt="abt", id_column="clip_id")
+        clips = load_clip_list(pool / "clips.csv", pool, fmt="abt")
     else:
-        specs = read_clip_list(
-            data["clip_list"],
-            data["audio_dir"],
-            fmt=data["clip_list_format"],
-            id_column=data["id_column"],
-        )
+        clips = clip_list_from_config(data)
+    print(f"[abt] clip list {clips.summary()}", flush=True)
+    specs = clips.specs
     if shard is not None:
         specs = shard_specs(specs, int(shard), int(n_shards))
-    return build_store(
-        specs, out_dir, **store_options(mels, pre, pad), allow_empty=shard is not None
-    )
+    with folder_lock(out_dir, STORE_BUILD):
+        return build_store(
+            specs, out_dir, **store_options(mels, pre, pad), allow_empty=shard is not None,
+            source=clips.provenance(), extra=extra,
+        )  # fmt: skip
 
 
 def merge_pretrain_mels(
-    shard_dirs: list[str], pre: dict[str, Any], out_dir: str, pad: str = "silence"
+    shard_dirs: list[str],
+    pre: dict[str, Any],
+    out_dir: str,
+    pad: str = "silence",
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Merge the shard stores (in shard order) into the pre-training store (statistics of the
     merged store, short crops padded with ``pad``)."""
     from abt.data.store import merge_stores
 
     stats = pre["stats"]
-    return merge_stores(
-        shard_dirs, out_dir, stats_crops=int(stats["n_crops"]),
-        stats_crop_frames=int(stats["crop_frames"]), stats_seed=int(stats["seed"]), pad=pad,
-    )  # fmt: skip
+    with folder_lock(out_dir, STORE_BUILD):
+        return merge_stores(
+            shard_dirs, out_dir, stats_crops=int(stats["n_crops"]),
+            stats_crop_frames=int(stats["crop_frames"]), stats_seed=int(stats["seed"]), pad=pad,
+            extra=extra,
+        )  # fmt: skip
 
 
 def compute_task_mels(
-    task_dir: str, mels: dict[str, Any], pre: dict[str, Any], out_dir: str
+    task_dir: str,
+    mels: dict[str, Any],
+    pre: dict[str, Any],
+    out_dir: str,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One store per split of a HEAR-format task, under ``out_dir/<split>/``.
 
     Task clips are never excluded for silence (a "silence" class is legitimate in a labelled task).
     """
     from abt.data.hear_tasks import read_task
-    from abt.data.store import build_store, list_hear_split
+    from abt.data.store import build_store, hear_split_source, list_hear_split
 
     info = read_task(task_dir)
     pre = {**pre, "on_silent": "keep"}
     summary: dict[str, Any] = {"task": info.task_name, "splits": {}}
-    for split in info.splits:
-        st = build_store(
-            list_hear_split(task_dir, split),
-            Path(out_dir) / split,
-            **store_options(mels, pre),
-        )
-        summary["splits"][split] = {"n_clips": st["n_clips"], "counts": st["counts"]}
+    with folder_lock(out_dir, STORE_BUILD):
+        for split in info.splits:
+            st = build_store(
+                list_hear_split(task_dir, split),
+                Path(out_dir) / split,
+                **store_options(mels, pre),
+                source=hear_split_source(task_dir, split),
+                extra=extra,
+            )
+            summary["splits"][split] = {"n_clips": st["n_clips"], "counts": st["counts"]}
     with open(Path(out_dir) / "summary.json", "w") as fh:
         json.dump(summary, fh, indent=2)
     return summary
