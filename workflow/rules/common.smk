@@ -109,12 +109,37 @@ def monitor_inputs(wildcards):
     return steps.monitor_inputs(config, EMBEDDED_DIR)
 
 
-def pretrain_mem_mb(wildcards, attempt):
-    return 16000 * attempt
+# GPUs: run.gpus_per_run per pre-training run (torchrun DDP when > 1); the other GPU rules use
+# one, and none when it is 0 (a CPU-only cluster or laptop). How a cluster is asked for them
+# (GPU type, request form) is set in its workflow profile (profiles/slurm), not here.
+GPUS_PER_RUN = config["run"]["gpus_per_run"]
+GPU = min(GPUS_PER_RUN, 1)
 
 
-def pretrain_runtime(wildcards, attempt):
-    return 24 * 60 * attempt
+def retry_capped(value, rulename, resource):
+    """`value` (grown with the attempt), at most max_<resource> of the workflow profile:
+    the set-resources entry of this rule, else default-resources. A retry never asks for
+    more than the cluster allows (profiles/slurm/README.md)."""
+    profile = workflow.resource_settings
+    for given in (profile.overwrite_resources.get(rulename), profile.default_resources):
+        limit = (given or {}).get(f"max_{resource}")
+        try:
+            limit = getattr(limit, "value", limit)  # a snakemake Resource, or a number
+        except ValueError:  # an expression, e.g. "10G"
+            limit = limit.raw
+        if limit is not None:
+            if not isinstance(limit, int):
+                raise WorkflowError(f"max_{resource} must be an integer, not {limit!r}")
+            return min(value, limit)
+    return value
+
+
+def pretrain_mem_mb(wildcards, attempt, rulename):
+    return retry_capped(16000 * attempt, rulename, "mem_mb")
+
+
+def pretrain_runtime(wildcards, attempt, rulename):
+    return retry_capped(24 * 60 * attempt, rulename, "runtime")
 
 
 def random_init_run(wildcards):

@@ -79,7 +79,7 @@ rule extract_hear_embeddings:
         "../../envs/hear.yaml"
     threads: 2
     resources:
-        gpu=1,
+        gpu=GPU,
         mem_mb=16000,
         runtime=240,
     params:
@@ -107,7 +107,7 @@ rule evaluate_hear_task:
         "../../envs/hear.yaml"
     threads: 1
     resources:
-        gpu=1,
+        gpu=GPU,
         mem_mb=16000,
         runtime=600,
     params:

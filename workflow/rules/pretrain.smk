@@ -38,12 +38,11 @@ rule pretrain_encoder:
         "logs/pretrain_encoder/{encoder}/{variant}/seed{seed}.log",
     benchmark:
         "benchmarks/pretrain_encoder/{encoder}/{variant}/seed{seed}.tsv"
-    retries: 1
     conda:
         "../../envs/torch.yaml"
-    threads: 2 * config["run"]["gpus_per_run"]
+    threads: 2 * max(GPUS_PER_RUN, 1)
     resources:
-        gpu=config["run"]["gpus_per_run"],
+        gpu=GPUS_PER_RUN,
         mem_mb=pretrain_mem_mb,
         runtime=pretrain_runtime,
     params:

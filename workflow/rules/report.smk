@@ -22,7 +22,7 @@ rule linear_eval:
         "../../envs/torch.yaml"
     threads: 1
     resources:
-        gpu=1,
+        gpu=GPU,
         mem_mb=8000,
         runtime=120,
     params:
