@@ -29,6 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "profiles" / "slurm"
 SHORT_MAX_MINUTES = 2000  # the `short` partition's MaxTime: below a doubled 24 h pre-training
 ACCOUNT = "abt"  # the SLURM account the accounting cluster knows (and the profiles name)
+# A small workflow target and the rules whose jobs it submits (baseline_table is a localrule)
+TARGETS = ["results/pretrain/audiontt/baseline/seed0/model.ckpt", "results/baselines/summary.csv"]
+SUBMITTED = {"build_embedded_dataset", "compute_pretrain_mels", "task_baseline", "pretrain_encoder"}
 
 DAEMONS = ["munged", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "scontrol", "sinfo"]
 ACCOUNTING_DAEMONS = ["slurmdbd", "sacctmgr", "sacct", "mariadbd", "mariadb-install-db", "mariadb"]
