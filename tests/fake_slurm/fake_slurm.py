@@ -10,7 +10,8 @@ writes ``jobs/<id>.json`` (name, state) and starts the job in the background on 
 ``--wrap`` commands with ``/bin/sh -c``, batch scripts (a file, or ``/dev/stdin``) with
 ``/bin/sh``, with SLURM_JOB_ID etc. set, output to ``--output`` (``%j`` replaced) in ``-D``
 (FAKE_SLURM_SYNC=1: sbatch returns when the job has ended, which spares tests the plugin's
-growing status-check interval).
+growing status-check interval; FAKE_SLURM_EXIT=<code>: jobs are recorded but never run, and end
+at once with that exit status, for tests of the sbatch flags alone).
 sacct and squeue report PENDING / RUNNING / COMPLETED / FAILED / CANCELLED from those files in
 the ``<id>|<state>`` format the plugin parses. srun strips its options and runs the command.
 
@@ -241,6 +242,10 @@ def sbatch(argv):
             env["SLURM_GPUS"] = str(gpus)
         if task is not None:
             env.update(SLURM_ARRAY_JOB_ID=jobid, SLURM_ARRAY_TASK_ID=str(task))
+        if os.environ.get("FAKE_SLURM_EXIT"):
+            code = int(os.environ["FAKE_SLURM_EXIT"])
+            write_job(tid, state="COMPLETED" if code == 0 else "FAILED", exit_code=code)
+            continue
         log = str(output).replace("%j", jobid).replace("%A", jobid)
         log = log.replace("%a", "" if task is None else str(task))
         # the job: a runner process (this file with "--run-job"), detached so that sbatch returns

@@ -45,7 +45,6 @@ ABLATIONS = plan.ablation_names(config)  # every ablation + random_init (a study
 STUDIES = sorted(config.get("studies") or {})
 SWEEPS = sorted(config.get("sweeps") or {})
 SEEDS = list(config["run"]["seeds"])
-GPUS = config["run"]["gpus_per_run"]
 MONITOR_TASK_DIR = TASKS.get(config["monitor"]["task"] or "", "")
 
 
@@ -197,12 +196,37 @@ def sweep_params_input(wildcards):
     return {"sweep_params": f"{plan.SWEEP_SUMMARY.format(sweep=sweep)}/best_params.yaml"}
 
 
-def pretrain_mem_mb(wildcards, attempt):
-    return 16000 * attempt
+# GPUs: run.gpus_per_run per pre-training run (torchrun DDP when > 1); the other GPU rules use
+# one, and none when it is 0 (a CPU-only cluster or laptop). How a cluster is asked for them
+# (GPU type, request form) is set in its workflow profile (profiles/slurm), not here.
+GPUS_PER_RUN = config["run"]["gpus_per_run"]
+GPU = min(GPUS_PER_RUN, 1)
 
 
-def pretrain_runtime(wildcards, attempt):
-    return 24 * 60 * attempt
+def retry_capped(value, rulename, resource):
+    """`value` (grown with the attempt), at most max_<resource> of the workflow profile:
+    the set-resources entry of this rule, else default-resources. A retry never asks for
+    more than the cluster allows (profiles/slurm/README.md)."""
+    profile = workflow.resource_settings
+    for given in (profile.overwrite_resources.get(rulename), profile.default_resources):
+        limit = (given or {}).get(f"max_{resource}")
+        try:
+            limit = getattr(limit, "value", limit)  # a snakemake Resource, or a number
+        except ValueError:  # an expression, e.g. "10G"
+            limit = limit.raw
+        if limit is not None:
+            if not isinstance(limit, int):
+                raise WorkflowError(f"max_{resource} must be an integer, not {limit!r}")
+            return min(value, limit)
+    return value
+
+
+def pretrain_mem_mb(wildcards, attempt, rulename):
+    return retry_capped(16000 * attempt, rulename, "mem_mb")
+
+
+def pretrain_runtime(wildcards, attempt, rulename):
+    return retry_capped(24 * 60 * attempt, rulename, "runtime")
 
 
 # ---- evaluation and the report

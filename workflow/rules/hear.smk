@@ -86,7 +86,7 @@ rule extract_hear_embeddings:
         "../../envs/hear.yaml"
     threads: 2
     resources:
-        gpu=min(GPUS, 1),
+        gpu=GPU,
         mem_mb=16000,
         runtime=240,
     params:
@@ -115,7 +115,7 @@ rule evaluate_hear_run:
         "../../envs/hear.yaml"
     threads: 1
     resources:
-        gpu=min(GPUS, 1),
+        gpu=GPU,
         mem_mb=16000,
         runtime=600,
     params:

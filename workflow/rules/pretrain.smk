@@ -36,19 +36,18 @@ rule pretrain_encoder:
         "logs/pretrain_encoder/{encoder}/{variant}/seed{seed}.log",
     benchmark:
         "benchmarks/pretrain_encoder/{encoder}/{variant}/seed{seed}.tsv"
-    retries: 1
     conda:
         "../../envs/torch.yaml"
-    threads: 2 * max(GPUS, 1)
+    threads: 2 * max(GPUS_PER_RUN, 1)
     resources:
-        gpu=GPUS,
+        gpu=GPUS_PER_RUN,
         mem_mb=pretrain_mem_mb,
         runtime=pretrain_runtime,
     params:
         run=run_spec,
         monitor=config["monitor"],
         monitor_task_dir=MONITOR_TASK_DIR,
-        nproc=max(GPUS, 1),
+        nproc=max(GPUS_PER_RUN, 1),
         code=CODE["pretrain"],
     script:
         "../scripts/pretrain_encoder.py"

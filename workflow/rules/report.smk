@@ -23,7 +23,7 @@ rule linear_eval:
         "../../envs/torch.yaml"
     threads: 1
     resources:
-        gpu=min(GPUS, 1),
+        gpu=GPU,
         mem_mb=8000,
         runtime=120,
     params:

@@ -22,7 +22,7 @@ rule sweep_worker:
         "../../envs/torch.yaml"
     threads: 2
     resources:
-        gpu=min(GPUS, 1),
+        gpu=GPU,
         mem_mb=pretrain_mem_mb,
         runtime=pretrain_runtime,
     params:
