@@ -407,7 +407,8 @@ def test_training_on_a_float16_store_matches_float32(tmp_path):
     """8 AudioNTT steps (2 epochs, batch 8, same seed) on the float32 and the float16 store of
     the same 32 clips: every logged loss agrees to 1e-3 relative (measured: <= 1.2e-4)."""
     from abt.config import REPO_ROOT, load_config
-    from abt.trainer import Trainer, resolve_run_config
+    from abt.runspec import resolve as resolve_run_config
+    from abt.trainer import Trainer
 
     rng = np.random.default_rng(0)
     specs = []
