@@ -222,3 +222,33 @@ def test_runners_end_to_end(env_dir, ckpts, tasks, tmp_path):
     assert event["test_segment_1s_er"] >= 0.0
     assert event["test_score"] == event["test_event_onset_200ms_fms"]
     print("scene:", scene, "\nevent:", event)
+
+
+def test_run_jobs_name_each_task_by_its_configured_name(env_dir, ckpts, tasks, tmp_path):
+    """The workflow's per-run jobs: embeddings of HEAR folders named ``<name>-v1-full`` land
+    under the task's *name*, where the predictions job (given names) finds them. Reproduces the
+    first default run's failure: ``embeddings/tiny_scene is not a finished embedding task dir``
+    after the embeddings were written to ``embeddings/tiny_scene-v1-full``."""
+    from abt.jobs.hear import hear_embeddings, hear_predictions
+
+    named = {"tiny_scene": str(tasks / "tiny_scene-v1-full"),
+             "tiny_event": str(tasks / "tiny_event-v1-full")}  # fmt: skip
+    emb = Path(hear_embeddings(str(env_dir), ckpts["audiontt"], named, tmp_path / "embeddings"))
+    assert sorted(p.name for p in emb.iterdir()) == ["tiny_event", "tiny_scene"]
+    assert not list(tmp_path.glob(".tmp-*"))
+    df = hear_predictions(
+        str(env_dir),
+        str(emb),
+        "smoke",
+        str(tmp_path / "predictions"),
+        str(tmp_path / "scores.csv"),
+        tasks=["tiny_scene", "tiny_event"],
+        encoder="audiontt",
+        variant="random_init",
+        seed=0,
+    )
+    assert set(df[df.primary].task) == {"tiny_scene", "tiny_event"}
+    assert (tmp_path / "predictions" / "tiny_scene" / "test.predicted-scores.json").is_file()
+    with pytest.raises(ValueError, match="share a directory name"):
+        same = {"a": named["tiny_scene"], "b": named["tiny_scene"]}
+        hear_embeddings(str(env_dir), ckpts["audiontt"], same, tmp_path / "x")

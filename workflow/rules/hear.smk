@@ -91,6 +91,7 @@ rule extract_hear_embeddings:
         runtime=240,
     params:
         env_dir=config["hear"]["env_dir"],
+        tasks=run_task_names,
         task_dirs=run_task_dirs,
         code=CODE["embeddings"],
     script:

@@ -9,7 +9,7 @@ run(
     hear_embeddings,
     env_dir=sm.params.env_dir,
     ckpt=sm.input.ckpt,
-    task_dirs=list(sm.params.task_dirs),
+    tasks=dict(zip(sm.params.tasks, sm.params.task_dirs, strict=True)),
     out_dir=sm.output[0],
     log=sm.log[0] + ".kit",
 )

@@ -38,20 +38,25 @@ def random_init_checkpoint(run: Mapping[str, Any], store_stats: str, out: str) -
 
 
 def hear_embeddings(
-    env_dir: str, ckpt: str, task_dirs: Sequence[str], out_dir: str, log: str | None = None
+    env_dir: str, ckpt: str, tasks: Mapping[str, str], out_dir: str, log: str | None = None
 ) -> str:
-    """The official embedding runner on every task of a run in one kit process; the task
-    embeddings land in ``out_dir/<task>/``."""
+    """The official embedding runner on every task of a run in one kit process. ``tasks`` maps a
+    task's name (the configuration's, e.g. ``embedded_emotion``) to its HEAR directory (named
+    ``<name>-<version>-<mode>``); its embeddings land in ``out_dir/<name>/``, where
+    :func:`hear_predictions` and the report look for them."""
     from abt.evaluation.heareval_env import run_embeddings_of
 
+    by_dir = {Path(d).name: name for name, d in tasks.items()}
+    if len(by_dir) != len(tasks):
+        raise ValueError(f"two tasks share a directory name: {dict(tasks)}")
     out = Path(out_dir)
     tmp = out.parent / f".tmp-{out.name}"
     shutil.rmtree(tmp, ignore_errors=True)
-    made = run_embeddings_of(env_dir, ckpt, list(task_dirs), tmp, log=log)
+    made = run_embeddings_of(env_dir, ckpt, list(tasks.values()), tmp, log=log)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    for name, path in made.items():
-        os.replace(path, out / name)
+    for dir_name, path in made.items():
+        os.replace(path, out / by_dir[dir_name])
     shutil.rmtree(tmp, ignore_errors=True)
     return str(out)
 
