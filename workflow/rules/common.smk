@@ -52,9 +52,12 @@ def one_of(names):
     return "|".join(re.escape(n) for n in names) if names else "NO_NAME"
 
 
-def not_one_of(names):
-    """A wildcard constraint matching any single path segment that is not one of ``names``."""
-    return rf"(?!(?:{one_of(names)})$)[^/]+"
+def not_one_of(names, then="/"):
+    """A wildcard constraint matching a path segment that is not one of ``names``. ``then`` is
+    what follows the wildcard in the rule's outputs: Snakemake embeds the constraint in the whole
+    path's pattern, so a ``$`` here would test the end of the path, not of the segment (and
+    every known name would match too, failing the DAG with an "unknown" error per job)."""
+    return rf"(?!(?:{one_of(names)})(?:{then}))[^/]+"
 
 
 wildcard_constraints:

@@ -192,7 +192,7 @@ rule unknown_study:
     log:
         "logs/unknown/study_{name}.log",
     wildcard_constraints:
-        name=not_one_of(STUDIES),
+        name=not_one_of(STUDIES, then=r"\.png$|/"),
     localrule: True
     conda:
         "../../envs/report.yaml"
