@@ -54,7 +54,8 @@ def _read(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -133,7 +134,7 @@ def _exclusive_file(folder: Path, what: str, log: Callable[[str], None]) -> Iter
         except FileExistsError:
             info = _read(path)
             same_host = info.get("host") == socket.gethostname()
-            if same_host and info.get("pid") and not _alive(int(info["pid"])):
+            if same_host and info.get("pid") and not pid_alive(int(info["pid"])):
                 log(f"[abt] {folder}: removed the stale lock of {_describe(info)}")
                 path.unlink(missing_ok=True)
                 continue

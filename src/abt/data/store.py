@@ -63,6 +63,7 @@ import torch
 
 from abt.data.audio import NON_FINITE, OK, LoadPolicy, LoadResult, load_audio
 from abt.data.mel import LogMelFrontEnd, MelConfig
+from abt.locks import pid_alive
 
 MISSING = "missing"
 _HEADER_LEN = 128  # fixed .npy header length so the shape can be rewritten in place
@@ -209,14 +210,17 @@ def clips_digest(specs: Sequence[ClipSpec]) -> str:
     return h.hexdigest()
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _provenance(
+    dtype: str,
+    mels: Mapping[str, Any],
+    stats: Mapping[str, Any],
+    extra: Mapping[str, Any] | None,
+    **inputs: Any,
+) -> dict[str, Any]:
+    """What a store's fingerprint digests: format, dtype, mel settings, statistics options,
+    ``extra`` (e.g. the code digest) and what it was built from (``inputs``: clips or shards)."""
+    return {"store_format": STORE_FORMAT, "dtype": dtype, "mels": dict(mels),
+            "stats": dict(stats), **inputs, "extra": dict(extra or {})}  # fmt: skip
 
 
 class Staging:
@@ -229,7 +233,7 @@ class Staging:
         prefix, host = f".{out.name}.tmp-", socket.gethostname()
         for old in out.parent.glob(f"{prefix}*"):  # left behind by a killed process here
             h, pid, _ = (old.name[len(prefix) :].rsplit("-", 2) + ["", ""])[:3]
-            if h == host and pid.isdigit() and not _pid_alive(int(pid)):
+            if h == host and pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(old, ignore_errors=True)
         self.dir = out.parent / f"{prefix}{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.dir.mkdir()
@@ -336,16 +340,9 @@ def build_store(
     out = Path(out_dir)
     stats_opts = {"n_crops": stats_crops, "crop_frames": stats_crop_frames, "seed": stats_seed,
                   "pad": pad}  # fmt: skip
-    provenance = {
-        "store_format": STORE_FORMAT,
-        "dtype": dtype,
-        "mels": mel_cfg.to_dict(),
-        "policy": dict(policy.__dict__),
-        "stats": stats_opts,
-        "source": dict(source or {}),
-        "clips": {"n": len(specs), "sha256": clips_digest(specs)},
-        "extra": dict(extra or {}),
-    }
+    provenance = _provenance(dtype, mel_cfg.to_dict(), stats_opts, extra,
+                             policy=dict(policy.__dict__), source=dict(source or {}),
+                             clips={"n": len(specs), "sha256": clips_digest(specs)})  # fmt: skip
     front = LogMelFrontEnd(mel_cfg).eval()
     index_rows: list[dict[str, Any]] = []
     manifest_rows: list[dict[str, Any]] = []
@@ -476,20 +473,11 @@ def pack_store(
         _write_csv(stage.dir / "manifest.csv", MANIFEST_COLUMNS,
                    ({"clip_id": c, "path": "", "status": OK, "reason": "", "notes": ""}
                     for c in ids))  # fmt: skip
-        provenance = {
-            "store_format": STORE_FORMAT,
-            "dtype": dtype,
-            "mels": mel_cfg.to_dict(),
-            "stats": {
-                "n_crops": stats_crops,
-                "crop_frames": stats_crop_frames,
-                "seed": stats_seed,
-                "pad": pad,
-            },  # fmt: skip
-            "source": dict(source or {"packed": True}),
-            "clips": {"n": len(ids), "sha256": digest(ids)},
-            "extra": dict(extra or {}),
-        }
+        stats_opts = {"n_crops": stats_crops, "crop_frames": stats_crop_frames,
+                      "seed": stats_seed, "pad": pad}  # fmt: skip
+        provenance = _provenance(dtype, mel_cfg.to_dict(), stats_opts, extra,
+                                 source=dict(source or {"packed": True}),
+                                 clips={"n": len(ids), "sha256": digest(ids)})  # fmt: skip
         doc = {"n_clips": len(ids), "n_inputs": len(ids), "counts": {OK: len(ids)},
                "mels": mel_cfg.to_dict(), "policy": {}}  # fmt: skip
         return _finalise(stage, doc, provenance, t0)
@@ -576,19 +564,10 @@ def merge_stores(
         raise StoreError(f"shards were built with different dtypes {sorted(dtypes)}; rebuild them")
     dtype = dtypes.pop()
     n_mels = int(metas[0]["mels"]["n_mels"])
-    provenance = {
-        "store_format": STORE_FORMAT,
-        "dtype": dtype,
-        "mels": metas[0]["mels"],
-        "stats": {
-            "n_crops": stats_crops,
-            "crop_frames": stats_crop_frames,
-            "seed": stats_seed,
-            "pad": pad,
-        },  # fmt: skip
-        "shards": [m["fingerprint"] for m in metas],
-        "extra": dict(extra or {}),
-    }
+    stats_opts = {"n_crops": stats_crops, "crop_frames": stats_crop_frames, "seed": stats_seed,
+                  "pad": pad}  # fmt: skip
+    provenance = _provenance(dtype, metas[0]["mels"], stats_opts, extra,
+                             shards=[m["fingerprint"] for m in metas])  # fmt: skip
     index_rows: list[dict[str, Any]] = []
     manifest_rows: list[dict[str, Any]] = []
     counts: Counter[str] = Counter()
