@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fakedata import hear_task
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,6 +89,10 @@ def test_every_hand_command_in_the_readme_works(tmp_path):
         "RUN_DIR": str(run),
         "encoders.csv": str(tmp_path / "encoders.csv"),
         ".venv-hear": str(ROOT / ".venv-hear"),
+        "/data/hear2021": str(
+            hear_task(tmp_path / "hear2021", "toy").parent
+        ),  # a download's layout
+        "data/hear-16k": str(tmp_path / "hear-16k"),
     }
     # what makes each command small enough here (appended; argparse takes the last value)
     smaller = {
@@ -122,3 +127,4 @@ def test_every_hand_command_in_the_readme_works(tmp_path):
         assert r.returncode == 0, f"{line}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
     assert (store / "stats.json").is_file() and (run / "model.ckpt").is_file()
     assert (tmp_path / "ddp" / "model.ckpt").is_file() and (tmp_path / "encoders.csv").is_file()
+    assert (tmp_path / "hear-16k" / "toy-v1-full" / "16000").is_dir()

@@ -22,7 +22,7 @@ from abt.jobs.report import paper_tables
 from abt.report import aggregate as agg
 from abt.report.catalogue import reported, task_category, task_label
 from abt.report.figures import plot_study, plot_training_curves
-from abt.report.render import render, tex_escape
+from abt.report.render import pretraining_verdict, render, tex_escape
 from abt.runspec import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -329,7 +329,7 @@ def test_report_renders_compilable_latex_and_html(tmp_path):
     assert "0.431" in frags["reported_4_6"] and "+19.2" in frags["reported_4_6"]  # thesis values
     assert r"\textbf{aug\_mixup\_rrc\_rlf}" in frags["table_4_6"]  # the highlighted default row
     assert "embedded-default" in tex and (out / "figures" / "augmentations.pdf").is_file()
-    assert "beat random initialisation on 3 of 3 tasks" in tex
+    assert "scored above random initialisation on 3 of 3 tasks (point estimates, no spread)" in tex
     if shutil.which("pdflatex"):
         r = subprocess.run(
             ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "tables.tex"],
@@ -379,7 +379,7 @@ def test_linear_eval_of_a_checkpoint(tmp_path):
     assert out["probe_metric"] == "top1_acc" and saved["probe_5pc_std"] >= 0
 
 
-@pytest.mark.parametrize("n_importances", [2, 0])
+@pytest.mark.parametrize("n_importances", [2, 0, -1])
 def test_report_with_a_sweep_compiles(tmp_path, n_importances):
     """A sweep's trials, importances and figure render into both formats."""
     from abt.report.figures import plot_sweep
@@ -397,9 +397,11 @@ def test_report_with_a_sweep_compiles(tmp_path, n_importances):
     trials.to_csv(sdir / "trials.csv", index=False)
     imp = pd.DataFrame({"param": ["optimizer.lr_weights", "optimizer.lr_biases"],
                         "importance": [0.7, 0.3]})  # fmt: skip
-    imp.iloc[:n_importances].to_csv(sdir / "importances.csv", index=False)  # 0: < 2 completed
+    imp.iloc[: max(n_importances, 0)].to_csv(sdir / "importances.csv", index=False)
     best = {"sweep": "audiontt_lars", "trial": 2, "value": 0.5,
-            "params": {"optimizer.lr_weights": 0.1}}  # fmt: skip
+            "params": {"optimizer.lr_weights": 0.1},
+            "importances_note": "all 2 completed trials scored 0.5, so none defined"
+            if n_importances < 0 else None}  # fmt: skip
     (sdir / "best_params.yaml").write_text(yaml.safe_dump(best))
     plot_sweep("audiontt_lars", cfg["sweeps"]["audiontt_lars"], trials, best,
                [sdir / "figure.png", sdir / "figure.pdf"])  # fmt: skip
@@ -413,9 +415,30 @@ def test_report_with_a_sweep_compiles(tmp_path, n_importances):
     assert r"\textbf{2}" in frag and "PRUNED" in frag and "lr\\_weights" in frag
     imp = (out / "tables" / "sweep_audiontt_lars_importances.tex").read_text()
     assert ("0.700" in imp) == (n_importances == 2)
-    assert ("none computed" in imp) == (n_importances == 0)
+    assert ("none computed" in imp) == (n_importances == 0)  # no note: < 2 completed
+    assert ("scored 0.5, so none defined" in imp) == (n_importances < 0)
     assert "Fig. 4.1a" in (out / "tables.tex").read_text()
     if shutil.which("pdflatex"):
         r = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "tables.tex"],
                            cwd=out, capture_output=True, text=True, timeout=120)  # fmt: skip
         assert r.returncode == 0, r.stdout[-3000:]
+
+
+def test_verdict_counts_only_wins_beyond_the_spread(tmp_path):
+    """Hand-made paired comparison: one task above the spread, one within, one below."""
+    pd.DataFrame({
+        "encoder": ["audiontt"] * 3,
+        "task": ["embedded_envsounds", "embedded_genre", "embedded_spkcount"],
+        "diff": [0.10, 0.05, -0.22],
+        "diff_lo": [0.05, -0.02, -0.34],
+        "diff_hi": [0.15, 0.12, -0.10],
+        "significant": [True, False, True], "better": [True, False, False],
+    }).to_csv(tmp_path / "hear_vs_random.csv", index=False)  # fmt: skip
+    (line,) = pretraining_verdict(str(tmp_path), target=2)
+    env, genre, spk = (task_label(t) for t in ("embedded_envsounds", "embedded_genre",
+                                                "embedded_spkcount"))  # fmt: skip
+    assert f"by more than the spread on 1 of 3 tasks ({env})" in line
+    assert f"within the spread on {genre}" in line and f"worse on {spk}" in line
+    assert line.endswith("Target: at least 2 of 3 tasks: NOT met.")
+    (line,) = pretraining_verdict(str(tmp_path), target=1)
+    assert line.endswith("Target: at least 1 of 3 tasks: met.")

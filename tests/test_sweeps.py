@@ -188,10 +188,51 @@ def test_two_workers_share_one_study_and_stop_at_the_trial_count(tiny, tmp_path)
     assert best["value"] == pytest.approx(done["value"].max())
     assert set(best_params(out["best"])) == set(tiny["cfg"]["sweeps"]["audiontt_lars"]["space"])
     imp = pd.read_csv(out["importances"])
-    if len(done) >= 2:
+    if done["value"].nunique() >= 2:
         assert set(imp["param"]) == set(tiny["cfg"]["sweeps"]["audiontt_lars"]["space"])
         assert imp["importance"].sum() == pytest.approx(1.0, abs=1e-6)
+    else:  # tiny data: equal scores happen; importances are then undefined, and said so
+        assert imp.empty and best["importances_note"]
     assert (tmp_path / "summary" / "figure.png").stat().st_size > 5000
+
+
+@pytest.mark.parametrize(
+    ("values", "note"),
+    [((0.4, 0.6, 0.5), None), ((0.5, 0.5), "all 2 completed trials scored 0.5"), ((0.5,), "fewer")],
+)
+def test_importances_or_the_reason_there_are_none(tmp_path, values, note):
+    """fANOVA needs two completed trials with different scores; otherwise the summary says why
+    (a CI run had two equal tiny-data scores: fANOVA raised and the table showed a 'nan' row)."""
+    import optuna
+    import pandas as pd
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from abt.report.sweeps import summarise
+    from abt.sweeps import STUDY_FILE, sweep_settings
+
+    cfg = _cfg()
+    sw = cfg["sweeps"]["audiontt_lars"]
+    d = tmp_path / "sweep"
+    d.mkdir()
+    storage = JournalStorage(JournalFileBackend(str(d / STUDY_FILE)))
+    study = optuna.create_study(study_name="audiontt_lars", storage=storage, direction="maximize")
+    for i, v in enumerate(values):
+        t = study.ask()
+        t.suggest_float("optimizer.lr_weights", 1e-3, 1.0, log=True)
+        t.suggest_float("optimizer.weight_decay", 1e-7, 1e-4, log=True)
+        t.report(v, 1)
+        study.tell(t, v)
+        assert t.number == i
+    out = summarise("audiontt_lars", sw, sweep_settings(cfg, "audiontt_lars"), str(d),
+                    str(tmp_path / "summary"))  # fmt: skip
+    imp = pd.read_csv(out["importances"])
+    best = yaml.safe_load(Path(out["best"]).read_text())
+    if note is None:
+        assert set(imp["param"]) == {"optimizer.lr_weights", "optimizer.weight_decay"}
+        assert best["importances_note"] is None
+    else:
+        assert imp.empty and best["importances_note"].startswith(note)
 
 
 @pytest.mark.slow

@@ -263,7 +263,7 @@ def test_report_end_to_end(tiny_run):
             rf"\input{{tables/{key}}}" in tex and (tiny_run / f"report/tables/{key}.tex").exists()
         )
     page = (tiny_run / "report/report.html").read_text()
-    assert page.count("data:image/png;base64,") == 3 and "pre-training beat random" in page
+    assert page.count("data:image/png;base64,") == 3 and "pre-training beat its random" in page
     trials = pd.read_csv(tiny_run / "results/sweeps/audiontt_lars/summary/trials.csv")
     assert len(trials) == 2 and set(trials["state"]) <= {"COMPLETE", "PRUNED"}
     assert (tiny_run / "report/tables/sweep_audiontt_lars.tex").exists()

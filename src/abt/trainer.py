@@ -99,9 +99,8 @@ def autocast_dtype(
 def store_fingerprint(store: MelStore) -> str:
     """The store's provenance digest (``stats.json``), or, for a store written before stores
     recorded one, a digest of its statistics and index."""
-    fp = getattr(store, "fingerprint", None) or store.stats.get("fingerprint")
-    if fp:
-        return str(fp)
+    if store.fingerprint:
+        return store.fingerprint
     import hashlib
 
     h = hashlib.sha256(json.dumps(store.stats, sort_keys=True, default=str).encode())

@@ -711,9 +711,11 @@ class MelStore:
         return "float16" if self.mels.dtype == np.float16 else "float32"
 
     @property
-    def fingerprint(self) -> str:
-        """Hex digest of what made the store (``stats.json["provenance"]``)."""
-        return str(self.stats["fingerprint"])
+    def fingerprint(self) -> str | None:
+        """Hex digest of what made the store (``stats.json["provenance"]``); ``None`` for a
+        store written before stores recorded one."""
+        fp = self.stats.get("fingerprint")
+        return str(fp) if fp else None
 
     @property
     def mean(self) -> float:

@@ -355,8 +355,7 @@ def sweep_tables(name: str, sweep: Mapping[str, Any], summary_dir: str) -> list[
             for _, r in trials.iterrows()]  # fmt: skip
     bold = {i for i, (_, r) in enumerate(trials.iterrows()) if r["number"] == best.get("trial")}
     imp = pd.read_csv(d / "importances.csv")
-    keep = imp["param"].notna() & (imp["param"].astype(str) != "")
-    imp = imp.loc[keep.astype(bool)]
+    note = best.get("importances_note") or "fewer than two completed trials, so none computed"
     out = [Table(
         f"sweep_{name}", f"Sweep {name}: {sweep['encoder']} with {sweep['optimizer']}",
         "TPE sampler, Hyperband pruner; the score is the final linear-probe score (pruned trials: "
@@ -367,7 +366,7 @@ def sweep_tables(name: str, sweep: Mapping[str, Any], summary_dir: str) -> list[
     out.append(Table(
         f"sweep_{name}_importances", f"Sweep {name}: hyper-parameter importances",
         "fANOVA (Optuna's FanovaImportanceEvaluator) over the completed trials"
-        + ("" if len(imp) else "; fewer than two completed trials, so none computed") + ".",
+        + ("" if len(imp) else f"; {note}") + ".",
         ["Parameter", "Importance"],
         [[str(p), fmt(v, 3)] for p, v in zip(imp["param"], imp["importance"], strict=True)]
         or [["--", "--"]],

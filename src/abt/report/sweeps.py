@@ -50,18 +50,23 @@ def summarise(
     trials.to_csv(out / "trials.csv", index=False)
     complete = [t for t in study.get_trials(deepcopy=False)
                 if t.state == optuna.trial.TrialState.COMPLETE]  # fmt: skip
-    imp_rows = []
-    if len(complete) >= 2:
+    imp_rows: list[dict[str, Any]] = []
+    note = None  # why no importances were computed
+    if len(complete) < 2:
+        note = "fewer than two completed trials, so none computed"
+    elif len({t.value for t in complete}) == 1:
+        note = f"all {len(complete)} completed trials scored {complete[0].value:.4g}, so none defined"
+    else:
         ev = optuna.importance.FanovaImportanceEvaluator(seed=int(settings["seed"]))
         try:
             imp = optuna.importance.get_param_importances(study, evaluator=ev)
             imp_rows = [{"param": k, "importance": float(v)} for k, v in imp.items()]
         except (RuntimeError, ValueError) as e:  # e.g. a parameter with a single value
-            imp_rows = [{"param": "", "importance": math.nan, "note": str(e)}]
-    pd.DataFrame(imp_rows, columns=["param", "importance"] + (
-        ["note"] if imp_rows and "note" in imp_rows[0] else [])
-    ).to_csv(out / "importances.csv", index=False)  # fmt: skip
-    best: dict[str, Any] = {"sweep": name, "n_complete": len(complete)}
+            note = f"fANOVA failed: {e}"
+    pd.DataFrame(imp_rows, columns=["param", "importance"]).to_csv(
+        out / "importances.csv", index=False
+    )
+    best: dict[str, Any] = {"sweep": name, "n_complete": len(complete), "importances_note": note}
     if complete:
         b = max(complete, key=lambda t: t.value)
         best |= {"trial": b.number, "value": float(b.value), "params": dict(b.params)}
