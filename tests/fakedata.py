@@ -11,12 +11,36 @@ import numpy as np
 import soundfile as sf
 
 from abt.data.hear_tasks import ClipRecord, TaskSpec, kfold_splits, write_task
+from abt.data.store import ClipSpec, build_store
 
 
 def tone(seconds: float, sr: int, f: float = 440.0, amp: float = 0.3, ch: int = 1) -> np.ndarray:
     t = np.arange(int(round(seconds * sr))) / sr
     x = amp * np.sin(2 * np.pi * f * t)
     return np.repeat(x[:, None], ch, axis=1).astype(np.float32)
+
+
+def tone_clips(
+    d: Path, n: int, *, seed: int, seconds: tuple[float, float], noise: float
+) -> list[ClipSpec]:
+    """``n`` 16 kHz WAVs ``<d>/<i>.wav``: a sine of random pitch (200-3000 Hz) and random length
+    (uniform in ``seconds``) plus white noise of amplitude ``noise``; their clip specs."""
+    rng = np.random.default_rng(seed)
+    specs = []
+    for i in range(n):
+        k = int(16000 * rng.uniform(*seconds))
+        x = 0.2 * np.sin(2 * np.pi * rng.uniform(200, 3000) * np.arange(k) / 16000)
+        sf.write(d / f"{i}.wav", (x + noise * rng.standard_normal(k)).astype(np.float32), 16000)
+        specs.append(ClipSpec(str(i), str(d / f"{i}.wav")))
+    return specs
+
+
+def tone_store(d: Path, n: int, *, seed: int, seconds: tuple[float, float], noise: float,
+               stats_crops: int) -> Path:  # fmt: skip
+    """A mel store ``<d>/store`` of :func:`tone_clips`."""
+    specs = tone_clips(d, n, seed=seed, seconds=seconds, noise=noise)
+    build_store(specs, d / "store", stats_crops=stats_crops, log=lambda *_: None)
+    return d / "store"
 
 
 def hear_task(

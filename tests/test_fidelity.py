@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import yaml
+from fakedata import tone_store
 
 from abt.config import REPO_ROOT, ConfigError, load_config, load_schema
-from abt.data.store import ClipSpec, MelStore, build_store
+from abt.data.store import MelStore
 from abt.runspec import resolve
 from abt.trainer import Trainer
 
@@ -90,15 +90,8 @@ def test_every_config_key_in_docs_fidelity_is_in_the_schema():
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     d = tmp_path_factory.mktemp("fid")
-    rng = np.random.default_rng(3)
-    specs = []
-    for i in range(24):
-        n = int(16000 * rng.uniform(0.4, 1.6))  # some clips shorter than the 96-frame crop
-        x = 0.2 * np.sin(2 * np.pi * rng.uniform(200, 3000) * np.arange(n) / 16000)
-        sf.write(d / f"{i}.wav", (x + 0.01 * rng.standard_normal(n)).astype(np.float32), 16000)
-        specs.append(ClipSpec(str(i), str(d / f"{i}.wav")))
-    build_store(specs, d / "store", stats_crops=100, log=lambda *_: None)
-    return d / "store"
+    # some clips shorter than the 96-frame crop
+    return tone_store(d, 24, seed=3, seconds=(0.4, 1.6), noise=0.01, stats_crops=100)
 
 
 def _trainer(run, store, tmp_path):

@@ -9,13 +9,12 @@ import time
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 import yaml
+from fakedata import tone_store
 
 from abt.checkpoint import load_encoder
 from abt.config import REPO_ROOT, load_config
-from abt.data.store import ClipSpec, build_store
 from abt.runspec import resolve as resolve_run_config
 from abt.trainer import NonFiniteLossError, Trainer
 
@@ -30,16 +29,8 @@ TINY = {
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     d = tmp_path_factory.mktemp("pool")
-    rng = np.random.default_rng(0)
-    specs = []
-    for i in range(32):
-        n = int(16000 * rng.uniform(0.6, 1.6))  # some clips shorter than the 96-frame crop
-        f = rng.uniform(200, 3000)
-        x = 0.2 * np.sin(2 * np.pi * f * np.arange(n) / 16000) + 0.02 * rng.standard_normal(n)
-        sf.write(d / f"{i}.wav", x.astype(np.float32), 16000)
-        specs.append(ClipSpec(str(i), str(d / f"{i}.wav")))
-    build_store(specs, d / "store", stats_crops=200, log=lambda *_: None)
-    return d / "store"
+    # some clips shorter than the 96-frame crop
+    return tone_store(d, 32, seed=0, seconds=(0.6, 1.6), noise=0.02, stats_crops=200)
 
 
 def run_cfg(**over):
