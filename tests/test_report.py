@@ -442,3 +442,41 @@ def test_verdict_counts_only_wins_beyond_the_spread(tmp_path):
     assert line.endswith("Target: at least 2 of 3 tasks: NOT met.")
     (line,) = pretraining_verdict(str(tmp_path), target=1)
     assert line.endswith("Target: at least 1 of 3 tasks: met.")
+
+
+@pytest.mark.parametrize("plot", ["bars", "line"])
+def test_study_figure_draws_each_hear_l_interval_at_its_row(plot):
+    """Fig. 4.5-style bars (and Fig. 4.6-style lines) carry the HEAR-L average's 95 % interval:
+    one error bar per row, spanning exactly [lo, hi], on that row's HEAR-L bar or point."""
+    from matplotlib.container import ErrorbarContainer
+
+    from abt.report.figures import _study_axes
+
+    df = pd.DataFrame({
+        "ablation": ["a", "b", "random_init"], "description": ["A", "B", "R"],
+        "linear_eval_task": "embedded_envsounds", "linear_eval_100": [0.7, 0.6, 0.5],
+        "hear_l_avg_pct": [55.0, 50.0, 56.0], "hear_l_avg_lo": [50.0, 46.0, 52.0],
+        "hear_l_avg_hi": [60.0, 54.0, 61.0], "lambd": [0.001, 0.005, 0.01],
+    })  # fmt: skip
+    study = {"plot": plot, "x": "lambd"}
+    fig = _study_axes(df, study)
+    (ax,) = fig.axes
+    (eb,) = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    segs = eb.lines[2][0].get_segments()
+    assert len(segs) == 3
+    for seg, lo, hi, x in zip(segs, df["hear_l_avg_lo"], df["hear_l_avg_hi"], df["lambd"],
+                              strict=True):  # fmt: skip
+        (x0, y0), (x1, y1) = seg
+        if plot == "line":
+            assert x0 == x1 == pytest.approx(x) and (y0, y1) == pytest.approx((lo / 100, hi / 100))
+        else:
+            assert y0 == y1 and (x0, x1) == pytest.approx((lo / 100, hi / 100))
+    if plot == "bars":  # on the HEAR-L bar of each row (the second hue), not on linear eval's
+        bars = ax.containers[1]
+        centres = [b.get_y() + b.get_height() / 2 for b in bars]
+        assert [s[0][1] for s in segs] == pytest.approx(centres)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "HEAR-L avg (95 % interval)" in labels
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

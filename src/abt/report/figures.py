@@ -49,13 +49,71 @@ def _label(row: Mapping[str, Any]) -> str:
 
 
 def _measures(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (ablation, measure): the score and, where the study has them, its 95 %
+    interval (``lo``/``hi``; the HEAR-L average's bootstrap interval, none for linear eval)."""
     task = df["linear_eval_task"].iloc[0]
-    lin = df[["ablation"]].assign(measure="linear eval", score=df["linear_eval_100"])
-    hl = df[["ablation"]].assign(measure="HEAR-L avg", score=df["hear_l_avg_pct"] / 100.0)
-    out = pd.concat([lin, hl], ignore_index=True)
-    out["measure"] = out["measure"].map({"linear eval": f"linear eval ({task})",
-                                         "HEAR-L avg": "HEAR-L avg"})  # fmt: skip
-    return out
+    nan = float("nan")
+    lin = df[["ablation"]].assign(measure=f"linear eval ({task})", score=df["linear_eval_100"],
+                                  lo=nan, hi=nan)  # fmt: skip
+    hl = df[["ablation"]].assign(measure="HEAR-L avg", score=df["hear_l_avg_pct"] / 100.0,
+                                 lo=nan, hi=nan)  # fmt: skip
+    if {"hear_l_avg_lo", "hear_l_avg_hi"} <= set(df.columns):
+        hl["lo"], hl["hi"] = df["hear_l_avg_lo"] / 100.0, df["hear_l_avg_hi"] / 100.0
+        if hl["lo"].notna().any():
+            hl["measure"] = "HEAR-L avg (95 % interval)"
+    return pd.concat([lin, hl], ignore_index=True)
+
+
+def _interval_bars(ax: Any, m: pd.DataFrame, value: str, position: str) -> None:
+    """Draw each measure's interval (``lo``/``hi``) around its value: horizontal bars at the
+    bar centres of a horizontal bar plot (``position="setting"``), vertical ones on a line plot."""
+    for measure, g in m.groupby("measure", sort=False):
+        g = g.dropna(subset=["lo", "hi"])
+        if g.empty:
+            continue
+        if position == "setting":  # seaborn: one container per hue level, bars in category order
+            order = list(m["setting"].unique())
+            hues = list(m["measure"].unique())
+            bars = ax.containers[hues.index(measure)]
+            ys = [bars[order.index(s)].get_y() + bars[order.index(s)].get_height() / 2
+                  for s in g["setting"]]  # fmt: skip
+            ax.errorbar(g[value], ys, xerr=[g[value] - g["lo"], g["hi"] - g[value]], fmt="none",
+                        ecolor="black", elinewidth=0.8, capsize=2)  # fmt: skip
+        else:
+            ax.errorbar(g[position], g[value], yerr=[g[value] - g["lo"], g["hi"] - g[value]],
+                        fmt="none", ecolor="black", elinewidth=0.8, capsize=2)  # fmt: skip
+
+
+def _study_axes(df: pd.DataFrame, study: Mapping[str, Any]) -> Any:
+    """The bar or line figure of a study's linear-eval and HEAR-L scores, with intervals."""
+    kind = study["plot"]
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    m = _measures(df)
+    palette = dict(zip(m["measure"].unique(), PALETTE.values(), strict=False))
+    if kind == "line":
+        x = study["x"]
+        m = m.merge(df[["ablation", x]], on="ablation")
+        sns.lineplot(data=m, x=x, y="score", hue="measure", marker="o", palette=palette, ax=ax)
+        _interval_bars(ax, m, "score", x)
+        if study.get("log_x"):
+            ax.set_xscale("log")
+        ax.set_xlabel(x)
+        ax.set_ylabel("score")
+    else:
+        labels = {r["ablation"]: _label(r) for _, r in df.iterrows()}
+        m["setting"] = m["ablation"].map(labels)
+        sns.barplot(data=m, y="setting", x="score", hue="measure", palette=palette, ax=ax)
+        _interval_bars(ax, m, "score", "setting")
+        ax.set_ylabel("")
+        ax.set_xlabel("score")
+        hl = study.get("highlight")
+        if hl:
+            for t in ax.get_yticklabels():
+                if t.get_text() == labels.get(hl):
+                    t.set_fontweight("bold")
+    ax.legend(title=None, fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.18),
+              ncol=2, frameon=False)  # fmt: skip
+    return fig
 
 
 def plot_study(
@@ -77,29 +135,7 @@ def plot_study(
     elif kind == "minmax":
         fig = _minmax(df, study["x"], hear_l, bool(study.get("log_x")))
     else:
-        fig, ax = plt.subplots(figsize=(6.4, 3.6))
-        m = _measures(df)
-        palette = dict(zip(m["measure"].unique(), PALETTE.values(), strict=False))
-        if kind == "line":
-            x = study["x"]
-            m = m.merge(df[["ablation", x]], on="ablation")
-            sns.lineplot(data=m, x=x, y="score", hue="measure", marker="o", palette=palette, ax=ax)
-            if study.get("log_x"):
-                ax.set_xscale("log")
-            ax.set_xlabel(x)
-        else:
-            labels = {r["ablation"]: _label(r) for _, r in df.iterrows()}
-            m["setting"] = m["ablation"].map(labels)
-            sns.barplot(data=m, y="setting", x="score", hue="measure", palette=palette, ax=ax)
-            ax.set_ylabel("")
-            hl = study.get("highlight")
-            if hl:
-                for t in ax.get_yticklabels():
-                    if t.get_text() == labels.get(hl):
-                        t.set_fontweight("bold")
-        ax.set_ylabel("score") if kind == "line" else ax.set_xlabel("score")
-        ax.legend(title=None, fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.18),
-                  ncol=2, frameon=False)  # fmt: skip
+        fig = _study_axes(df, study)
     fig.suptitle(title, fontsize="medium")
     _save(fig, outs)
 
