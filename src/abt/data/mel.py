@@ -41,6 +41,11 @@ class MelConfig:
     center: bool = True
     pad_mode: str = "reflect"
 
+    def __post_init__(self) -> None:
+        from abt.config import check_mels
+
+        check_mels(asdict(self))  # f_min < f_max <= sr / 2, win_length <= n_fft, hop > 0
+
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> MelConfig:
         d = dict(d or {})
