@@ -199,3 +199,11 @@ def test_evaluation_before_its_venv_exists_names_the_command_to_run(tmp_path):
                        timeout=300)  # fmt: skip
     one_line_error(r, "is not a built evaluation venv",
                    f"python -m abt.evaluation env {tmp_path / 'venv'}")  # fmt: skip
+
+
+def test_encoders_out_does_not_overwrite_a_foreign_file(tmp_path):
+    out = tmp_path / "notes.csv"
+    out.write_text("name,phone\nada,123\n")
+    r = abt("encoders", "--out", out, "--repeats", "0", "--table", "3.1")
+    one_line_error(r, "notes.csv exists and is not a table of encoders written by abt")
+    assert out.read_text() == "name,phone\nada,123\n"

@@ -174,3 +174,18 @@ def test_every_store_writer_refuses_foreign_files(tmp_path):
     with pytest.raises(OutputError, match="not written by abt as a log-mel store"):
         pack_store([("a", np.zeros((100, 64), np.float32))], tmp_path / "x")
     assert (tmp_path / "x" / "mels.npy").read_bytes() == b"mine"
+
+
+def test_a_file_output_replaces_only_its_own_kind_of_file(tmp_path):
+    from abt.outputs import header_is
+
+    table = OutputKind("a table", folder=False, legacy=lambda f: header_is(f, ["a", "b"]))
+    f = tmp_path / "t.csv"
+    check_output(f, table, command="x")  # absent
+    f.write_text("a,b\n1,2\n")
+    check_output(f, table, command="x")  # its own: replaced
+    f.write_text("name,phone\n")
+    with pytest.raises(OutputError, match=r"t.csv exists and is not a table written by abt"):
+        check_output(f, table, command="x")
+    with pytest.raises(OutputError, match="is a folder; give a file path"):
+        check_output(tmp_path, table, command="x")
