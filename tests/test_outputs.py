@@ -45,6 +45,10 @@ def test_only_what_abt_wrote_is_replaced(tmp_path):
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     check_output(out, kind, command="x")  # other entries are never touched
+    (out / "data.csv" / "sub").mkdir(parents=True)  # empty folders (Snakemake makes them)
+    check_output(out, kind, command="x")
+    (out / "data.csv" / "sub").rmdir()
+    (out / "data.csv").rmdir()
     (out / "data.csv").write_text("mine too")
     with pytest.raises(OutputError, match=r"out/data.csv was not written by abt as a thing"):
         check_output(out, kind, command="x")
@@ -144,6 +148,10 @@ def test_build_embedded_keeps_a_foreign_tasks_folder(tmp_path):
     with pytest.raises(OutputError, match=r"data/tasks was not written by abt as an embedded"):
         build_embedded(out, seed=0, scale=0.02, tasks=["embedded_envsounds"], use_debian="never")
     assert (out / "tasks" / "todo.txt").read_text() == "mine"
+    from abt.data.embedded.build import EMBEDDED_OUTPUT
+
+    (tmp_path / "wf" / "pool").mkdir(parents=True)  # what Snakemake creates for pool/clips.csv
+    check_output(tmp_path / "wf", EMBEDDED_OUTPUT, command="x")
 
 
 def test_a_run_folder_is_not_the_store_and_holds_only_a_run(tmp_path):

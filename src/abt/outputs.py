@@ -103,6 +103,14 @@ def mark(folder: str | os.PathLike[str], kind: OutputKind) -> None:
     os.replace(tmp, folder / MARKER)
 
 
+def _holds(p: Path) -> bool:
+    """Whether replacing ``p`` could lose anything: a file, or a folder with a file somewhere
+    inside (Snakemake creates the empty folders of a rule's outputs before running it)."""
+    if not p.is_dir() or p.is_symlink():
+        return True
+    return any(files for _root, _dirs, files in os.walk(p))
+
+
 def _foreign(out: Path, kind: OutputKind, *, command: str) -> None:
     if not kind.folder:
         if out.is_dir():
@@ -128,7 +136,7 @@ def _foreign(out: Path, kind: OutputKind, *, command: str) -> None:
         )
     if kind.legacy(out):
         return
-    present = sorted(p.name for p in out.iterdir() if p.name not in kind.ignore)
+    present = sorted(p.name for p in out.iterdir() if p.name not in kind.ignore and _holds(p))
     clash = [n for n in present if n in kind.entries] if kind.entries else present
     if clash:
         what = (

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from abt.data.mel_settings import mel_problems
+
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 
 
@@ -42,9 +44,9 @@ class MelConfig:
     pad_mode: str = "reflect"
 
     def __post_init__(self) -> None:
-        from abt.config import check_mels
-
-        check_mels(asdict(self))  # f_min < f_max <= sr / 2, win_length <= n_fft, hop > 0
+        problems = mel_problems(asdict(self))  # f_min < f_max <= sr / 2, win_length <= n_fft
+        if problems:
+            raise ValueError("mels: " + "; ".join(problems))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> MelConfig:
