@@ -22,6 +22,7 @@ include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/hear.smk"
 include: "workflow/rules/sweeps.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/unknown.smk"
 
 
 rule all:

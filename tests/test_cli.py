@@ -128,3 +128,82 @@ def test_every_hand_command_in_the_readme_works(tmp_path):
     assert (store / "stats.json").is_file() and (run / "model.ckpt").is_file()
     assert (tmp_path / "ddp" / "model.ckpt").is_file() and (tmp_path / "encoders.csv").is_file()
     assert (tmp_path / "hear-16k" / "toy-v1-full" / "16000").is_dir()
+
+
+def one_line_error(r, *parts):
+    """A failure reported as one clear line naming what is wrong (no traceback)."""
+    assert r.returncode == 2, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if "error" in ln]
+    assert len(lines) == 1 and all(p in lines[0] for p in parts), r.stderr
+
+
+@pytest.mark.parametrize(
+    "text, parts",
+    [
+        ("pretrain:\n  batch_size: 8\npretrain:\n  epochs: 2\n",
+         ["line 3: key 'pretrain' appears a second time", "first on line 1"]),
+        ("mels:\n  f_min: 9000\n", ["f_min (9000) must be below f_max (7800)"]),
+        ("mels:\n  n_fft: 512\n", ["win_length (1024) must be at most n_fft (512)"]),
+        ("optimizers:\n  lars:\n    lr: .nan\n", ["'optimizers.lars.lr': nan is not a finite"]),
+        ("pretrain:\n  objective:\n    lambd: .nan\n", ["'pretrain.objective.lambd': nan"]),
+        ("studies:\n  lambda:\n    x: lambda\n", ["'studies.lambda.x': 'lambda' is not a column",
+                                                   "did you mean lambd"]),
+    ],
+)  # fmt: skip
+def test_check_config_refuses_what_the_schema_cannot_see(tmp_path, text, parts):
+    p = tmp_path / "over.yaml"
+    p.write_text(text)
+    one_line_error(abt("check-config", p), *parts)
+
+
+def test_prepare_hear_into_its_own_source_is_refused(tmp_path):
+    """Regression: `abt prepare-hear SRC SRC` exited 0 and deleted the downloaded audio."""
+    src = hear_task(tmp_path / "dl", "toy")
+    wavs = sorted((src / "48000").rglob("*.wav"))
+    one_line_error(abt("prepare-hear", tmp_path / "dl", tmp_path / "dl"),
+                   "is the input download folder")  # fmt: skip
+    assert sorted((src / "48000").rglob("*.wav")) == wavs and len(wavs) == 6
+    one_line_error(abt("prepare-hear", tmp_path / "dl", tmp_path / "out", "--tasks", "nope"),
+                   "no task ['nope']")  # fmt: skip
+
+
+def test_compute_mels_into_the_audio_folder_is_refused(tmp_path):
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    import soundfile as sf
+    from fakedata import tone, write_clip_list
+
+    sf.write(audio / "a.wav", tone(0.5, 16000), 16000)
+    write_clip_list(audio / "index.csv", ["a"])
+    before = (audio / "index.csv").read_bytes()
+    r = abt("compute-mels", "--audio-dir", audio, "--clip-list", audio / "index.csv",
+            "--out", audio)  # fmt: skip
+    one_line_error(r, "is the input audio folder")
+    assert (audio / "index.csv").read_bytes() == before
+
+
+def test_build_embedded_scale_zero_is_an_argument_error(tmp_path):
+    """Regression: `abt build-embedded --scale 0` ended in a ValueError traceback."""
+    r = abt("build-embedded", "--out", tmp_path / "e", "--scale", "0")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "argument --scale: must be a finite number > 0, not 0" in r.stderr
+    assert not (tmp_path / "e").exists()
+
+
+def test_evaluation_before_its_venv_exists_names_the_command_to_run(tmp_path):
+    """Regression: the message named a Python function (ensure_env()), not the command."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    r = subprocess.run([sys.executable, "-m", "abt.evaluation", "validate", str(tmp_path / "venv"),
+                        str(tmp_path / "model.ckpt")], capture_output=True, text=True, env=env,
+                       timeout=300)  # fmt: skip
+    one_line_error(r, "is not a built evaluation venv",
+                   f"python -m abt.evaluation env {tmp_path / 'venv'}")  # fmt: skip
+
+
+def test_encoders_out_does_not_overwrite_a_foreign_file(tmp_path):
+    out = tmp_path / "notes.csv"
+    out.write_text("name,phone\nada,123\n")
+    r = abt("encoders", "--out", out, "--repeats", "0", "--table", "3.1")
+    one_line_error(r, "notes.csv exists and is not a table of encoders written by abt")
+    assert out.read_text() == "name,phone\nada,123\n"

@@ -222,10 +222,11 @@ def test_augmentation_sweep_uses_the_thesis_lars_weight_decay():
 
 
 @pytest.mark.parametrize("encoder, every", [("audiontt", 5), ("vitc_b_16x8", 2)])
-def test_vit_c_is_probed_every_two_epochs(monkeypatch, encoder, every):
+def test_vit_c_is_probed_every_two_epochs(monkeypatch, tmp_path, encoder, every):
     """Finding 9: ViT_C was probed every 5 epochs; the thesis probes it every 2."""
     from abt.jobs import pretrain
 
+    monkeypatch.chdir(tmp_path)  # the run folder "r" is written
     c = cfg()
     seen = {}
 

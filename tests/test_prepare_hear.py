@@ -5,6 +5,7 @@ corrupt files counted and named; idempotent; the result is what heareval reads."
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -175,3 +176,61 @@ def test_fsd50k_download_becomes_a_task_with_its_own_split(tmp_path):
     root2 = fsd50k_tree(tmp_path / "fsd2", {"10": "train", "12": "val"}, ["20"], missing=("12",))
     with pytest.raises(PrepareError, match="1 of 3 audio files"):
         prepare_task(root2, tmp_path / "out2", **QUIET)
+
+
+def test_a_truncated_task_file_is_an_error_naming_it(tmp_path):
+    """Regression: a task WAV cut to 100 bytes became a 0.56 ms clip ("9 of 9 files ... 0 left
+    out")."""
+    src = hear_task(tmp_path / "dl", "toy_cut", n=3)
+    cut = src / "48000" / "train" / "train_1.wav"
+    os.truncate(cut, 100)
+    lines = []
+    with pytest.raises(PrepareError, match=r"0 of 9 audio files .* missing and 0 do not decode; "
+                       r"1 are truncated"):  # fmt: skip
+        prepare_task(src, tmp_path / "out", log=lines.append)
+    # 100 - 44 header bytes = 28 of 24000 frames (0.5 s at 48 kHz, 16 bit)
+    assert any(
+        "train/train_1.wav (the file ends after 28 of the 24000 frames" in ln for ln in lines
+    )
+    rep = prepare_task(src, tmp_path / "out", options={"on_missing": "drop"}, **QUIET)
+    assert rep["dropped"] == ["train/train_1.wav"] and rep["prepared"] == 8
+    assert [d["file"] for d in rep["truncated"]] == ["train/train_1.wav"] and not rep["undecodable"]
+
+
+def test_a_prepared_task_file_cut_later_fails_validation_and_its_store(tmp_path):
+    from abt.data.hear_tasks import HearTaskError
+    from abt.data.store import StoreError
+    from abt.jobs.data import compute_task_mels
+
+    src = hear_task(tmp_path / "dl", "toy16", rate=16000)
+    f = src / "16000" / "valid" / "valid_0.wav"
+    os.truncate(f, os.path.getsize(f) // 2)
+    # 0.5 s at 16 kHz: 44 + 16000 bytes, half of them kept: (8022 - 44) / 2 = 3989 frames
+    with pytest.raises(HearTaskError, match=r"valid_0.wav: truncated: the file ends after 3989 of"):
+        read_task(src, check_audio=True)
+    pre = {"min_duration_s": 0.064, "on_silent": "exclude", "silence_peak": 1e-4, "workers": 1,
+           "dtype": "float32", "stats": {"n_crops": 8, "crop_frames": 96, "seed": 0}}  # fmt: skip
+    with pytest.raises(StoreError, match=r"1 audio file\(s\) of split 'valid' are truncated, e.g. "
+                       r".*valid_0.wav \(the file ends after"):  # fmt: skip
+        compute_task_mels(str(src), {"sample_rate": 16000}, pre, str(tmp_path / "stores"))
+
+
+def test_a_task_folder_without_metadata_is_reported_not_skipped(tmp_path):
+    """Regression: a HEAR task folder without task_metadata.json was skipped silently (exit 0);
+    named with --tasks it gave a 13-line traceback."""
+    dl = tmp_path / "dl"
+    hear_task(dl, "good")
+    broken = hear_task(dl, "broken")
+    (broken / "task_metadata.json").unlink()
+    (dl / "notes").mkdir()  # not a task: ignored
+    reps = prepare_tasks(dl, tmp_path / "out", **QUIET)
+    status = {r["task"]: (r["status"], r.get("error", "")) for r in reps}
+    assert set(status) == {"good-v1-full", "broken-v1-full"}
+    assert status["good-v1-full"][0] == "prepared"
+    assert status["broken-v1-full"][0] == "failed"
+    assert "broken-v1-full has no task_metadata.json" in status["broken-v1-full"][1]
+    assert "download or extract the task again" in status["broken-v1-full"][1]
+    reps = prepare_tasks(dl, tmp_path / "out", tasks=["broken-v1-full"], **QUIET)
+    assert [r["status"] for r in reps] == ["failed"]
+    with pytest.raises(PrepareError, match=r"no task \['nope'\] in .*; found: \['good-v1-full'\]"):
+        prepare_tasks(dl, tmp_path / "out", tasks=["nope"], **QUIET)

@@ -36,6 +36,8 @@ def audio_dir(tmp_path):
     sf.write(d / "nan.wav", nan, SR, subtype="FLOAT")
     (d / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunk")
     (d / "notaudio.wav").write_text("hello")
+    sf.write(d / "cut.wav", tone(1.98, 500), SR)  # a download cut short: a third of its bytes
+    os.truncate(d / "cut.wav", os.path.getsize(d / "cut.wav") // 3)
     return d
 
 
@@ -47,7 +49,7 @@ def write_list(path, ids):
             w.writerow([i])
 
 
-ALL_IDS = ["a", "b", "c", "silent", "empty", "tiny", "nan", "corrupt", "notaudio", "ghost"]
+ALL_IDS = ["a", "b", "c", "silent", "empty", "tiny", "nan", "corrupt", "notaudio", "cut", "ghost"]
 
 
 def test_every_bad_input_has_a_documented_outcome(audio_dir, tmp_path, capsys):
@@ -55,7 +57,7 @@ def test_every_bad_input_has_a_documented_outcome(audio_dir, tmp_path, capsys):
     specs = read_clip_list(tmp_path / "clips.csv", audio_dir)
     stats = build_store(specs, tmp_path / "store", stats_crops=64)
     out = capsys.readouterr().out
-    assert "3 of 10 clips stored" in out and "missing=1" in out
+    assert "3 of 11 clips stored" in out and "missing=1" in out and "truncated=1" in out
     with open(tmp_path / "store" / "manifest.csv") as fh:
         man = {r["clip_id"]: r for r in csv.DictReader(fh)}
     assert set(man) == set(ALL_IDS)  # nothing dropped silently
@@ -69,6 +71,7 @@ def test_every_bad_input_has_a_documented_outcome(audio_dir, tmp_path, capsys):
         "nan": "non_finite",
         "corrupt": "unreadable",
         "notaudio": "unreadable",
+        "cut": "truncated",  # was stored "ok" as 0.66 s of a 1.98 s clip
         "ghost": "missing",
     }
     assert {k: v["status"] for k, v in man.items()} == expect
@@ -84,8 +87,44 @@ def test_every_bad_input_has_a_documented_outcome(audio_dir, tmp_path, capsys):
         "ok": 3,
         "silent": 1,
         "too_short": 1,
+        "truncated": 1,
         "unreadable": 2,
     }
+    # 1.98 s = 31680 frames of 2 bytes after a 44-byte header; a third of 63404 bytes keeps
+    # (21134 - 44) / 2 = 10545 of them
+    assert "ends after 10545 of the 31680 frames its header announces" in man["cut"]["reason"]
+
+
+@pytest.mark.parametrize(
+    "fmt, subtype, ext",
+    [("WAV", "PCM_16", "wav"), ("WAV", "FLOAT", "wav"), ("WAV", "ULAW", "wav"),
+     ("WAVEX", "PCM_24", "wav"), ("RF64", "PCM_16", "wav"), ("W64", "PCM_16", "w64"),
+     ("AIFF", "PCM_16", "aiff"), ("AU", "PCM_16", "au"), ("FLAC", "PCM_16", "flac")],
+)  # fmt: skip
+def test_header_frame_counts_match_the_decoder_and_a_cut_file_is_truncated(
+    tmp_path, fmt, subtype, ext
+):
+    from abt.data.audio import TRUNCATED, header_frames
+
+    p = tmp_path / f"x.{ext}"
+    sf.write(p, tone(0.99, 300, ch=2), SR, format=fmt, subtype=subtype)
+    assert header_frames(p) == sf.info(p).frames == 15840
+    assert load_audio(p).ok
+    os.truncate(p, os.path.getsize(p) // 2)
+    res = load_audio(p)
+    if fmt == "FLAC":  # libsndfile refuses a cut FLAC stream itself
+        assert res.status == "unreadable"
+    else:
+        assert res.status == TRUNCATED and "of the 15840 frames its header announces" in res.reason
+
+
+def test_formats_without_a_frame_count_are_not_checked(tmp_path):
+    from abt.data.audio import header_frames
+
+    sf.write(tmp_path / "x.ogg", tone(0.5), SR)
+    sf.write(tmp_path / "y.wav", tone(0.5), SR, subtype="IMA_ADPCM")  # compressed: no count
+    assert header_frames(tmp_path / "x.ogg") is None and header_frames(tmp_path / "y.wav") is None
+    assert load_audio(tmp_path / "y.wav").ok
 
 
 def test_silent_files_can_be_kept(audio_dir):
@@ -261,8 +300,11 @@ def test_statistics_are_never_nan(audio_dir, tmp_path):
     m[3, 5] = np.nan  # damage on disk after the build
     m.flush()
     del m
+    with pytest.raises(StoreError, match="mels.npy: its contents differ from what was written"):
+        MelStore(tmp_path / "s")  # the damage is seen when the store is opened
+    (tmp_path / "s" / "stats.json").unlink()  # as while a store is built: no record yet
     with pytest.raises(StoreError, match="statistics are not finite"):
-        MelStore(tmp_path / "s").compute_stats(64, 96, 0)
+        MelStore(tmp_path / "s", require_stats=False).compute_stats(64, 96, 0)
 
 
 def test_failed_rebuild_leaves_no_stale_store(audio_dir, tmp_path):
@@ -271,7 +313,8 @@ def test_failed_rebuild_leaves_no_stale_store(audio_dir, tmp_path):
     with pytest.raises(StoreError, match="no usable clip"):
         build_store([ClipSpec("x", str(audio_dir / "corrupt.wav"))], tmp_path / "s",
                     log=lambda *_: None)  # fmt: skip
-    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["manifest.csv"]
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [".abt-output.json",
+                                                                 "manifest.csv"]  # fmt: skip
     assert "unreadable" in (tmp_path / "s" / "manifest.csv").read_text()
     with pytest.raises(StoreError, match="missing"):
         MelStore(tmp_path / "s")
@@ -482,3 +525,106 @@ def test_one_process_builds_a_store_folder(tmp_path):
     finally:
         p.kill()
         p.wait()
+
+
+# ------------------------------------------------- what is read back is what was written
+
+
+def _small_store(audio_dir, out):
+    write_list(out.parent / "l.csv", ["a", "b", "c"])
+    build_store(read_clip_list(out.parent / "l.csv", audio_dir), out, stats_crops=8,
+                log=lambda *_: None)  # fmt: skip
+    return out
+
+
+def test_a_truncated_mels_npy_is_an_error_naming_it(audio_dir, tmp_path):
+    """Regression: a truncated mels.npy crashed with numpy's "mmap length is greater than file
+    size"."""
+    s = _small_store(audio_dir, tmp_path / "s")
+    size = (s / "mels.npy").stat().st_size
+    os.truncate(s / "mels.npy", size - 64 * 4)
+    with pytest.raises(StoreError, match=rf"s/mels.npy holds {size - 256} bytes, stats.json "
+                       rf"recorded {size} \(a truncated"):  # fmt: skip
+        MelStore(s)
+
+
+@pytest.mark.parametrize("damage", ["not json", "edited", "not a mapping"])
+def test_an_unparsable_or_edited_stats_json_is_an_error_naming_it(audio_dir, tmp_path, damage):
+    """Regression: an unparsable stats.json crashed with a JSONDecodeError traceback; an edited
+    one (a different mean) was used as it was."""
+    s = _small_store(audio_dir, tmp_path / "s")
+    st = json.loads((s / "stats.json").read_text())
+    text = {"not json": '{"mean": 1.0,', "not a mapping": "[1, 2]",
+            "edited": json.dumps({**st, "mean": st["mean"] + 1.0})}[damage]  # fmt: skip
+    (s / "stats.json").write_text(text)
+    msg = {"not json": "is not valid JSON", "not a mapping": "does not hold a store's statistics",
+           "edited": "does not match the digest it recorded"}[damage]  # fmt: skip
+    with pytest.raises(StoreError, match=f"s/stats.json {msg}.*delete it and rebuild it"):
+        MelStore(s)
+
+
+def test_same_size_changes_of_the_store_files_are_errors(audio_dir, tmp_path):
+    s = _small_store(audio_dir, tmp_path / "s")
+    raw = bytearray((s / "mels.npy").read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # one byte flipped in the middle
+    (s / "mels.npy").write_bytes(bytes(raw))
+    with pytest.raises(StoreError, match="mels.npy: its contents differ from what was written"):
+        MelStore(s)
+    s = _small_store(audio_dir, tmp_path / "t")
+    man = (s / "manifest.csv").read_text()
+    (s / "manifest.csv").write_text(man.replace(",ok,", ",OK,", 1))  # same size, edited
+    with pytest.raises(StoreError, match="manifest.csv does not belong to stats.json"):
+        MelStore(s)
+
+
+def test_a_large_store_checks_sampled_blocks(audio_dir, tmp_path, monkeypatch):
+    """Above FULL_CHECK_BYTES only SAMPLE_BLOCKS blocks are read: a change inside one is seen,
+    one between them is not (documented)."""
+    import abt.data.store as store_mod
+
+    monkeypatch.setattr(store_mod, "SAMPLE_BYTES", 256)
+    s = _small_store(audio_dir, tmp_path / "s")
+    monkeypatch.setattr(store_mod, "FULL_CHECK_BYTES", 0)
+    size = (s / "mels.npy").stat().st_size
+    span = size - 256
+    starts = [span * i // 63 for i in range(64)]
+    gap = next(a + 256 for a, b in zip(starts, starts[1:], strict=False) if b - a > 300)
+    original = (s / "mels.npy").read_bytes()
+    for offset, seen in ((starts[10] + 3, True), (gap + 10, False)):
+        raw = bytearray(original)
+        raw[offset] ^= 0xFF
+        (s / "mels.npy").write_bytes(bytes(raw))
+        if seen:
+            with pytest.raises(StoreError, match="contents differ"):
+                MelStore(s)
+        else:
+            MelStore(s)  # between the sampled blocks: not read, not seen
+    monkeypatch.setattr(store_mod, "FULL_CHECK_BYTES", 1 << 30)
+    with pytest.raises(StoreError, match="contents differ"):
+        MelStore(s)  # a small store: every byte
+
+
+def test_disk_full_while_building_says_so_and_leaves_no_partial_files(audio_dir, tmp_path,
+                                                                     monkeypatch):  # fmt: skip
+    """Regression: ENOSPC while building a store ended in a raw OSError traceback."""
+    import errno
+
+    import abt.data.store as store_mod
+
+    old = _small_store(audio_dir, tmp_path / "s")
+    before = {p.name: p.read_bytes() for p in old.iterdir()}
+    real = store_mod._RowAppender.append
+
+    def full(self, rows):
+        if self.n_rows > 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, rows)
+
+    monkeypatch.setattr(store_mod._RowAppender, "append", full)
+    write_list(tmp_path / "l2.csv", ["a", "b", "c"])
+    with pytest.raises(StoreError, match=r"s: disk full \(No space left on device\) while "
+                       r"writing a log-mel store; the partial files were removed"):  # fmt: skip
+        build_store(read_clip_list(tmp_path / "l2.csv", audio_dir), old, stats_crops=8,
+                    batch_clips=1, log=lambda *_: None)  # fmt: skip
+    assert not list(tmp_path.glob(".s.tmp-*"))  # the staging folder is gone
+    assert {p.name: p.read_bytes() for p in old.iterdir()} == before  # the old store is intact

@@ -433,6 +433,8 @@ def test_another_store_does_not_resume(store, tmp_path):
     """Regression: a different --store with the same --out resumed silently."""
     import shutil
 
+    from abt.data.store import stats_digest
+
     Trainer(run_cfg(), store, tmp_path / "run", progress=False, log=lambda *_: None).fit(
         stop_after_epochs=1
     )
@@ -441,6 +443,7 @@ def test_another_store_does_not_resume(store, tmp_path):
     st = json.loads((other / "stats.json").read_text())
     st["mean"] += 0.5  # a store of other data: other statistics
     st.pop("fingerprint", None)
+    st["digest"] = stats_digest(st)  # written so (an edit by hand is refused: test_store.py)
     (other / "stats.json").write_text(json.dumps(st))
     tr, s, logs = _fit(run_cfg(), other, tmp_path / "run")
     assert any("the pre-training store changed" in m for m in logs)

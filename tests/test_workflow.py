@@ -131,6 +131,38 @@ def test_unknown_ablation_fails_when_the_dag_is_built():
         assert "Known " in out
 
 
+@pytest.mark.parametrize(
+    "target, message, close",
+    [
+        ("results/pretrain/audiontx/baseline/seed0/model.ckpt", "unknown encoder 'audiontx'",
+         "audiontt"),
+        ("results/pretrain/audiontt/baseline/seedX/model.ckpt", "unknown seed 'seedX'", "seed0"),
+        ("results/hear/audiontt/aug_rcc/seed0/scores.csv", "unknown variant 'aug_rcc'",
+         "aug_rrc"),
+        ("results/baselines/embedded_envsound.json", "unknown task 'embedded_envsound'",
+         "embedded_envsounds"),
+        ("report/table.tex", "unknown report target 'report/table.tex'", "report/tables.tex"),
+        ("papr", "unknown target 'papr'", "paper"),
+    ],
+)  # fmt: skip
+def test_other_misspelt_targets_name_the_nearest_known_ones(target, message, close):
+    """Regression: a misspelt encoder, seed, task, report file or rule got only Snakemake's
+    "No rule to produce"."""
+    r = smk("--dry-run", target)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "No rule to produce" not in out, target
+    assert message in out and f"Did you mean {close}" in out, out[-2000:]
+
+
+def test_a_repeated_key_in_a_configfile_fails_at_parse_time(tmp_path):
+    """Regression: Snakemake's loader kept the last of two `pretrain:` blocks."""
+    p = tmp_path / "over.yaml"
+    p.write_text("pretrain:\n  batch_size: 8\npretrain:\n  epochs: 2\n")
+    r = smk("--dry-run", "--configfile", str(p))
+    assert r.returncode != 0
+    assert "over.yaml, line 3: key 'pretrain' appears a second time" in r.stdout + r.stderr
+
+
 def test_config_typo_fails_at_parse_time(tmp_path):
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     cfg["mels"]["hop_lenght"] = 160

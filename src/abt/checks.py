@@ -9,8 +9,16 @@ from typing import Any
 
 from abt.config import ConfigError, load_schema, validate_config
 from abt.plan import check_inputs_exist, task_dirs, variants
+from abt.report.fields import DERIVED_FIELDS
 from abt.runspec import resolve
 from abt.sweeps import SweepError, sweep_run_config
+
+
+def _did_you_mean(name: str, known: Any) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=3)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
 def check_config(
@@ -92,6 +100,12 @@ def check_references(cfg: dict[str, Any], schema: Mapping[str, Any]) -> None:
                     )
         if st.get("plot") in ("line", "minmax") and not st.get("x"):
             raise ConfigError(f"config key 'studies.{study}.x' must be set for a {st['plot']} plot")
+        if st.get("x") and st["x"] not in DERIVED_FIELDS:
+            raise ConfigError(
+                f"config key 'studies.{study}.x': {st['x']!r} is not a column of the ablation "
+                f"summaries; the x axis can show one of {', '.join(DERIVED_FIELDS)}"
+                + _did_you_mean(st["x"], DERIVED_FIELDS)
+            )
     rep = cfg.get("report") or {}
     for sname, sw in (cfg.get("sweeps") or {}).items():
         if sw["encoder"] not in cfg["encoders"]:

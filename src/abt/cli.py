@@ -86,14 +86,30 @@ COMMANDS.add(
 # --- build-embedded --------------------------------------------------------------------------
 
 
+def _positive(kind: type) -> Callable[[str], Any]:
+    """An argparse type: a number of ``kind`` greater than 0 (the message says so)."""
+
+    def parse(text: str) -> Any:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not v > 0 or v != v or v in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"must be a finite number > 0, not {text}")
+        return v
+
+    return parse
+
+
 def _emb_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scale", type=float, default=0.25)
-    p.add_argument("--task-scale", type=float, default=None, help="task sizes (default: --scale)")
+    p.add_argument("--scale", type=_positive(float), default=0.25, help="size knob (> 0)")
+    p.add_argument("--task-scale", type=_positive(float), default=None,
+                   help="task sizes (default: --scale)")  # fmt: skip
     p.add_argument("--tasks", nargs="*", default=None)
     p.add_argument("--use-debian", default="auto", choices=["auto", "never", "require"])
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=_positive(int), default=1)
 
 
 def _emb(a: argparse.Namespace) -> int:
@@ -128,7 +144,7 @@ def _mels_args(p: argparse.ArgumentParser) -> None:
 
 
 def _mels(a: argparse.Namespace) -> int:
-    from abt.jobs.data import compute_pretrain_mels
+    from abt.jobs.data import compute_pretrain_mels  # checks --out against the inputs
 
     cfg = _load_cfg(a.config)
     data = {
@@ -225,6 +241,11 @@ def _enc(a: argparse.Namespace) -> int:
     df = thesis_tables(a.table, device=a.device, batch_size=a.batch_size, repeats=a.repeats)
     print(markdown_table(df))
     if a.out:
+        from abt.outputs import OutputKind, check_output, header_is
+
+        cols = [str(c) for c in df.columns]
+        table = OutputKind("a table of encoders", folder=False, legacy=lambda f: header_is(f, cols))
+        check_output(a.out, table, command="abt encoders")  # only its own tables are replaced
         df.to_csv(a.out, index=False)
     return 0
 
@@ -314,12 +335,14 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # clear one-line error for the known error types
         from abt.checkpoint import CheckpointError
         from abt.config import ConfigError
+        from abt.data.prepare_hear import PrepareError
         from abt.data.store import StoreError
         from abt.locks import LockedError
+        from abt.outputs import OutputError
         from abt.trainer import NonFiniteLossError, ResumeError
 
         known = (ConfigError, StoreError, FileNotFoundError, NonFiniteLossError, ResumeError,
-                 LockedError, CheckpointError)  # fmt: skip
+                 LockedError, CheckpointError, OutputError, PrepareError)  # fmt: skip
         if isinstance(e, known):
             print(f"abt {a.cmd}: error: {e}", file=sys.stderr)
             return 2

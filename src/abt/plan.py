@@ -7,6 +7,7 @@ training stack. Path templates live here, once: rules format them with wildcards
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,47 @@ def pretrain_clip_list_path(cfg: dict[str, Any], corpus: str = "train") -> str:
     if pre["source"] == "embedded":
         return f"{EMBEDDED_DIR}/pool/clips.csv"
     return str(pre["clip_list"])
+
+
+# ------------------------------------------------------------------ audio fingerprints
+
+
+def _stamp(path: str | Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+@functools.cache
+def _fingerprint(folder: str, stamps: tuple[Any, ...]) -> str:
+    from abt.data.audiofiles import audio_fingerprint
+
+    return audio_fingerprint(folder)
+
+
+def audio_fingerprint(folder: str | Path, anchor: str | Path | None = None) -> str:
+    """:func:`abt.data.audiofiles.audio_fingerprint` of ``folder``, computed once per process
+    while ``folder`` and ``anchor`` (the file the workflow rewrites with the audio: a clip list,
+    a task's metadata) are unchanged: Snakemake evaluates a rule's params when it builds the DAG
+    and again before it starts the job, for every shard of a store."""
+    stamps = (_stamp(folder), _stamp(anchor) if anchor else None)
+    return _fingerprint(str(folder), stamps)
+
+
+def corpus_audio_fingerprint(cfg: dict[str, Any], corpus: str) -> str:
+    """The fingerprint of a pre-training corpus's audio folder (a rule parameter: a changed,
+    added or removed file rebuilds the store)."""
+    pre = corpus_data(cfg, corpus)
+    if pre["source"] == "embedded":
+        return audio_fingerprint(f"{EMBEDDED_DIR}/pool", f"{EMBEDDED_DIR}/pool/clips.csv")
+    return audio_fingerprint(pre["audio_dir"], pre["clip_list"])
+
+
+def task_audio_fingerprint(cfg: dict[str, Any], task: str) -> str:
+    """The fingerprint of an evaluation task's audio (its folder, every sample rate)."""
+    return audio_fingerprint(task_dirs(cfg)[task], task_input_path(cfg, task))
 
 
 def run_tasks(cfg: dict[str, Any], variant: str) -> list[str]:

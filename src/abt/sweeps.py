@@ -27,9 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from abt.config import deep_merge
+from abt.config import deep_merge, load_yaml
 from abt.locks import critical_section
 from abt.runspec import RunSpec, SweepError, apply_params, resolve
 
@@ -250,7 +248,7 @@ def run_trials(
 
 def best_params(path: str | Path) -> dict[str, Any]:
     """The parameters of a finished sweep's best trial (``best_params.yaml``)."""
-    data = yaml.safe_load(Path(path).read_text())
+    data = load_yaml(path) or {}
     if not data.get("params"):
         raise SweepError(f"{path}: the sweep has no completed trial; nothing to feed in")
     return dict(data["params"])

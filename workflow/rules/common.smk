@@ -19,10 +19,14 @@ from abt import plan  # noqa: E402
 from abt.data import prepare_hear  # noqa: E402
 from abt.checks import check_config  # noqa: E402
 from abt.codehash import code_digest  # noqa: E402
-from abt.config import ConfigError  # noqa: E402
+from abt.config import ConfigError, read_config_file  # noqa: E402
 
 SCHEMA = plan.load_schema_for_workflow(WORKFLOW_ROOT)
 try:
+    # Snakemake's own loader keeps the last of a repeated key silently: read every config
+    # file (config.yaml and each --configfile) once more with the project's loader
+    for configfile_path in workflow.configfiles:
+        read_config_file(configfile_path)
     check_config(config, SCHEMA)
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
@@ -121,6 +125,25 @@ def task_source_path(wildcards):
     return str(TASK_SOURCES[wildcards.task].path)
 
 
+# The audio a job reads enters its params as a stat fingerprint (abt.data.audiofiles); an added,
+# removed, resized or re-timed file re-runs the job (Snakemake's params trigger).
+
+
+def task_source_audio(wildcards):
+    src = TASK_SOURCES[wildcards.task]
+    if not src.path.is_dir():  # an archive: its own mtime is the rule's input
+        return "archive"
+    return plan.audio_fingerprint(src.path, src.input_file)
+
+
+def corpus_audio(wildcards):
+    return plan.corpus_audio_fingerprint(config, wildcards.corpus)
+
+
+def task_audio(wildcards):
+    return plan.task_audio_fingerprint(config, wildcards.task)
+
+
 def pretrain_clip_list(wildcards):
     return plan.pretrain_clip_list_path(config, wildcards.corpus)
 
@@ -161,6 +184,10 @@ def run_task_names(wildcards):
 
 def run_task_dirs(wildcards):
     return [TASKS[t] for t in run_task_names(wildcards)]
+
+
+def run_task_audio(wildcards):
+    return {t: plan.task_audio_fingerprint(config, t) for t in run_task_names(wildcards)}
 
 
 def run_task_inputs(wildcards):
@@ -438,10 +465,29 @@ def sweep_spec(wildcards):
 # ---- targets that name nothing the configuration defines
 
 
-def unknown(kind, known):
-    """An input function failing with the valid names (a misspelt target)."""
+def unknown(kind, known, shown="{}"):
+    """An input function failing with the valid names (a misspelt target): ``known`` is a list
+    or a function returning one (when the list needs every rule defined); ``shown`` formats a
+    name as the message shows it (e.g. the whole path of a report target)."""
 
     def fail(wildcards):
-        raise WorkflowError(plan.unknown_name_error(kind, wildcards.name, list(known)))
+        names = known() if callable(known) else known
+        raise WorkflowError(
+            plan.unknown_name_error(
+                kind, shown.format(wildcards.name), [shown.format(n) for n in names]
+            )
+        )
 
     return fail
+
+
+def target_rules():
+    """The rules a user may name as a target: every rule without wildcards (``all``, ``data``,
+    ``paper``, ``report``, ...)."""
+    return sorted(r.name for r in workflow.rules if not r.has_wildcards())
+
+
+def unknown_log(label, outputs):
+    """The log path of a catch-all rule: every wildcard of its output, under logs/unknown/."""
+    names = dict.fromkeys(re.findall(r"{(\w+)}", outputs[0]))
+    return f"{os.path.join('logs', 'unknown', label, *(f'{{{n}}}' for n in names))}.log"

@@ -20,6 +20,7 @@ rule prepare_task:
         runtime=240,
     params:
         source=task_source_path,
+        audio=task_source_audio,
         options=config["data"]["prepare"],
         code=CODE["prepare_task"],
     script:
@@ -71,6 +72,7 @@ rule compute_pretrain_mels_shard:
         runtime=240,
     params:
         data=corpus_data,
+        audio=corpus_audio,
         mels=config["mels"],
         preprocess=config["preprocess"],
         embedded_dir=EMBEDDED_DIR,
@@ -100,6 +102,7 @@ rule compute_pretrain_mels:
         runtime=240,
     params:
         data=corpus_data,
+        audio=corpus_audio,
         mels=config["mels"],
         preprocess=config["preprocess"],
         pad=config["pretrain"]["pad"],
@@ -126,6 +129,7 @@ rule compute_task_mels:
         runtime=60,
     params:
         task_dir=task_dir,
+        audio=task_audio,
         mels=config["mels"],
         preprocess=config["preprocess"],
         code=CODE["task_mels"],
@@ -150,6 +154,7 @@ rule task_baseline:
         runtime=30,
     params:
         task_dir=task_dir,
+        audio=task_audio,
         mels=config["mels"],
         code=CODE["task_baseline"],
     script:

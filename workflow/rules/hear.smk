@@ -93,6 +93,7 @@ rule extract_hear_embeddings:
         env_dir=config["hear"]["env_dir"],
         tasks=run_task_names,
         task_dirs=run_task_dirs,
+        audio=run_task_audio,
         code=CODE["embeddings"],
     script:
         "../scripts/extract_hear_embeddings.py"

@@ -51,20 +51,3 @@ rule pretrain_encoder:
         code=CODE["pretrain"],
     script:
         "../scripts/pretrain_encoder.py"
-
-
-rule unknown_pretrain_variant:
-    # a run directory naming no variant of the configuration: fail listing the valid ones
-    input:
-        unknown("variant", VARIANTS),
-    output:
-        "results/pretrain/{encoder}/{name}/seed{seed}/model.ckpt",
-    log:
-        "logs/unknown/{encoder}/{name}/seed{seed}.log",
-    wildcard_constraints:
-        name=not_one_of([*VARIANTS, "random_init"]),
-    localrule: True
-    conda:
-        "../../envs/report.yaml"
-    shell:
-        "false"

@@ -165,36 +165,3 @@ rule paper:
     input:
         rules.report_full.output,
     localrule: True
-
-
-rule unknown_ablation:
-    input:
-        unknown("ablation", ABLATIONS),
-    output:
-        "results/ablations/{name}/summary.csv",
-    log:
-        "logs/unknown/ablation_{name}.log",
-    wildcard_constraints:
-        name=not_one_of(ABLATIONS),
-    localrule: True
-    conda:
-        "../../envs/report.yaml"
-    shell:
-        "false"
-
-
-rule unknown_study:
-    input:
-        unknown("study", STUDIES),
-    output:
-        "results/studies/{name}/summary.csv",
-        "results/figures/studies/{name}.png",
-    log:
-        "logs/unknown/study_{name}.log",
-    wildcard_constraints:
-        name=not_one_of(STUDIES, then=r"\.png$|/"),
-    localrule: True
-    conda:
-        "../../envs/report.yaml"
-    shell:
-        "false"

@@ -59,19 +59,3 @@ rule sweep_summary:
         code=CODE["sweep_summary"],
     script:
         "../scripts/sweep_summary.py"
-
-
-rule unknown_sweep:
-    input:
-        unknown("sweep", SWEEPS),
-    output:
-        "results/sweeps/{name}/summary/best_params.yaml",
-    log:
-        "logs/unknown/sweep_{name}.log",
-    wildcard_constraints:
-        name=not_one_of(SWEEPS),
-    localrule: True
-    conda:
-        "../../envs/report.yaml"
-    shell:
-        "false"

@@ -39,7 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from abt.data.store import AUDIO_EXTENSIONS, ClipSpec, StoreError
+from abt.data.audiofiles import AUDIO_EXTENSIONS
+from abt.data.store import ClipSpec, StoreError
 from abt.registry import Registry
 
 #: Stem patterns tried for each AudioSet row, in order (placeholders: ``ytid``, ``start`` and

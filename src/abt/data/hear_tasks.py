@@ -405,7 +405,8 @@ def read_task(
     listed in the metadata exists and its labels are in the vocabulary (event times in ms, start <
     end, inside the clip), and that every listed wav exists under ``<sample_rate>/<split>/``.
     ``sample_rate`` defaults to 16000 when that folder exists, else the lowest one present.
-    ``check_audio`` also opens every wav header (mono, matching sample rate).
+    ``check_audio`` also opens every wav header (mono, matching sample rate, not truncated:
+    the file holds the frames its header announces).
     Raises :class:`HearTaskError` naming the file and the problem.
     """
     task_dir = Path(task_dir)
@@ -427,8 +428,13 @@ def read_task(
         if check_audio:
             import soundfile as sf
 
+            from abt.data.audio import truncation
+
             for fname in labels[split]:
                 info = sf.info(str(adir / fname))
+                cut = truncation(adir / fname, info.frames)  # the decoder counts what is there
+                if cut:
+                    raise _fail(adir / fname, f"truncated: {cut}")
                 if info.samplerate != sample_rate:
                     raise _fail(
                         adir / fname, f"sample rate {info.samplerate}, folder says {sample_rate}"

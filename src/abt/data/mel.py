@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from abt.data.mel_settings import mel_problems
+
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 
 
@@ -40,6 +42,11 @@ class MelConfig:
     log_eps: float = FLOAT32_EPS
     center: bool = True
     pad_mode: str = "reflect"
+
+    def __post_init__(self) -> None:
+        problems = mel_problems(asdict(self))  # f_min < f_max <= sr / 2, win_length <= n_fft
+        if problems:
+            raise ValueError("mels: " + "; ".join(problems))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> MelConfig:

@@ -19,9 +19,11 @@ A task source (config ``data.tasks.<name>``, a path, absolute or relative to
 file listed by the split JSONs under ``16000/<split>/`` with the same file name: mono 16 kHz
 files are hard-linked (copied across file systems), anything else is downmixed and resampled with
 soxr ``HQ`` (what hear-preprocess uses; the authors resampled with their own
-``hear/resample_wav.py``). Every listed file is decoded once; a listed file that is absent or
-does not decode is counted and named, and the task is an error unless ``on_missing: drop``
-(then the prepared split JSONs leave those files out and the report lists them). The result is
+``hear/resample_wav.py``). Every listed file is decoded once; a listed file that is absent,
+does not decode or is truncated (it ends before the frame count its header announces,
+:func:`abt.data.audio.truncation`) is counted and named, and the task is an error unless
+``on_missing: drop`` (then the prepared split JSONs leave those files out and the report lists
+them). The result is
 validated with :func:`abt.data.hear_tasks.read_task` and moved into place only when complete;
 ``prepare_report.json`` records the source, the counts and a signature, so running again on an
 unchanged source does nothing.
@@ -49,8 +51,10 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from abt.data.audio import truncation
 from abt.data.hear_tasks import HearTaskError, read_task, read_task_labels
 from abt.data.store import Staging
+from abt.outputs import OutputKind, check_output, check_overlap
 from abt.registry import Registry
 
 #: where the workflow writes prepared tasks: ``<PREPARED_TASKS_DIR>/<name>/``
@@ -224,7 +228,7 @@ def task_name_of(source: TaskSource) -> str:
 @dataclass
 class FileOutcome:
     key: tuple[str, str]  # (split, file name)
-    status: str  # linked | copied | converted | undecodable
+    status: str  # linked | copied | converted | undecodable | truncated
     reason: str = ""
     source_rate: int = 0
     clipped: int = 0
@@ -241,6 +245,9 @@ def _convert(
     except Exception as e:  # soundfile raises several types
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         return FileOutcome(key, "undecodable", f"does not decode: {msg}")
+    cut = truncation(src, data.shape[0])
+    if cut:
+        return FileOutcome(key, "truncated", cut, rate)
     if not np.isfinite(data).all():
         return FileOutcome(key, "undecodable", "holds NaN/Inf samples", rate)
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -514,6 +521,23 @@ def _drop_files(stage: Path, md: Mapping[str, Any], drop: set[tuple[str, str]]) 
             )
 
 
+def _legacy_prepared(folder: Path) -> bool:
+    """A task folder prepared before folders carried a marker: it has our report, or holds
+    nothing but metadata files and ``16000/`` (Snakemake removed the rule's declared outputs,
+    the report among them, before running it again)."""
+    if (folder / REPORT).is_file():
+        return True
+    entries = list(folder.iterdir())
+    return (folder / str(SAMPLE_RATE)).is_dir() and all(
+        e.name == str(SAMPLE_RATE) or (e.is_file() and e.suffix in METADATA_SUFFIXES)
+        for e in entries
+    )
+
+
+#: what :func:`prepare_task` writes: the whole task folder (see :mod:`abt.outputs`)
+PREPARED_TASK = OutputKind("a prepared HEAR task", legacy=_legacy_prepared)
+
+
 def prepare_task(
     source: TaskSource | str | Path,
     out_dir: str | Path,
@@ -531,6 +555,8 @@ def prepare_task(
     src = source if isinstance(source, TaskSource) else detect_source(source)
     opts = options if isinstance(options, PrepareOptions) else PrepareOptions.from_config(options)
     out = Path(out_dir)
+    check_output(out, PREPARED_TASK, inputs={"task source": src.path},
+                 command="preparing a HEAR task")  # fmt: skip
     signature = {"source": src.signature(), "options": asdict(opts)}
     old = out / REPORT
     if not force and old.is_file() and (out / "task_metadata.json").is_file():
@@ -539,11 +565,12 @@ def prepare_task(
             log(f"[abt] {out}: up to date with {src.path} (remove {old} to prepare it again)")
             return {**report, "status": "up to date"}
     log(f"[abt] preparing {src.path} ({src.kind}) -> {out}")
-    with Staging(out) as stage:
+    with Staging(out, PREPARED_TASK) as stage:
         res = TASK_SOURCES.get(src.kind).prepare(src.path, stage.dir, opts, log)
         md, _vocab, labels = _read_labels(stage.dir)
         outcomes: dict[tuple[str, str], FileOutcome] = res["outcomes"]
-        bad = {k: o for k, o in outcomes.items() if o.status == "undecodable"}
+        bad = {k: o for k, o in outcomes.items() if o.status in ("undecodable", "truncated")}
+        n_cut = sum(1 for o in bad.values() if o.status == "truncated")
         missing = list(res["missing"])
         n_listed = sum(len(v) for v in labels.values())
         kinds = Counter(o.status for o in outcomes.values())
@@ -565,9 +592,14 @@ def prepare_task(
             "clipped_files": sum(1 for o in outcomes.values() if o.clipped),
             "clipped_samples": sum(o.clipped for o in outcomes.values()),
             "missing": sorted(missing),
-            "undecodable": [
-                {"file": f"{s}/{f}", "reason": o.reason} for (s, f), o in sorted(bad.items())
-            ],  # fmt: skip
+            **{
+                status: [
+                    {"file": f"{s}/{f}", "reason": o.reason}
+                    for (s, f), o in sorted(bad.items())
+                    if o.status == status
+                ]
+                for status in ("undecodable", "truncated")
+            },  # fmt: skip
             "dropped": [],
             "options": asdict(opts),
             "signature": signature,
@@ -578,9 +610,11 @@ def prepare_task(
         if missing or bad:
             problem = (
                 f"{src.path}: {len(missing)} of {n_listed} audio files listed by the split JSONs "
-                f"are missing and {len(bad)} do not decode"
+                f"are missing and {len(bad) - n_cut} do not decode"
+                + (f"; {n_cut} are truncated" if n_cut else "")
             )
-            examples = missing + [f"{d['file']} ({d['reason']})" for d in report["undecodable"]]
+            examples = missing + [f"{d['file']} ({d['reason']})"
+                                  for d in report["undecodable"] + report["truncated"]]  # fmt: skip
             for line in examples:
                 log(f"[abt]   {line}")
             if opts.on_missing == "error":
@@ -612,6 +646,36 @@ def prepare_task(
 # --------------------------------------------------------------------------------------------
 # A folder of tasks (abt prepare-hear)
 # --------------------------------------------------------------------------------------------
+
+
+_SPLIT_JSON = re.compile(r"^(train|valid|test|fold\d+)\.json$")
+
+
+def _looks_like_task(p: Path) -> bool:
+    """A folder with a HEAR task's other files (the vocabulary, split JSONs, ``<rate>/``)."""
+    if not p.is_dir():
+        return False
+    return any(
+        e.name == "labelvocabulary.csv" or _SPLIT_JSON.match(e.name) or (e.is_dir() and
+                                                                       e.name.isdigit())
+        for e in p.iterdir()
+    )  # fmt: skip
+
+
+def incomplete_tasks(src_root: str | Path) -> dict[str, str]:
+    """Folders directly in ``src_root`` or its ``tasks/`` that hold a HEAR task's files but no
+    ``task_metadata.json`` (an extraction or download cut short): name -> what is wrong."""
+    root = Path(src_root)
+    out = {}
+    for d in (root, root / "tasks"):
+        if d.is_dir():
+            for p in sorted(d.iterdir()):
+                if _looks_like_task(p) and not (p / "task_metadata.json").is_file():
+                    out[p.name] = (
+                        f"{p} has no task_metadata.json, so it is not a complete HEAR task "
+                        "folder: download or extract the task again"
+                    )
+    return out
 
 
 def discover_tasks(src_root: str | Path) -> dict[str, TaskSource]:
@@ -660,14 +724,22 @@ def prepare_tasks(
 ) -> list[dict[str, Any]]:
     """Prepare every task found in ``src_root`` (or the named ones) into ``out_root/<name>/``,
     ``jobs`` tasks in parallel processes. Returns one report per task (``status`` prepared, up to
-    date, or failed with the error); a failed task does not stop the others."""
+    date, or failed with the error); a failed task does not stop the others. A folder that looks
+    like a task but has no ``task_metadata.json`` is a failed task (never skipped silently)."""
     opts = options if isinstance(options, PrepareOptions) else PrepareOptions.from_config(options)
+    check_overlap(out_root, {"download folder": src_root}, command="abt prepare-hear")
     found = discover_tasks(src_root)
-    names = list(tasks) if tasks else list(found)
-    unknown = [n for n in names if n not in found]
+    broken = {n: e for n, e in incomplete_tasks(src_root).items() if n not in found}
+    names = list(tasks) if tasks else sorted({*found, *broken})
+    unknown = [n for n in names if n not in found and n not in broken]
     if unknown:
-        raise PrepareError(f"no task {unknown} in {src_root}; found: {sorted(found)}")
-    work = [(found[n], str(Path(out_root) / n), opts, force) for n in names]
+        raise PrepareError(
+            f"no task {unknown} in {src_root}; found: {sorted(found)} (give folder or archive "
+            "names as they are in the download folder)"
+        )
+    failed = {n: {"task": n, "status": "failed", "error": broken[n], "log": []}
+              for n in names if n in broken}  # fmt: skip
+    work = [(found[n], str(Path(out_root) / n), opts, force) for n in names if n in found]
     results: Iterator[dict[str, Any]]
     if jobs > 1 and len(work) > 1:
         ex = ProcessPoolExecutor(min(jobs, len(work)))
@@ -675,7 +747,7 @@ def prepare_tasks(
     else:
         ex, results = None, map(_prepare_one, work)
     out = []
-    for rep in results:
+    for rep in [*results, *failed.values()]:
         for line in rep.pop("log"):
             log(line)
         if rep["status"] == "failed":
@@ -683,4 +755,4 @@ def prepare_tasks(
         out.append(rep)
     if ex is not None:
         ex.shutdown()
-    return out
+    return sorted(out, key=lambda r: names.index(r["task"]))

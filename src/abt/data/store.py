@@ -9,8 +9,10 @@ Layout of a store directory::
     manifest.csv   one row per input file: clip_id, path, status, reason, notes (nothing is dropped
                    silently: excluded and missing files are listed here with their reason)
     stats.json     dataset mean/std (thesis §3.2 "Norm" block), the front-end configuration,
-                   counts, the store's ``fingerprint`` and the ``provenance`` it digests, and the
-                   sizes/digests of the other three files (a reader refuses a mixed store)
+                   counts, the store's ``fingerprint`` and the ``provenance`` it digests, the
+                   sizes/digests of the other three files, and ``digest``, the SHA-256 of the rest
+                   of ``stats.json`` itself
+    .abt-output.json  the marker saying abt wrote this folder as a store (:mod:`abt.outputs`)
 
 Why not one ``.npy`` per clip (the authors' layout)? Assembling a batch of random crops then opens
 and parses one file per clip; here it is a single fancy-indexed read of one mapped array
@@ -37,11 +39,26 @@ rewritten in place with equal size and mtime goes unnoticed), the front-end (``m
 loading (``policy``) settings, the statistics settings, the store format and dtype, and an
 ``extra`` mapping from the caller (the workflow passes a digest of the stage's code). A merged
 sharded store digests its shards' fingerprints in order. :attr:`MelStore.fingerprint` exposes it.
+
+**What is read back is what was written.** Opening a store checks every file against what
+``stats.json`` recorded when the store was written, and a mismatch is a :class:`StoreError`
+naming the file: ``stats.json`` against its own ``digest`` (an edited or damaged file), the
+size of ``mels.npy`` (before it is mapped: a truncated file), its shape and dtype, the SHA-256 of
+its data (stores up to :data:`FULL_CHECK_BYTES`; a larger store checks :data:`SAMPLE_BLOCKS`
+blocks spread over the file, so a same-size change between them goes unnoticed: reading 400 GB
+at every start would cost more than an epoch), and the SHA-256 of ``index.csv`` and
+``manifest.csv``.
+
+**Where a store is written.** The destination must not be, contain or lie inside the audio it is
+built from, and store files already there must be a store's (:func:`abt.outputs.check_output`):
+``--out`` pointed at the audio folder is refused instead of replacing its ``index.csv``. Disk full
+(``ENOSPC``) while writing is a :class:`StoreError` saying so; the partial files are removed.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -61,13 +78,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from abt.data.audio import NON_FINITE, OK, LoadPolicy, LoadResult, load_audio
+from abt.data.audio import NON_FINITE, OK, TRUNCATED, LoadPolicy, LoadResult, load_audio
 from abt.data.mel import LogMelFrontEnd, MelConfig
 from abt.locks import pid_alive
+from abt.outputs import OutputKind, check_output, header_is, mark
 
 MISSING = "missing"
 _HEADER_LEN = 128  # fixed .npy header length so the shape can be rewritten in place
-STORE_FORMAT = 2  # 2: dtype, fingerprint/provenance, file digests in stats.json
+STORE_FORMAT = 3  # 2: dtype, fingerprint/provenance, file digests; 3: data and self digests
 PAD_MODES = ("silence", "zero_normalised", "zero_log")
 
 
@@ -87,8 +105,6 @@ class StoreError(RuntimeError):
 # --------------------------------------------------------------------------------------------
 # Listing inputs (the clip-list formats live in abt.data.cliplists)
 # --------------------------------------------------------------------------------------------
-
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au")
 
 
 def read_clip_list(
@@ -160,18 +176,22 @@ def _npy_header(n_rows: int, n_cols: int, dtype: str = "float32") -> bytes:
 
 
 class _RowAppender:
-    """Streams rows into a .npy file whose header is patched with the final shape."""
+    """Streams rows into a .npy file whose header is patched with the final shape; the SHA-256
+    of the data (the bytes after the header) is computed on the way."""
 
     def __init__(self, path: Path, n_cols: int, dtype: str = "float32") -> None:
         self.path, self.n_cols, self.n_rows, self.dtype = path, n_cols, 0, dtype
         self.np_dtype = _check_dtype(dtype)
+        self.data_sha256 = hashlib.sha256()
         self.fh = open(path, "wb")
         self.fh.write(_npy_header(0, n_cols, dtype))
 
     def append(self, rows: np.ndarray) -> int:
         assert rows.dtype == self.np_dtype and rows.ndim == 2 and rows.shape[1] == self.n_cols
         offset = self.n_rows
-        self.fh.write(np.ascontiguousarray(rows).tobytes())
+        data = np.ascontiguousarray(rows).tobytes()
+        self.fh.write(data)
+        self.data_sha256.update(data)
         self.n_rows += rows.shape[0]
         return offset
 
@@ -181,12 +201,36 @@ class _RowAppender:
         self.fh.close()
 
 
-def _sha256_file(path: Path) -> str:
+def _sha256_file(path: Path, skip: int = 0) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
+        fh.seek(skip)
         for chunk in iter(lambda: fh.read(1 << 22), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+#: a store's ``mels.npy`` up to this size is checked byte for byte whenever it is opened
+FULL_CHECK_BYTES = 1 << 30
+#: a larger one: this many blocks of :data:`SAMPLE_BYTES`, evenly spread (first and last included)
+SAMPLE_BLOCKS = 64
+SAMPLE_BYTES = 1 << 20
+
+
+def _blocks_sha256(path: Path, size: int) -> str:
+    """SHA-256 of :data:`SAMPLE_BLOCKS` blocks spread evenly over a file of ``size`` bytes."""
+    h = hashlib.sha256()
+    span = max(size - SAMPLE_BYTES, 0)
+    with open(path, "rb") as fh:
+        for i in range(SAMPLE_BLOCKS):
+            fh.seek(span * i // (SAMPLE_BLOCKS - 1))
+            h.update(fh.read(SAMPLE_BYTES))
+    return h.hexdigest()
+
+
+def stats_digest(stats: Mapping[str, Any]) -> str:
+    """The digest ``stats.json`` records of itself (every key but ``digest``)."""
+    return digest({k: v for k, v in stats.items() if k != "digest"})
 
 
 def digest(obj: Any) -> str:
@@ -223,12 +267,49 @@ def _provenance(
             "stats": dict(stats), **inputs, "extra": dict(extra or {})}  # fmt: skip
 
 
+def _is_store_stats(path: Path) -> bool:
+    try:
+        st = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(st, dict) and "format" in st and "files" in st and "n_clips" in st
+
+
+def _legacy_store(folder: Path) -> bool:
+    """A store folder written before stores carried a marker: every store file present is a
+    store's (``mels.npy`` counts when another one does)."""
+    tests = {
+        "stats.json": _is_store_stats,
+        "index.csv": lambda p: header_is(p, INDEX_COLUMNS),
+        "manifest.csv": lambda p: header_is(p, MANIFEST_COLUMNS),
+    }
+    present = {n: t(folder / n) for n, t in tests.items() if (folder / n).exists()}
+    return bool(present) and all(present.values())
+
+
+#: what a store build writes (and replaces) in its folder: see :mod:`abt.outputs`
+STORE_OUTPUT = OutputKind(
+    "a log-mel store", entries=(*STORE_FILES, "mels.npy.part"), legacy=_legacy_store
+)
+
+
+def _disk_full(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 class Staging:
     """A folder written next to its destination and moved into place only when complete
-    (a store: :meth:`install`; a whole folder, e.g. a prepared task: :meth:`replace_folder`)."""
+    (a store: :meth:`install`; a whole folder, e.g. a prepared task: :meth:`replace_folder`).
 
-    def __init__(self, out: Path) -> None:
-        self.out = out
+    ``kind`` (what is written) is checked against the destination first
+    (:func:`abt.outputs.check_output`: nothing abt did not write is replaced) and recorded there
+    by the marker. Disk full while writing is a :class:`StoreError` saying so; the staging folder
+    (the partial files) is always removed."""
+
+    def __init__(self, out: Path, kind: OutputKind | None = None) -> None:
+        self.out, self.kind = out, kind
+        if kind is not None:
+            check_output(out, kind, command=f"writing {kind.name}")
         out.parent.mkdir(parents=True, exist_ok=True)
         prefix, host = f".{out.name}.tmp-", socket.gethostname()
         for old in out.parent.glob(f"{prefix}*"):  # left behind by a killed process here
@@ -241,14 +322,23 @@ class Staging:
     def __enter__(self) -> Staging:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+        if exc is not None and _disk_full(exc):
+            what = self.kind.name if self.kind else "the output"
+            raise StoreError(
+                f"{self.out}: disk full ({exc.strerror}) while writing {what}; the partial files "
+                f"were removed. Free space on the file system of {self.out.parent} (or point the "
+                "output elsewhere) and run again"
+            ) from None
 
     def install(self, names: Sequence[str]) -> None:
         """Replace the store files at the destination by ``names`` (``stats.json`` last); the
         store files not in ``names`` are removed, other entries of the folder are kept."""
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "stats.json").unlink(missing_ok=True)  # from here on no reader accepts it
+        if self.kind is not None:
+            mark(self.out, self.kind)
         for f in (*STORE_FILES, "mels.npy.part"):
             if f not in names:
                 (self.out / f).unlink(missing_ok=True)
@@ -257,6 +347,8 @@ class Staging:
 
     def replace_folder(self) -> None:
         """Make the staging folder the destination (an existing destination is removed)."""
+        if self.kind is not None:
+            mark(self.dir, self.kind)
         if self.out.exists():
             old = self.out.parent / f"{self.dir.name}.old"
             os.replace(self.out, old)
@@ -349,7 +441,7 @@ def build_store(
     counts: Counter[str] = Counter()
     rounding = [0.0]  # largest |stored - float32| (float16 stores)
 
-    with Staging(out) as stage:
+    with Staging(out, STORE_OUTPUT) as stage:
         writer = _RowAppender(stage.dir / "mels.npy", mel_cfg.n_mels, dtype)
 
         def flush(batch: list[tuple[int, ClipSpec, LoadResult]]) -> None:
@@ -436,7 +528,7 @@ def build_store(
         }
         if dtype != "float32":
             doc["rounding_max_abs"] = rounding[0]
-        return _finalise(stage, doc, provenance, t0)
+        return _finalise(stage, doc, provenance, t0, writer)
 
 
 def pack_store(
@@ -458,7 +550,7 @@ def pack_store(
     mel_cfg = mel_cfg or MelConfig()
     np_dtype = _check_dtype(dtype)
     ids: list[str] = []
-    with Staging(Path(out_dir)) as stage:
+    with Staging(Path(out_dir), STORE_OUTPUT) as stage:
         writer = _RowAppender(stage.dir / "mels.npy", mel_cfg.n_mels, dtype)
         index_rows = []
         for cid, m in clips:
@@ -480,7 +572,7 @@ def pack_store(
                                  clips={"n": len(ids), "sha256": digest(ids)})  # fmt: skip
         doc = {"n_clips": len(ids), "n_inputs": len(ids), "counts": {OK: len(ids)},
                "mels": mel_cfg.to_dict(), "policy": {}}  # fmt: skip
-        return _finalise(stage, doc, provenance, t0)
+        return _finalise(stage, doc, provenance, t0, writer)
 
 
 def _excluded_summary(counts: Mapping[str, int]) -> str:
@@ -489,7 +581,11 @@ def _excluded_summary(counts: Mapping[str, int]) -> str:
 
 
 def _finalise(
-    stage: Staging, doc: dict[str, Any], provenance: dict[str, Any], t0: float
+    stage: Staging,
+    doc: dict[str, Any],
+    provenance: dict[str, Any],
+    t0: float,
+    writer: _RowAppender,
 ) -> dict[str, Any]:
     """Statistics, fingerprint and file digests into ``stats.json``; then install the store."""
     st = provenance["stats"]
@@ -512,7 +608,11 @@ def _finalise(
         "fingerprint": digest(provenance),
         "provenance": provenance,
         "files": {
-            "mels.npy": {"bytes": (stage.dir / "mels.npy").stat().st_size},
+            "mels.npy": {
+                "bytes": (size := (stage.dir / "mels.npy").stat().st_size),
+                "data_sha256": writer.data_sha256.hexdigest(),  # the bytes after the header
+                "blocks_sha256": _blocks_sha256(stage.dir / "mels.npy", size),
+            },
             "index.csv": {"sha256": _sha256_file(stage.dir / "index.csv")},
             "manifest.csv": {
                 "sha256": _sha256_file(stage.dir / "manifest.csv"),
@@ -522,6 +622,7 @@ def _finalise(
         "seconds": round(time.time() - t0, 2),
     }
     del store
+    stats["digest"] = stats_digest(stats)
     with open(stage.dir / "stats.json", "w") as fh:
         json.dump(stats, fh, indent=2)
     stage.install(STORE_FILES)
@@ -572,7 +673,7 @@ def merge_stores(
     manifest_rows: list[dict[str, Any]] = []
     counts: Counter[str] = Counter()
     n_inputs = 0
-    with Staging(out) as stage:
+    with Staging(out, STORE_OUTPUT) as stage:
         writer = _RowAppender(stage.dir / "mels.npy", n_mels, dtype)
         for shard, meta in zip(shards, metas, strict=True):
             base = writer.n_rows
@@ -607,7 +708,14 @@ def merge_stores(
         }
         if dtype != "float32":
             doc["rounding_max_abs"] = max(float(m.get("rounding_max_abs", 0.0)) for m in metas)
-        return _finalise(stage, doc, provenance, t0)
+        return _finalise(stage, doc, provenance, t0, writer)
+
+
+def truncated_clips(store_dir: str | Path) -> list[str]:
+    """``path (reason)`` of every clip a store's manifest lists as ``truncated``."""
+    with open(Path(store_dir) / "manifest.csv", newline="") as fh:
+        return [f"{r['path']} ({r['reason']})" for r in csv.DictReader(fh)
+                if r["status"] == TRUNCATED]  # fmt: skip
 
 
 def _write_csv(path: Path, cols: list[str], rows: Iterable[dict[str, Any]]) -> None:
@@ -624,12 +732,16 @@ def _write_csv(path: Path, cols: list[str], rows: Iterable[dict[str, Any]]) -> N
 # --------------------------------------------------------------------------------------------
 
 
+MIXED = "a mixed or partial store (e.g. an interrupted rebuild); delete it and rebuild"
+
+
 class MelStore:
     """Read side of a store: memory-mapped mels, index arrays, statistics, batched crops.
 
-    Opening checks that the files belong together (``stats.json`` records the size of
-    ``mels.npy`` and ``manifest.csv`` and the digest of ``index.csv``): a partial or mixed store
-    is a :class:`StoreError`. Float16 stores are read as float32 (crops, clips, statistics).
+    Opening checks every file against what ``stats.json`` recorded when the store was written
+    (see the module docstring): a partial, mixed, truncated or edited store is a
+    :class:`StoreError` naming the file. Float16 stores are read as float32 (crops, clips,
+    statistics).
 
     Reading from disk (a store larger than the page cache, e.g. AudioSet's 418 GB): random crops
     advise the kernel of random access (``MADV_RANDOM``: no read-around of 128 KB per 25 KB
@@ -661,14 +773,23 @@ class MelStore:
                 raise StoreError(f"{p} is missing: build the store first (rule compute_mels)")
         self.stats: dict[str, Any] = {}
         if sp.is_file():
-            with open(sp) as fh:
-                self.stats = json.load(fh)
+            self.stats = self._read_stats(sp)
         elif require_stats:
             raise StoreError(f"{sp} is missing: the store is incomplete; rebuild it")
         raw = ip.read_bytes()
-        self.mels: np.ndarray = np.load(mp, mmap_mode="r")
         if self.stats:
-            self._check_files(raw)
+            self._check_stats()
+            if hashlib.sha256(raw).hexdigest() != self.stats["files"]["index.csv"]["sha256"]:
+                raise StoreError(f"{self.path}: index.csv does not belong to stats.json: {MIXED}")
+            self._check_mels_file(mp)
+        try:
+            self.mels: np.ndarray = np.load(mp, mmap_mode="r")
+        except (ValueError, OSError) as e:
+            raise StoreError(
+                f"{mp} is not a readable array ({e}): delete the store and rebuild it"
+            ) from None
+        if self.stats:
+            self._check_files()
         rows = list(csv.DictReader(io.StringIO(raw.decode())))
         self.clip_ids = [r["clip_id"] for r in rows]
         self.source_ids = [r["source_id"] for r in rows]
@@ -677,17 +798,47 @@ class MelStore:
         if len(rows) and int(self.offsets[-1] + self.frames[-1]) != self.mels.shape[0]:
             raise StoreError(f"{ip} does not match {mp}: the store is incomplete; rebuild it")
 
-    def _check_files(self, index_bytes: bytes) -> None:
-        st, where = self.stats, self.path
+    _DAMAGED = "the store was damaged or edited after it was written: delete it and rebuild it"
+
+    @classmethod
+    def _read_stats(cls, sp: Path) -> dict[str, Any]:
+        try:
+            stats = json.loads(sp.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise StoreError(f"{sp} is not valid JSON ({e}): {cls._DAMAGED}") from None
+        if not isinstance(stats, dict):
+            raise StoreError(f"{sp} does not hold a store's statistics: {cls._DAMAGED}")
+        return stats
+
+    def _check_stats(self) -> None:
+        st, sp = self.stats, self.path / "stats.json"
         if st.get("format") != STORE_FORMAT:
             raise StoreError(
-                f"{where} was written in store format {st.get('format')}; this version reads "
+                f"{self.path} was written in store format {st.get('format')}; this version reads "
                 f"format {STORE_FORMAT}: delete the folder and rebuild the store"
             )
-        mixed = "a mixed or partial store (e.g. an interrupted rebuild); delete it and rebuild"
+        if st.get("digest") != stats_digest(st):
+            raise StoreError(f"{sp} does not match the digest it recorded: {self._DAMAGED}")
+
+    def _check_mels_file(self, mp: Path) -> None:
+        """``mels.npy`` has the recorded size (checked before mapping it) and data digest."""
+        rec = self.stats["files"]["mels.npy"]
+        size = mp.stat().st_size
+        if size != rec["bytes"]:
+            raise StoreError(
+                f"{mp} holds {size} bytes, stats.json recorded {rec['bytes']} (a truncated or "
+                f"replaced file): {self._DAMAGED}"
+            )
+        if size <= FULL_CHECK_BYTES:
+            ok = _sha256_file(mp, skip=_HEADER_LEN) == rec["data_sha256"]
+        else:
+            ok = _blocks_sha256(mp, size) == rec["blocks_sha256"]
+        if not ok:
+            raise StoreError(f"{mp}: its contents differ from what was written: {self._DAMAGED}")
+
+    def _check_files(self) -> None:
+        st, where, mixed = self.stats, self.path, MIXED
         files = st["files"]
-        if hashlib.sha256(index_bytes).hexdigest() != files["index.csv"]["sha256"]:
-            raise StoreError(f"{where}: index.csv does not belong to stats.json: {mixed}")
         want = (int(st["n_frames"]), int(st["mels"]["n_mels"]))
         if self.mels.shape != want or self.mels.dtype != np.dtype(DTYPES[st["dtype"]]):
             raise StoreError(
@@ -695,7 +846,10 @@ class MelStore:
                 f"{st['dtype']} {want}: {mixed}"
             )
         man = self.path / "manifest.csv"
-        if man.is_file() and man.stat().st_size != files["manifest.csv"]["bytes"]:
+        if man.is_file() and (
+            man.stat().st_size != files["manifest.csv"]["bytes"]
+            or _sha256_file(man) != files["manifest.csv"]["sha256"]
+        ):
             raise StoreError(f"{where}: manifest.csv does not belong to stats.json: {mixed}")
 
     def __len__(self) -> int:

@@ -59,7 +59,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument(f"--{k}", required=True)
     p.add_argument("--seed", type=int, required=True)
     a = ap.parse_args(argv)
+    from abt.evaluation.heareval_env import EnvBuildError, KitError
 
+    try:
+        return _run(a)
+    except (EnvBuildError, KitError, FileNotFoundError, ValueError) as e:  # checkpoint errors too
+        print(f"python -m abt.evaluation {a.cmd}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(a: argparse.Namespace) -> int:
     from abt.evaluation import heareval_env as he
 
     if a.cmd == "env":

@@ -311,7 +311,11 @@ def _run_kit(
 def _check_env(env_dir: str | Path) -> Path:
     env_dir = Path(env_dir).absolute()
     if not env_python(env_dir).exists() or read_stamp(env_dir) is None:
-        raise EnvBuildError(f"{env_dir} is not a built evaluation venv; call ensure_env() first")
+        raise EnvBuildError(
+            f"{env_dir} is not a built evaluation venv: build it first with "
+            f"`python -m abt.evaluation env {env_dir}` (the workflow's setup_hear_env rule does "
+            "the same)"
+        )
     return env_dir
 
 

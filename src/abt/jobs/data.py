@@ -9,9 +9,11 @@ from typing import Any
 from abt.data.audio import LoadPolicy
 from abt.data.mel import MelConfig
 from abt.locks import folder_lock
+from abt.outputs import check_output, check_overlap
 
 #: what holds a store folder's lock while it is written (one builder at a time)
 STORE_BUILD = "log-mel store build"
+BUILDING = "building a log-mel store"
 
 
 def _policy(mels: dict[str, Any], pre: dict[str, Any]) -> LoadPolicy:
@@ -57,10 +59,15 @@ def compute_pretrain_mels(
     statistics pad short crops with ``pad`` (``pretrain.pad``), as the training crops are.
     ``extra`` enters the store's fingerprint (the digest of this stage's code)."""
     from abt.data.cliplists import clip_list_from_config, load_clip_list
-    from abt.data.store import build_store, shard_specs
+    from abt.data.store import STORE_OUTPUT, build_store, shard_specs
 
     if data["source"] == "embedded":
         pool = Path(embedded_dir) / "pool"
+        inputs = {"audio folder": pool, "clip list": pool / "clips.csv"}
+    else:
+        inputs = {"audio folder": data["audio_dir"], "clip list": data["clip_list"]}
+    check_output(out_dir, STORE_OUTPUT, inputs=inputs, command=BUILDING)
+    if data["source"] == "embedded":
         clips = load_clip_list(pool / "clips.csv", pool, fmt="abt")
     else:
         clips = clip_list_from_config(data)
@@ -106,9 +113,17 @@ def compute_task_mels(
 
     Task clips are never excluded for silence (a "silence" class is legitimate in a labelled task).
     """
+    from abt.data.audio import TRUNCATED
     from abt.data.hear_tasks import read_task
-    from abt.data.store import build_store, hear_split_source, list_hear_split
+    from abt.data.store import (
+        StoreError,
+        build_store,
+        hear_split_source,
+        list_hear_split,
+        truncated_clips,
+    )
 
+    check_overlap(out_dir, {"task folder": task_dir}, command=BUILDING)  # each split: a store
     info = read_task(task_dir)
     pre = {**pre, "on_silent": "keep"}
     summary: dict[str, Any] = {"task": info.task_name, "splits": {}}
@@ -122,6 +137,12 @@ def compute_task_mels(
                 extra=extra,
             )
             summary["splits"][split] = {"n_clips": st["n_clips"], "counts": st["counts"]}
+            if st["counts"].get(TRUNCATED):  # a labelled clip cut short is not a shorter clip
+                bad = truncated_clips(Path(out_dir) / split)
+                raise StoreError(
+                    f"task {task_dir}: {len(bad)} audio file(s) of split {split!r} are truncated, "
+                    f"e.g. {bad[0]}; replace them with complete files (prepare the task again)"
+                )
     with open(Path(out_dir) / "summary.json", "w") as fh:
         json.dump(summary, fh, indent=2)
     return summary

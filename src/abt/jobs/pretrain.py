@@ -11,7 +11,26 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from abt.outputs import OutputKind, check_output, mark
 from abt.runspec import RunSpec
+
+#: what a run writes in its folder (the trainer's outputs, its resume state, torchrun's files)
+RUN_ENTRIES = ("model.ckpt", "summary.json", "train_metrics.csv", "epoch_metrics.csv",
+               "hparams.yaml", "_resume", "_resume.stale", "run.json", "monitor.json")  # fmt: skip
+RUN_OUTPUT = OutputKind(
+    "a pre-training run", legacy=lambda d: any((d / e).exists() for e in RUN_ENTRIES)
+)
+
+
+def check_run_dir(run_dir: str, store_dir: str, **inputs: str | None) -> None:
+    """The run folder is not, does not contain and does not lie inside the store or another
+    input, and holds nothing but a run's files (:func:`abt.outputs.check_output`)."""
+    names = {"monitor_task_dir": "monitoring task", "monitor_stores": "monitoring stores",
+             "sweep_params": "sweep parameters"}  # fmt: skip
+    check_output(
+        run_dir, RUN_OUTPUT, command="abt pretrain",
+        inputs={"store (--store)": store_dir, **{names.get(k, k): v for k, v in inputs.items()}},
+    )  # fmt: skip
 
 
 def pretrain(
@@ -29,6 +48,8 @@ def pretrain(
     linear-probe monitoring on ``monitor_task_dir`` when ``monitor.task`` is set;
     ``sweep_params`` (a ``best_params.yaml``) overrides the configured hyper-parameters with a
     sweep's best."""
+    check_run_dir(run_dir, store_dir, monitor_task_dir=monitor_task_dir,
+                  monitor_stores=monitor_stores, sweep_params=sweep_params)  # fmt: skip
     from abt.probe import ProbeMonitor
     from abt.runspec import apply_params
     from abt.trainer import Trainer
@@ -48,6 +69,8 @@ def pretrain(
             from_sweep={"file": sweep_params, "params": params}
         )
     trainer = Trainer(spec, store_dir, run_dir, device=device, callbacks=callbacks)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    mark(run_dir, RUN_OUTPUT)  # the folder is a run's from now on
     return trainer.fit(stop_after_epochs=stop_after_epochs)
 
 
@@ -59,6 +82,11 @@ def pretrain_torchrun(
     resolved run (rank 0 writes the outputs)."""
     if nproc <= 1:
         return pretrain(run, store_dir, run_dir, **options)
+    check_run_dir(
+        run_dir,
+        store_dir,
+        **{k: options.get(k) for k in ("monitor_task_dir", "monitor_stores", "sweep_params")},
+    )
     d = Path(run_dir)
     d.mkdir(parents=True, exist_ok=True)
     (d / "run.json").write_text(json.dumps(RunSpec.from_dict(run).to_dict(), indent=1))

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from abt.report.catalogue import task_category, task_label
+from abt.report.fields import derived_fields
 
 CATEGORIES = ("speech", "environment", "music", "timestamp", "other")
 #: metrics of a timestamp task shown in Table 4.4 besides the primary one
@@ -237,32 +238,6 @@ def study_ordering(
 
 
 # -------------------------------------------------------------------------------- ablations
-
-
-def derived_fields(run: Mapping[str, Any]) -> dict[str, Any]:
-    """The quantities the ablation figures put on their x axes, from a resolved run config."""
-    pre = run["pretrain"]
-    mask = pre.get("masking") or {}
-    patch = (run["encoder"].get("kwargs") or {}).get("patch_size")
-    blocks = [b["name"] for b in (pre.get("augment") or {}).get("blocks", [])]
-    return {
-        "encoder": run["encoder"]["key"],
-        "arch": run["encoder"]["arch"],
-        "patch_size": "x".join(str(int(p)) for p in patch) if patch else "",
-        "optimizer": run["optimizer"]["key"],
-        "epochs": int(pre["epochs"]),
-        "batch_size": int(pre["batch_size"]),
-        "crop_frames": int(pre["crop_frames"]),
-        "lambd": float(pre["objective"]["lambd"]),
-        "alpha": float(pre["objective"]["alpha"]),
-        "objective": pre["objective"]["name"],
-        "method": pre["method"]["name"],
-        "projector_depth": len(pre["projector"]["hidden_dims"]) + 1,
-        "projector_out": int(pre["projector"]["out_dim"]),
-        "augment": "+".join(blocks) + ("+ppn" if pre["augment"].get("norm") == "ppn" else ""),
-        "mask_mode": mask.get("mode", "none"),
-        "mask_ratio": float(mask.get("ratio", 0.0)) if mask.get("mode") == "fixed" else 0.0,
-    }
 
 
 def ablation_row(

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
+from abt.config import parse_yaml
 
 #: embedded task -> (label, category); the HEAR task each one stands in for is in docs/embedded-data.md
 EMBEDDED: dict[str, tuple[str, str]] = {
@@ -56,7 +56,7 @@ _EXTRA: dict[str, str] = {}  # task -> category, registered from task metadata (
 def reported() -> dict[str, Any]:
     """The thesis's published numbers (``reported.yaml``), never measured by this workflow."""
     text = (resources.files("abt.report") / "reported.yaml").read_text()
-    return yaml.safe_load(text)
+    return parse_yaml(text, "abt/report/reported.yaml")
 
 
 def register_task_metadata(task: str, task_dir: str | Path) -> None:

@@ -24,6 +24,7 @@ import jinja2
 import pandas as pd
 import yaml
 
+from abt.config import load_yaml
 from abt.report.catalogue import (
     CATEGORY_TITLES,
     encoder_label,
@@ -348,7 +349,7 @@ def sweep_tables(name: str, sweep: Mapping[str, Any], summary_dir: str) -> list[
     """A sweep's trials (state, final score, parameters) and fANOVA importances."""
     d = Path(summary_dir)
     trials = pd.read_csv(d / "trials.csv")
-    best = yaml.safe_load((d / "best_params.yaml").read_text())
+    best = load_yaml(d / "best_params.yaml")
     pcols = [c for c in trials.columns if c.startswith("param_")]
     rows = [[str(int(r["number"])), str(r["state"]), fmt(r["value"]), str(int(r["last_epoch"])),
              *(fmt(r[c], 4) if isinstance(r[c], float) else str(r[c]) for c in pcols)]
