@@ -13,6 +13,7 @@ mkdir -p bench/results
   echo "## augmentation (2 threads)"; $PY bench/bench_augment.py --threads 2 --repeats 11 --out bench/results/augment_t2.json
   echo "## training step"; $PY bench/bench_train_step.py --batch 128 --steps 5 --warmup 2 --out bench/results/train_step.json
   echo "## HEAR embeddings"; $PY bench/bench_hear.py --out bench/results/hear.json
+  echo "## TF32 emulated (pretrain.tf32)"; $PY bench/bench_tf32.py --batch 128 --out bench/results/tf32.json
   if $PY -c "import torch,sys; sys.exit(not torch.cuda.is_available())"; then
     echo "## GPU pre-training"; $PY bench/bench_gpu.py --out bench/results/gpu.json
   fi

@@ -191,7 +191,8 @@ def test_torchrun_one_process_uses_nccl(data, tmp_path):
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     single = resolve(load_config(tmp_path / "cfg.yaml"), "audiontt", "baseline", 0)
     pretrain(single, str(data["store"]), str(tmp_path / "single"), device=DEVICE)
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}
+    path = [str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH", "")]  # keep carried wheels
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p)}
     r = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
          "-m", "abt.cli", "pretrain", "--config", str(tmp_path / "cfg.yaml"), "--store",
