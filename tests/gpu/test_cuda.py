@@ -158,14 +158,27 @@ def test_hear_embeddings_on_cuda_equal_the_cpu_ones(tmp_path, arch):
     assert _rel(e_gpu.cpu(), e_cpu) <= 1e-4
 
 
-def test_linear_evaluation_on_cuda(data, tmp_path):
+def test_linear_evaluation_on_cuda(data, tmp_path, monkeypatch):
+    """The linear evaluation job embeds on the GPU where there is one, and scores like the same
+    evaluation on the CPU (embeddings equal to 1e-4: the same classifier, within 0.05)."""
+    import abt.checkpoint
+    from abt.probe import ProbeMonitor
+
     st = json.loads((data["store"] / "stats.json").read_text())
     ckpt = save_random_init(tmp_path / "m.ckpt", "audiontt", "audiontt", {}, st["mean"], st["std"],
                             data["cfg"]["mels"], seed=0)  # fmt: skip
+    devices, load = [], abt.checkpoint.load_encoder
+    monkeypatch.setattr(abt.checkpoint, "load_encoder",
+                        lambda p, d="cpu": devices.append(str(d)) or load(p, d))  # fmt: skip
     res = linear_eval(str(ckpt), str(data["task"]), str(data["stores"]),
                             data["cfg"]["monitor"], str(tmp_path / "le.json"))  # fmt: skip
+    assert devices == ["cuda" if torch.cuda.is_available() else "cpu"]
     assert 0.0 <= res["probe_100"] <= 1.0 and res["probe_metric"] == "top1_acc"
     assert json.loads((tmp_path / "le.json").read_text())["probe_100"] == res["probe_100"]
+    enc, _ = load(str(ckpt), "cpu")
+    mon = ProbeMonitor.from_config(data["cfg"]["monitor"], data["task"], data["stores"])
+    cpu = mon.evaluate(enc, float(st["mean"]), float(st["std"]))
+    assert abs(res["probe_100"] - cpu["probe_100"]) <= (0.05 if torch.cuda.is_available() else 0)
 
 
 def test_one_sweep_trial_on_cuda(data, tmp_path):
