@@ -97,7 +97,8 @@ t3=$(date +%s)
   echo '```'
   grep -E "(PASSED|FAILED|SKIPPED|ERROR)( |$)|^(FAILED|ERROR|SKIPPED) " "$out/cuda_tests.log" |
     sed 's/ *\[ *[0-9]*%\]//' | sort -u
-  tail -n 1 "$out/cuda_tests.log"
+  tail -n 1 "$out/cuda_tests.log" | tr -d '\n'
+  echo
   echo '```'
   echo
   echo "### Host synchronisations and torch.compile (bench/gpu_steps.py)"
