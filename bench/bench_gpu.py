@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -73,19 +74,35 @@ def synthetic_store(path: Path, n_clips: int, frames: int = 1001, n_mels: int = 
     return path
 
 
-class GpuSampler:
-    """Samples ``nvidia-smi`` utilisation (the share of time a kernel ran) while steps run."""
+def nvidia_smi_id(device: torch.device) -> str | None:
+    """The id ``nvidia-smi -i`` knows the training GPU by (``None`` off CUDA): its UUID. CUDA
+    numbers GPUs after ``CUDA_VISIBLE_DEVICES`` (and ``CUDA_DEVICE_ORDER``), nvidia-smi by PCI
+    bus, so ``cuda:0`` is physical GPU 3 under ``CUDA_VISIBLE_DEVICES=3``; without a UUID from
+    torch, the device's entry of ``CUDA_VISIBLE_DEVICES``."""
+    if device.type != "cuda":
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    uuid = str(getattr(torch.cuda.get_device_properties(index), "uuid", "") or "")
+    if uuid:
+        return uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")]
+    return visible[index] if index < len(visible) and visible[index] else str(index)
 
-    def __init__(self, interval: float = 0.1) -> None:
-        self.interval, self.samples, self._stop = interval, [], threading.Event()
+
+class GpuSampler:
+    """Samples ``nvidia-smi`` utilisation (the share of time a kernel ran) of GPU ``gpu`` (an
+    :func:`nvidia_smi_id`; ``None``: no sampling) while steps run."""
+
+    def __init__(self, gpu: str | None, interval: float = 0.1) -> None:
+        self.gpu, self.interval, self.samples, self._stop = gpu, interval, [], threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while self.gpu is not None and not self._stop.is_set():
             try:
                 out = subprocess.run(
                     ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
-                     "-i", "0"], capture_output=True, text=True, timeout=5, check=True,
+                     "-i", self.gpu], capture_output=True, text=True, timeout=5, check=True,
                 ).stdout  # fmt: skip
                 self.samples.append(float(out.strip().splitlines()[0]))
             except (OSError, subprocess.SubprocessError, ValueError, IndexError):
@@ -208,7 +225,7 @@ def measure_abt(tr: Trainer, steps: int, warmup: int) -> dict[str, Any]:
     if tr.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(tr.device)
     t0 = time.perf_counter()
-    with GpuSampler() as gs:
+    with GpuSampler(nvidia_smi_id(tr.device)) as gs:
         for _ in range(steps):
             tr.train_step(next(stream))
         _sync(tr.device)
@@ -235,7 +252,7 @@ def measure_authors(tr: Trainer, steps: int, warmup: int, workers: int) -> dict[
         step(*next(stream))
     _sync(tr.device)
     t0 = time.perf_counter()
-    with GpuSampler() as gs:
+    with GpuSampler(nvidia_smi_id(tr.device)) as gs:
         for _ in range(steps):
             step(*next(stream))
         _sync(tr.device)

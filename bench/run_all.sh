@@ -15,6 +15,7 @@ mkdir -p bench/results
   echo "## HEAR embeddings"; $PY bench/bench_hear.py --out bench/results/hear.json
   echo "## audio fingerprint"; $PY bench/bench_fingerprint.py --out bench/results/fingerprint.json
   echo "## store checks"; $PY bench/bench_store_check.py --out bench/results/store_check.json
+  echo "## TF32 emulated (pretrain.tf32)"; $PY bench/bench_tf32.py --batch 128 --out bench/results/tf32.json
   if $PY -c "import torch,sys; sys.exit(not torch.cuda.is_available())"; then
     echo "## GPU pre-training"; $PY bench/bench_gpu.py --out bench/results/gpu.json
   fi

@@ -21,10 +21,12 @@ def _one_thread():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``cuda`` (tests/gpu) are skipped, with the reason, where no GPU is present."""
-    if torch.cuda.is_available() or os.environ.get("ABT_TEST_DEVICE") == "cpu":
-        return  # ABT_TEST_DEVICE=cpu: a CPU dry run of the GPU suite's logic
-    skip = pytest.mark.skip(reason="no CUDA device: run tests/gpu on a GPU machine (README)")
+    """The GPU suite (tests/gpu, marked ``cuda``) runs on the GPU where there is one, else on the
+    CPU (``ABT_TEST_DEVICE=cpu``, the default without a GPU). Tests also marked ``cuda_device``
+    need a real GPU: skipped, with the reason, where none is present or the CPU is asked for."""
+    if torch.cuda.is_available() and os.environ.get("ABT_TEST_DEVICE", "cuda") == "cuda":
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device: run tests/gpu on a GPU machine (README)")
     for item in items:
-        if "cuda" in item.keywords:
+        if "cuda_device" in item.keywords:
             item.add_marker(skip)

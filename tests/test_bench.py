@@ -49,3 +49,37 @@ def test_gpu_benchmark_rejects_unknown_options():
         bench_gpu.parse_option("bf16+fp16")
     with pytest.raises(SystemExit, match="bad option"):
         bench_gpu.parse_option("bf16+chanels_last")
+
+
+def test_gpu_busy_is_read_from_the_gpu_cuda_trains_on(monkeypatch):
+    """nvidia-smi numbers GPUs by PCI bus, CUDA after CUDA_VISIBLE_DEVICES: the sampler asks
+    nvidia-smi for the training GPU by UUID (faked here), else by its CUDA_VISIBLE_DEVICES entry,
+    never for physical GPU 0 by default."""
+    import types
+
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import bench_gpu
+
+    uuids = {0: "5c3d0d1e-aaaa-bbbb-cccc-000000000003", 1: ""}
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(uuid=uuids[i])
+    )
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert bench_gpu.nvidia_smi_id(torch.device("cuda")) == "GPU-" + uuids[0]
+    assert bench_gpu.nvidia_smi_id(torch.device("cuda", 1)) == "5"  # no UUID: the mapped index
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert bench_gpu.nvidia_smi_id(torch.device("cuda", 1)) == "1"
+    assert bench_gpu.nvidia_smi_id(torch.device("cpu")) is None
+    calls = []
+
+    def no_nvidia_smi(cmd, **kw):
+        calls.append(cmd)
+        raise FileNotFoundError("nvidia-smi")
+
+    monkeypatch.setattr(bench_gpu.subprocess, "run", no_nvidia_smi)
+    with bench_gpu.GpuSampler("GPU-x") as gs:
+        gs._t.join(timeout=30)  # the sampler stops at the first failed read
+    assert calls and calls[0][-2:] == ["-i", "GPU-x"] and gs.mean is None

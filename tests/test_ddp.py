@@ -146,3 +146,102 @@ def test_workflow_launcher_runs_torchrun_with_the_resolved_run(setup, tmp_path, 
     assert res["world_size"] == 2 and res["steps"] == 9
     assert (tmp_path / "r" / "model.ckpt").is_file()
     assert json.loads((tmp_path / "r" / "run.json").read_text())["encoder"]["key"] == "vit_t_16x16"
+
+
+# ---- SyncBatchNorm without a host synchronisation (the GPU forward, on CPU reference ops)
+
+
+def _cpu_batchnorm_ops(monkeypatch):
+    """CPU reference implementations of the CUDA-only ops SyncBatchNorm's forward calls."""
+
+    def dims(x):
+        return [d for d in range(x.dim()) if d != 1]
+
+    def shape(x):
+        return [1, -1] + [1] * (x.dim() - 2)
+
+    def stats(x, eps):
+        mean = x.mean(dims(x))
+        return mean, (x.var(dims(x), unbiased=False) + eps).rsqrt()
+
+    def gather(x, mean_all, invstd_all, rm, rv, momentum, eps, counts):
+        n = counts.sum()
+        mean = (mean_all * counts[:, None]).sum(0) / n
+        var_i = invstd_all.pow(-2) - eps
+        var = (counts[:, None] * (var_i + (mean_all - mean).pow(2))).sum(0) / n
+        if rm is not None:
+            rm.mul_(1 - momentum).add_(momentum * mean)
+            rv.mul_(1 - momentum).add_(momentum * var * n / (n - 1))
+        return mean, (var + eps).rsqrt()
+
+    def elemt(x, w, b, mean, invstd, eps):
+        y = (x - mean.view(shape(x))) * invstd.view(shape(x))
+        return y * w.view(shape(x)) + b.view(shape(x))
+
+    monkeypatch.setattr(torch, "batch_norm_stats", stats)
+    monkeypatch.setattr(torch, "batch_norm_gather_stats_with_counts", gather)
+    monkeypatch.setattr(torch, "batch_norm_elemt", elemt)
+
+
+def test_sync_batchnorm_forward_needs_no_boolean_mask(monkeypatch, tmp_path):
+    """torch's SyncBatchNorm forward drops empty ranks with ``count_all[mask]``, whose shape the
+    host must read from the GPU (a synchronisation per layer per forward); abt's forward (every
+    rank has a non-empty slice) gives the same output and running statistics without it. A gloo
+    group of one process, the CUDA-only ops replaced by CPU references (checked against
+    F.batch_norm); tests/gpu checks forward and backward on a GPU."""
+    import torch.distributed as dist
+    import torch.nn.functional as F
+    import torch.nn.modules._functions as F_
+
+    from abt.distributed import _StaticSyncBatchNormFn
+
+    _cpu_batchnorm_ops(monkeypatch)
+    masks = []
+    getitem = torch.Tensor.__getitem__
+
+    def spy(self, idx):
+        if isinstance(idx, torch.Tensor) and idx.dtype == torch.bool:
+            masks.append(idx.shape)
+        return getitem(self, idx)
+
+    monkeypatch.setattr(torch.Tensor, "__getitem__", spy)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        x = torch.randn(6, 4, 3, 5, generator=torch.Generator().manual_seed(0))
+        w, b = torch.rand(4) + 0.5, torch.randn(4)
+        out = {}
+        for name, fn in (("torch", F_.SyncBatchNorm), ("abt", _StaticSyncBatchNormFn)):
+            masks.clear()
+            rm, rv = torch.zeros(4), torch.ones(4)
+            y = fn.apply(x, w, b, rm, rv, 1e-5, 0.1, dist.group.WORLD, 1)
+            out[name] = (y, rm, rv, len(masks))
+        rm, rv = torch.zeros(4), torch.ones(4)
+        ref = F.batch_norm(x, rm, rv, w, b, training=True, momentum=0.1, eps=1e-5)
+    finally:
+        dist.destroy_process_group()
+    assert out["torch"][3] > 0 and out["abt"][3] == 0  # the mask, and its absence
+    for got in (out["torch"], out["abt"]):
+        torch.testing.assert_close(got[0], ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got[1], rm)
+        torch.testing.assert_close(got[2], rv)
+    with pytest.raises(ValueError, match="empty batch slice"):
+        _StaticSyncBatchNormFn.forward(None, x[:0], w, b, None, None, 1e-5, 0.1, None, 1)
+
+
+def test_sync_batchnorm_conversion_keeps_parameters_and_keys():
+    from torch import nn
+
+    from abt.distributed import StaticSyncBatchNorm, convert_sync_batchnorm
+
+    def net():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(),
+                             nn.Linear(64, 8), nn.BatchNorm1d(8))  # fmt: skip
+
+    ref = nn.SyncBatchNorm.convert_sync_batchnorm(net())
+    ours = convert_sync_batchnorm(net())
+    assert [type(m) for m in ours.modules()].count(StaticSyncBatchNorm) == 2
+    x = torch.randn(5, 1, 6, 6)
+    torch.testing.assert_close(ours(x), ref(x))  # one process, no group: torch's own path
+    a, b = ref.state_dict(), ours.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

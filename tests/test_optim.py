@@ -231,3 +231,69 @@ def test_lars_state_dict_round_trip():
     train(m2, opt2, 2)
     for a, b in zip(model.parameters(), m2.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+# ---- fp16 gradient scaling without a host synchronisation
+
+
+def _scaled_steps(opt_factory, on_device: bool, poison_step: int = 2, n: int = 5):
+    """``n`` GradScaler steps of a small model (CPU scaler, enabled), the gradients of step
+    ``poison_step`` made infinite; returns the parameters after each step, the scales, and
+    whether the scaler ever read ``found_inf`` on the host (``_maybe_opt_step``)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5), nn.Linear(5, 3))
+    opt = opt_factory(model)
+    if not on_device:  # the scaler's own path: unscale, read found_inf, skip on the host
+        opt._step_supports_amp_scaling = False
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=2)
+    host_reads = []
+    real = scaler._maybe_opt_step
+    scaler._maybe_opt_step = lambda *a, **k: host_reads.append(1) or real(*a, **k)
+    g = torch.Generator().manual_seed(1)
+    params, scales = [], []
+    for i in range(n):
+        x = torch.randn(8, 6, generator=g)
+        loss = model(x).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if i == poison_step:
+            model[0].weight.grad[0, 0] = float("inf")
+        scaler.step(opt)
+        scaler.update()
+        params.append([p.detach().clone() for p in model.parameters()])
+        scales.append(scaler.get_scale())
+    return params, scales, bool(host_reads)
+
+
+@pytest.mark.parametrize(
+    "name,hp",
+    [("lars", {}), ("adamw", {"lr": 1e-2, "weight_decay": 0.1}), ("sgd", {"momentum": 0.9})],
+)
+def test_scaled_steps_skip_overflow_on_the_device(name, hp):
+    """With ``grad_scaling`` the optimiser skips an overflowed step itself (LARS) or through
+    torch's fused kernel (AdamW, SGD): the scaler never reads ``found_inf`` on the host, the
+    overflowed step leaves the parameters unchanged and halves the scale. LARS's device-side
+    path equals the scaler's own unscale-then-skip bit for bit."""
+
+    def factory(model):
+        return build_optimizer(name, model, batch_size=128, grad_scaling=True, **hp)
+
+    params, scales, host = _scaled_steps(factory, on_device=True)
+    assert not host
+    assert name == "lars" or factory(nn.Linear(1, 1)).defaults["fused"] is True
+    assert all(torch.equal(a, b) for a, b in zip(params[1], params[2], strict=True))  # skipped
+    assert not all(torch.equal(a, b) for a, b in zip(params[2], params[3], strict=True))
+    assert scales[2] == scales[1] / 2
+    if name == "lars":
+        ref, ref_scales, ref_host = _scaled_steps(factory, on_device=False)
+        assert ref_host and ref_scales == scales
+        for mine, theirs in zip(params, ref, strict=True):
+            assert all(torch.equal(a, b) for a, b in zip(mine, theirs, strict=True))
+
+
+def test_grad_scaling_keeps_an_explicit_fused_setting():
+    m = nn.Linear(2, 2)
+    assert not build_optimizer("adamw", m, batch_size=128).defaults["fused"]  # no scaling
+    kept = build_optimizer("adamw", m, batch_size=128, grad_scaling=True, fused=False)
+    assert not kept.defaults["fused"] and not getattr(kept, "_step_supports_amp_scaling", False)
+    assert isinstance(build_optimizer("lars", m, batch_size=128, grad_scaling=True), LARS)

@@ -140,3 +140,27 @@ def test_conv_encoder_sees_the_whole_normalised_clip():
     assert enc.last.shape == (1, 1, 64, 300) and out[0] == pytest.approx(1.0)
     embed_logmel(model, lm, crop_frames=96)
     assert enc.last.shape[-1] == 96
+
+
+def test_a_probe_leaves_the_global_generators_alone(monkeypatch):
+    """A probe during pre-training reseeded torch's global CPU and CUDA generators (the run's
+    dropout and masking streams then repeated each monitoring interval). The classifier is now
+    initialised from a generator of its own -- to the same weights as before."""
+    import math
+
+    from torch import nn
+
+    from abt.probe import _linear
+
+    torch.manual_seed(3)
+    ref = nn.Linear(16, 4)
+    torch.manual_seed(1234)
+    before = torch.get_rng_state()
+    seeded = []
+    monkeypatch.setattr(torch, "manual_seed", lambda s: seeded.append(s))
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda s: seeded.append(s))
+    mine = _linear(16, 4, 3)
+    assert torch.equal(mine.weight, ref.weight) and torch.equal(mine.bias, ref.bias)
+    res = probe_scores(separable(n_per=60), ProbeConfig(max_epochs=3))
+    assert math.isfinite(res["probe_100"]) and seeded == []
+    assert torch.equal(torch.get_rng_state(), before)

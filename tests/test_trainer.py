@@ -373,24 +373,6 @@ def test_a_run_resumes_across_changed_speed_options(store, tmp_path):
     assert tr.try_resume() and tr.epoch == 1
 
 
-def test_precision_follows_the_encoder_under_auto(monkeypatch):
-    from abt.trainer import autocast_dtype
-
-    cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert autocast_dtype("auto", "fp32", cuda) is None  # conv encoders: float32 (thesis)
-    assert autocast_dtype("auto", "mixed", cuda) is torch.bfloat16  # ViT_C: mixed precision
-    assert autocast_dtype("bf16", "fp32", cuda) is torch.bfloat16  # the user's opt-in
-    assert autocast_dtype("fp32", "mixed", cuda) is None
-    assert autocast_dtype("bf16", "mixed", cpu) is None  # CPU: always float32
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert autocast_dtype("auto", "mixed", cuda) is torch.float16  # pre-Ampere: fp16 + scaler
-    cfg = load_config(REPO_ROOT / "config.yaml")
-    run = resolve_run_config(cfg, encoder="vitc_b_16x8")
-    assert run["encoder"]["precision"] == "mixed" and run["pretrain"]["precision"] == "auto"
-    assert resolve_run_config(cfg, encoder="audiontt")["encoder"]["precision"] == "fp32"
-
-
 # ---- issue 12: honest re-runs
 
 

@@ -35,10 +35,9 @@ Protocol (the authors' wrapper with its bugs fixed; shared/reference/original-co
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -52,6 +51,7 @@ from abt.checkpoint import (  # re-exported: the HEAR module's checkpoint API
     save_random_init,
 )
 from abt.data.mel import LogMelFrontEnd, MelConfig
+from abt.hardware import exact_float32
 
 FRAME_MS = 950.0
 HOP_MS = 50.0
@@ -100,16 +100,6 @@ def _min_conv_frames(encoder: nn.Module, n_mels: int) -> int:
     raise CheckpointError(
         f"the encoder rejects every input length up to 128 frames as too short ({last})"
     )
-
-
-@contextlib.contextmanager
-def _no_tf32() -> Iterator[None]:
-    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
 
 
 class HearModel(nn.Module):
@@ -185,13 +175,14 @@ class HearModel(nn.Module):
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         """One encoder pass, the input in the encoder's dtype, float32 embeddings out; on CUDA in
         true float32 (no TF32, which cuDNN uses for convolutions by default), so that GPU
-        embeddings equal CPU ones to float32 precision."""
+        embeddings equal CPU ones to float32 precision, and without cuDNN autotuning (a probe
+        during training brings whole clips of many lengths: one tuning pass per new shape)."""
         p = next(self.encoder.parameters(), None)
         if p is not None and p.is_floating_point() and x.dtype != p.dtype:
             x = x.to(p.dtype)
         if x.device.type != "cuda":
             return self.encoder(x).float()
-        with _no_tf32():
+        with exact_float32():
             return self.encoder(x).float()
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -43,7 +44,14 @@ class LARS(Optimizer):
 
     Parameters whose ``grad`` is ``None`` (frozen) are skipped. No Nesterov, no dampening.
     Group keys: ``lr``, ``weight_decay``, ``momentum``, ``eta``, ``lars_adaptation``.
+
+    Under a :class:`torch.amp.GradScaler` the step unscales the gradients itself and skips an
+    overflowed step on the device (``_step_supports_amp_scaling``: the scaler hands over
+    ``grad_scale`` and ``found_inf`` instead of reading ``found_inf`` on the host): the same
+    parameters and momenta as the scaler's own unscale-then-skip, without a synchronisation.
     """
+
+    _step_supports_amp_scaling = True
 
     def __init__(
         self,
@@ -71,12 +79,17 @@ class LARS(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        scale = getattr(self, "grad_scale", None)  # set by GradScaler.step (or None)
+        found_inf = getattr(self, "found_inf", None)
+        inv_scale = None if scale is None else scale.double().reciprocal().float()
         for group in self.param_groups:
             wd, eta = group["weight_decay"], group["eta"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 dp = p.grad
+                if inv_scale is not None:  # what GradScaler.unscale_ computes
+                    dp = dp * inv_scale.to(dp.device)
                 if wd != 0:
                     dp = dp.add(p, alpha=wd)
                 if group["lars_adaptation"]:
@@ -89,8 +102,13 @@ class LARS(Optimizer):
                 if "mu" not in state:
                     state["mu"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 mu = state["mu"]
-                mu.mul_(group["momentum"]).add_(dp)
-                p.add_(mu, alpha=-group["lr"])
+                if found_inf is None:
+                    mu.mul_(group["momentum"]).add_(dp)
+                    p.add_(mu, alpha=-group["lr"])
+                else:  # an overflowed step leaves p and mu as they were, decided on the device
+                    ok = found_inf.to(p.device) == 0
+                    mu.copy_(torch.where(ok, mu * group["momentum"] + dp, mu))
+                    p.add_(torch.where(ok, mu, 0.0), alpha=-group["lr"])
         return loss
 
 
@@ -223,13 +241,15 @@ def _build_sgd(
     weight_decay: float = 0.0,
     momentum: float = 0.0,
     nesterov: bool = False,
+    fused: bool = False,
 ) -> torch.optim.SGD:
     """Thesis §4.1.1 sweep: SGD with "PyTorch defaults", Nesterov False -- so momentum 0 (torch's
-    default), taken literally; decay on the weights only."""
+    default), taken literally; decay on the weights only; ``fused``: torch's fused kernel."""
     groups = _decay_on_weights(params, lr, weight_decay)
     return torch.optim.SGD(
-        _scaled(groups, scale), lr=lr * scale, momentum=momentum, nesterov=nesterov
-    )
+        _scaled(groups, scale), lr=lr * scale, momentum=momentum, nesterov=nesterov,
+        fused=fused or None,
+    )  # fmt: skip
 
 
 def build_optimizer(
@@ -238,6 +258,7 @@ def build_optimizer(
     *,
     batch_size: int,
     reference_batch_size: int = 128,
+    grad_scaling: bool = False,
     **hp: Any,
 ) -> Optimizer:
     """Build optimiser ``name`` with learning rates scaled once by ``batch_size / 128``.
@@ -245,10 +266,18 @@ def build_optimizer(
     ``hp`` are the builder's hyperparameters at the reference batch size (e.g. ``lr_weights``,
     ``lr_biases``, ``weight_decay`` for LARS; ``lr``, ``weight_decay`` for the others). Every
     group records its scaled peak learning rate as ``group["peak_lr"]``.
+
+    ``grad_scaling``: the run scales its gradients (fp16). An optimiser with a ``fused`` option
+    then gets torch's fused kernel unless ``hp`` sets ``fused`` -- it skips an overflowed step on
+    the device, so the scaler never reads ``found_inf`` on the host (the same update rule; LARS
+    does this itself).
     """
     if batch_size < 1 or reference_batch_size < 1:
         raise ValueError("batch sizes must be >= 1")
     scale = batch_size / reference_batch_size
+    if grad_scaling and "fused" not in hp:
+        if "fused" in inspect.signature(OPTIMIZERS.get(name)).parameters:
+            hp = {**hp, "fused": True}
     return OPTIMIZERS.build(name, model_params_or_model, scale, **hp)
 
 

@@ -216,6 +216,22 @@ def _score(logits: np.ndarray, y: np.ndarray, multilabel: bool) -> float:
     return float((logits.argmax(1) == y).mean())
 
 
+def _linear(d_in: int, d_out: int, seed: int) -> nn.Linear:
+    """``nn.Linear`` with torch's default initialisation drawn from a generator of its own
+    (the same weights as ``torch.manual_seed(seed)`` then ``nn.Linear``), so that a probe during
+    pre-training leaves the global CPU and CUDA generators -- the run's dropout and masking
+    streams -- untouched."""
+    g = torch.Generator().manual_seed(int(seed))
+    with torch.device("meta"):
+        model = nn.Linear(d_in, d_out)
+    model = model.to_empty(device="cpu")
+    with torch.no_grad():
+        nn.init.kaiming_uniform_(model.weight, a=math.sqrt(5), generator=g)
+        bound = 1 / math.sqrt(d_in) if d_in > 0 else 0.0
+        nn.init.uniform_(model.bias, -bound, bound, generator=g)
+    return model
+
+
 def fit_linear_probe(
     data: TaskData, cfg: ProbeConfig, train_idx: np.ndarray | None = None
 ) -> dict[str, float]:
@@ -230,8 +246,7 @@ def fit_linear_probe(
 
     Xtr, Xva, Xte = prep(xtr), prep(data.x["valid"]), prep(data.x["test"])
     Ytr = torch.from_numpy(ytr)
-    torch.manual_seed(cfg.seed)
-    model = nn.Linear(Xtr.shape[1], data.n_classes)
+    model = _linear(Xtr.shape[1], data.n_classes, cfg.seed)
     opt = torch.optim.Adam(
         model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=cfg.weight_decay
     )

@@ -43,6 +43,7 @@ import torch
 import yaml
 from torch import nn
 
+from abt import devicestate, hardware
 from abt.augment import AugmentationPipeline
 from abt.checkpoint import encoder_checkpoint, write_encoder_checkpoint
 from abt.codehash import code_digest
@@ -50,7 +51,7 @@ from abt.config import ConfigError
 from abt.data.loader import CropLoader, EpochPlan, plan_epoch
 from abt.data.mel import MelConfig
 from abt.data.store import MelStore
-from abt.distributed import barrier, init_from_env
+from abt.distributed import barrier, convert_sync_batchnorm, init_from_env
 from abt.encoders import MASK_SCHEDULES, build_encoder_from_spec
 from abt.locks import folder_lock
 from abt.methods import build_method
@@ -85,14 +86,15 @@ def autocast_dtype(
 
     ``pretrain.precision: auto`` takes the encoder's own setting (``encoders.<key>.precision``:
     the thesis trained ViT_C with mixed precision and the convolutional encoders in float32);
-    any other value applies to every encoder. ``mixed`` is bfloat16 where the GPU supports it,
-    else float16 with gradient scaling. Autocast is used on CUDA only (on CPU it gives nothing).
+    any other value applies to every encoder. ``mixed`` is bfloat16 where the GPU computes it
+    natively (compute capability 8.0 and later), else float16 with gradient scaling
+    (:func:`abt.hardware.mixed_dtype`). Autocast is used on CUDA only (on CPU it gives nothing).
     """
     if device.type != "cuda":
         return None
     p = encoder_precision if precision == "auto" else precision
     if p == "mixed":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return hardware.mixed_dtype(device)
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[p]
 
 
@@ -183,8 +185,9 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             if self.pre["sync_batchnorm"] and self.device.type == "cuda":
-                self.method = nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
+                self.method = convert_sync_batchnorm(self.method)  # no host sync per layer
                 self.encoder = self.method.encoder
+                self.speed["sync_batchnorm"] = True
             cuda = self.device.type == "cuda"
             self.forward_module = DistributedDataParallel(
                 self.method,
@@ -197,6 +200,7 @@ class Trainer:
             self.method,
             batch_size=self.batch_size,
             reference_batch_size=int(self.pre["reference_batch_size"]),
+            grad_scaling=self.amp_dtype == torch.float16,
             **opt,
         )
         sched = self.pre["schedule"]
@@ -218,7 +222,7 @@ class Trainer:
         ).to(self.device)
         self.augment.manual_seed(self.seed + 1, device=self.device)
         self.rng = np.random.default_rng(self.seed + 2)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.scaler, self._scaler_carried = self._make_scaler()
         self.epoch = 0  # completed epochs
         self.step = 0  # completed optimiser steps
         self.metrics = CsvLog(self.run_dir / "train_metrics.csv", enabled=self.dist.main)
@@ -254,8 +258,12 @@ class Trainer:
         with every ``auto`` resolved (recorded in ``summary.json``).
 
         ``channels_last: auto``: convolutional encoders on CUDA. ``compile: auto``: ViT encoders on
-        CUDA, unless the sine masking schedule changes the token count every step (a recompile per
-        shape). ``cudnn_benchmark``: cuDNN picks the fastest convolution for the fixed crop size.
+        CUDA, unless the sine masking schedule changes the token count every step; an explicit
+        ``compile`` with the sine schedule is refused (one recompile per token count, then
+        torch's recompile limit and eager). ``cudnn_benchmark``: cuDNN picks the fastest
+        convolution for the fixed crop size (evaluations turn it off:
+        :func:`abt.hardware.exact_float32`). On CUDA, ``pretrain.tf32`` sets TF32
+        (:func:`abt.hardware.set_tf32`).
         """
         cuda = self.device.type == "cuda"
         conv = self.encoder.unit_frames is None
@@ -264,18 +272,43 @@ class Trainer:
         mode = speed["compile"]
         if mode == "auto":
             mode = "default" if cuda and not conv and self.masking["mode"] != "sine" else "none"
+        elif mode != "none" and self.masking["mode"] == "sine":
+            raise ConfigError(
+                f"pretrain.speed.compile: {mode} with pretrain.masking.mode: sine: the kept token "
+                "count changes with the ratio, so torch.compile recompiles for each count and "
+                "falls back to eager at its recompile limit (8). Set pretrain.speed.compile: "
+                "auto or none for the sine schedule"
+            )
         if channels_last:
             self.method.to(memory_format=torch.channels_last)
         if mode != "none":  # in place: parameter names (and checkpoints) stay the same
             self.method.online.compile(mode=None if mode == "default" else mode)
         if cuda and speed["cudnn_benchmark"]:
             torch.backends.cudnn.benchmark = True
+        if cuda:
+            hardware.set_tf32(self.pre["tf32"])
         return {
             "channels_last": channels_last,
             "compile": mode,
             "prefetch_batches": int(speed["prefetch_batches"]),
             "autocast": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "fp32",
+            "tf32": self.pre["tf32"] if cuda else "none",
+            "sync_batchnorm": False,
         }
+
+    def _make_scaler(self) -> tuple[torch.amp.GradScaler, dict | None]:
+        """The gradient scaler (enabled for float16 autocast) and the scaler state carried from
+        an earlier fp16 segment of the run (none yet). The optimiser is built to skip an
+        overflowed step on the device (``build_optimizer(grad_scaling=True)``), so the scaler
+        never reads ``found_inf`` on the host; the log says when it cannot."""
+        scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        if scaler.is_enabled() and not getattr(self.optimizer, "_step_supports_amp_scaling", 0):
+            self.log(
+                f"[abt] {type(self.optimizer).__name__} cannot skip an overflowed fp16 step on "
+                "the device: the gradient scaler reads the GPU once per step (set the "
+                "optimizer's fused: true where it has one)"
+            )
+        return scaler, None
 
     def plan_epoch(self) -> EpochPlan:
         """This epoch's clip order and crop starts (draws from ``self.rng``)."""
@@ -326,8 +359,11 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------
 
-    def state(self) -> dict[str, Any]:
-        gen = self.augment.generator
+    def state(self, cuda_rng: Sequence[torch.Tensor] | None = None) -> dict[str, Any]:
+        """The resume checkpoint's content; ``cuda_rng``: every rank's CUDA generator state
+        (:func:`abt.devicestate.gather_cuda_rng`; default: this process's own)."""
+        if cuda_rng is None:
+            cuda_rng = devicestate.gather_cuda_rng(self.device, 1)
         return {
             "format": RESUME_FORMAT,
             "epoch": self.epoch,
@@ -335,12 +371,11 @@ class Trainer:
             "method": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
+            "scaler": devicestate.scaler_state(self.scaler, self._scaler_carried),
             "augment": self.augment.state_dict(),
-            "aug_generator": gen.get_state() if gen is not None else None,
+            **devicestate.capture(self.augment.generator, cuda_rng),
+            "hardware": _hardware(self),
             "np_rng": self.rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "py_rng": random.getstate(),
             "config": self.cfg,
             "provenance": self.provenance,
@@ -348,29 +383,40 @@ class Trainer:
         }
 
     def load_state(self, st: Mapping[str, Any]) -> None:
+        """Continue from a resume checkpoint's content, on whatever hardware this run has
+        (:mod:`abt.devicestate`: exact on the same device type; what is mapped is logged)."""
         self.method.load_state_dict(st["method"])
         self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
-        self.scaler.load_state_dict(st["scaler"])
+        self._scaler_carried, note = devicestate.load_scaler(self.scaler, st["scaler"])
+        notes = [note] if note else []
         self.augment.load_state_dict(st["augment"])
-        # generator states are CPU byte tensors whatever device the run (or the file) is on
-        if st["aug_generator"] is not None:
-            self.augment.generator.set_state(_rng_state(st["aug_generator"]))
+        try:  # generator states are CPU byte tensors whatever device the run (or the file) is on
+            notes += devicestate.restore(
+                st, aug_generator=self.augment.generator, device=self.device,
+                rank=self.dist.rank, world=self.dist.world, seed=self.seed, step=int(st["step"]),
+            )  # fmt: skip
+        except devicestate.DeviceStateError as e:
+            raise ResumeError(
+                f"{self.resume_path}: {e}. Resume it with the torch build that wrote it, or move "
+                f"or delete {self.resume_path.parent} to start this run over"
+            ) from None
         self.rng.bit_generator.state = st["np_rng"]
-        torch.set_rng_state(_rng_state(st["torch_rng"]))
-        if st["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([_rng_state(t) for t in st["cuda_rng"]])
         random.setstate(_as_tuple(st["py_rng"]))
         self.epoch, self.step = int(st["epoch"]), int(st["step"])
+        moved = devicestate.hardware_change(st.get("hardware"), _hardware(self))
+        for n in ([moved] if moved else []) + notes if self.dist.main else ():
+            self.log(f"[abt] resuming on other hardware: {n}")
         self.metrics.restore(st["metrics"]["train"])
         self.epoch_metrics.restore(st["metrics"]["epoch"])
 
     def save_resume(self) -> None:
+        cuda_rng = devicestate.gather_cuda_rng(self.device, self.dist.world)  # every rank's
         if not self.dist.main:
             return
         self.resume_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.resume_path.with_suffix(".part")
-        torch.save(self.state(), tmp)
+        torch.save(self.state(cuda_rng), tmp)
         os.replace(tmp, self.resume_path)
 
     def _last_ckpt_epoch(self) -> int:
@@ -624,9 +670,10 @@ class _MetricWindow:
         return row
 
 
-def _rng_state(t: Any) -> torch.Tensor:
-    """A generator state as the CPU byte tensor ``set_state`` requires."""
-    return torch.as_tensor(t).to(device="cpu", dtype=torch.uint8)
+def _hardware(tr: Trainer) -> dict[str, Any]:
+    """The hardware a resume checkpoint records (and the log compares on resume)."""
+    autocast = tr.speed["autocast"]
+    return {**hardware.describe(tr.device), "world": tr.dist.world, "autocast": autocast}
 
 
 def _as_tuple(x: Any) -> Any:
