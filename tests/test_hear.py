@@ -369,9 +369,14 @@ def test_conda_env_matches_constraints():
     env = yaml.safe_load((he.REPO_ROOT / "envs" / "hear.yaml").read_text())
     assert "python=3.11" in env["dependencies"]
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    # the one option line: the index of the named CPU build of torch (envs/hear.yaml)
+    assert [p for p in pip if p.startswith("-")] == [
+        "--extra-index-url https://download.pytorch.org/whl/cpu"
+    ]
     pins = he.read_constraints()
-    got = {he._norm(p.split("==")[0]): p.split("==")[1] for p in pip}
-    assert got == {k: v for k, v in pins.items() if k not in ("heareval", "hearvalidator")}
+    got = {he._norm(p.split("==")[0]): p.split("==")[1] for p in pip if not p.startswith("-")}
+    want = {k: v for k, v in pins.items() if k not in ("heareval", "hearvalidator")}
+    assert got == {**want, "torch": want["torch"] + "+cpu"}
 
 
 def test_kit_env(tmp_path):

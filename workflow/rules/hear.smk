@@ -31,7 +31,7 @@ rule random_init_encoder:
     log:
         "logs/random_init_encoder/{encoder}/seed{seed}.log",
     conda:
-        "../../envs/torch.yaml"
+        "../../envs/torch-cpu.yaml"
     threads: 1
     resources:
         mem_mb=4000,

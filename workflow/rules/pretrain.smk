@@ -10,7 +10,7 @@ rule encoder_tables:
     benchmark:
         "benchmarks/encoder_tables.tsv"
     conda:
-        "../../envs/torch.yaml"
+        "../../envs/torch-cpu.yaml"
     threads: 2
     resources:
         mem_mb=8000,
@@ -37,7 +37,7 @@ rule pretrain_encoder:
     benchmark:
         "benchmarks/pretrain_encoder/{encoder}/{variant}/seed{seed}.tsv"
     conda:
-        "../../envs/torch.yaml"
+        "../../envs/torch-gpu.yaml"
     threads: 2 * max(GPUS_PER_RUN, 1)
     resources:
         gpu=GPUS_PER_RUN,

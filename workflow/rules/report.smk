@@ -20,7 +20,7 @@ rule linear_eval:
     wildcard_constraints:
         variant=HEAR_VARIANT,
     conda:
-        "../../envs/torch.yaml"
+        "../../envs/torch-gpu.yaml"
     threads: 1
     resources:
         gpu=GPU,

@@ -19,7 +19,7 @@ rule sweep_worker:
     wildcard_constraints:
         slot=r"\d+",
     conda:
-        "../../envs/torch.yaml"
+        "../../envs/torch-gpu.yaml"
     threads: 2
     resources:
         gpu=GPU,
