@@ -30,15 +30,16 @@ Protocol (the authors' wrapper with its bugs fixed; shared/reference/original-co
 * Silence is finite everywhere: ``log(0 + eps) = -15.9``.
 
 :mod:`abt.checkpoint` owns the checkpoint format (re-exported here: :func:`read_checkpoint`,
-:func:`save_random_init`, ...).
+:func:`save_random_init`, ...); :func:`load_model` takes a ``model.ckpt`` or a folder written by
+``abt export`` (bit-identical embeddings). Embeddings are computed in true float32 on every
+device (:func:`abt.devices.full_float32`). Files on disk: :mod:`abt.embed` (``abt embed``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -52,6 +53,7 @@ from abt.checkpoint import (  # re-exported: the HEAR module's checkpoint API
     save_random_init,
 )
 from abt.data.mel import LogMelFrontEnd, MelConfig
+from abt.devices import full_float32, pick_device
 
 FRAME_MS = 950.0
 HOP_MS = 50.0
@@ -100,16 +102,6 @@ def _min_conv_frames(encoder: nn.Module, n_mels: int) -> int:
     raise CheckpointError(
         f"the encoder rejects every input length up to 128 frames as too short ({last})"
     )
-
-
-@contextlib.contextmanager
-def _no_tf32() -> Iterator[None]:
-    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
 
 
 class HearModel(nn.Module):
@@ -189,9 +181,7 @@ class HearModel(nn.Module):
         p = next(self.encoder.parameters(), None)
         if p is not None and p.is_floating_point() and x.dtype != p.dtype:
             x = x.to(p.dtype)
-        if x.device.type != "cuda":
-            return self.encoder(x).float()
-        with _no_tf32():
+        with full_float32(x.device):
             return self.encoder(x).float()
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -267,19 +257,24 @@ class HearModel(nn.Module):
 
 
 def load_model(model_file_path: str = "", **kwargs: Any) -> HearModel:
-    """HEAR API: load an abt encoder checkpoint (``model.ckpt``) as a :class:`HearModel`.
+    """HEAR API: load an abt encoder as a :class:`HearModel`: a checkpoint (``model.ckpt``) or a
+    folder written by ``abt export`` (the same weights: bit-identical embeddings).
 
     ``kwargs`` (``--model-options`` of the kit): ``chunk_size`` (frames/units per encoder pass,
-    default 256). The path is required: there is no default model.
+    default 256) and ``device`` (default: the CPU, as the HEAR API expects; ``"auto"`` picks
+    CUDA, then Apple MPS, then the CPU: :func:`abt.devices.pick_device`). The path is required:
+    there is no default model.
     """
     if not model_file_path:
         raise ValueError(
             "abt.hear.load_model needs the path of an abt encoder checkpoint (model.ckpt, "
-            "written by `abt pretrain` or abt.hear.save_random_init); pass --model PATH"
+            "written by `abt pretrain` or abt.hear.save_random_init) or of a folder written by "
+            "`abt export`; pass --model PATH"
         )
-    unknown = sorted(set(kwargs) - {"chunk_size"})
+    known = ["chunk_size", "device"]
+    unknown = sorted(set(kwargs) - set(known))
     if unknown:
-        raise TypeError(f"abt.hear.load_model: unknown option(s) {unknown}; known: ['chunk_size']")
+        raise TypeError(f"abt.hear.load_model: unknown option(s) {unknown}; known: {known}")
     ck = read_checkpoint(model_file_path)
     encoder = build_checkpoint_encoder(ck, str(model_file_path))
     mels = MelConfig.from_dict(ck["mels"])
@@ -290,7 +285,7 @@ def load_model(model_file_path: str = "", **kwargs: Any) -> HearModel:
         "step": ck.get("step"),
         "norm_mode": ck["norm"].get("mode"),
     }
-    return HearModel(
+    model = HearModel(
         encoder,
         mels,
         float(ck["norm"]["mean"]),
@@ -298,6 +293,8 @@ def load_model(model_file_path: str = "", **kwargs: Any) -> HearModel:
         chunk_size=int(kwargs.get("chunk_size", DEFAULT_CHUNK)),
         info=info,
     )
+    device = kwargs.get("device")
+    return model if device is None else model.to(pick_device(device))
 
 
 def _check_model(model: Any) -> HearModel:
