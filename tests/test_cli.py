@@ -93,6 +93,9 @@ def test_every_hand_command_in_the_readme_works(tmp_path):
             hear_task(tmp_path / "hear2021", "toy").parent
         ),  # a download's layout
         "data/hear-16k": str(tmp_path / "hear-16k"),
+        "my_audio/": str(emb / "tasks"),  # "Use a model": a folder of audio files
+        "embeddings/": str(tmp_path / "embeddings"),
+        "exported/audiontt": str(tmp_path / "exported"),
     }
     # what makes each command small enough here (appended; argparse takes the last value)
     smaller = {
@@ -128,3 +131,5 @@ def test_every_hand_command_in_the_readme_works(tmp_path):
     assert (store / "stats.json").is_file() and (run / "model.ckpt").is_file()
     assert (tmp_path / "ddp" / "model.ckpt").is_file() and (tmp_path / "encoders.csv").is_file()
     assert (tmp_path / "hear-16k" / "toy-v1-full" / "16000").is_dir()
+    assert (tmp_path / "embeddings" / "index.csv").is_file()
+    assert (tmp_path / "exported" / "model.safetensors").is_file()
