@@ -156,3 +156,25 @@ def write_clip_list(path: Path, ids: list[str], column: str = "clip_id") -> Path
         w.writerow([column])
         w.writerows([i] for i in ids)
     return path
+
+
+def tiny_run(root: Path, *, n_clips: int = 16, epochs: int = 2) -> Path:
+    """A finished pre-training run in the workflow's layout, small enough for a unit test: the
+    store ``<root>/results/mels/pretrain/train`` of :func:`tone_clips` (0.6-1.2 s) and a run of
+    the default encoder (AudioNTT), batch 8, ``<root>/results/pretrain/audiontt/baseline/seed0``
+    (``model.ckpt``, ``hparams.yaml``, the metrics, ``summary.json``)."""
+    from abt.config import REPO_ROOT, load_config
+    from abt.plan import PRETRAIN_STORE, run_dir
+    from abt.runspec import resolve
+    from abt.trainer import Trainer
+
+    (root / "clips").mkdir(parents=True, exist_ok=True)
+    specs = tone_clips(root / "clips", n_clips, seed=0, seconds=(0.6, 1.2), noise=0.02)
+    store = root / PRETRAIN_STORE.format(corpus="train")
+    build_store(specs, store, stats_crops=50, log=lambda *_: None)
+    over = {"epochs": epochs, "batch_size": 8, "projector": {"hidden_dims": [64], "out_dim": 32},
+            "log_every": 1}  # fmt: skip
+    run = resolve(load_config(REPO_ROOT / "config.yaml"), "audiontt", overrides=over)
+    out = root / run_dir("audiontt", "baseline", 0)
+    Trainer(run, store, out, progress=False, log=lambda *_: None).fit()
+    return out

@@ -93,6 +93,9 @@ def test_every_hand_command_in_the_readme_works(tmp_path):
             hear_task(tmp_path / "hear2021", "toy").parent
         ),  # a download's layout
         "data/hear-16k": str(tmp_path / "hear-16k"),
+        "my_audio/": str(emb / "tasks"),  # "Use a model": a folder of audio files
+        "embeddings/": str(tmp_path / "embeddings"),
+        "exported/audiontt": str(tmp_path / "exported"),
     }
     # what makes each command small enough here (appended; argparse takes the last value)
     smaller = {
@@ -207,3 +210,5 @@ def test_encoders_out_does_not_overwrite_a_foreign_file(tmp_path):
     r = abt("encoders", "--out", out, "--repeats", "0", "--table", "3.1")
     one_line_error(r, "notes.csv exists and is not a table of encoders written by abt")
     assert out.read_text() == "name,phone\nada,123\n"
+    assert (tmp_path / "embeddings" / "index.csv").is_file()
+    assert (tmp_path / "exported" / "model.safetensors").is_file()

@@ -18,10 +18,24 @@ def readme_commands():
     return cmds
 
 
-def test_readme_has_exactly_two_quickstart_commands():
+def test_readme_quickstart_runs_tests_embeds_and_exports():
+    """Four commands: the main run, the tests, then embeddings of a folder with the run's encoder
+    and its export (both on the default run's folder, as the workflow lays it out)."""
+    from abt.config import load_config
+    from abt.plan import run_dir, task_dirs
+
     cmds = readme_commands()
-    assert len(cmds) == 2, cmds
+    assert len(cmds) == 4, cmds
     assert "snakemake" in cmds[0] and "pytest" in cmds[1]
+    embed, export = cmds[2].split(), cmds[3].split()
+    assert embed[1] == "embed" and export[1] == "export"
+    cfg = load_config(ROOT / "config.yaml")
+    run = run_dir(cfg["pretrain"]["encoder"], "baseline", cfg["run"]["seeds"][0])
+    assert embed[2] == f"{run}/model.ckpt" and export[2] == run
+    audio = embed[3].rstrip("/")
+    assert audio.rsplit("/", 1)[0] in task_dirs(cfg).values() and audio.endswith("/16000")
+    out = embed[embed.index("--out") + 1]
+    assert out.startswith("results/") and export[3].startswith("results/")  # git-ignored
 
 
 def test_ci_runs_the_readme_test_command_verbatim():

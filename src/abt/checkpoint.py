@@ -13,10 +13,19 @@ A ``model.ckpt`` holds what downstream evaluation needs and nothing else it must
 Written by :meth:`abt.trainer.Trainer.save_encoder` and :func:`save_random_init` through
 :func:`write_encoder_checkpoint`; read (and validated) by :func:`read_checkpoint`. Only torch and
 numpy are imported, so the HEAR evaluation venv can load checkpoints.
+
+**Exported folders** (``abt export``, format ``abt-export/1``) hold the same dictionary in two
+shareable files: ``model.safetensors`` (the state dict) and ``config.json`` (everything else,
+plus the tensors' names/dtypes/shapes, their content digest :func:`weights_digest`, the run's
+provenance digests and the abt version). This module converts both ways (:func:`write_export`,
+:func:`read_export`); :func:`read_checkpoint` accepts either, so ``abt.hear.load_model`` and
+``abt embed`` give bit-identical embeddings from a ``model.ckpt`` and from its export. Only the
+export needs ``safetensors`` (imported when one is read or written).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import pickle
@@ -82,10 +91,16 @@ def write_encoder_checkpoint(path: str | os.PathLike[str], ck: Mapping[str, Any]
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load and validate an ``abt-encoder/1`` checkpoint with ``torch.load(weights_only=True)``."""
+    """Load and validate an ``abt-encoder/1`` checkpoint with ``torch.load(weights_only=True)``,
+    or an exported folder (:func:`read_export`: the same dictionary, the same weights)."""
     path = Path(path)
+    if str(path) and path.is_dir():
+        return read_export(path)
     if not str(path) or not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist (or is not a file)")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not exist (give a model.ckpt or a folder written "
+            "by `abt export`)"
+        )
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError,
@@ -103,6 +118,12 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"{path} is not an abt encoder checkpoint: expected format {ENCODER_CKPT_FORMAT!r}, "
             f"found {found!r} (top-level keys {keys})"
         )
+    return _validated(ck, path)
+
+
+def _validated(ck: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``ck`` if it is a complete, consistent checkpoint dictionary; else a
+    :class:`CheckpointError` naming ``path``."""
     missing = [k for k in _REQUIRED_KEYS if k not in ck]
     if missing:
         raise CheckpointError(f"{path}: abt encoder checkpoint lacks key(s) {missing}")
@@ -204,3 +225,155 @@ def save_random_init(
         epoch=0, step=0, config={"random_init": True, "seed": int(seed)},
     )  # fmt: skip
     return write_encoder_checkpoint(path, ck)
+
+
+# ------------------------------------------------------------------------- exported folders
+
+#: the format of an exported folder's ``config.json`` (``abt export``)
+EXPORT_FORMAT = "abt-export/1"
+EXPORT_CONFIG = "config.json"
+EXPORT_WEIGHTS = "model.safetensors"
+#: checkpoint keys that config.json holds as they are (the weights go to model.safetensors)
+_EXPORTED_KEYS = ("encoder", "n_mels", "input_frames", "norm", "mels", "epoch", "step", "config")
+
+
+def weights_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's content: every tensor's name, dtype, shape and bytes, in name
+    order. The same for a ``model.ckpt`` and its export (the container does not enter it)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}\0{str(t.dtype).removeprefix('torch.')}\0{list(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _safetensors() -> Any:
+    try:
+        import safetensors.torch as st
+    except ImportError:
+        raise CheckpointError(
+            "reading or writing an exported folder needs the safetensors package "
+            "(pip install safetensors)"
+        ) from None
+    return st
+
+
+def export_config(ck: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    """The ``config.json`` of a checkpoint dictionary: architecture, front-end, normalisation,
+    input frames and the run (as in the checkpoint), the weights' names, dtypes, shapes and
+    content digest, the run's provenance digests, the abt version, and ``extra`` (e.g. the
+    source checkpoint's file digest)."""
+    from abt import __version__
+
+    sd = ck["state_dict"]
+    prov = dict((ck.get("config") or {}).get("provenance") or {})
+    return {
+        "format": EXPORT_FORMAT,
+        "checkpoint_format": ENCODER_CKPT_FORMAT,
+        "abt_version": __version__,
+        **{k: ck[k] for k in _EXPORTED_KEYS},
+        "random_init": bool((ck.get("config") or {}).get("random_init", False)),
+        "run_digest": prov.get("run"),
+        "store_fingerprint": prov.get("store"),
+        "code_digest": prov.get("code"),
+        "weights": {
+            "file": EXPORT_WEIGHTS,
+            "content_sha256": weights_digest(sd),
+            "tensors": {
+                k: {"dtype": str(v.dtype).removeprefix("torch."), "shape": list(v.shape)}
+                for k, v in sorted(sd.items())
+            },
+        },
+        **extra,
+    }
+
+
+def write_export(
+    folder: str | os.PathLike[str], ck: Mapping[str, Any], **extra: Any
+) -> dict[str, Any]:
+    """Write ``model.safetensors`` and ``config.json`` of the checkpoint dictionary ``ck`` into
+    ``folder`` (each file atomically); returns the config. :func:`read_export` reads back a
+    dictionary equal to ``ck`` with bit-identical weights."""
+    st = _safetensors()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = export_config(ck, **extra)
+    # a copy of each tensor: safetensors refuses tensors that share memory
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in ck["state_dict"].items()}
+    tmp = folder / (EXPORT_WEIGHTS + ".part")
+    st.save_file(tensors, str(tmp), metadata={"format": "pt", "abt_format": EXPORT_FORMAT})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # as any other file here (safetensors writes it owner-only)
+    os.replace(tmp, folder / EXPORT_WEIGHTS)
+    tmp = folder / (EXPORT_CONFIG + ".part")
+    tmp.write_text(json.dumps(cfg, indent=2) + "\n")
+    os.replace(tmp, folder / EXPORT_CONFIG)
+    return cfg
+
+
+def read_export(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """The checkpoint dictionary of an exported folder (``config.json`` + ``model.safetensors``),
+    validated like a ``model.ckpt``: every error names the file and what is wrong."""
+    folder = Path(folder)
+    cfg_path, w_path = folder / EXPORT_CONFIG, folder / EXPORT_WEIGHTS
+    if not cfg_path.is_file():
+        raise CheckpointError(
+            f"{folder} is a folder without {EXPORT_CONFIG}: give a model.ckpt or a folder "
+            "written by `abt export`"
+        )
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"{cfg_path} cannot be read as JSON ({e})") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != EXPORT_FORMAT:
+        found = cfg.get("format") if isinstance(cfg, dict) else type(cfg).__name__
+        raise CheckpointError(
+            f"{cfg_path} is not an abt export: expected format {EXPORT_FORMAT!r}, found {found!r}"
+        )
+    if cfg.get("checkpoint_format") != ENCODER_CKPT_FORMAT:
+        raise CheckpointError(
+            f"{cfg_path}: checkpoint_format {cfg.get('checkpoint_format')!r} is not "
+            f"{ENCODER_CKPT_FORMAT!r} (written by another abt version?)"
+        )
+    missing = [k for k in (*_EXPORTED_KEYS, "weights") if k not in cfg]
+    if missing:
+        raise CheckpointError(f"{cfg_path} lacks key(s) {missing}")
+    weights = cfg["weights"]
+    if not isinstance(weights, dict) or not isinstance(weights.get("tensors"), dict):
+        raise CheckpointError(f"{cfg_path}: 'weights' must list the tensors, got {weights!r}")
+    if not w_path.is_file():
+        raise CheckpointError(f"{w_path} is missing: the export is incomplete")
+    st = _safetensors()
+    try:
+        sd = st.load_file(str(w_path), device="cpu")
+    except Exception as e:  # safetensors raises its own SafetensorError, OSError, ...
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{w_path} is not a readable safetensors file ({msg})") from None
+    want = weights["tensors"]
+    absent, extra = sorted(set(want) - set(sd)), sorted(set(sd) - set(want))
+    wrong = [
+        f"{k}: file {str(sd[k].dtype).removeprefix('torch.')} {list(sd[k].shape)} vs "
+        f"config {want[k].get('dtype')} {want[k].get('shape')}"
+        for k in sorted(set(want) & set(sd))
+        if [str(sd[k].dtype).removeprefix("torch."), list(sd[k].shape)]
+        != [want[k].get("dtype"), want[k].get("shape")]
+    ]
+    if absent or extra or wrong:
+        raise CheckpointError(
+            f"{w_path} does not hold the tensors {cfg_path.name} lists: missing {absent[:5]} "
+            f"({len(absent)}), unexpected {extra[:5]} ({len(extra)}), dtype/shape mismatches "
+            f"{wrong[:3]}"
+        )
+    digest = weights_digest(sd)
+    if weights.get("content_sha256") != digest:
+        raise CheckpointError(
+            f"{w_path}: the weights' content digest {digest[:16]}... differs from "
+            f"{cfg_path.name}'s {str(weights.get('content_sha256'))[:16]}...: the two files do "
+            "not belong together (export the run again)"
+        )
+    ck = {"format": ENCODER_CKPT_FORMAT, **{k: cfg[k] for k in _EXPORTED_KEYS}, "state_dict": sd}
+    return _validated(ck, cfg_path)

@@ -6,6 +6,8 @@
     abt prepare-hear /data/hear2021 data/hear-16k --jobs 4
     abt baseline TASK_DIR [TASK_DIR ...]
     abt encoders --out results/tables/encoders.csv
+    abt embed RUN_DIR/model.ckpt my_audio/ --out embeddings/
+    abt export RUN_DIR exported/
 
 Each subcommand is registered in :data:`COMMANDS` (name -> (help, add_arguments, run)).
 """
@@ -319,6 +321,112 @@ def _pre(a: argparse.Namespace) -> int:
 COMMANDS.add("pretrain", ("pre-train one (encoder, variant, seed) on a store", _pre_args, _pre))
 
 
+# --- embed -----------------------------------------------------------------------------------
+
+
+def _embed_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "model", metavar="CKPT_OR_EXPORT", help="a model.ckpt, or a folder written by `abt export`"
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="audio files and/or folders (searched recursively)",
+    )
+    p.add_argument("--out", required=True, help="folder for the .npy files and index.csv")
+    p.add_argument(
+        "--timestamps",
+        action="store_true",
+        help="timestamp embeddings (T, D) and their times (ms) instead of one (D,) "
+        "scene embedding per file",
+    )
+    p.add_argument("--batch", type=int, default=16, help="files decoded and embedded at a time")
+    p.add_argument(
+        "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps"
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="reuse a non-empty --out: remove the embeddings its index.csv lists first",
+    )
+
+
+def _embed(a: argparse.Namespace) -> int:
+    from abt.embed import OK, run_embed
+
+    res = run_embed(
+        a.model,
+        a.inputs,
+        a.out,
+        timestamps=a.timestamps,
+        batch=a.batch,
+        device=a.device,
+        force=a.force,
+        log=lambda m: print(m, file=sys.stderr),
+    )
+    print(json.dumps(res, indent=2))
+    return 0 if res["counts"].get(OK, 0) else 1
+
+
+COMMANDS.add(
+    "embed",
+    (
+        "embeddings of audio files or folders with a model.ckpt or an exported model: one .npy per "
+        "file and an index.csv",
+        _embed_args,
+        _embed,
+    ),
+)
+
+
+# --- export ----------------------------------------------------------------------------------
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run (holding model.ckpt)")
+    p.add_argument("out", metavar="OUT", help="folder to write (must not exist, or be empty)")
+    p.add_argument("--force", action="store_true", help="replace an earlier export at OUT")
+    p.add_argument(
+        "--hear",
+        default=None,
+        metavar="DIR",
+        help="the run's HEAR results (default: results/hear/... next to the run)",
+    )
+    p.add_argument(
+        "--store",
+        default=None,
+        metavar="STORE",
+        help="the run's pre-training store (default: found by its fingerprint)",
+    )
+
+
+def _export(a: argparse.Namespace) -> int:
+    from abt.export import export_run
+
+    res = export_run(
+        a.run_dir,
+        a.out,
+        force=a.force,
+        hear_dir=a.hear,
+        store=a.store,
+        log=lambda m: print(m, file=sys.stderr),
+    )
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+COMMANDS.add(
+    "export",
+    (
+        "a finished run as a folder to publish: model.safetensors, config.json, hparams.yaml, "
+        "training curves and a model card (README.md)",
+        _export_args,
+        _export,
+    ),
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="abt", description="Audio Barlow Twins, reproduced end to end"
@@ -337,12 +445,16 @@ def main(argv: list[str] | None = None) -> int:
         from abt.config import ConfigError
         from abt.data.prepare_hear import PrepareError
         from abt.data.store import StoreError
+        from abt.devices import DeviceError
+        from abt.embed import EmbedError
+        from abt.export import ExportError
         from abt.locks import LockedError
         from abt.outputs import OutputError
         from abt.trainer import NonFiniteLossError, ResumeError
 
         known = (ConfigError, StoreError, FileNotFoundError, NonFiniteLossError, ResumeError,
-                 LockedError, CheckpointError, OutputError, PrepareError)  # fmt: skip
+                 LockedError, CheckpointError, OutputError, PrepareError, DeviceError,
+                 EmbedError, ExportError)  # fmt: skip
         if isinstance(e, known):
             print(f"abt {a.cmd}: error: {e}", file=sys.stderr)
             return 2

@@ -30,7 +30,9 @@ Protocol (the authors' wrapper with its bugs fixed; shared/reference/original-co
 * Silence is finite everywhere: ``log(0 + eps) = -15.9``.
 
 :mod:`abt.checkpoint` owns the checkpoint format (re-exported here: :func:`read_checkpoint`,
-:func:`save_random_init`, ...).
+:func:`save_random_init`, ...); :func:`load_model` takes a ``model.ckpt`` or a folder written by
+``abt export`` (bit-identical embeddings). Embeddings are computed in true float32 on every
+device (:func:`abt.hardware.exact_float32`). Files on disk: :mod:`abt.embed` (``abt embed``).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from abt.checkpoint import (  # re-exported: the HEAR module's checkpoint API
     save_random_init,
 )
 from abt.data.mel import LogMelFrontEnd, MelConfig
+from abt.devices import pick_device
 from abt.hardware import exact_float32
 
 FRAME_MS = 950.0
@@ -258,19 +261,24 @@ class HearModel(nn.Module):
 
 
 def load_model(model_file_path: str = "", **kwargs: Any) -> HearModel:
-    """HEAR API: load an abt encoder checkpoint (``model.ckpt``) as a :class:`HearModel`.
+    """HEAR API: load an abt encoder as a :class:`HearModel`: a checkpoint (``model.ckpt``) or a
+    folder written by ``abt export`` (the same weights: bit-identical embeddings).
 
     ``kwargs`` (``--model-options`` of the kit): ``chunk_size`` (frames/units per encoder pass,
-    default 256). The path is required: there is no default model.
+    default 256) and ``device`` (default: the CPU, as the HEAR API expects; ``"auto"`` picks
+    CUDA, then Apple MPS, then the CPU: :func:`abt.devices.pick_device`). The path is required:
+    there is no default model.
     """
     if not model_file_path:
         raise ValueError(
             "abt.hear.load_model needs the path of an abt encoder checkpoint (model.ckpt, "
-            "written by `abt pretrain` or abt.hear.save_random_init); pass --model PATH"
+            "written by `abt pretrain` or abt.hear.save_random_init) or of a folder written by "
+            "`abt export`; pass --model PATH"
         )
-    unknown = sorted(set(kwargs) - {"chunk_size"})
+    known = ["chunk_size", "device"]
+    unknown = sorted(set(kwargs) - set(known))
     if unknown:
-        raise TypeError(f"abt.hear.load_model: unknown option(s) {unknown}; known: ['chunk_size']")
+        raise TypeError(f"abt.hear.load_model: unknown option(s) {unknown}; known: {known}")
     ck = read_checkpoint(model_file_path)
     encoder = build_checkpoint_encoder(ck, str(model_file_path))
     mels = MelConfig.from_dict(ck["mels"])
@@ -281,7 +289,7 @@ def load_model(model_file_path: str = "", **kwargs: Any) -> HearModel:
         "step": ck.get("step"),
         "norm_mode": ck["norm"].get("mode"),
     }
-    return HearModel(
+    model = HearModel(
         encoder,
         mels,
         float(ck["norm"]["mean"]),
@@ -289,6 +297,8 @@ def load_model(model_file_path: str = "", **kwargs: Any) -> HearModel:
         chunk_size=int(kwargs.get("chunk_size", DEFAULT_CHUNK)),
         info=info,
     )
+    device = kwargs.get("device")
+    return model if device is None else model.to(pick_device(device))
 
 
 def _check_model(model: Any) -> HearModel:

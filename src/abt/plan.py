@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,32 @@ def run_dir(encoder: str, variant: str, seed: int | str) -> str:
 
 def hear_dir(encoder: str, variant: str, seed: int | str) -> str:
     return HEAR_RUN.format(encoder=encoder, variant=variant, seed=seed)
+
+
+def _template_regex(template: str) -> re.Pattern[str]:
+    parts = re.split(r"\{(\w+)\}", template)
+    return re.compile("".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>[^/]+)"
+                              for i, p in enumerate(parts)) + "$")  # fmt: skip
+
+
+def run_outputs(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """Where the workflow puts the evaluation of the pre-training run in ``run_dir`` (a folder
+    ``<root>/results/pretrain/<encoder>/<variant>/seed<N>``): its ``encoder``, ``variant`` and
+    ``seed``, its ``hear`` folder and ``linear_eval`` JSON, and the pre-training ``stores`` (one
+    per corpus), all under the same ``<root>``; ``None`` for a folder laid out otherwise."""
+    p = Path(os.path.abspath(run_dir))
+    pattern = _template_regex(PRETRAIN_RUN)
+    for root in p.parents:
+        m = pattern.match(p.relative_to(root).as_posix())
+        if m:
+            run = m.groupdict()
+            return {
+                "hear": root / HEAR_RUN.format(**run),
+                "linear_eval": root / LINEAR_EVAL.format(**run),
+                "stores": [root / PRETRAIN_STORE.format(corpus=c) for c in CORPORA],
+                **run,
+            }
+    return None
 
 
 # ------------------------------------------------------------------------------- data inputs

@@ -51,6 +51,7 @@ from abt.config import ConfigError
 from abt.data.loader import CropLoader, EpochPlan, plan_epoch
 from abt.data.mel import MelConfig
 from abt.data.store import MelStore
+from abt.devices import autocast_dtype, pick_device
 from abt.distributed import barrier, convert_sync_batchnorm, init_from_env
 from abt.encoders import MASK_SCHEDULES, build_encoder_from_spec
 from abt.locks import folder_lock
@@ -71,31 +72,6 @@ class NonFiniteLossError(RuntimeError):
 
 class ResumeError(RuntimeError):
     """A resume checkpoint that cannot (or must not) be continued; the message says what to do."""
-
-
-def _device(name: str | None) -> torch.device:
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def autocast_dtype(
-    precision: str, encoder_precision: str, device: torch.device
-) -> torch.dtype | None:
-    """The autocast dtype of a run (``None``: float32).
-
-    ``pretrain.precision: auto`` takes the encoder's own setting (``encoders.<key>.precision``:
-    the thesis trained ViT_C with mixed precision and the convolutional encoders in float32);
-    any other value applies to every encoder. ``mixed`` is bfloat16 where the GPU computes it
-    natively (compute capability 8.0 and later), else float16 with gradient scaling
-    (:func:`abt.hardware.mixed_dtype`). Autocast is used on CUDA only (on CPU it gives nothing).
-    """
-    if device.type != "cuda":
-        return None
-    p = encoder_precision if precision == "auto" else precision
-    if p == "mixed":
-        return hardware.mixed_dtype(device)
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[p]
 
 
 def store_fingerprint(store: MelStore) -> str:
@@ -131,7 +107,7 @@ class Trainer:
         self.store = store if isinstance(store, MelStore) else MelStore(store)
         self.run_dir = Path(run_dir)
         self.resume_path = self.run_dir / "_resume" / "last.ckpt"
-        self.device = _device(device)
+        self.device = pick_device(device)
         self.seed = int(self.spec.seed if seed is None else seed)
         self.callbacks = list(callbacks)
         self.progress = progress

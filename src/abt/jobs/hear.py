@@ -98,13 +98,13 @@ def linear_eval(
     ckpt: str, task_dir: str, stores_dir: str, monitor: Mapping[str, Any], out_json: str
 ) -> dict[str, Any]:
     """Thesis linear evaluation (§4.1.1/§4.2.2: 100 % labels and 5 per class) of a checkpoint on
-    the monitoring task, with the checkpoint's own normalisation (on the GPU when there is one)."""
-    import torch
-
+    the monitoring task, with the checkpoint's own normalisation (on the GPU when there is one:
+    :func:`abt.devices.pick_device`)."""
     from abt.checkpoint import load_encoder
+    from abt.devices import pick_device
     from abt.probe import ProbeMonitor
 
-    enc, ck = load_encoder(ckpt, "cuda" if torch.cuda.is_available() else "cpu")
+    enc, ck = load_encoder(ckpt, pick_device("auto"))
     mon = ProbeMonitor.from_config(monitor, task_dir, stores_dir)
     res = mon.evaluate(enc, float(ck["norm"]["mean"]), float(ck["norm"]["std"]))
     out = {"task": monitor["task"], "checkpoint": ckpt, **res}

@@ -245,3 +245,29 @@ def plot_sweep(
     num = f"Fig. {sweep['figure']}{sweep.get('panel') or ''}: " if sweep.get("figure") else ""
     fig.suptitle(f"{num}sweep {name}", fontsize="medium")
     _save(fig, outs)
+
+
+def plot_run_curves(
+    train_csv: str | Path, epoch_csv: str | Path | None, outs: Sequence[str | Path]
+) -> None:
+    """One run's training curves (an exported model's card): the Barlow Twins loss over the
+    optimiser steps (``train_metrics.csv``) and, when the run was monitored, the linear-probe
+    score over the steps (``epoch_metrics.csv``, 100 % labels and 5 per class)."""
+    sns.set_theme(style="whitegrid", context="paper")
+    train = pd.read_csv(train_csv)
+    probe = probe_curves({"run": epoch_csv}) if epoch_csv else pd.DataFrame()
+    rows = 2 if not probe.empty else 1
+    fig, axes = plt.subplots(rows, 1, figsize=(6.4, 2.6 * rows), sharex=True, squeeze=False)
+    ax = axes[0][0]
+    ax.plot(train["step"], train["loss"], color="tab:blue")
+    ax.set_ylabel("Barlow Twins loss")
+    if not probe.empty:
+        x = "step" if "step" in probe else "epoch"
+        ax = axes[1][0]
+        ax.plot(probe[x], probe["probe_100"], marker="o", label="100% labels")
+        ax.errorbar(probe[x], probe["probe_5pc_mean"], yerr=probe["probe_5pc_std"], marker="o",
+                    capsize=2, label="5 per class")  # fmt: skip
+        ax.set_ylabel(f"linear probe ({probe['probe_metric'].iloc[0]})")
+        ax.legend(fontsize="small")
+    axes[-1][0].set_xlabel("optimiser steps")
+    _save(fig, outs)
