@@ -108,13 +108,18 @@ class WaveBlock(_Block):
 
     @torch.no_grad()
     def forward(self, x: Tensor, n_out: int | None = None) -> Tensor:
+        """Augment the clips the gate selects (all when ``p == 1``), only those computed; the
+        others are the centre ``n_out`` samples of their input."""
         _check_wave(x)
         n_out = x.shape[-1] if n_out is None else int(n_out)
         xw = x.float()
         gate = self._gate(x.shape[0], x.device)
-        out = self.apply(xw, n_out)
-        if gate is not None:
-            out = torch.where(gate[:, None], out, centre(xw, n_out))
+        if gate is None:
+            return self.apply(xw, n_out).to(x.dtype)
+        out = centre(xw, n_out).clone()
+        rows = gate.nonzero().flatten()
+        if rows.numel():
+            out.index_copy_(0, rows, self.apply(xw.index_select(0, rows), n_out))
         return out.to(x.dtype)
 
     def apply(self, x: Tensor, n_out: int) -> Tensor:  # pragma: no cover - abstract
@@ -241,8 +246,11 @@ def phase_vocoder_stretch(
     seg = torch.fft.irfft(frames, n=n_fft, dim=1) * win[None, :, None]  # (B, n_fft, M)
     total = n_fft + hop * (m - 1)
     ola = F.fold(seg, (1, total), (1, n_fft), stride=(1, hop)).view(b, total)
-    wsq = (win * win)[None, :, None] * valid[:, None, :].float()
-    env = F.fold(wsq, (1, total), (1, n_fft), stride=(1, hop)).view(b, total)
+    # window envelope of the first k frames, for every k (the same for all clips): (M, total)
+    eye = torch.ones(m, m, device=dev).tril()  # row k-1: frames 0..k-1
+    wsq = (win * win)[None, :, None] * eye[:, None, :]
+    prefix = F.fold(wsq, (1, total), (1, n_fft), stride=(1, hop)).view(m, total)
+    env = prefix.index_select(0, steps_per_clip - 1)
     tiny = torch.finfo(torch.float32).tiny
     y = torch.where(env > tiny, ola / env.clamp_min(tiny), ola)
     lengths = torch.round(n / rate).long()  # int(round(len / rate)), half to even as Python
