@@ -522,17 +522,32 @@ class Fade(WaveBlock):
 # ----------------------------------------------------------------------------- compression
 
 
-def _linear_scan(c: Tensor, u: Tensor) -> Tensor:
-    """``y[n] = c[n] y[n-1] + u[n]`` with ``y[-1] = 0`` along the last axis, by recursive
-    doubling (log2 N passes of whole-batch operations; products of ``c`` in [0, 1] cannot
-    overflow)."""
-    a, y = c.clone(), u.clone()
-    k, n = 1, c.shape[-1]
+def _doubling_scan(a: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """In place along the last axis: ``y[n] = a[n] y[n-1] + y[n]`` (from a zero state) by
+    recursive doubling; ``a`` ends as the running products of the coefficients."""
+    k, n = 1, a.shape[-1]
     while k < n:
         y[..., k:] = torch.addcmul(y[..., k:], a[..., k:], y[..., :-k])
         a[..., k:] = a[..., k:] * a[..., :-k]
         k *= 2
-    return y
+    return a, y
+
+
+def _linear_scan(c: Tensor, u: Tensor, chunk: int = 64) -> Tensor:
+    """``y[n] = c[n] y[n-1] + u[n]`` with ``y[-1] = 0`` along the last axis of ``(B, N)``:
+    recursive doubling inside chunks of ``chunk`` samples, then across the chunks' end states,
+    then each chunk corrected by its entry state (products of ``c`` in [0, 1] cannot overflow;
+    log2(chunk) passes over the whole batch instead of log2(N))."""
+    b, n = c.shape
+    n_chunks = -(-n // chunk)
+    pad = n_chunks * chunk - n
+    a = F.pad(c, (0, pad)).view(b, n_chunks, chunk).clone()
+    y = F.pad(u, (0, pad)).view(b, n_chunks, chunk).clone()
+    a, y = _doubling_scan(a, y)
+    _, ends = _doubling_scan(a[..., -1].clone(), y[..., -1].clone())  # state after each chunk
+    entry = F.pad(ends[:, :-1], (1, 0))  # state entering each chunk
+    y = torch.addcmul(y, a, entry[..., None])
+    return y.view(b, n_chunks * chunk)[:, :n]
 
 
 def peak_envelope(
