@@ -369,18 +369,25 @@ class PitchShift(WaveBlock):
         values = sorted(set(k.tolist()))
         fracs = {v: self.ratio(v) for v in values}
         rate = torch.tensor([float(fracs[v]) for v in k.tolist()], dtype=torch.float64)
-        y, lengths = phase_vocoder_stretch(x, rate, self.n_fft, self.hop_length)
+        # clips sorted by shift: each grid value's clips are one contiguous slice
+        order = torch.argsort(k, stable=True)
+        y, _ = phase_vocoder_stretch(x.index_select(0, order.to(x.device)), rate[order],
+                                     self.n_fft, self.hop_length)  # fmt: skip
         n = x.shape[-1]
+        lengths = torch.round(n / rate[order]).long()  # on the host: no device sync per group
         out = x.new_zeros(x.shape)
+        lo = 0
         for v in values:
-            rows = (k == v).nonzero().flatten().to(x.device)
+            hi = lo + int((k == v).sum())
             f = fracs[v]
-            seg = y.index_select(0, rows)[:, : int(lengths[int(rows[0])])]
+            seg = y[lo:hi, : int(lengths[lo])]
             if f != 1:  # resample from sr / r to sr: new / old = r
                 seg = self._resampler(f.denominator, f.numerator, x.device)(seg)
             seg = seg[:, :n]
-            out.index_copy_(0, rows, F.pad(seg, (0, n - seg.shape[1])))
-        return centre(out, n_out)
+            out[lo:hi, : seg.shape[1]] = seg
+            lo = hi
+        unsorted = torch.empty_like(out).index_copy_(0, order.to(x.device), out)
+        return centre(unsorted, n_out)
 
     def extra_repr(self) -> str:
         return f"semitones={self.semitones}, step={self.step}, p={self.p}"
