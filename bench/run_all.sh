@@ -12,6 +12,7 @@ mkdir -p bench/results
   echo "## augmentation (1 thread)"; $PY bench/bench_augment.py --threads 1 --repeats 11 --out bench/results/augment_t1.json
   echo "## augmentation (2 threads)"; $PY bench/bench_augment.py --threads 2 --repeats 11 --out bench/results/augment_t2.json
   echo "## training step"; $PY bench/bench_train_step.py --batch 128 --steps 5 --warmup 2 --out bench/results/train_step.json
+  echo "## waveform augmentation"; $PY bench/bench_wave_augment.py --batch 128 --repeats 3 --steps 3 --out bench/results/wave_augment.json
   echo "## HEAR embeddings"; $PY bench/bench_hear.py --out bench/results/hear.json
   echo "## audio fingerprint"; $PY bench/bench_fingerprint.py --out bench/results/fingerprint.json
   echo "## store checks"; $PY bench/bench_store_check.py --out bench/results/store_check.json

@@ -27,6 +27,10 @@ run continues with identical augmentations.
 
 Reduced-precision inputs (float16/bfloat16) are processed in float32 and cast back; the output
 always has the input's shape and dtype.
+
+Waveform blocks (:mod:`abt.wave_augment`, beyond the thesis) register here too and may open the
+chain: given waveforms ``(B, N)`` the pipeline runs them, then the log-mel front-end of
+:mod:`abt.data.mel` on the same device, then normalisation and the spectrogram blocks.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from abt.data.mel import LogMelFrontEnd, MelConfig
 from abt.registry import Registry
 
 FLOAT32_EPS = float(torch.finfo(torch.float32).eps)
@@ -641,11 +646,21 @@ class AugmentationPipeline(nn.Module):
         post_norm_scope: PPN post-norm statistics over ``"joint"`` views or ``"per_view"``.
         seed: if given, a CPU generator seeded with it drives every block (see
             :meth:`manual_seed` for a CUDA one).
+        mels: the log-mel front-end settings (the ``mels`` section) for waveform input; needed
+            when the chain starts with waveform blocks (:mod:`abt.wave_augment`).
+        crop_frames: frames of the log-mel each view has (waveform input): the waveform chain
+            ends at :attr:`out_samples` samples and reads :meth:`input_samples` (its margins).
 
     ``views(x, n)`` returns ``n`` independently augmented views of the batch (Eq. 3.1). The views
     are computed in one pass over an ``(n B)`` batch; each Mixup bank is updated once per batch
     (with the block's input for the first view) after all views have been mixed (before, with
     ``push_first=True``).
+
+    Waveform input ``(B, N)`` (waveform blocks first in ``blocks``): the input is centre-cut to
+    :meth:`input_samples`, repeated for the views, put through the waveform blocks (lengths
+    planned backwards from :attr:`out_samples`), the log-mel front-end, the normalisation (PPN's
+    batch statistics over all views together) and the spectrogram blocks. The Mixup bank then
+    holds the first view's waveform-augmented log-mels.
     """
 
     NORMS = ("dataset", "ppn", "none")
@@ -659,12 +674,29 @@ class AugmentationPipeline(nn.Module):
         post_norm_scope: str = "joint",
         seed: int | None = None,
         generator: torch.Generator | None = None,
+        mels: Mapping[str, Any] | MelConfig | None = None,
+        crop_frames: int | None = None,
     ) -> None:
         super().__init__()
         if norm not in self.NORMS:
             raise ValueError(f"norm must be one of {self.NORMS}, got {norm!r}")
         specs = DEFAULT_BLOCKS if blocks is None else blocks
         self.blocks = nn.ModuleList(build_block(s) for s in specs)
+        domains = [getattr(b, "domain", "spectrogram") for b in self.blocks]
+        self.n_wave = next((i for i, d in enumerate(domains) if d != "wave"), len(domains))
+        if "wave" in domains[self.n_wave :]:
+            i = domains.index("wave", self.n_wave)
+            raise ValueError(
+                f"augment.blocks[{i}] ({type(self.blocks[i]).__name__}) is a waveform block after "
+                f"the spectrogram block augment.blocks[{self.n_wave}] "
+                f"({type(self.blocks[self.n_wave]).__name__}): waveform blocks come first"
+            )
+        self.mel_cfg: MelConfig | None = None
+        self.frontend: LogMelFrontEnd | None = None
+        if mels is not None or self.n_wave:
+            self.mel_cfg = mels if isinstance(mels, MelConfig) else MelConfig.from_dict(mels)
+            self.frontend = LogMelFrontEnd(self.mel_cfg)
+        self.crop_frames = None if crop_frames is None else int(crop_frames)
         self.norm = norm
         self.normalize: nn.Module | None = None
         self.ppn: PrePostNorm | None = None
@@ -686,7 +718,7 @@ class AugmentationPipeline(nn.Module):
         ``post_norm_scope``, ``seed`` (all optional)."""
         kw = dict(cfg)
         kw.update(overrides)
-        known = {"blocks", "norm", "mean", "std", "post_norm_scope", "seed"}
+        known = {"blocks", "norm", "mean", "std", "post_norm_scope", "seed", "mels", "crop_frames"}
         unknown = sorted(set(kw) - known)
         if unknown:
             raise KeyError(f"unknown augmentation config keys {unknown}; known: {sorted(known)}")
@@ -709,6 +741,45 @@ class AugmentationPipeline(nn.Module):
     def mixups(self) -> list[Mixup]:
         return [b for b in self.blocks if isinstance(b, Mixup)]
 
+    # -- waveform stage ----------------------------------------------------------------------
+
+    @property
+    def wave_blocks(self) -> list[nn.Module]:
+        return list(self.blocks[: self.n_wave])
+
+    @property
+    def out_samples(self) -> int:
+        """Samples of each waveform view at the front-end (``crop_frames`` log-mel frames)."""
+        if self.mel_cfg is None or self.crop_frames is None:
+            raise ValueError(
+                "waveform input needs the pipeline's mels and crop_frames (the log-mel "
+                "front-end and the crop length)"
+            )
+        return self.mel_cfg.samples_for_frames(self.crop_frames)
+
+    def input_samples(self) -> int:
+        """Waveform samples a clip's crop must have: :attr:`out_samples` plus the margins the
+        waveform blocks need (time shift, time stretch); what the store's crops read."""
+        from abt.wave_augment import plan_lengths
+
+        return plan_lengths(self.wave_blocks, self.out_samples)[0]
+
+    @torch.no_grad()
+    def wave_to_logmel(self, x: Tensor, n_views: int = 1) -> Tensor:
+        """``n_views`` waveform-augmented copies of ``x`` ``(B, N)`` as un-normalised log-mels
+        ``(n_views B, 1, n_mels, crop_frames)``, views one after the other."""
+        from abt.wave_augment import _check_wave, centre, plan_lengths
+
+        _check_wave(x)
+        assert self.frontend is not None
+        lengths = plan_lengths(self.wave_blocks, self.out_samples)
+        w = centre(x.float(), lengths[0])
+        if n_views > 1:
+            w = w.repeat(n_views, 1)
+        for blk, n_out in zip(self.wave_blocks, lengths[1:], strict=True):
+            w = blk(w, n_out)
+        return self.frontend(w).transpose(1, 2).unsqueeze(1)
+
     # -- application -------------------------------------------------------------------------
 
     def pre(self, x: Tensor) -> Tensor:
@@ -721,16 +792,25 @@ class AugmentationPipeline(nn.Module):
 
     @torch.no_grad()
     def views(self, x: Tensor, n_views: int = 2) -> list[Tensor]:
-        """``n_views`` independently augmented views of the batch ``x`` (B, C, F, T)."""
-        _check_batch(x)
+        """``n_views`` independently augmented views of the batch ``x``: log-mels (B, C, F, T),
+        or waveforms (B, N) when the pipeline has a front-end (see the class docstring)."""
         if n_views < 1:
             raise ValueError(f"n_views must be >= 1, got {n_views}")
         b = x.shape[0]
-        h = self.pre(x)
-        if n_views > 1:
-            h = h.repeat(n_views, 1, 1, 1)
+        if x.ndim == 2 and self.frontend is not None:
+            h = self.pre(self.wave_to_logmel(x, n_views))
+        else:
+            _check_batch(x)
+            if self.n_wave:
+                raise ValueError(
+                    f"the chain starts with waveform blocks; got a log-mel batch {tuple(x.shape)} "
+                    "(waveform input is (B, N): use a waveform store)"
+                )
+            h = self.pre(x)
+            if n_views > 1:
+                h = h.repeat(n_views, 1, 1, 1)
         pending: list[tuple[Mixup, Tensor]] = []
-        for blk in self.blocks:
+        for blk in self.blocks[self.n_wave :]:
             if isinstance(blk, Mixup):
                 if blk.push_first:
                     blk.push(h[:b])
@@ -770,3 +850,6 @@ class AugmentationPipeline(nn.Module):
 
     def extra_repr(self) -> str:
         return f"norm={self.norm!r}"
+
+
+from abt import wave_augment as _wave_augment  # noqa: E402,F401  (registers the waveform blocks)

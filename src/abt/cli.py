@@ -226,7 +226,13 @@ COMMANDS.add(
 
 def _enc_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="CSV to write (default: print only)")
-    p.add_argument("--table", default="all", choices=["3.1", "3.2", "all"])
+    p.add_argument(
+        "--table",
+        default="all",
+        choices=["3.1", "3.2", "all", "beyond"],
+        help="all: thesis Tables 3.1 and 3.2; beyond: ViT_C-B/L/H (16x8) and CvT-13/21 "
+        "(use --repeats 0 for counts and GFLOPs only: ViT_C-H has 621 M parameters)",
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cpu")

@@ -15,8 +15,8 @@ the thesis trained ViT_C that way. On MPS and on the CPU every job runs in float
 autocast gives nothing, and on Apple GPUs float16 autocast saves little for encoders of this
 size while some operations fall back or lose accuracy, so pre-training there follows the
 thesis's float32 path (the same numbers as the CPU, up to float32 rounding). Embeddings are
-always computed in true float32 (:func:`abt.hardware.exact_float32`: no TF32 on CUDA), so a GPU's embeddings
-equal the CPU's to float32 precision.
+always computed in true float32 (:func:`abt.hardware.exact_float32`: no TF32 on CUDA), so a
+GPU's embeddings equal the CPU's to float32 precision.
 """
 
 from __future__ import annotations

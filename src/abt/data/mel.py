@@ -71,6 +71,13 @@ class MelConfig:
             return 1 + n_samples // self.hop_length
         return max(0, 1 + (n_samples - self.n_fft) // self.hop_length)
 
+    def samples_for_frames(self, frames: int) -> int:
+        """The fewest samples from which the front-end makes ``frames`` frames (a waveform crop
+        of this length gives a ``frames``-frame log-mel: 15,200 samples for 96 frames)."""
+        if frames < 1:
+            raise ValueError(f"frames must be >= 1, got {frames}")
+        return (frames - 1) * self.hop_length + (0 if self.center else self.n_fft)
+
 
 def hz_to_mel_htk(f: np.ndarray | float) -> np.ndarray:
     return 2595.0 * np.log10(1.0 + np.asarray(f, dtype=np.float64) / 700.0)

@@ -1,6 +1,7 @@
 """ViT and ViT_C encoders (thesis §2.2.2, §3.3.2, Table 3.2, Fig. 3.6).
 
 * Sizes T/S/B: d = 192/384/768, 3/6/12 heads, MLP ratio 4; ViT has L = 12 blocks, ViT_C L = 11.
+  Beyond the thesis: ViT_C-L/H (d = 1024/1280, 16 heads, L = 23/31; :data:`VITC_LARGE_SIZES`).
 * Stem. ViT: a *patchify stem*, one ``Conv2d(1, d, kernel=stride=patch)`` whose weight and bias stay
   frozen at their random initialisation (Chen et al. 2021). ViT_C: a *convolutional stem*
   (Xiao et al. 2021) of bias-free 3x3 convs, each followed by BN + ReLU, channels d/8 doubling up
@@ -46,6 +47,12 @@ PATCH_SIZES: tuple[tuple[int, int], ...] = tuple(CONV_STEM_STRIDES)
 
 #: (embed_dim, heads) per model size
 VIT_SIZES: dict[str, tuple[int, int]] = {"t": (192, 3), "s": (384, 6), "b": (768, 12)}
+
+#: beyond the thesis (its §5 asks for larger ViT_C): ViT-L/H Transformer dimensions (Dosovitskiy
+#: et al. 2021, Table 1: d = 1024/1280, 16 heads, MLP 4d) as (embed_dim, heads, ViT depth); the
+#: ViT_C variants drop one of the 24/32 blocks like T/S/B do (Xiao et al. 2021), and their stem
+#: follows the Table 3.2 rule (d/8 channels doubling to d, the patch size's strides): fidelity.md
+VITC_LARGE_SIZES: dict[str, tuple[int, int, int]] = {"l": (1024, 16, 24), "h": (1280, 16, 32)}
 
 
 def _pair(s: Stride) -> tuple[int, int]:
@@ -307,6 +314,11 @@ def _register_vits() -> None:
         )
         ENCODERS.add(
             f"vitc_{size}", partial(ViT, embed_dim=dim, depth=11, num_heads=heads, stem="conv")
+        )
+    for size, (dim, heads, depth) in VITC_LARGE_SIZES.items():
+        ENCODERS.add(
+            f"vitc_{size}",
+            partial(ViT, embed_dim=dim, depth=depth - 1, num_heads=heads, stem="conv"),
         )
 
 
