@@ -114,7 +114,7 @@ def test_stopped_ddp_run_resumes_to_the_same_weights(setup, tmp_path):
     single = _single(setup, tmp_path)
     ddp = tmp_path / "ddp"
     _torchrun(setup, ddp, "--stop-after-epochs", "1")
-    assert (ddp / "_resume" / "last.ckpt").exists() and not (ddp / "model.ckpt").exists()
+    assert (ddp / "_staging" / "last.ckpt").exists() and not (ddp / "model.ckpt").exists()
     r = _torchrun(setup, ddp)
     assert "resumed from" in r.stdout + r.stderr
     a, b = _weights(single / "model.ckpt"), _weights(ddp / "model.ckpt")

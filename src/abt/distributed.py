@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -69,3 +70,12 @@ def init_from_env(device: torch.device | None = None) -> DistInfo:
 def barrier(info: DistInfo) -> None:
     if info.active:
         dist.barrier()
+
+
+def broadcast(info: DistInfo, value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (a decision only rank 0 can make, e.g. from files)."""
+    if not info.active:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
