@@ -20,7 +20,7 @@ rule prepare_task:
         runtime=240,
     params:
         source=task_source_path,
-        options=config["data"]["prepare"],
+        options=plan.canonical(config["data"]["prepare"]),
         code=CODE["prepare_task"],
     script:
         "../scripts/prepare_task.py"
@@ -71,8 +71,8 @@ rule compute_pretrain_mels_shard:
         runtime=240,
     params:
         data=corpus_data,
-        mels=config["mels"],
-        preprocess=config["preprocess"],
+        mels=plan.canonical(config["mels"]),
+        preprocess=plan.preprocess_params(config),
         embedded_dir=EMBEDDED_DIR,
         code=CODE["pretrain_mels"],
     script:
@@ -100,8 +100,8 @@ rule compute_pretrain_mels:
         runtime=240,
     params:
         data=corpus_data,
-        mels=config["mels"],
-        preprocess=config["preprocess"],
+        mels=plan.canonical(config["mels"]),
+        preprocess=plan.preprocess_params(config),
         pad=config["pretrain"]["pad"],
         embedded_dir=EMBEDDED_DIR,
         code=CODE["pretrain_mels"],
@@ -126,8 +126,8 @@ rule compute_task_mels:
         runtime=60,
     params:
         task_dir=task_dir,
-        mels=config["mels"],
-        preprocess=config["preprocess"],
+        mels=plan.canonical(config["mels"]),
+        preprocess=plan.preprocess_params(config),
         code=CODE["task_mels"],
     script:
         "../scripts/compute_task_mels.py"
@@ -150,7 +150,7 @@ rule task_baseline:
         runtime=30,
     params:
         task_dir=task_dir,
-        mels=config["mels"],
+        mels=plan.canonical(config["mels"]),
         code=CODE["task_baseline"],
     script:
         "../scripts/task_baseline.py"

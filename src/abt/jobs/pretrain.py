@@ -11,7 +11,55 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from abt.config import ConfigError
 from abt.runspec import RunSpec
+
+
+def check_device(name: str | None) -> None:
+    """A clear error for a ``--device`` this machine does not have (e.g. ``cuda`` on a CPU
+    build of torch), before anything is built."""
+    import torch
+
+    if name in (None, "auto"):
+        return
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError) as e:
+        raise ConfigError(
+            f"--device {name!r} is not a device ({str(e).splitlines()[0]}); use auto, cpu or "
+            "cuda[:N]"
+        ) from None
+    if dev.type != "cuda":
+        return
+    if not torch.cuda.is_available():
+        why = (
+            f"this torch build ({torch.__version__}) has no CUDA support"
+            if torch.version.cuda is None
+            else "no CUDA device is visible (check CUDA_VISIBLE_DEVICES and the driver)"
+        )
+        raise ConfigError(f"--device {name}: {why}; use --device cpu (or auto)")
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+            f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})"
+        )
+
+
+def check_run_dir(store_dir: str | Path, run_dir: str | Path) -> None:
+    """The run directory must neither be, contain nor lie inside the store it trains on."""
+    store, out = Path(store_dir).resolve(), Path(run_dir).resolve()
+    how = (
+        "is" if out == store
+        else "lies inside" if store in out.parents
+        else "contains" if out in store.parents
+        else None
+    )  # fmt: skip
+    if how:
+        raise ConfigError(
+            f"the run directory {run_dir} {how} the pre-training store {store_dir}: a run "
+            "writes its own files and folders there; choose a run directory apart from the "
+            "store (abt pretrain --out)"
+        )
 
 
 def pretrain(
@@ -24,15 +72,19 @@ def pretrain(
     device: str = "auto",
     sweep_params: str | None = None,
     stop_after_epochs: int | None = None,
+    wait_for_lock: bool = False,
 ) -> dict[str, Any]:
-    """One pre-training run (resumes from ``run_dir/_resume`` when it is this run's), with
+    """One pre-training run (resumes from ``run_dir/_staging`` when it is this run's), with
     linear-probe monitoring on ``monitor_task_dir`` when ``monitor.task`` is set;
     ``sweep_params`` (a ``best_params.yaml``) overrides the configured hyper-parameters with a
-    sweep's best."""
+    sweep's best. ``wait_for_lock``: wait for another process writing ``run_dir`` (and return
+    its summary, untrained, if it finished this very run) instead of failing."""
     from abt.probe import ProbeMonitor
     from abt.runspec import apply_params
     from abt.trainer import Trainer
 
+    check_device(device)
+    check_run_dir(store_dir, run_dir)
     spec = RunSpec.from_dict(run)
     callbacks = []
     if monitor and monitor.get("task"):
@@ -48,7 +100,7 @@ def pretrain(
             from_sweep={"file": sweep_params, "params": params}
         )
     trainer = Trainer(spec, store_dir, run_dir, device=device, callbacks=callbacks)
-    return trainer.fit(stop_after_epochs=stop_after_epochs)
+    return trainer.fit(stop_after_epochs=stop_after_epochs, wait_for_lock=wait_for_lock)
 
 
 def pretrain_torchrun(
@@ -57,6 +109,7 @@ def pretrain_torchrun(
     """:func:`pretrain` (with its ``options``: monitoring, sweep parameters) on ``nproc`` GPUs of
     this node: ``torchrun --standalone`` DDP processes running ``abt pretrain`` on the same
     resolved run (rank 0 writes the outputs)."""
+    check_device(options.get("device", "auto"))
     if nproc <= 1:
         return pretrain(run, store_dir, run_dir, **options)
     d = Path(run_dir)
@@ -73,6 +126,10 @@ def pretrain_torchrun(
         cmd += ["--monitor-json", str(d / "monitor.json")]
     if options.get("sweep_params"):
         cmd += ["--sweep-params", options["sweep_params"]]
+    if options.get("wait_for_lock"):
+        cmd += ["--wait-for-lock"]
+    if options.get("device", "auto") != "auto":
+        cmd += ["--device", str(options["device"])]
     src = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
     print("[abt] " + " ".join(cmd), flush=True)
