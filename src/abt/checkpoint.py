@@ -55,7 +55,11 @@ class CorruptCheckpointError(CheckpointError):
 
 
 class CheckpointWriteError(OSError):
-    """A checkpoint could not be written (disk full, read-only, ...); the partial file is gone."""
+    """A checkpoint could not be written (disk full, read-only, ...); the partial file is gone.
+    ``errno`` and ``filename`` are those of the failed write; the message says what to do."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else super().__str__()
 
 
 #: errors of a write that more space or another folder fixes, with what to say

@@ -559,7 +559,7 @@ class Trainer:
     def interrupted_message(self) -> str:
         """What Ctrl-C leaves: the checkpoint kept, the outputs, how to resume."""
         if self._ckpt_epoch is not None and self.resume_path.exists():
-            kept = (f"the checkpoint of epoch {self._ckpt_epoch} of {self.epochs} is kept in "
+            kept = (f"the checkpoint of epoch {self._ckpt_epoch} is kept in "
                     f"{self.resume_path}")  # fmt: skip
             todo = "run the same command again to resume from it"
         else:
