@@ -173,6 +173,15 @@ def test_a_full_disk_while_checkpointing_is_a_clear_error(store, tmp_path):
     with pytest.raises(CheckpointWriteError, match="No space left on device: cannot write"):
         fit(run_cfg(), store, run)
     assert not (run / "model.ckpt").exists() and not (run / "_finished").exists()
+    metrics = run / "_staging" / "train_metrics.csv.part"
+    metrics.symlink_to("/dev/full")  # full when writing the metrics
+    with pytest.raises(RunDirError) as e:
+        fit(run_cfg(), store, run)
+    assert str(e.value).startswith(
+        f"No space left on device: cannot write {run / '_staging' / 'train_metrics.csv'}; free "
+        "space on that file system"
+    )
+    assert not os.path.lexists(metrics)
     s, _ = fit(run_cfg(), store, run)  # space again: it finishes
     assert s["steps"] == 12 and (run / "model.ckpt").is_file()
 

@@ -93,7 +93,7 @@ class RunDir:
 
     def write_error(self, e: OSError, path: str | Path | None = None) -> RunDirError:
         """The one-line error of a failed write inside the run directory."""
-        path = path or e.filename or self.root
+        path = str(path or e.filename or self.root).removesuffix(".part")
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             todo = ("free space on that file system (or use another run directory), then run "
                     "again: the run resumes from its last checkpoint")  # fmt: skip

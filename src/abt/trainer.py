@@ -567,7 +567,8 @@ class Trainer:
             todo = "run the same command again to start it"
         outputs = (f"; the finished outputs in {self.run_dir} are unchanged"
                    if (self.run_dir / "model.ckpt").exists() else "")  # fmt: skip
-        return f"interrupted at epoch {self.epoch + 1} of {self.epochs}: {kept}{outputs}; {todo}"
+        at = min(self.epoch + 1, self.epochs)  # the epoch being trained (or finished)
+        return f"interrupted at epoch {at} of {self.epochs}: {kept}{outputs}; {todo}"
 
     def non_finite_error(self, value: float, first_step: int) -> NonFiniteLossError:
         last = self._last_good_checkpoint()
