@@ -5,6 +5,8 @@ import json
 import os
 import re
 import shlex
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +18,8 @@ from fakedata import hear_task
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def abt(*args, cwd=ROOT, timeout=900):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+def abt(*args, cwd=ROOT, timeout=900, env=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src"), **(env or {})}
     return subprocess.run([sys.executable, "-m", "abt.cli", *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)  # fmt: skip
 
@@ -131,14 +133,19 @@ def test_every_hand_command_in_the_readme_works(tmp_path):
     assert (store / "stats.json").is_file() and (run / "model.ckpt").is_file()
     assert (tmp_path / "ddp" / "model.ckpt").is_file() and (tmp_path / "encoders.csv").is_file()
     assert (tmp_path / "hear-16k" / "toy-v1-full" / "16000").is_dir()
+    assert (tmp_path / "embeddings" / "index.csv").is_file()
+    assert (tmp_path / "exported" / "model.safetensors").is_file()
 
 
-def one_line_error(r, *parts):
-    """A failure reported as one clear line naming what is wrong (no traceback)."""
-    assert r.returncode == 2, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
-    assert "Traceback" not in r.stderr, r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if "error" in ln]
-    assert len(lines) == 1 and all(p in lines[0] for p in parts), r.stderr
+def one_line_error(r, *parts, whole_stderr=False):
+    """A failure reported as one clear line naming what is wrong (exit 2, no traceback): the one
+    line of stderr that says "error" holds every part (``whole_stderr``: stderr is that line)."""
+    err = r.stderr.strip()
+    assert r.returncode == 2, (r.returncode, r.stdout[-2000:], err[-2000:])
+    assert "Traceback" not in err, err
+    lines = err.splitlines() if whole_stderr else [ln for ln in err.splitlines() if "error" in ln]
+    assert len(lines) == 1 and all(p in lines[0] for p in parts), err
+    return lines[0]
 
 
 @pytest.mark.parametrize(
@@ -210,5 +217,120 @@ def test_encoders_out_does_not_overwrite_a_foreign_file(tmp_path):
     r = abt("encoders", "--out", out, "--repeats", "0", "--table", "3.1")
     one_line_error(r, "notes.csv exists and is not a table of encoders written by abt")
     assert out.read_text() == "name,phone\nada,123\n"
-    assert (tmp_path / "embeddings" / "index.csv").is_file()
-    assert (tmp_path / "exported" / "model.safetensors").is_file()
+
+
+# ---- abt pretrain on the paths a user gets wrong: one line each, what failed and what to do
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """A 32-clip store and a tiny configuration (3 epochs of 4 steps)."""
+    from fakedata import tone_store
+
+    d = tmp_path_factory.mktemp("pre")
+    store = tone_store(d, 32, seed=0, seconds=(0.6, 1.6), noise=0.02, stats_crops=200)
+    tiny = {"pretrain": {"epochs": 3, "batch_size": 8, "log_every": 2,
+                         "projector": {"hidden_dims": [64], "out_dim": 32}}}  # fmt: skip
+    (d / "tiny.yaml").write_text(yaml.safe_dump(tiny))
+    tiny["pretrain"]["batch_size"] = 64
+    (d / "big_batch.yaml").write_text(yaml.safe_dump(tiny))
+    return d, store
+
+
+@pytest.mark.parametrize("n", ["0", "-1"])
+def test_pretrain_refuses_to_stop_after_fewer_than_one_epoch(small, tmp_path, n):
+    """Regression: --stop-after-epochs 0 and -1 trained one epoch."""
+    d, store = small
+    r = abt("pretrain", "--config", d / "tiny.yaml", "--store", store, "--out", tmp_path / "r",
+            "--stop-after-epochs", n)  # fmt: skip
+    assert r.returncode == 2 and f"must be at least 1 epoch, got {n}" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("case", ["big_batch", "no_gpu", "out_is_a_file", "out_is_the_store"])
+def test_pretrain_mistakes_are_one_line_errors(small, tmp_path, case):
+    """Regression: a raw traceback for a batch larger than the store, --device cuda on a CPU
+    build (or with no GPU visible) and an --out that is an existing file."""
+    d, store = small
+    out, cfg, extra = tmp_path / "r", d / "tiny.yaml", []
+    if case == "big_batch":
+        cfg = d / "big_batch.yaml"
+        needles = [f"the pre-training store {store} has 32 clips, fewer than one batch of 64"]
+    elif case == "no_gpu":
+        extra = ["--device", "cuda"]
+        needles = ["--device cuda: ", "use --device cpu"]
+    elif case == "out_is_a_file":
+        out.write_text("my notes")
+        needles = [f"{out} is an existing file, not a folder", "--out"]
+    else:
+        out = store
+        needles = [f"the run directory {store} is the pre-training store {store}"]
+    env = {"CUDA_VISIBLE_DEVICES": ""}  # no GPU, also on a GPU machine
+    r = abt("pretrain", "--config", cfg, "--store", store, "--out", out, *extra, env=env)
+    one_line_error(r, *needles, whole_stderr=True)
+    if case == "out_is_a_file":
+        assert out.read_text() == "my notes"
+
+
+def _can_mount_read_only() -> bool:
+    probe = "mount -t tmpfs -o ro none /mnt 2>/dev/null || mount -t tmpfs -o ro none /tmp"
+    r = subprocess.run(["unshare", "-rm", "sh", "-c", probe], capture_output=True)
+    return r.returncode == 0
+
+
+@pytest.mark.skipif(
+    shutil.which("unshare") is None or not _can_mount_read_only(),
+    reason="needs unshare -rm (a user and mount namespace) to mount a read-only file system",
+)
+def test_pretrain_on_a_read_only_file_system_is_a_one_line_error(small, tmp_path):
+    d, store = small
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    script = f'mount -t tmpfs -o ro none {shlex.quote(str(ro))} && exec "$@"'
+    r = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", sys.executable, "-m",
+                        "abt.cli", "pretrain", "--config", str(d / "tiny.yaml"), "--store",
+                        str(store), "--out", str(ro / "run")], env=env, capture_output=True,
+                       text=True, timeout=600)  # fmt: skip
+    one_line_error(r, "Read-only file system: cannot write", str(ro / "run"), "writable",
+                   whole_stderr=True)  # fmt: skip
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_pretrain_on_a_full_disk_is_a_one_line_error(small, tmp_path):
+    """Regression: ENOSPC while saving a checkpoint surfaced as torch's 'unexpected pos' inside
+    a traceback and left the partial file. (/dev/full: every write fails with ENOSPC.)"""
+    d, store = small
+    run = tmp_path / "r"
+    (run / "_staging").mkdir(parents=True)
+    part = run / "_staging" / "last.ckpt.part"
+    part.symlink_to("/dev/full")
+    r = abt("pretrain", "--config", d / "tiny.yaml", "--store", store, "--out", run)
+    one_line_error(r, "No space left on device: cannot write", str(run / "_staging/last.ckpt"),
+                   whole_stderr=True)  # fmt: skip
+    assert not os.path.lexists(part)
+
+
+def test_ctrl_c_during_pretraining_is_one_line_and_the_run_resumes(small, tmp_path):
+    """Regression: Ctrl-C printed a 20-line KeyboardInterrupt traceback. Now one line says what
+    is kept and how to resume (the run is held after its first checkpoint: no timing race)."""
+    from interrupt import hold_env, wait_held
+
+    d, store = small
+    run, held = tmp_path / "r", tmp_path / "held"
+    cmd = [sys.executable, "-m", "abt.cli", "pretrain", "--config", str(d / "tiny.yaml"),
+           "--store", str(store), "--out", str(run)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    p = subprocess.Popen(cmd, env={**env, **hold_env(held)}, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)  # fmt: skip
+    wait_held(held, p)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == (
+        f"abt pretrain: interrupted at epoch 2 of 3: the checkpoint of epoch 1 is kept in "
+        f"{run / '_staging' / 'last.ckpt'}; run the same command again to resume from it"
+    )
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0 and "resumed from" in r.stdout + r.stderr, r.stderr[-2000:]
+    assert json.loads((run / "summary.json").read_text())["steps"] == 12

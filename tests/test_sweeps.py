@@ -7,11 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+from interrupt import hold_env, wait_held
 
 from abt.checks import check_references
 from abt.config import ConfigError, load_config, load_schema
@@ -136,11 +136,11 @@ def tiny(tmp_path_factory):
     return {"cfg": cfg, "store": str(tmp / "s"), "task": str(tdir), "stores": str(tmp / "t")}
 
 
-def _worker(tiny, sweep_dir, slot, sweep="audiontt_lars"):
+def _worker(tiny, sweep_dir, slot, sweep="audiontt_lars", env=None):
     arg = json.dumps({"cfg": tiny["cfg"], "sweep": sweep, "dir": str(sweep_dir),
                       "store": tiny["store"], "task": tiny["task"], "stores": tiny["stores"],
                       "slot": slot})  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.Popen(
         [sys.executable, "-c", WORKER, arg], env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
@@ -237,16 +237,11 @@ def test_importances_or_the_reason_there_are_none(tmp_path, values, note):
 
 @pytest.mark.slow
 def test_interrupted_sweep_resumes_without_repeating_finished_trials(tiny, tmp_path):
-    d = tmp_path / "sweep"
-    p = _worker(tiny, d, 0)
-    deadline = time.time() + 900
-    while time.time() < deadline:  # wait until one trial finished and the next one runs
-        time.sleep(2)
-        if not (d / "study.journal").exists():
-            continue
-        st = _states(d)
-        if any(s in ("COMPLETE", "PRUNED") for _, s, _, _ in st) and st[-1][1] == "RUNNING":
-            break
+    d, held = tmp_path / "sweep", tmp_path / "held"
+    # held right after the first checkpoint of the second trial (the test hook): one trial
+    # finished and the next one runs, whatever the machine's speed
+    p = _worker(tiny, d, 0, env=hold_env(held, run=2))
+    wait_held(held, p)
     p.send_signal(signal.SIGKILL)
     p.wait()
     before = _states(d)

@@ -5,13 +5,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 import yaml
 from fakedata import tone_store
+from interrupt import hold_env, wait_held
 
 from abt.checkpoint import load_encoder
 from abt.config import REPO_ROOT, load_config
@@ -61,7 +61,7 @@ def test_outputs_and_loss_goes_down(store, tmp_path):
         "train_metrics.csv",
         "hparams.yaml",
         "summary.json",
-        "_resume/last.ckpt",
+        "_finished/last.ckpt",
     ):
         assert (tmp_path / "run" / f).exists(), f
     loss = np.genfromtxt(tmp_path / "run" / "train_metrics.csv", delimiter=",", names=True)["loss"]
@@ -91,7 +91,8 @@ def test_resume_gives_identical_weights(store, tmp_path):
 
 
 def test_resume_after_sigkill(store, tmp_path):
-    """Kill a real training process mid-run; restarting it ends with the uninterrupted weights."""
+    """SIGKILL a real training process held right after its first checkpoint (the test hook: no
+    race with a timer); restarting it ends with the uninterrupted weights."""
     cfg = run_cfg(epochs=4)
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
     script = (
@@ -105,27 +106,25 @@ def test_resume_after_sigkill(store, tmp_path):
     subprocess.run(
         [sys.executable, "-c", script, tmp_path / "cfg.yaml", store, ref], check=True, env=env
     )
-    run = tmp_path / "killed"
-    p = subprocess.Popen([sys.executable, "-c", script, tmp_path / "cfg.yaml", store, run], env=env)
-    ck = run / "_resume" / "last.ckpt"
-    deadline = time.time() + 120
-    while not ck.exists() and time.time() < deadline and p.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.3)  # into the next epoch
+    run, held = tmp_path / "killed", tmp_path / "held"
+    p = subprocess.Popen([sys.executable, "-c", script, tmp_path / "cfg.yaml", store, run],
+                         env={**env, **hold_env(held)})  # fmt: skip
+    assert wait_held(held, p)["epoch"] == 1
     p.send_signal(signal.SIGKILL)
     p.wait()
-    assert not (run / "model.ckpt").exists(), "killed too late: the run had finished"
+    assert not (run / "model.ckpt").exists() and (run / "_staging" / "last.ckpt").exists()
     subprocess.run(
         [sys.executable, "-c", script, tmp_path / "cfg.yaml", store, run], check=True, env=env
     )
     a, b = weights(ref / "model.ckpt"), weights(run / "model.ckpt")
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not (run / "_staging").exists()
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(store, tmp_path):
     tr = Trainer(run_cfg(), store, tmp_path / "run", progress=False, log=lambda *_: None)
     tr.fit(stop_after_epochs=1)
-    good = (tmp_path / "run" / "_resume" / "last.ckpt").read_bytes()
+    good = (tmp_path / "run" / "_staging" / "last.ckpt").read_bytes()
     tr2 = Trainer(run_cfg(), store, tmp_path / "run", progress=False, log=lambda *_: None)
     with torch.no_grad():
         next(tr2.method.online.projector.parameters()).fill_(float("nan"))
@@ -138,7 +137,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(store, tmp_path):
         NonFiniteLossError, match=r"non-finite loss .* last good checkpoint is kept"
     ):
         tr2.fit()
-    assert (tmp_path / "run" / "_resume" / "last.ckpt").read_bytes() == good
+    assert (tmp_path / "run" / "_staging" / "last.ckpt").read_bytes() == good
     assert not (tmp_path / "run" / "model.ckpt").exists()
 
 
@@ -290,7 +289,7 @@ def test_non_finite_loss_is_caught_within_log_every_steps(store, tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss \(nan\) at epoch 2, steps 7-8"):
         tr2.fit()
     assert tr2.resume_path.read_bytes() == good
-    rows = (tmp_path / "run" / "train_metrics.csv").read_text().splitlines()
+    rows = (tmp_path / "run" / "_staging" / "train_metrics.csv").read_text().splitlines()
     assert [r.split(",")[1] for r in rows[1:]] == ["2", "4", "6"]  # nothing from steps 7-8
 
 
@@ -391,7 +390,8 @@ def test_a_changed_configuration_restarts_the_run(store, tmp_path):
     new = run_cfg(objective={"name": "barlow_twins", "alpha": 1.0, "lambd": 0.01})
     _, s, logs = _fit(new, store, tmp_path / "run")
     assert any("starting over: the run's configuration changed" in m and "lambd" in m for m in logs)
-    assert (tmp_path / "run" / "_resume.stale" / "last.ckpt").exists()
+    (old,) = (tmp_path / "run" / "_superseded").iterdir()
+    assert (old / "last.ckpt").exists() and "lambd" in (old / "superseded.json").read_text()
     _fit(new, store, tmp_path / "fresh")
     a, b = weights(tmp_path / "fresh" / "model.ckpt"), weights(tmp_path / "run" / "model.ckpt")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -457,14 +457,14 @@ def test_a_corrupt_resume_checkpoint_is_a_clear_error(store, tmp_path, content):
 
 
 def test_metrics_survive_their_deletion_between_attempts(store, tmp_path):
-    """Snakemake deletes the declared train_metrics.csv of an interrupted job; the resumed run
-    restores every row up to its checkpoint from the checkpoint itself."""
+    """The metrics of an unfinished attempt are lost (deleted by hand, a disk swapped); the
+    resumed run restores every row up to its checkpoint from the checkpoint itself."""
     cb = [lambda tr, ep: {"probe_100": ep / 10}]
     _fit(run_cfg(), store, tmp_path / "ref", callbacks=cb)
     Trainer(run_cfg(), store, tmp_path / "run", progress=False, log=lambda *_: None,
             callbacks=cb).fit(stop_after_epochs=2)  # fmt: skip
     for f in ("train_metrics.csv", "epoch_metrics.csv"):
-        (tmp_path / "run" / f).unlink()
+        (tmp_path / "run" / "_staging" / f).unlink()
     _fit(run_cfg(), store, tmp_path / "run", callbacks=cb)
     strip = lambda t: [ln.rsplit(",", 2)[0] for ln in t.splitlines()]  # noqa: E731 (timings)
     for f in ("train_metrics.csv", "epoch_metrics.csv"):

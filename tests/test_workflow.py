@@ -501,3 +501,26 @@ def test_gpu_demo_configuration_dry_runs():
         "ablation_defaults",
         "report",
     }  # scale knobs only
+
+
+def test_rule_params_are_canonical_and_leave_out_what_cannot_change_a_result():
+    """Snakemake compares params by repr: key order must not show, and the speed, logging,
+    checkpointing and worker knobs must not be in them (the jobs read those from the
+    configuration). The end-to-end check with snakemake -n is in tests/test_reruns.py."""
+    from abt import plan
+    from abt.config import load_config
+    from abt.runspec import resolve
+
+    cfg = load_config(ROOT / "config.yaml")
+    ident = plan.canonical(resolve(cfg).identity())
+    shuffled = {**cfg, "pretrain": dict(reversed(list(cfg["pretrain"].items())))}
+    assert repr(plan.canonical(resolve(shuffled).identity())) == repr(ident)
+    knobs = {"log_every": 99, "checkpoint_every": 7, "on_stale_resume": "error",
+             "speed": {**cfg["pretrain"]["speed"], "prefetch_batches": 0}}  # fmt: skip
+    assert plan.canonical(resolve(cfg, overrides=knobs).identity()) == ident
+    assert plan.canonical(resolve(cfg, overrides={"epochs": 7}).identity()) != ident
+    pre = plan.preprocess_params(cfg)
+    stats = dict(reversed(list(cfg["preprocess"]["stats"].items())))
+    other = {**cfg, "preprocess": {**cfg["preprocess"], "workers": 9, "stats": stats}}
+    assert "workers" not in pre and repr(plan.preprocess_params(other)) == repr(pre)
+    assert plan.job_preprocess(pre, other)["workers"] == 9  # what the job builds with

@@ -8,7 +8,8 @@ A ``model.ckpt`` holds what downstream evaluation needs and nothing else it must
 * ``norm`` -- ``{mode, mean, std}``: the dataset statistics of the store it was trained on;
 * ``mels`` -- the front-end settings *of that store* (not of the configuration), so HEAR and the
   probes compute log-mels exactly as the network saw them;
-* ``epoch``, ``step``, ``config`` (the run specification, or ``{random_init, seed}``).
+* ``epoch``, ``step``, ``config`` (the run specification, or ``{random_init, seed}``);
+* ``digest`` -- :func:`content_digest` of everything else, recorded when the file is written.
 
 Written by :meth:`abt.trainer.Trainer.save_encoder` and :func:`save_random_init` through
 :func:`write_encoder_checkpoint`; read (and validated) by :func:`read_checkpoint`. Only torch and
@@ -21,10 +22,21 @@ provenance digests and the abt version). This module converts both ways (:func:`
 :func:`read_export`); :func:`read_checkpoint` accepts either, so ``abt.hear.load_model`` and
 ``abt embed`` give bit-identical embeddings from a ``model.ckpt`` and from its export. Only the
 export needs ``safetensors`` (imported when one is read or written).
+
+**Integrity.** Every checkpoint abt writes (``model.ckpt`` and the trainer's resume checkpoint)
+goes through :func:`save_sealed`: it records the SHA-256 of its content (every tensor's dtype,
+shape and bytes, every value, in order) inside the file, and :func:`load_sealed` recomputes it
+after ``torch.load``. A file changed after it was written -- even with its size unchanged, e.g.
+zeroed or overwritten bytes in the middle -- is an error naming it, never a different result.
+(Checkpoints written before digests were recorded carry none and are read unchecked.) A write
+that fails (a full disk, a read-only folder) removes its partial ``.part`` file and raises
+:class:`CheckpointWriteError`, whose message says so ("No space left on device").
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import math
 import os
@@ -45,6 +57,117 @@ _REQUIRED_KEYS = ("format", "encoder", "n_mels", "input_frames", "state_dict", "
 
 class CheckpointError(ValueError):
     """The file is not a usable abt encoder checkpoint; the message says why."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """The file's content differs from the digest recorded when it was written."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, read-only, ...); the partial file is gone.
+    ``errno`` and ``filename`` are those of the failed write; the message says what to do."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else super().__str__()
+
+
+#: errors of a write that more space or another folder fixes, with what to say
+_WRITE_HINTS = {
+    errno.ENOSPC: "free space on that file system (or use another folder), then run again",
+    errno.EDQUOT: "free space within your disk quota (or use another folder), then run again",
+    errno.EROFS: "the folder is on a read-only file system: choose a writable folder",
+    errno.EACCES: "the folder is not writable for you: choose a writable folder",
+    errno.EPERM: "the folder is not writable for you: choose a writable folder",
+}
+_LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError,
+                AttributeError, ImportError, IndexError, KeyError)  # fmt: skip
+
+
+def content_digest(obj: Any) -> str:
+    """SHA-256 of a checkpoint's content: tensors (dtype, shape, bytes), numbers, strings, and
+    the mappings and sequences holding them, in order (``torch.save``/``torch.load`` keep the
+    order). The same content gives the same digest whatever file it was read from."""
+    h = hashlib.sha256()
+    _feed(h, obj)
+    return h.hexdigest()
+
+
+def _feed(h: Any, x: Any) -> None:
+    if isinstance(x, torch.Tensor):
+        t = x.detach().to("cpu").contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}:".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    elif isinstance(x, Mapping):
+        h.update(b"D%d:" % len(x))
+        for k, v in x.items():
+            _feed(h, k)
+            _feed(h, v)
+    elif isinstance(x, list | tuple):
+        h.update(b"L%d:" % len(x))
+        for v in x:
+            _feed(h, v)
+    elif isinstance(x, str):
+        b = x.encode()
+        h.update(b"S%d:" % len(b) + b)
+    elif isinstance(x, bytes | bytearray):
+        h.update(b"B%d:" % len(x) + bytes(x))
+    elif x is None or isinstance(x, bool):
+        h.update(f"{x!r};".encode())
+    elif isinstance(x, int):
+        h.update(f"I{x};".encode())
+    elif isinstance(x, float):
+        h.update(f"F{x.hex()};".encode())
+    else:  # numpy scalars and arrays, dtypes, sizes: their type and repr
+        arr = x if hasattr(x, "tobytes") and hasattr(x, "dtype") else None
+        h.update(f"O{type(x).__name__}:".encode())
+        h.update(arr.tobytes() if arr is not None else repr(x).encode())
+
+
+def save_sealed(path: str | os.PathLike[str], obj: Mapping[str, Any]) -> Path:
+    """``torch.save`` ``obj`` with its :func:`content_digest` (key ``digest``) to ``path``
+    atomically: ``<path>.part`` first, then ``os.replace`` (a reader never sees a partial file,
+    a failed write leaves the previous file as it was and no ``.part`` behind)."""
+    path = Path(path)
+    body = {k: v for k, v in obj.items() if k != "digest"}
+    sealed = {**body, "digest": content_digest(body)}
+    tmp = path.with_name(path.name + ".part")
+    try:
+        with open(tmp, "wb") as fh:  # a Python file: a failed write raises OSError with errno
+            torch.save(sealed, fh)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise write_error(path, e) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+    return path
+
+
+def write_error(path: str | os.PathLike[str], e: OSError) -> CheckpointWriteError:
+    """The one-line error of a failed write of ``path`` (``e.strerror`` first: "No space left on
+    device"), with what to do."""
+    hint = _WRITE_HINTS.get(e.errno or 0, "check the folder, then run again")
+    err = CheckpointWriteError(f"{e.strerror or e}: cannot write {path} (the partial file was "
+                               f"removed; {hint})")  # fmt: skip
+    err.errno, err.filename = e.errno, str(path)
+    return err
+
+
+def load_sealed(path: str | os.PathLike[str]) -> Any:
+    """``torch.load(weights_only=True)`` on the CPU, then the recorded digest checked
+    (:class:`CorruptCheckpointError` when it differs; other load failures propagate)."""
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict) and "digest" in obj:
+        body = {k: v for k, v in obj.items() if k != "digest"}
+        got = content_digest(body)
+        if got != obj["digest"]:
+            raise CorruptCheckpointError(
+                f"{path} is corrupt: its content does not match the digest recorded when it was "
+                f"written (sha256 {str(obj['digest'])[:16]}..., now {got[:16]}...); it was "
+                "changed on disk after abt wrote it"
+            )
+    return obj
 
 
 def encoder_checkpoint(
@@ -81,13 +204,10 @@ def encoder_checkpoint(
 
 
 def write_encoder_checkpoint(path: str | os.PathLike[str], ck: Mapping[str, Any]) -> Path:
-    """Write a checkpoint dictionary atomically (a reader never sees a partial file)."""
+    """Write a checkpoint dictionary atomically, with its content digest (:func:`save_sealed`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    torch.save(dict(ck), tmp)
-    os.replace(tmp, path)
-    return path
+    return save_sealed(path, ck)
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -102,9 +222,12 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             "by `abt export`)"
         )
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError,
-            AttributeError, ImportError, IndexError, KeyError) as e:  # fmt: skip
+        ck = load_sealed(path)
+    except CorruptCheckpointError as e:
+        raise CorruptCheckpointError(
+            f"{e}: re-create it (re-run the job that wrote it) or restore it from a copy"
+        ) from None
+    except _LOAD_ERRORS as e:
         raise CheckpointError(
             f"{path} is not an abt encoder checkpoint: torch.load(weights_only=True) refused it "
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Checkpoints of "

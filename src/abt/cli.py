@@ -290,10 +290,28 @@ def _pre_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sweep-params", default=None, help="a sweep's best_params.yaml to apply")
     p.add_argument(
         "--stop-after-epochs",
-        type=int,
+        type=_positive_int,
         default=None,
         help="train this many epochs of the schedule, then stop (resumable; for job time limits)",
     )
+    p.add_argument(
+        "--wait-for-lock",
+        action="store_true",
+        help="if another process is writing --out, wait for it to end instead of failing; if it "
+        "finished this very run, exit without training (what the workflow's jobs do)",
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of epochs") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be at least 1 epoch, got {n} (leave it out to train every epoch)"
+        )
+    return n
 
 
 def _pre(a: argparse.Namespace) -> int:
@@ -318,6 +336,7 @@ def _pre(a: argparse.Namespace) -> int:
         run, a.store, a.out, device=a.device, stop_after_epochs=a.stop_after_epochs,
         monitor=mon.get("monitor"), monitor_task_dir=mon.get("task_dir"),
         monitor_stores=mon.get("stores_dir"), sweep_params=a.sweep_params,
+        wait_for_lock=a.wait_for_lock,
     )  # fmt: skip
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(res, indent=2))
@@ -446,8 +465,12 @@ def main(argv: list[str] | None = None) -> int:
     _h, _add, run = COMMANDS.get(a.cmd)
     try:
         return run(a)
+    except KeyboardInterrupt as e:  # Ctrl-C: one line (what is kept, how to resume), no traceback
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"abt {a.cmd}: {e or 'interrupted'}", file=sys.stderr)
+        return 130
     except Exception as e:  # clear one-line error for the known error types
-        from abt.checkpoint import CheckpointError
+        from abt.checkpoint import CheckpointError, CheckpointWriteError
         from abt.config import ConfigError
         from abt.data.prepare_hear import PrepareError
         from abt.data.store import StoreError
@@ -459,8 +482,8 @@ def main(argv: list[str] | None = None) -> int:
         from abt.trainer import NonFiniteLossError, ResumeError
 
         known = (ConfigError, StoreError, FileNotFoundError, NonFiniteLossError, ResumeError,
-                 LockedError, CheckpointError, OutputError, PrepareError, DeviceError,
-                 EmbedError, ExportError)  # fmt: skip
+                 LockedError, CheckpointError, CheckpointWriteError, OutputError, PrepareError,
+                 DeviceError, EmbedError, ExportError)  # fmt: skip
         if isinstance(e, known):
             print(f"abt {a.cmd}: error: {e}", file=sys.stderr)
             return 2

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -159,3 +160,12 @@ def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
         if type(m) is nn.SyncBatchNorm:
             m.__class__ = StaticSyncBatchNorm
     return module
+
+
+def broadcast(info: DistInfo, value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (a decision only rank 0 can make, e.g. from files)."""
+    if not info.active:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -7,6 +7,11 @@ the lock of a killed process (SIGKILL, a node failure, a SLURM time limit) is ta
 next one, which says so. On file systems without flock (some Lustre mounts) an ``O_EXCL`` lock
 file takes its place; its holder is known to be dead only on the same host (otherwise the message
 says how to remove it).
+
+``folder_lock(..., wait=True)`` waits for the holder instead (saying so) and yields ``True`` when
+it had to wait: the workflow's pre-training job uses it, so that a second job of the same run
+(``snakemake --nolock`` beside a running Snakemake) neither fails -- which would make Snakemake
+delete the holder's outputs -- nor trains the run again once the holder finished it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import json
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -67,30 +73,36 @@ def pid_alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def folder_lock(
-    folder: str | Path, what: str = "run", log: Callable[[str], None] = print
-) -> Iterator[None]:
-    """Own ``folder`` (created if needed) for the ``with`` block; :class:`LockedError` if a live
-    process owns it."""
+    folder: str | Path, what: str = "run", log: Callable[[str], None] = print, wait: bool = False
+) -> Iterator[bool]:
+    """Own ``folder`` (created if needed) for the ``with`` block, which gets whether it waited;
+    :class:`LockedError` if a live process owns it (``wait``: wait for it to end instead)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    waited = False
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise LockedError(
-                f"{folder} is in use by another {what}: {_describe(_read(path))}. Two processes "
-                f"must not write one {what} folder: wait for it to finish, or stop it, then run "
-                "again"
-            ) from None
+            if not wait:
+                raise LockedError(
+                    f"{folder} is in use by another {what}: {_describe(_read(path))}. Two "
+                    f"processes must not write one {what} folder: wait for it to finish, or stop "
+                    "it, then run again"
+                ) from None
+            log(f"[abt] {folder} is in use by another {what}: {_describe(_read(path))}; waiting "
+                "for it to end")  # fmt: skip
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            waited = True
         except OSError as e:
             if e.errno not in _NO_FLOCK:
                 raise
             os.close(fd)
             fd = -1
-            with _exclusive_file(folder, what, log):
-                yield
+            with _exclusive_file(folder, what, log, wait) as waited:
+                yield waited
             return
         previous = _read(path)
         if previous.get("pid"):
@@ -101,7 +113,7 @@ def folder_lock(
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(_holder()).encode(), 0)
         try:
-            yield
+            yield waited
         finally:
             os.ftruncate(fd, 0)  # released cleanly: no holder left behind
             fcntl.flock(fd, fcntl.LOCK_UN)
@@ -125,9 +137,12 @@ def critical_section(path: str | Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _exclusive_file(folder: Path, what: str, log: Callable[[str], None]) -> Iterator[None]:
+def _exclusive_file(
+    folder: Path, what: str, log: Callable[[str], None], wait: bool = False
+) -> Iterator[bool]:
     path = folder / (LOCK_NAME + ".excl")
-    for _ in range(2):
+    waited = False
+    while True:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             break
@@ -138,15 +153,20 @@ def _exclusive_file(folder: Path, what: str, log: Callable[[str], None]) -> Iter
                 log(f"[abt] {folder}: removed the stale lock of {_describe(info)}")
                 path.unlink(missing_ok=True)
                 continue
+            if wait:  # no flock to block on: poll
+                if not waited:
+                    log(f"[abt] {folder} is in use by another {what}: {_describe(info)}; "
+                        "waiting for it to end")  # fmt: skip
+                waited = True
+                time.sleep(2.0)
+                continue
             raise LockedError(
                 f"{folder} is in use by another {what}: {_describe(info)} (this file system has "
                 f"no flock; if that process is gone, delete {path})"
             ) from None
-    else:  # pragma: no cover - a third process won the race
-        raise LockedError(f"{folder} is in use by another {what}")
     try:
         os.write(fd, json.dumps(_holder()).encode())
         os.close(fd)
-        yield
+        yield waited
     finally:
         path.unlink(missing_ok=True)

@@ -224,6 +224,37 @@ def monitor_inputs(cfg: dict[str, Any]) -> dict[str, str]:
     }
 
 
+# ------------------------------------------------------------------ what decides a re-run
+
+#: ``preprocess`` keys that change how fast a store is built, never what it holds
+UNCOMPARED_PREPROCESS_KEYS = ("workers",)
+
+
+def canonical(x: Any) -> Any:
+    """A ``params:`` value whose form does not depend on the order of keys: mappings become
+    dicts with sorted keys (recursively), sequences lists in their order. Snakemake compares
+    params by ``repr``, in which a dict's key order shows: reordering keys in a config file
+    (no value changed) must not re-run a job."""
+    if isinstance(x, dict):
+        return {k: canonical(x[k]) for k in sorted(x, key=str)}
+    if isinstance(x, list | tuple):
+        return [canonical(v) for v in x]
+    return x
+
+
+def preprocess_params(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The ``preprocess`` section as a store rule's params: canonical, without the keys that
+    cannot change a store (:data:`UNCOMPARED_PREPROCESS_KEYS`; the job reads them from the
+    configuration, :func:`job_preprocess`)."""
+    pre = {k: v for k, v in cfg["preprocess"].items() if k not in UNCOMPARED_PREPROCESS_KEYS}
+    return canonical(pre)
+
+
+def job_preprocess(params: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
+    """What a store job builds with: its params plus the uncompared keys of the configuration."""
+    return {**params, **{k: cfg["preprocess"][k] for k in UNCOMPARED_PREPROCESS_KEYS}}
+
+
 # ---------------------------------------------------------------------------- variants
 
 

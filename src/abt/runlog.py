@@ -63,8 +63,12 @@ class CsvLog:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".part")
-        with open(tmp, "w", newline="") as fh:
-            self._write(fh)
+        try:
+            with open(tmp, "w", newline="") as fh:
+                self._write(fh)
+        except BaseException:  # e.g. a full disk: no partial file left behind
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, self.path)
 
 

@@ -5,20 +5,28 @@ One step: sample B clips (shuffled epoch, last incomplete batch dropped), take o
 training device, run the method (encoder + projector, Barlow Twins loss), step the optimiser with
 the warm-up + cosine schedule.
 
-Exact resume: after every ``checkpoint_every`` epochs, ``<run_dir>/_resume/last.ckpt`` holds the
-model, optimiser, schedule, grad scaler, every RNG (numpy crop sampler, augmentation generator,
-torch global, CUDA, python), the Mixup memory banks, the epoch, the step and the metrics rows so
-far. A run killed at any moment and started again continues from there and ends with the same
-weights and metrics as an uninterrupted run (CPU, same seed and thread count; tested). A
-non-finite loss stops the run with a clear message and leaves the last good checkpoint untouched.
+Exact resume: after every ``checkpoint_every`` epochs, ``<run_dir>/_staging/last.ckpt`` holds
+the model, optimiser, schedule, grad scaler, every RNG (numpy crop sampler, augmentation
+generator, torch global, CUDA, python), the Mixup memory banks, the epoch, the step and the
+metrics rows so far, sealed with its content digest (:func:`abt.checkpoint.save_sealed`: a file
+changed on disk is an error, never a different result). A run killed at any moment and started
+again continues from there and ends with the same weights and metrics as an uninterrupted run
+(CPU, same seed and thread count; tested). A non-finite loss stops the run with a clear message
+and leaves the last good checkpoint untouched.
+
+Nothing lost: an attempt trains in ``_staging/`` and replaces the run's outputs only when it
+finishes (:mod:`abt.rundir`); until then the previous outputs stay as they were.
 
 Honest re-runs: a resume checkpoint records the run's provenance -- the digest of its
 specification (:meth:`abt.runspec.RunSpec.digest`), the fingerprint of its store and the digest
 of the training code (:func:`abt.codehash.code_digest`). It is continued only when all three
-match; otherwise (and when the run had finished: asked to run again, it trains again) the stale
-state is moved to ``_resume.stale/``, the log says why, and the run starts over
-(``pretrain.on_stale_resume: restart``; ``error`` stops instead). One process owns a run
-directory at a time (:func:`abt.locks.folder_lock`).
+match; otherwise the stale ``_staging/`` is moved to ``_superseded/<UTC time>-<digest>/``, the
+log says why, and the run starts over (``pretrain.on_stale_resume: restart``; ``error`` stops
+instead). A finished run asked to run again trains again; its finished state (``_finished/``,
+with its ``model.ckpt``) is moved to ``_superseded/`` the same way. One process owns a run
+directory at a time (:func:`abt.locks.folder_lock`); ``fit(wait_for_lock=True)`` waits for the
+holder, and when that one finished this very run (same provenance) returns its summary without
+training.
 
 Outputs in ``run_dir``: ``model.ckpt`` (:mod:`abt.checkpoint`), ``train_metrics.csv``,
 ``epoch_metrics.csv`` (callbacks, e.g. linear probes), ``hparams.yaml``, ``summary.json``.
@@ -29,10 +37,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import pickle
 import random
-import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -43,16 +49,23 @@ import torch
 import yaml
 from torch import nn
 
-from abt import devicestate, hardware
+from abt import devicestate, hardware, rundir
 from abt.augment import AugmentationPipeline
-from abt.checkpoint import encoder_checkpoint, write_encoder_checkpoint
+from abt.checkpoint import (
+    CheckpointWriteError,
+    CorruptCheckpointError,
+    encoder_checkpoint,
+    load_sealed,
+    save_sealed,
+    write_encoder_checkpoint,
+)
 from abt.codehash import code_digest
 from abt.config import ConfigError
 from abt.data.loader import CropLoader, EpochPlan, plan_epoch
 from abt.data.mel import MelConfig
 from abt.data.store import MelStore
 from abt.devices import autocast_dtype, pick_device
-from abt.distributed import barrier, convert_sync_batchnorm, init_from_env
+from abt.distributed import barrier, broadcast, convert_sync_batchnorm, init_from_env
 from abt.encoders import MASK_SCHEDULES, build_encoder_from_spec
 from abt.locks import folder_lock
 from abt.methods import build_method
@@ -60,8 +73,7 @@ from abt.optim import WarmupCosine, build_optimizer
 from abt.runlog import CsvLog
 from abt.runspec import RunSpec
 
-RESUME_FORMAT = "abt-resume/2"
-COMPLETE = "COMPLETE"  # marker in _resume/: the run finished and wrote its outputs
+RESUME_FORMAT = "abt-resume/3"  # 3: sealed with a content digest, kept in _staging/
 
 EpochCallback = Callable[["Trainer", int], Mapping[str, Any] | None]
 
@@ -72,6 +84,14 @@ class NonFiniteLossError(RuntimeError):
 
 class ResumeError(RuntimeError):
     """A resume checkpoint that cannot (or must not) be continued; the message says what to do."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during a run; the message says what is kept and how to resume."""
+
+
+def _silent(*_: Any) -> None:
+    return None
 
 
 def store_fingerprint(store: MelStore) -> str:
@@ -106,7 +126,9 @@ class Trainer:
         self.pre = self.spec.pretrain
         self.store = store if isinstance(store, MelStore) else MelStore(store)
         self.run_dir = Path(run_dir)
-        self.resume_path = self.run_dir / "_resume" / "last.ckpt"
+        self.files = rundir.RunDir(self.run_dir)
+        self.resume_path = self.files.staging / "last.ckpt"
+        self._ckpt_epoch: int | None = None  # the epoch of the resume checkpoint on disk
         self.device = pick_device(device)
         self.seed = int(self.spec.seed if seed is None else seed)
         self.callbacks = list(callbacks)
@@ -115,11 +137,13 @@ class Trainer:
         self._check_store_front_end()
 
         self.dist = init_from_env(self.device)
+        if not self.dist.main:  # one copy of every log line: rank 0's (errors still raise)
+            self.log, self.progress = _silent, False
         self.batch_size = int(self.pre["batch_size"])
         self.crop_frames = int(self.pre["crop_frames"])
         self.epochs = int(self.pre["epochs"])
         if len(self.store) < self.batch_size:
-            raise ValueError(
+            raise ConfigError(
                 f"the pre-training store {self.store.path} has {len(self.store)} clips, fewer than "
                 f"one batch of {self.batch_size}: lower pretrain.batch_size or add data"
             )
@@ -201,8 +225,10 @@ class Trainer:
         self.scaler, self._scaler_carried = self._make_scaler()
         self.epoch = 0  # completed epochs
         self.step = 0  # completed optimiser steps
-        self.metrics = CsvLog(self.run_dir / "train_metrics.csv", enabled=self.dist.main)
-        self.epoch_metrics = CsvLog(self.run_dir / "epoch_metrics.csv", enabled=self.dist.main)
+        self.metrics = CsvLog(self.files.staging / "train_metrics.csv", enabled=self.dist.main)
+        self.epoch_metrics = CsvLog(
+            self.files.staging / "epoch_metrics.csv", enabled=self.dist.main
+        )
         self.provenance = {
             "run": self.spec.digest(),
             "store": store_fingerprint(self.store),
@@ -387,25 +413,37 @@ class Trainer:
         self.epoch_metrics.restore(st["metrics"]["epoch"])
 
     def save_resume(self) -> None:
+        """Write the resume checkpoint (sealed, atomic; a full disk is a clear error and leaves
+        the previous checkpoint as it was)."""
         cuda_rng = devicestate.gather_cuda_rng(self.device, self.dist.world)  # every rank's
         if not self.dist.main:
             return
         self.resume_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.resume_path.with_suffix(".part")
-        torch.save(self.state(cuda_rng), tmp)
-        os.replace(tmp, self.resume_path)
+        save_sealed(self.resume_path, self.state(cuda_rng))
+        self._ckpt_epoch = self.epoch
 
-    def _last_ckpt_epoch(self) -> int:
+    def _last_good_checkpoint(self) -> str:
+        """The resume checkpoint a stopped run keeps, read back (only for an error message)."""
+        if not self.resume_path.exists():
+            return "none yet"
         try:
-            return int(torch.load(self.resume_path, map_location="cpu", weights_only=True)["epoch"])
-        except (OSError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError):
-            return -1  # only used in an error message
+            return f"{self.resume_path} (epoch {int(load_sealed(self.resume_path)['epoch'])})"
+        except CorruptCheckpointError:
+            return f"none: {self.resume_path} is corrupt (changed on disk since it was written)"
+        except (OSError, RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError):
+            return f"none: {self.resume_path} cannot be read"
 
     def _read_resume(self) -> dict[str, Any]:
         """The resume checkpoint, read on the CPU (RNG states must stay CPU byte tensors;
-        ``load_state_dict`` moves weights and optimiser state to each parameter's device)."""
+        ``load_state_dict`` moves weights and optimiser state to each parameter's device) and
+        checked against its content digest."""
         try:
-            st = torch.load(self.resume_path, map_location="cpu", weights_only=True)
+            st = load_sealed(self.resume_path)
+        except CorruptCheckpointError as e:
+            raise ResumeError(
+                f"{e}. The run cannot continue from it: move or delete {self.resume_path.parent} "
+                "to start this run over"
+            ) from None
         except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError,
                 AttributeError, ImportError, IndexError, KeyError) as e:  # fmt: skip
             raise ResumeError(
@@ -441,24 +479,17 @@ class Trainer:
             )
         return why
 
-    def _set_aside(self, reason: str) -> None:
-        """Move the stale resume state to ``_resume.stale/`` (replacing an older one) and remove
-        the outputs it produced, so nothing of it survives into the new run."""
-        stale = self.run_dir / "_resume.stale"
-        shutil.rmtree(stale, ignore_errors=True)
-        os.replace(self.resume_path.parent, stale)
-        for name in ("model.ckpt", "summary.json"):
-            (self.run_dir / name).unlink(missing_ok=True)
-        self.log(f"[abt] {self.run_dir}: starting over: {reason}; the old state is in {stale}")
+    def _set_aside(self, reason: str, st: Mapping[str, Any]) -> None:
+        """Move the stale attempt (``_staging/``) to its own ``_superseded/`` folder; the run's
+        outputs stay until this attempt finishes."""
+        label = str((st.get("provenance") or {}).get("run") or "unknown")[:12]
+        dest = self.files.supersede(self.files.staging, reason, label)
+        self.log(f"[abt] {self.run_dir}: starting over: {reason}; the old state is in {dest}")
 
     def try_resume(self) -> bool:
-        """Continue from ``_resume/last.ckpt`` when it is this run's (see the module docstring);
+        """Continue from ``_staging/last.ckpt`` when it is this run's (see the module docstring);
         returns whether the run resumed."""
         if not self.resume_path.exists():
-            return False
-        if (self.resume_path.parent / COMPLETE).exists():
-            if self.dist.main:
-                self._set_aside("the run had finished and is asked to run again")
             return False
         st = self._read_resume()
         why = self.stale_reasons(st)
@@ -470,12 +501,45 @@ class Trainer:
                     f"{self.resume_path.parent} to start over (or set "
                     "pretrain.on_stale_resume: restart)"
                 )
+            barrier(self.dist)  # every rank has read it before rank 0 moves it
             if self.dist.main:
-                self._set_aside("; ".join(why))
+                self._set_aside("; ".join(why), st)
             return False
         self.load_state(st)
+        self._ckpt_epoch = self.epoch
         self.log(f"[abt] resumed from {self.resume_path}: epoch {self.epoch}, step {self.step}")
         return True
+
+    def _prepare_run_dir(self, waited: bool) -> dict[str, Any] | None:
+        """Rank 0, under the run's lock, before anything is read: complete what a killed process
+        left (:meth:`abt.rundir.RunDir.recover`), then deal with a finished attempt on record.
+        Returns its summary when this process waited for the lock and the holder finished this
+        very run (nothing to train); else moves the finished state to ``_superseded/`` (the run
+        trains again; its outputs stay until this attempt finishes) and returns ``None``."""
+        self.files.recover(self.log)
+        rec = self.files.record()
+        if rec is None:
+            return None
+        current = rec.get("provenance") == self.provenance
+        if waited and current and self.files.outputs_intact(rec):
+            self.log(
+                f"[abt] {self.run_dir}: the process this one waited for finished this very run "
+                "(same configuration, store and code): nothing to train"
+            )
+            return dict(json.loads((self.run_dir / "summary.json").read_text()))
+        if current:
+            why = "the run had finished and is asked to run again"
+        elif rec.get("provenance") and rec.get("config"):
+            why = "the finished run is not this one: " + "; ".join(self.stale_reasons(rec))
+        else:
+            why = "the finished run's record is unreadable"
+        label = str((rec.get("provenance") or {}).get("run") or "unknown")[:12]
+        dest = self.files.supersede(self.files.finished, why, label)
+        self.log(
+            f"[abt] {self.run_dir}: {why}; its finished state (model.ckpt, metrics, last.ckpt) "
+            f"is kept in {dest}; the run's outputs stay until this attempt finishes"
+        )
+        return None
 
     # ------------------------------------------------------------------------------------------
 
@@ -513,33 +577,69 @@ class Trainer:
         if len(row) > 2:
             self.epoch_metrics.write(row)
 
+    def interrupted_message(self) -> str:
+        """What Ctrl-C leaves: the checkpoint kept, the outputs, how to resume."""
+        if self._ckpt_epoch is not None and self.resume_path.exists():
+            kept = (f"the checkpoint of epoch {self._ckpt_epoch} is kept in "
+                    f"{self.resume_path}")  # fmt: skip
+            todo = "run the same command again to resume from it"
+        else:
+            kept = "no checkpoint of this attempt was written yet"
+            todo = "run the same command again to start it"
+        outputs = (f"; the finished outputs in {self.run_dir} are unchanged"
+                   if (self.run_dir / "model.ckpt").exists() else "")  # fmt: skip
+        at = min(self.epoch + 1, self.epochs)  # the epoch being trained (or finished)
+        return f"interrupted at epoch {at} of {self.epochs}: {kept}{outputs}; {todo}"
+
     def non_finite_error(self, value: float, first_step: int) -> NonFiniteLossError:
-        last = (
-            f"{self.resume_path} (epoch {self._last_ckpt_epoch()})"
-            if self.resume_path.exists()
-            else "none yet"
-        )
+        last = self._last_good_checkpoint()
         return NonFiniteLossError(
             f"non-finite loss ({value}) at epoch {self.epoch + 1}, steps {first_step}-{self.step}; "
             f"the run stopped and the last good checkpoint is kept: {last}. Lower the learning "
             "rate or check the input data, then run again to resume."
         )
 
-    def fit(self, stop_after_epochs: int | None = None) -> dict[str, Any]:
+    def fit(
+        self, stop_after_epochs: int | None = None, wait_for_lock: bool = False
+    ) -> dict[str, Any]:
         """Train to ``pretrain.epochs`` (resuming if this run's checkpoint exists) and write the
-        outputs; the run directory is owned by this process meanwhile."""
-        lock = folder_lock(self.run_dir, "pre-training run", self.log)
-        with lock if self.dist.main else contextlib.nullcontext():
-            return self._fit(stop_after_epochs)
+        outputs; the run directory is owned by this process meanwhile (``wait_for_lock``: wait
+        for another owner instead of failing; see the module docstring)."""
+        if stop_after_epochs is not None and int(stop_after_epochs) < 1:
+            raise ConfigError(
+                f"stop_after_epochs (--stop-after-epochs) must be at least 1 epoch, got "
+                f"{stop_after_epochs}; leave it out to train all {self.epochs} epochs"
+            )
+        rundir.run_started()
+        try:
+            if self.dist.main:
+                self.files.check_usable()
+                lock = folder_lock(self.run_dir, "pre-training run", self.log, wait=wait_for_lock)
+            else:
+                lock = contextlib.nullcontext(False)
+            with lock as waited:
+                return self._fit(stop_after_epochs, bool(waited))
+        except KeyboardInterrupt:
+            raise Interrupted(self.interrupted_message()) from None
+        except CheckpointWriteError:
+            raise
+        except OSError as e:
+            if e.errno in rundir.WRITE_ERRNOS:
+                raise self.files.write_error(e) from None
+            raise
 
-    def _fit(self, stop_after_epochs: int | None) -> dict[str, Any]:
+    def _fit(self, stop_after_epochs: int | None, waited: bool = False) -> dict[str, Any]:
         main = self.dist.main
         barrier(self.dist)
+        done = self._prepare_run_dir(waited) if main else None
+        done = broadcast(self.dist, done)
+        if done is not None:
+            return done
         if not self.try_resume():
             self.metrics.restore("")
             self.epoch_metrics.restore("")
         if main:
-            with open(self.run_dir / "hparams.yaml", "w") as fh:
+            with open(self.files.staging / "hparams.yaml", "w") as fh:
                 yaml.safe_dump(self.cfg, fh, sort_keys=False)
         barrier(self.dist)
         log_every = int(self.pre["log_every"])
@@ -573,6 +673,9 @@ class Trainer:
             epochs_run += 1
             if self.epoch % ckpt_every == 0 or self.epoch == self.epochs:
                 self.save_resume()
+                if main:  # a test hook (ABT_TEST_HOLD): interruption tests stop here
+                    rundir.hold_point({"run_dir": str(self.run_dir), "epoch": self.epoch,
+                                       "step": self.step})  # fmt: skip
             self._epoch_end_callbacks()
             self.log(
                 f"[abt] epoch {self.epoch}/{self.epochs} step {self.step} "
@@ -596,11 +699,11 @@ class Trainer:
             "speed": self.speed,
             "provenance": self.provenance,
         }
-        if self.epoch >= self.epochs and main:
-            self.save_encoder(self.run_dir / "model.ckpt")
-            with open(self.run_dir / "summary.json", "w") as fh:
+        if self.epoch >= self.epochs and main:  # finished: publish the outputs (abt.rundir)
+            self.save_encoder(self.files.staging / "model.ckpt")
+            with open(self.files.staging / "summary.json", "w") as fh:
                 json.dump(summary, fh, indent=2)
-            (self.resume_path.parent / COMPLETE).write_text(json.dumps(self.provenance))
+            self.files.finish({"provenance": self.provenance, "config": self.cfg})
         barrier(self.dist)
         return summary
 

@@ -47,10 +47,27 @@ def set_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
+def checked_identity(spec: Any, identity: Any) -> Any:
+    """``spec`` (a :class:`abt.runspec.RunSpec` the job resolved from the configuration) after
+    checking that its identity is the one in the rule's params, which decided the re-run."""
+    from abt.plan import canonical
+
+    if canonical(spec.identity()) != identity:
+        raise RuntimeError(
+            "the run resolved by the job differs from the one its rule planned (params.run); "
+            "the configuration changed between planning and running: run snakemake again"
+        )
+    return spec
+
+
 def run(snakemake: Any, fn: Callable[..., Any], /, **kwargs: Any) -> Any:
     """Run ``fn(**kwargs)`` with the job's log and thread count."""
     log = snakemake.log[0] if len(snakemake.log) else None
     with job_log(log):
         set_threads(snakemake.threads)
         print(f"[abt] {fn.__module__}.{fn.__name__} (python {sys.version.split()[0]})", flush=True)
-        return fn(**kwargs)
+        try:
+            return fn(**kwargs)
+        except KeyboardInterrupt as e:  # one line in the log (what is kept), no traceback
+            print(f"[abt] {e or 'interrupted'}", flush=True)
+            raise SystemExit(130) from None

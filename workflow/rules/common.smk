@@ -149,7 +149,7 @@ def pretrain_clip_list(wildcards):
 
 
 def corpus_data(wildcards):
-    return plan.corpus_data(config, wildcards.corpus)
+    return plan.canonical(plan.corpus_data(config, wildcards.corpus))
 
 
 def pretrain_stats(wildcards):
@@ -202,20 +202,22 @@ def monitor_inputs(wildcards):
 # ---- pre-training
 
 
-def run_spec(wildcards):
-    """The resolved run (base + ablation) of one pre-training job, as a params value."""
+def run_identity(wildcards):
+    """What decides a re-run of one pre-training job: the identity of its resolved run (base +
+    ablation; RunSpec.identity, without the speed, logging and checkpointing knobs), canonical
+    (key order does not matter). The job resolves the full run from the configuration."""
     from abt.runspec import resolve
 
-    return resolve(
-        config, wildcards.encoder, wildcards.variant, int(wildcards.seed), schema=SCHEMA
-    ).to_dict()
+    run = resolve(config, wildcards.encoder, wildcards.variant, int(wildcards.seed), schema=SCHEMA)
+    return plan.canonical(run.identity())
 
 
 def random_init_run(wildcards):
-    """The baseline run of an encoder (its architecture and front-end)."""
+    """The baseline run of an encoder (its architecture and front-end), as its identity."""
     from abt.runspec import resolve
 
-    return resolve(config, wildcards.encoder, "baseline", int(wildcards.seed), schema=SCHEMA).to_dict()
+    run = resolve(config, wildcards.encoder, "baseline", int(wildcards.seed), schema=SCHEMA)
+    return plan.canonical(run.identity())
 
 
 def sweep_params_input(wildcards):
@@ -318,7 +320,7 @@ def ablation_run(wildcards):
 
     enc = plan.ablation_encoder(config, wildcards.ablation)
     variant = "baseline" if wildcards.ablation == "random_init" else wildcards.ablation
-    return resolve(config, enc, variant, SEEDS[0], schema=SCHEMA).to_dict()
+    return plan.canonical(resolve(config, enc, variant, SEEDS[0], schema=SCHEMA).identity())
 
 
 def ablation_description(wildcards):
@@ -326,17 +328,17 @@ def ablation_description(wildcards):
 
 
 def study_config(wildcards):
-    return config["studies"][wildcards.study]
+    return plan.canonical(config["studies"][wildcards.study])
 
 
 def sweep_config(wildcards):
-    return config["sweeps"][wildcards.sweep]
+    return plan.canonical(config["sweeps"][wildcards.sweep])
 
 
 def sweep_settings(wildcards):
     from abt.sweeps import sweep_settings as settings
 
-    return settings(config, wildcards.sweep)
+    return plan.canonical(settings(config, wildcards.sweep))
 
 
 def study_ablations(study):
@@ -452,14 +454,15 @@ def sweep_stats(wildcards):
 
 
 def sweep_spec(wildcards):
-    """What one sweep worker needs, resolved: the space, the settings, the base run."""
+    """What decides a re-run of a sweep worker: the space, the settings, the identity of the
+    base run (canonical; the job resolves the full run from the configuration)."""
     from abt.sweeps import sweep_run_config
 
-    return {
+    return plan.canonical({
         "space": config["sweeps"][wildcards.sweep]["space"],
         "settings": sweep_settings(wildcards),
-        "run": sweep_run_config(config, wildcards.sweep).to_dict(),
-    }
+        "run": sweep_run_config(config, wildcards.sweep).identity(),
+    })
 
 
 # ---- targets that name nothing the configuration defines

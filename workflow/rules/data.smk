@@ -21,7 +21,7 @@ rule prepare_task:
     params:
         source=task_source_path,
         audio=task_source_audio,
-        options=config["data"]["prepare"],
+        options=plan.canonical(config["data"]["prepare"]),
         code=CODE["prepare_task"],
     script:
         "../scripts/prepare_task.py"
@@ -73,8 +73,8 @@ rule compute_pretrain_mels_shard:
     params:
         data=corpus_data,
         audio=corpus_audio,
-        mels=config["mels"],
-        preprocess=config["preprocess"],
+        mels=plan.canonical(config["mels"]),
+        preprocess=plan.preprocess_params(config),
         embedded_dir=EMBEDDED_DIR,
         code=CODE["pretrain_mels"],
     script:
@@ -103,8 +103,8 @@ rule compute_pretrain_mels:
     params:
         data=corpus_data,
         audio=corpus_audio,
-        mels=config["mels"],
-        preprocess=config["preprocess"],
+        mels=plan.canonical(config["mels"]),
+        preprocess=plan.preprocess_params(config),
         pad=config["pretrain"]["pad"],
         embedded_dir=EMBEDDED_DIR,
         code=CODE["pretrain_mels"],
@@ -130,8 +130,8 @@ rule compute_task_mels:
     params:
         task_dir=task_dir,
         audio=task_audio,
-        mels=config["mels"],
-        preprocess=config["preprocess"],
+        mels=plan.canonical(config["mels"]),
+        preprocess=plan.preprocess_params(config),
         code=CODE["task_mels"],
     script:
         "../scripts/compute_task_mels.py"
@@ -155,7 +155,7 @@ rule task_baseline:
     params:
         task_dir=task_dir,
         audio=task_audio,
-        mels=config["mels"],
+        mels=plan.canonical(config["mels"]),
         code=CODE["task_baseline"],
     script:
         "../scripts/task_baseline.py"

@@ -44,8 +44,8 @@ rule pretrain_encoder:
         mem_mb=pretrain_mem_mb,
         runtime=pretrain_runtime,
     params:
-        run=run_spec,
-        monitor=config["monitor"],
+        run=run_identity,
+        monitor=plan.canonical(config["monitor"]),
         monitor_task_dir=MONITOR_TASK_DIR,
         nproc=max(GPUS_PER_RUN, 1),
         code=CODE["pretrain"],

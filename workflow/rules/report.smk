@@ -27,7 +27,7 @@ rule linear_eval:
         mem_mb=8000,
         runtime=120,
     params:
-        monitor=config["monitor"],
+        monitor=plan.canonical(config["monitor"]),
         task_dir=MONITOR_TASK_DIR,
         code=CODE["linear_eval"],
     script:
@@ -153,7 +153,7 @@ for scope, rule_name in (("main", "report"), ("full", "report_full")):
             "../../envs/report.yaml"
         params:
             **report_params(scope),
-            config=config,
+            config=plan.canonical(config),
             scope=scope,
             tasks=TASKS,
             code=CODE["report"],

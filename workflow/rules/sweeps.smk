@@ -27,7 +27,7 @@ rule sweep_worker:
         runtime=pretrain_runtime,
     params:
         spec=sweep_spec,
-        monitor=config["monitor"],
+        monitor=plan.canonical(config["monitor"]),
         seed=config["run"]["seed"],
         monitor_task_dir=MONITOR_TASK_DIR,
         code=CODE["sweep_worker"],

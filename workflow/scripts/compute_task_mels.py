@@ -1,6 +1,7 @@
 """Adapter: rule compute_task_mels -> abt.jobs.data.compute_task_mels."""
 
 from abt.jobs.data import compute_task_mels
+from abt.plan import job_preprocess
 from abt.workflow_io import run
 
 sm = snakemake  # noqa: F821
@@ -9,7 +10,7 @@ run(
     compute_task_mels,
     task_dir=sm.params.task_dir,
     mels=sm.params.mels,
-    pre=sm.params.preprocess,
+    pre=job_preprocess(sm.params.preprocess, sm.config),  # + the knobs params do not compare
     out_dir=sm.output[0],
     extra={"code": sm.params.code},
 )

@@ -7,7 +7,7 @@ sm = snakemake  # noqa: F821
 run(
     sm,
     render,
-    cfg=dict(sm.params.config),
+    cfg=dict(sm.config),  # params.config: its canonical form (what decides a re-run)
     scope=sm.params.scope,
     tables_dir=sm.input.tables,
     encoder_table=sm.input.encoders,

@@ -3,17 +3,19 @@
 from pathlib import Path
 
 from abt.jobs.pretrain import sweep_worker
-from abt.workflow_io import run
+from abt.sweeps import sweep_run_config
+from abt.workflow_io import checked_identity, run
 
 sm = snakemake  # noqa: F821
-spec = sm.params.spec
+spec = sm.params.spec  # the base run's identity: the full run is resolved from the configuration
+base = checked_identity(sweep_run_config(sm.config, sm.wildcards.sweep), spec["run"])
 run(
     sm,
     sweep_worker,
     name=sm.wildcards.sweep,
     space=spec["space"],
     settings=spec["settings"],
-    run=spec["run"],
+    run=base,
     monitor=sm.params.monitor,
     seed=sm.params.seed,
     sweep_dir=str(Path(sm.output[0]).parents[1]),  # results/sweeps/<sweep>

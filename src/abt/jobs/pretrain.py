@@ -11,12 +11,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from abt import rundir
 from abt.outputs import OutputKind, check_output, mark
 from abt.runspec import RunSpec
 
-#: what a run writes in its folder (the trainer's outputs, its resume state, torchrun's files)
-RUN_ENTRIES = ("model.ckpt", "summary.json", "train_metrics.csv", "epoch_metrics.csv",
-               "hparams.yaml", "_resume", "_resume.stale", "run.json", "monitor.json")  # fmt: skip
+#: what a run writes in its folder (the layout of :mod:`abt.rundir`, torchrun's files)
+RUN_ENTRIES = (*rundir.OUTPUTS, rundir.STAGING, rundir.FINISHED, rundir.SUPERSEDED,
+               *rundir.LEGACY, "run.json", "monitor.json")  # fmt: skip
 RUN_OUTPUT = OutputKind(
     "a pre-training run", legacy=lambda d: any((d / e).exists() for e in RUN_ENTRIES)
 )
@@ -33,6 +34,14 @@ def check_run_dir(run_dir: str, store_dir: str, **inputs: str | None) -> None:
     )  # fmt: skip
 
 
+def check_device(name: str | None) -> None:
+    """A clear error for a ``--device`` this machine does not have (e.g. ``cuda`` on a CPU
+    build of torch), before anything is built (:func:`abt.devices.pick_device`)."""
+    from abt.devices import pick_device
+
+    pick_device(name)
+
+
 def pretrain(
     run: RunSpec | Mapping[str, Any],
     store_dir: str,
@@ -43,17 +52,21 @@ def pretrain(
     device: str = "auto",
     sweep_params: str | None = None,
     stop_after_epochs: int | None = None,
+    wait_for_lock: bool = False,
 ) -> dict[str, Any]:
-    """One pre-training run (resumes from ``run_dir/_resume`` when it is this run's), with
+    """One pre-training run (resumes from ``run_dir/_staging`` when it is this run's), with
     linear-probe monitoring on ``monitor_task_dir`` when ``monitor.task`` is set;
     ``sweep_params`` (a ``best_params.yaml``) overrides the configured hyper-parameters with a
-    sweep's best."""
+    sweep's best. ``wait_for_lock``: wait for another process writing ``run_dir`` (and return
+    its summary, untrained, if it finished this very run) instead of failing."""
     check_run_dir(run_dir, store_dir, monitor_task_dir=monitor_task_dir,
                   monitor_stores=monitor_stores, sweep_params=sweep_params)  # fmt: skip
     from abt.probe import ProbeMonitor
     from abt.runspec import apply_params
     from abt.trainer import Trainer
 
+    check_device(device)
+    check_run_dir(store_dir, run_dir)
     spec = RunSpec.from_dict(run)
     callbacks = []
     if monitor and monitor.get("task"):
@@ -71,7 +84,7 @@ def pretrain(
     trainer = Trainer(spec, store_dir, run_dir, device=device, callbacks=callbacks)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     mark(run_dir, RUN_OUTPUT)  # the folder is a run's from now on
-    return trainer.fit(stop_after_epochs=stop_after_epochs)
+    return trainer.fit(stop_after_epochs=stop_after_epochs, wait_for_lock=wait_for_lock)
 
 
 def pretrain_torchrun(
@@ -80,6 +93,7 @@ def pretrain_torchrun(
     """:func:`pretrain` (with its ``options``: monitoring, sweep parameters) on ``nproc`` GPUs of
     this node: ``torchrun --standalone`` DDP processes running ``abt pretrain`` on the same
     resolved run (rank 0 writes the outputs)."""
+    check_device(options.get("device", "auto"))
     if nproc <= 1:
         return pretrain(run, store_dir, run_dir, **options)
     check_run_dir(
@@ -101,6 +115,10 @@ def pretrain_torchrun(
         cmd += ["--monitor-json", str(d / "monitor.json")]
     if options.get("sweep_params"):
         cmd += ["--sweep-params", options["sweep_params"]]
+    if options.get("wait_for_lock"):
+        cmd += ["--wait-for-lock"]
+    if options.get("device", "auto") != "auto":
+        cmd += ["--device", str(options["device"])]
     src = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
     print("[abt] " + " ".join(cmd), flush=True)

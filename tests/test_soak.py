@@ -1,0 +1,126 @@
+"""Soak: kill Snakemake's process group at 20 random (seeded) points of a small pre-training +
+linear evaluation, re-run after each kill (as a user would: --unlock after a SIGKILL,
+--rerun-incomplete), and require the final weights and scores to equal those of an uninterrupted
+run, with nothing left in staging and no partial file anywhere.
+
+The kill points are random moments of each attempt (seeded), so they land in Snakemake's start,
+the store-to-model pre-training (mid-epoch, mid-checkpoint, mid-publication), the probe and the
+evaluation; the signals are SIGKILL (no clean-up at all), SIGINT (Ctrl-C) and SIGTERM (a
+scheduler), chosen at random. Tiny scale: embedded data at scale 0.05, one task, AudioNTT with a
+small projector for 3 epochs of 4 steps, a probe at epoch 2.
+"""
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = "results/pretrain/audiontt/baseline/seed0"
+SCORES = "results/linear_eval/audiontt/baseline/seed0.json"
+TARGETS = (f"{RUN}/model.ckpt", SCORES)
+KILLS, SEED = 20, 2024
+
+pytestmark = pytest.mark.slow
+
+
+def _repo(dst: Path) -> Path:
+    for name in ("Snakefile", "config.yaml"):
+        shutil.copy2(ROOT / name, dst / name)
+    for name in ("workflow", "src", "envs", "profiles"):
+        shutil.copytree(ROOT / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg["embedded"].update(scale=0.05, task_scale=None, tasks=["embedded_envsounds"])
+    cfg["preprocess"]["stats"]["n_crops"] = 300
+    cfg["pretrain"].update(epochs=3, batch_size=32, log_every=1,
+                           projector={"hidden_dims": [256], "out_dim": 64})  # fmt: skip
+    cfg["monitor"].update(task="embedded_envsounds", every_epochs=2)
+    cfg["report"].update(studies=[], sweeps=[], hear_l=["embedded_envsounds"])
+    (dst / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return dst
+
+
+def _env(repo: Path) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo / "src")}
+
+
+def smk(repo: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=repo, env=_env(repo),
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+def _scores(repo: Path) -> dict:
+    out = json.loads((repo / SCORES).read_text())
+    return {k: v for k, v in out.items() if "second" not in k and k != "checkpoint"}
+
+
+def _weights(repo: Path) -> dict:
+    return torch.load(repo / RUN / "model.ckpt", weights_only=True)["state_dict"]
+
+
+def test_killed_at_random_points_the_workflow_ends_as_if_never_interrupted(tmp_path):
+    repo = _repo(tmp_path)
+    r = smk(repo, "--cores", "2", *TARGETS)  # the data, then the uninterrupted reference
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    ref_weights, ref_scores = _weights(repo), _scores(repo)
+    t0 = time.time()  # how long pre-training + evaluation take uninterrupted
+    r = smk(repo, "--cores", "2", "--forcerun", "pretrain_encoder", *TARGETS)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    span = time.time() - t0
+    shutil.rmtree(repo / RUN)  # start the soak from nothing (the data stays)
+    (repo / SCORES).unlink()
+
+    rng = random.Random(SEED)
+    signals = (signal.SIGKILL, signal.SIGINT, signal.SIGTERM)
+    ended = []
+    for _ in range(KILLS):
+        p = subprocess.Popen(
+            [sys.executable, "-m", "snakemake", "--cores", "2", "--rerun-incomplete", *TARGETS],
+            cwd=repo, env=_env(repo), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            p.wait(timeout=rng.uniform(0.5, span))
+            ended.append("finished")  # nothing left to kill: the next attempts find it done
+        except subprocess.TimeoutExpired:
+            sig = rng.choice(signals)
+            os.killpg(p.pid, sig)
+            p.wait(timeout=300)
+            ended.append(sig.name)
+            if sig == signal.SIGKILL:  # Snakemake left its lock: what it tells the user to do
+                assert smk(repo, "--unlock").returncode == 0
+        with_timeout = time.time() + 60  # the killed job's children are gone before the next
+        while time.time() < with_timeout and _group_alive(p.pid):
+            time.sleep(0.1)
+    r = smk(repo, "--cores", "2", "--rerun-incomplete", *TARGETS)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    print("attempts ended by:", ended)  # which signals landed (shown with pytest -s)
+
+    got = _weights(repo)
+    assert got.keys() == ref_weights.keys()
+    assert all(torch.equal(ref_weights[k], got[k]) for k in got)
+    assert _scores(repo) == ref_scores
+    assert not (repo / RUN / "_staging").exists()
+    left = [p for p in (repo / "results").rglob("*") if p.name.endswith((".part", ".publish"))]
+    assert left == []
+    for old in (repo / RUN / "_superseded").glob("*"):  # a re-run after a finished attempt
+        assert (old / "superseded.json").is_file()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
