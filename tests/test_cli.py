@@ -258,13 +258,13 @@ def test_pretrain_mistakes_are_one_line_errors(small, tmp_path, case):
         needles = [f"the pre-training store {store} has 32 clips, fewer than one batch of 64"]
     elif case == "no_gpu":
         extra = ["--device", "cuda"]
-        needles = ["--device cuda: ", "use --device cpu"]
+        needles = ["--device cuda: ", "use --device auto or cpu"]
     elif case == "out_is_a_file":
         out.write_text("my notes")
-        needles = [f"{out} is an existing file, not a folder", "--out"]
+        needles = [f"{out} is an existing file, not a folder", "give a folder path"]
     else:
         out = store
-        needles = [f"the run directory {store} is the pre-training store {store}"]
+        needles = [f"the output {store} is the input store (--store) ({store})"]
     env = {"CUDA_VISIBLE_DEVICES": ""}  # no GPU, also on a GPU machine
     r = abt("pretrain", "--config", cfg, "--store", store, "--out", out, *extra, env=env)
     one_line_error(r, *needles, whole_stderr=True)

@@ -274,7 +274,7 @@ def test_auto_picks_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, picked):
         with pytest.raises(devices.DeviceError, match="no mps device"):
             devices.pick_device("mps")
     if not cuda:
-        with pytest.raises(devices.DeviceError, match="no cuda device"):
+        with pytest.raises(devices.DeviceError, match="no CUDA support|no CUDA device is visible"):
             devices.pick_device("cuda")
 
 

@@ -12,6 +12,7 @@ import torch
 from fakedata import tone_store
 
 from abt import devicestate
+from abt.checkpoint import save_sealed
 from abt.config import REPO_ROOT, ConfigError, load_config
 from abt.runspec import resolve as resolve_run_config
 from abt.trainer import ResumeError, Trainer, _as_tuple
@@ -65,7 +66,7 @@ def test_saved_on_cuda_continues_on_the_cpu_deterministically(store, tmp_path):
         logs = []
         tr = _trainer(store, tmp_path / name, logs)
         tr.resume_path.parent.mkdir(parents=True)
-        torch.save(st, tr.resume_path)
+        save_sealed(tr.resume_path, st)
         s = tr.fit()
         assert s["epochs"] == 3 and np.isfinite(s["final_loss"])
         text = "\n".join(logs)

@@ -156,7 +156,8 @@ def write_error(path: str | os.PathLike[str], e: OSError) -> CheckpointWriteErro
 
 def load_sealed(path: str | os.PathLike[str]) -> Any:
     """``torch.load(weights_only=True)`` on the CPU, then the recorded digest checked
-    (:class:`CorruptCheckpointError` when it differs; other load failures propagate)."""
+    (:class:`CorruptCheckpointError` when it differs; other load failures propagate). Returns
+    what was given to :func:`save_sealed` (without the ``digest`` key)."""
     obj = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(obj, dict) and "digest" in obj:
         body = {k: v for k, v in obj.items() if k != "digest"}
@@ -167,6 +168,7 @@ def load_sealed(path: str | os.PathLike[str]) -> Any:
                 f"written (sha256 {str(obj['digest'])[:16]}..., now {got[:16]}...); it was "
                 "changed on disk after abt wrote it"
             )
+        return body  # the seal is checked; what the writer gave save_sealed
     return obj
 
 

@@ -485,7 +485,8 @@ def main(argv: list[str] | None = None) -> int:
                  LockedError, CheckpointError, CheckpointWriteError, OutputError, PrepareError,
                  DeviceError, EmbedError, ExportError)  # fmt: skip
         if isinstance(e, known):
-            print(f"abt {a.cmd}: error: {e}", file=sys.stderr)
+            msg = str(e).removeprefix(f"abt {a.cmd}: ")  # errors that name their command
+            print(f"abt {a.cmd}: error: {msg}", file=sys.stderr)
             return 2
         raise
 

@@ -60,9 +60,15 @@ def pick_device(name: str | torch.device | None = AUTO) -> torch.device:
         ) from None
     have = available()
     if dev.type != "cpu" and dev.type not in have:
+        why = f"no {dev.type} device is available on this machine"
+        if dev.type == "cuda":
+            why = (
+                f"this torch build ({torch.__version__}) has no CUDA support"
+                if torch.version.cuda is None
+                else "no CUDA device is visible (check CUDA_VISIBLE_DEVICES and the driver)"
+            )
         raise DeviceError(
-            f"--device {name!r}: no {dev.type} device is available on this machine (torch "
-            f"{torch.__version__}; available: {', '.join(have)}); use --device auto or cpu"
+            f"--device {name}: {why} (available: {', '.join(have)}); use --device auto or cpu"
         )
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise DeviceError(

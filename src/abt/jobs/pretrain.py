@@ -59,14 +59,13 @@ def pretrain(
     ``sweep_params`` (a ``best_params.yaml``) overrides the configured hyper-parameters with a
     sweep's best. ``wait_for_lock``: wait for another process writing ``run_dir`` (and return
     its summary, untrained, if it finished this very run) instead of failing."""
+    check_device(device)
     check_run_dir(run_dir, store_dir, monitor_task_dir=monitor_task_dir,
                   monitor_stores=monitor_stores, sweep_params=sweep_params)  # fmt: skip
     from abt.probe import ProbeMonitor
     from abt.runspec import apply_params
     from abt.trainer import Trainer
 
-    check_device(device)
-    check_run_dir(store_dir, run_dir)
     spec = RunSpec.from_dict(run)
     callbacks = []
     if monitor and monitor.get("task"):
@@ -82,7 +81,7 @@ def pretrain(
             from_sweep={"file": sweep_params, "params": params}
         )
     trainer = Trainer(spec, store_dir, run_dir, device=device, callbacks=callbacks)
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    trainer.files.check_usable()  # creates the folder, or a one-line error (read-only, a file)
     mark(run_dir, RUN_OUTPUT)  # the folder is a run's from now on
     return trainer.fit(stop_after_epochs=stop_after_epochs, wait_for_lock=wait_for_lock)
 
