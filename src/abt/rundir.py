@@ -122,10 +122,7 @@ class RunDir:
             return False
         for name, digest in digests.items():
             f = self.root / name
-            if not f.is_file():
-                return False
-            same = (self.finished / name).is_file() and os.path.samefile(f, self.finished / name)
-            if not same and sha256_file(f) != digest:
+            if not f.is_file() or sha256_file(f) != digest:  # (hard links share edits: hash)
                 return False
         return True
 
