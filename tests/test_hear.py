@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from abt import hear
+from abt.checkpoint import save_sealed
 from abt.data.mel import LogMelFrontEnd, MelConfig
 from abt.evaluation import heareval_env as he
 from abt.evaluation.scores import ScoresError, collect_scores, scores_table
@@ -155,18 +156,18 @@ def test_bad_checkpoints_raise_clear_errors(ckpts, tmp_path):
         load_model(str(tmp_path / "garbage.ckpt"))
     ck = torch.load(ckpts["conv"], weights_only=True)
     # weights of one encoder declared as another architecture
-    torch.save({**ck, "encoder": {"key": "x", "arch": "vitc_t", "kwargs": {}}}, tmp_path / "m.ckpt")
+    save_sealed(tmp_path / "m.ckpt", {**ck, "encoder": {"key": "x", "arch": "vitc_t", "kwargs": {}}})
     with pytest.raises(CheckpointError, match="does not match architecture 'vitc_t'"):
         load_model(str(tmp_path / "m.ckpt"))
-    torch.save({**ck, "encoder": {"key": "x", "arch": "nope", "kwargs": {}}}, tmp_path / "u.ckpt")
+    save_sealed(tmp_path / "u.ckpt", {**ck, "encoder": {"key": "x", "arch": "nope", "kwargs": {}}})
     with pytest.raises(CheckpointError, match="unknown encoder architecture 'nope'"):
         load_model(str(tmp_path / "u.ckpt"))
-    torch.save({**ck, "norm": {"mode": "dataset", "mean": 0.0, "std": 0.0}}, tmp_path / "n.ckpt")
+    save_sealed(tmp_path / "n.ckpt", {**ck, "norm": {"mode": "dataset", "mean": 0.0, "std": 0.0}})
     with pytest.raises(CheckpointError, match="std > 0"):
         load_model(str(tmp_path / "n.ckpt"))
     bad = {**ck, "state_dict": {**ck["state_dict"]}}
     bad["state_dict"].pop(next(iter(bad["state_dict"])))
-    torch.save(bad, tmp_path / "k.ckpt")
+    save_sealed(tmp_path / "k.ckpt", bad)
     with pytest.raises(CheckpointError, match="missing"):
         load_model(str(tmp_path / "k.ckpt"))
     with pytest.raises(TypeError, match="unknown option"):
@@ -280,7 +281,7 @@ def test_embedding_does_not_depend_on_the_batch(models, kind):
 
 def test_normalisation_uses_checkpoint_statistics(ckpts, models, tmp_path):
     ck = torch.load(ckpts["conv"], weights_only=True)
-    torch.save({**ck, "norm": {"mode": "dataset", "mean": 0.0, "std": 1.0}}, tmp_path / "o.ckpt")
+    save_sealed(tmp_path / "o.ckpt", {**ck, "norm": {"mode": "dataset", "mean": 0.0, "std": 1.0}})
     other = load_model(str(tmp_path / "o.ckpt"))
     audio = noise(1, SR, seed=7)
     assert not torch.allclose(

@@ -66,8 +66,10 @@ class CsvLog:
         try:
             with open(tmp, "w", newline="") as fh:
                 self._write(fh)
-        except BaseException:  # e.g. a full disk: no partial file left behind
+        except BaseException as e:  # e.g. a full disk: no partial file left behind
             tmp.unlink(missing_ok=True)
+            if isinstance(e, OSError) and e.filename is None:
+                e.filename = str(tmp)  # a failed write() names no file: name the one written
             raise
         os.replace(tmp, self.path)
 
