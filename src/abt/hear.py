@@ -217,6 +217,10 @@ class HearModel(nn.Module):
     def scene_from_logmel(self, x: torch.Tensor) -> torch.Tensor:
         """Clip embeddings of normalised log-mels ``(B, 1, n_mels, T)``: conv encoders see the
         whole clip, ViTs average ``unit_frames`` units (the last padded only if partial)."""
+        return self.scene_forward(x)
+
+    def scene_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`scene_from_logmel` with gradients (fine-tuning: :mod:`abt.finetune`)."""
         n = x.shape[0]
         if self.unit_frames is None:
             if x.shape[-1] < self.min_frames:

@@ -14,6 +14,7 @@
                        finished attempt's _finished/ (its model.ckpt stays a loadable encoder
                        checkpoint)
     RUN/.lock          held by the process writing the run (:func:`abt.locks.folder_lock`)
+    RUN/.lock.holder   who holds it (pid, host, since when); left behind only by a killed holder
 
 An attempt that finishes writes its last files into ``_staging/``, records ``finished.json``
 there, links each output into ``RUN/`` (``os.replace``: a reader sees the old file or the new
