@@ -363,6 +363,13 @@ def test_constraints_pins():
     plan = he._install_plan(he.CONSTRAINTS)
     assert plan[1][:2] == ["install", "--no-deps"] and plan[1][-1] == "heareval==2021.1.3"
     assert "--ignore-requires-python" in plan[2] and plan[2][-1] == "hearvalidator==2021.0.6"
+    # the measured references, unmodified from PyPI, after the kit and without their metadata's
+    # dependencies (numpy 1.19, tensorflow, a torchaudio for another torch)
+    assert plan[3][:2] == ["install", "--no-deps"]
+    assert plan[3][-2:] == ["hearbaseline==2021.1.1", "torchcrepe==0.0.24"]
+    assert len(plan) == 4
+    extra = he._install_plan(he.CONSTRAINTS, ["my-hear-module==1.0"])
+    assert extra[:4] == plan and extra[4] == ["install", "-c", str(he.CONSTRAINTS), "my-hear-module==1.0"]
 
 
 def test_conda_env_matches_constraints():
@@ -375,7 +382,9 @@ def test_conda_env_matches_constraints():
     ]
     pins = he.read_constraints()
     got = {he._norm(p.split("==")[0]): p.split("==")[1] for p in pip if not p.startswith("-")}
-    want = {k: v for k, v in pins.items() if k not in ("heareval", "hearvalidator")}
+    # installed with --no-deps by envs/hear.post-deploy.sh: the kit and the references' packages
+    post_deploy = ("heareval", "hearvalidator", *he.REFERENCE_NODEPS)
+    want = {k: v for k, v in pins.items() if k not in post_deploy}
     assert got == {**want, "torch": want["torch"] + "+cpu"}
 
 
