@@ -369,7 +369,12 @@ def test_constraints_pins():
     assert plan[3][-2:] == ["hearbaseline==2021.1.1", "torchcrepe==0.0.24"]
     assert len(plan) == 4
     extra = he._install_plan(he.CONSTRAINTS, ["my-hear-module==1.0"])
-    assert extra[:4] == plan and extra[4] == ["install", "-c", str(he.CONSTRAINTS), "my-hear-module==1.0"]
+    assert extra[:4] == plan and extra[4] == [
+        "install",
+        "-c",
+        str(he.CONSTRAINTS),
+        "my-hear-module==1.0",
+    ]
 
 
 def test_conda_env_matches_constraints():
