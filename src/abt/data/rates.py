@@ -332,15 +332,14 @@ def add_rates(
     status: dict[str, str] = {}
     for rate in sorted(set(rates)):
         key = str(rate)
+        if (task / key).is_dir() and key not in record:
+            status[key] = "present"  # not made here (the preparation's, the build's): kept
+            continue
         plan = RATE_SOURCES.get(kind)(task, None if source is None else source.path, labels, rate)
         sig = _signature(plan, source, quality, subtype)
-        if (task / key).is_dir():
-            if key not in record:
-                status[key] = "present"
-                continue
-            if record[key].get("signature") == sig:
-                status[key] = "up to date"
-                continue
+        if (task / key).is_dir() and record[key].get("signature") == sig:
+            status[key] = "up to date"
+            continue
         log(f"[abt] {task.name}: writing {key}/ from {plan.origin}")
         record[key] = _write_rate(task, md, plan, rate, quality, subtype, workers)
         record[key]["signature"] = sig

@@ -97,7 +97,7 @@ def check_pip(requirement: str) -> str:
     """``requirement`` if it is an exact pin (``name==version``, optionally with extras) or an
     existing wheel file; a :class:`ValueError` saying what to write otherwise."""
     req = str(requirement).strip()
-    if req.endswith(".whl"):
+    if req.endswith(".whl") and "@" not in req and "://" not in req:
         if not Path(req).is_file():
             raise ValueError(f"pip: the wheel file {req} does not exist")
         return str(Path(req).absolute())
@@ -186,7 +186,7 @@ def _own_reference(d: dict[str, Any], where: str) -> Reference:
     if not isinstance(label, str):
         raise ConfigError(f"{where}: label must be a string, got {label!r}")
     rate = d.get("sample_rate")
-    if rate is not None and (isinstance(rate, bool) or rate not in HEAR_SAMPLE_RATES):
+    if rate is not None and (type(rate) is not int or rate not in HEAR_SAMPLE_RATES):
         raise ConfigError(
             f"{where}: sample_rate must be one of {list(HEAR_SAMPLE_RATES)} or null, got {rate!r}"
         )
