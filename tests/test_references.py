@@ -331,3 +331,32 @@ def test_a_users_wheel_resolves_against_the_kits_pins(env_dir, tmp_path):
     r = subprocess.run([py, "-m", "pip", *moves_a_pin], capture_output=True, text=True,
                        env=he.kit_env(env_dir))  # fmt: skip
     assert r.returncode != 0
+
+
+def test_the_command_line_names_what_is_wrong(tmp_path, capsys):
+    from abt.evaluation.__main__ import main
+
+    assert main(["validate-reference", str(tmp_path / "nope"), "naive"]) == 2
+    assert "is not a built evaluation venv" in capsys.readouterr().err
+    assert main(["validate-reference", str(tmp_path), "naive", "--module", "m"]) == 2
+    assert "NAME or --module (not both)" in capsys.readouterr().err
+    assert main(["validate-reference", str(tmp_path), "wav2vec2"]) == 2
+    assert "'validate-reference[0]': unknown reference 'wav2vec2'" in capsys.readouterr().err
+    assert main(["validate-reference", str(tmp_path), "--module", "m", "--pip", "m>=1"]) == 2
+    assert "is not pinned exactly" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_command_line_validates_a_users_module(env_dir, user_modules, tmp_path, capsys):
+    from abt.evaluation.__main__ import main
+
+    out = tmp_path / "ref.json"
+    assert (
+        main(["validate-reference", str(env_dir), "--module", "byo_good", "--out", str(out)]) == 0
+    )
+    got = json.loads(out.read_text())
+    assert (got["module"], got["sample_rate"], got["scene_embedding_size"]) == (
+        "byo_good",
+        16000,
+        3,
+    )
