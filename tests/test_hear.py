@@ -423,6 +423,32 @@ def test_shims_in_a_subprocess(tmp_path):
     assert r.returncode == 0, r.stderr
 
 
+def test_shims_for_the_references_in_a_subprocess(tmp_path):
+    """hearbaseline's librosa-0.8 call mel(44100, ...) gives librosa's own filters; torchcrepe's
+    `import torchaudio` finds the stand-in only when no torchaudio is installed."""
+    code = (
+        "import sys, hear_compat, librosa, numpy as np, torchaudio\n"
+        "a = librosa.filters.mel(44100, n_fft=4096, n_mels=256)\n"
+        "assert 'librosa.filters.mel' in hear_compat.PATCHED\n"
+        "assert np.array_equal(a, librosa.filters.mel(sr=44100, n_fft=4096, n_mels=256))\n"
+        "assert a.shape == (256, 2049)\n"
+        "print(getattr(torchaudio, 'ABT_STUB', False))\n"
+        "try:\n    torchaudio.load('x.wav')\n"
+        "except RuntimeError as e:\n    assert 'stand-in' in str(e)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(he.SHIM_DIR)}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "True"
+    # an installed torchaudio wins over the stand-in
+    (tmp_path / "torchaudio").mkdir()
+    (tmp_path / "torchaudio" / "__init__.py").write_text("REAL = True\n")
+    env["PYTHONPATH"] = os.pathsep.join([str(he.SHIM_DIR), str(tmp_path)])
+    code = "import torchaudio; assert torchaudio.REAL and not hasattr(torchaudio, 'ABT_STUB')"
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
 def test_unbuilt_env_and_bad_inputs_are_clear_errors(ckpts, tmp_path):
     with pytest.raises(he.EnvBuildError, match="build it first with `python -m abt.evaluation env"):
         he.run_validator(tmp_path / "nope", ckpts["conv"])
