@@ -61,6 +61,8 @@ def test_parse_references(tmp_path):
     assert got[2].pip == str(wheel.absolute()) and got[2].row_label == "W (measured here)"
     assert refs.pip_requirements(got) == ["my-pkg==1.2.0", str(wheel.absolute())]
     assert parse_references(None) == []
+    assert refs.task_rates(got) == [16000, 44100, 48000]
+    assert refs.task_rates([REFERENCES.get("crepe")]) == [16000]
 
 
 @pytest.mark.parametrize(

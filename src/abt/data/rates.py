@@ -84,10 +84,10 @@ RateSourceFn = Callable[[Path, Path | None, dict[str, dict[str, list]], int], Ra
 RATE_SOURCES: Registry[RateSourceFn] = Registry("sample-rate source")
 
 
-def _pick(available: Sequence[int], target: int) -> int:
+def _pick(available: Sequence[int], target: int, where: object = "the source") -> int:
     """Exactly ``target`` if available, else the highest rate (up-sampling only if it is lower)."""
     if not available:
-        raise RateError("no audio at any rate")
+        raise RateError(f"{where} holds no audio folder (<rate>/) to make {target}/ from")
     return target if target in available else max(available)
 
 
@@ -119,7 +119,7 @@ def _from_task(task_dir: Path, _src: Path | None, labels: dict, target: int) -> 
 def _from_hear_folder(task_dir: Path, src: Path | None, labels: dict, target: int) -> RatePlan:
     assert src is not None
     rates = _rate_dirs(src)
-    rate = _pick(rates, target)
+    rate = _pick(rates, target, src)
 
     def files() -> Iterator[SourceFile]:
         for split, fname in _listed(labels):

@@ -193,6 +193,13 @@ def _own_reference(d: dict[str, Any], where: str) -> Reference:
     return Reference(name, module, model, pip, label, rate)
 
 
+def task_rates(refs: Sequence[Reference], base: Iterable[int] = (16000,)) -> list[int]:
+    """The ``<rate>/`` folders every task needs for ``refs`` besides ``base`` (abt reads 16 kHz):
+    the rates they declare. A reference without ``sample_rate`` is known only once validated
+    (:attr:`ReferenceCheck.sample_rate`)."""
+    return sorted({*base, *(r.sample_rate for r in refs if r.sample_rate is not None)})
+
+
 def pip_requirements(refs: Sequence[Reference]) -> list[str]:
     """What the kit's venv must install for ``refs`` beyond its pins (``ensure_env(extra=)``)."""
     return [r.pip for r in refs if r.pip]
