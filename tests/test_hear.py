@@ -364,6 +364,18 @@ def test_constraints_pins():
     plan = he._install_plan(he.CONSTRAINTS)
     assert plan[1][:2] == ["install", "--no-deps"] and plan[1][-1] == "heareval==2021.1.3"
     assert "--ignore-requires-python" in plan[2] and plan[2][-1] == "hearvalidator==2021.0.6"
+    # the measured references, unmodified from PyPI, after the kit and without their metadata's
+    # dependencies (numpy 1.19, tensorflow, a torchaudio for another torch)
+    assert plan[3][:2] == ["install", "--no-deps"]
+    assert plan[3][-2:] == ["hearbaseline==2021.1.1", "torchcrepe==0.0.24"]
+    assert len(plan) == 4
+    extra = he._install_plan(he.CONSTRAINTS, ["my-hear-module==1.0"])
+    assert extra[:4] == plan and extra[4] == [
+        "install",
+        "-c",
+        str(he.CONSTRAINTS),
+        "my-hear-module==1.0",
+    ]
 
 
 def test_conda_env_matches_constraints():
@@ -376,7 +388,9 @@ def test_conda_env_matches_constraints():
     ]
     pins = he.read_constraints()
     got = {he._norm(p.split("==")[0]): p.split("==")[1] for p in pip if not p.startswith("-")}
-    want = {k: v for k, v in pins.items() if k not in ("heareval", "hearvalidator")}
+    # installed with --no-deps by envs/hear.post-deploy.sh: the kit and the references' packages
+    post_deploy = ("heareval", "hearvalidator", *he.REFERENCE_NODEPS)
+    want = {k: v for k, v in pins.items() if k not in post_deploy}
     assert got == {**want, "torch": want["torch"] + "+cpu"}
 
 
@@ -406,6 +420,32 @@ def test_shims_in_a_subprocess(tmp_path):
         "assert 'pynvml.nvmlDeviceGetName' in hear_compat.PATCHED\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(he.SHIM_DIR), str(tmp_path)])}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_shims_for_the_references_in_a_subprocess(tmp_path):
+    """hearbaseline's librosa-0.8 call mel(44100, ...) gives librosa's own filters; torchcrepe's
+    `import torchaudio` finds the stand-in only when no torchaudio is installed."""
+    code = (
+        "import sys, hear_compat, librosa, numpy as np, torchaudio\n"
+        "a = librosa.filters.mel(44100, n_fft=4096, n_mels=256)\n"
+        "assert 'librosa.filters.mel' in hear_compat.PATCHED\n"
+        "assert np.array_equal(a, librosa.filters.mel(sr=44100, n_fft=4096, n_mels=256))\n"
+        "assert a.shape == (256, 2049)\n"
+        "print(getattr(torchaudio, 'ABT_STUB', False))\n"
+        "try:\n    torchaudio.load('x.wav')\n"
+        "except RuntimeError as e:\n    assert 'stand-in' in str(e)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(he.SHIM_DIR)}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "True"
+    # an installed torchaudio wins over the stand-in
+    (tmp_path / "torchaudio").mkdir()
+    (tmp_path / "torchaudio" / "__init__.py").write_text("REAL = True\n")
+    env["PYTHONPATH"] = os.pathsep.join([str(he.SHIM_DIR), str(tmp_path)])
+    code = "import torchaudio; assert torchaudio.REAL and not hasattr(torchaudio, 'ABT_STUB')"
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
