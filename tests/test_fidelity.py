@@ -1,4 +1,4 @@
-"""Fidelity to the thesis (issue 15): docs/fidelity.md names only keys the schema has, every
+"""Fidelity to the thesis: docs/fidelity.md names only keys the schema has, every
 option it documents is reachable from the configuration and changes behaviour, and the thesis's
 protocol holds where the code used to depart from it."""
 

@@ -156,7 +156,9 @@ def test_bad_checkpoints_raise_clear_errors(ckpts, tmp_path):
         load_model(str(tmp_path / "garbage.ckpt"))
     ck = torch.load(ckpts["conv"], weights_only=True)
     # weights of one encoder declared as another architecture
-    save_sealed(tmp_path / "m.ckpt", {**ck, "encoder": {"key": "x", "arch": "vitc_t", "kwargs": {}}})
+    save_sealed(
+        tmp_path / "m.ckpt", {**ck, "encoder": {"key": "x", "arch": "vitc_t", "kwargs": {}}}
+    )
     with pytest.raises(CheckpointError, match="does not match architecture 'vitc_t'"):
         load_model(str(tmp_path / "m.ckpt"))
     save_sealed(tmp_path / "u.ckpt", {**ck, "encoder": {"key": "x", "arch": "nope", "kwargs": {}}})

@@ -5,8 +5,8 @@ Run by the official kit as ``python -m heareval.embeddings.runner abt.hear --mod
 (see :mod:`abt.evaluation.heareval_env`). Only torch and numpy are imported, so the module works in
 the separate evaluation venv.
 
-Protocol (the authors' wrapper with its bugs fixed; shared/reference/original-code-spec.md §1.13,
-§1.16 items 19-20):
+Protocol (the authors' wrapper, jonahanton/SSL_audio, with its bugs fixed; docs/fidelity.md rows
+19-20):
 
 * **Front-end = pre-training front-end.** The log-mel parameters are the checkpoint's ``mels``
   (64 ms window, *not* the authors' HEAR ``win_length=400``).

@@ -1,7 +1,6 @@
 """The separate, pinned HEAR evaluation venv and the official kit's runners as subprocesses.
 
-heareval 2021.1.3 and hearvalidator 2021.0.6 run *unmodified* on Python 3.11 in their own venv
-(shared/reference/heareval-on-python311.md):
+heareval 2021.1.3 and hearvalidator 2021.0.6 run *unmodified* on Python 3.11 in their own venv:
 
 * every dependency pinned in ``envs/hear-eval.constraints.txt`` (modern numpy/numba,
   pytorch-lightning 1.9.5, ``setuptools<81`` because dcase_util/lightning import ``pkg_resources``);
