@@ -260,3 +260,47 @@ def test_a_csv_log_feeds_its_sink_the_stored_rows(tmp_path):
     quiet = CsvLog(tmp_path / "q.csv", enabled=False, sink=got.append)
     quiet.write({"step": 1, "loss": 1.0})
     assert len(got) == 2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_training_run_resumed_then_run_again_shows_every_step_once(backend, tmp_path):
+    """The trainer's rows through the tracker: trained one epoch, resumed to the end, then asked
+    to run again (it trains from scratch: the earlier attempt is hidden), the store holds each
+    step of train_metrics.csv exactly once, with the CSV's values."""
+    _need(backend)
+    import csv
+
+    from fakedata import tone_store
+
+    from abt.config import REPO_ROOT, load_config
+    from abt.jobs.pretrain import pretrain
+    from abt.runspec import resolve
+    from abt.tracking import run_name
+
+    (tmp_path / "pool").mkdir()
+    store = tone_store(tmp_path / "pool", 24, seed=0, seconds=(0.6, 1.6), noise=0.02,
+                       stats_crops=100)  # fmt: skip
+    cfg = load_config(REPO_ROOT / "config.yaml")
+    tiny = {"epochs": 2, "batch_size": 8, "projector": {"hidden_dims": [64], "out_dim": 32},
+            "log_every": 1}  # fmt: skip
+    run = resolve(cfg, overrides=tiny)
+    track = {**cfg["track"], "backend": backend, "dir": str(tmp_path / "tracking")}
+    out = tmp_path / "run"
+
+    def check() -> None:
+        with open(out / "train_metrics.csv") as fh:
+            rows = list(csv.DictReader(fh))
+        got = store_points(backend, tmp_path / "tracking", run_name(out))
+        cols = [c for c in rows[0] if c != "step"]
+        assert {"loss", "epoch"} <= set(cols) and set(got) == {f"train/{c}" for c in cols}
+        for col in cols:
+            want = [(int(r["step"]), float(r[col])) for r in rows]
+            have = sorted(got[f"train/{col}"])
+            assert [s for s, _ in have] == [s for s, _ in want]  # each step once
+            assert [v for _, v in have] == pytest.approx([v for _, v in want], rel=1e-6)
+
+    pretrain(run, str(store), str(out), track=track, stop_after_epochs=1)
+    pretrain(run, str(store), str(out), track=track)  # resumes: the restored rows, then the rest
+    check()
+    pretrain(run, str(store), str(out), track=track)  # finished, asked again: from scratch
+    check()

@@ -289,6 +289,12 @@ def _pre_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--sweep-params", default=None, help="a sweep's best_params.yaml to apply")
     p.add_argument(
+        "--track-json",
+        default=None,
+        help="an experiment tracker's settings (the config's track section as JSON; with "
+        "--config the config's own track section is used)",
+    )
+    p.add_argument(
         "--stop-after-epochs",
         type=_positive_int,
         default=None,
@@ -322,12 +328,17 @@ def _pre(a: argparse.Namespace) -> int:
 
     if a.threads:
         torch.set_num_threads(a.threads)
+    track = None
     if a.run_json:
         with open(a.run_json) as fh:
             run = RunSpec.from_dict(json.load(fh))
     else:
         cfg = _load_cfg(a.config, check=True, inputs=False)  # the data is --store
         run = resolve(cfg, a.encoder, a.variant, a.seed)
+        track = cfg["track"]
+    if a.track_json:
+        with open(a.track_json) as fh:
+            track = json.load(fh)
     mon: dict = {}
     if a.monitor_json:
         with open(a.monitor_json) as fh:
@@ -336,7 +347,7 @@ def _pre(a: argparse.Namespace) -> int:
         run, a.store, a.out, device=a.device, stop_after_epochs=a.stop_after_epochs,
         monitor=mon.get("monitor"), monitor_task_dir=mon.get("task_dir"),
         monitor_stores=mon.get("stores_dir"), sweep_params=a.sweep_params,
-        wait_for_lock=a.wait_for_lock,
+        wait_for_lock=a.wait_for_lock, track=track,
     )  # fmt: skip
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(res, indent=2))

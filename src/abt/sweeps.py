@@ -182,12 +182,15 @@ def run_trials(
     slot: int = 0,
     seed: int = 0,
     device: str = "auto",
+    track: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One worker: run trials of ``base`` with parameters from ``space`` until the study holds
     ``settings["trials"]`` finished (complete or pruned) trials. Several workers (any ``slot``)
-    may share the study."""
+    may share the study. ``track`` (the config's ``track`` section): each trial's training and
+    probe rows go to the tracker as the run ``sweeps/<name>/trials/<number>``."""
     optuna = quiet_optuna()
     from abt.probe import ProbeMonitor
+    from abt.tracking import open_tracker
     from abt.trainer import Trainer
 
     base = RunSpec.from_dict(base)
@@ -230,7 +233,10 @@ def run_trials(
             return res
 
         try:
-            Trainer(run, store_dir, str(run_dir), device=device, callbacks=[report]).fit()
+            tracker = open_tracker(track, f"sweeps/{name}/trials/{trial.number:04d}")
+            Trainer(
+                run, store_dir, str(run_dir), device=device, callbacks=[report], tracker=tracker
+            ).fit()
         except optuna.TrialPruned:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             ran.append((trial.number, "PRUNED"))

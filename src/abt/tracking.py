@@ -39,6 +39,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -331,6 +332,17 @@ def _mlflow(track: Mapping[str, Any], run: str, experiment: str) -> MlflowTracke
 
 
 TRACKERS.add("mlflow", _mlflow)
+
+
+def run_name(run_dir: str | Path) -> str:
+    """The tracker's name of the run in ``run_dir``: its path relative to the working directory
+    (the workflow's ``results/pretrain/<encoder>/<variant>/seed<n>``), else its absolute path
+    without the leading ``/`` (a name, never a location: the store lives under ``track.dir``)."""
+    p = Path(os.path.abspath(run_dir))
+    try:
+        return p.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return p.as_posix().lstrip("/")
 
 
 def open_tracker(track: Mapping[str, Any] | None, run: str, *, experiment: str = "abt") -> Tracker:

@@ -72,6 +72,7 @@ from abt.methods import build_method
 from abt.optim import WarmupCosine, build_optimizer
 from abt.runlog import CsvLog
 from abt.runspec import RunSpec
+from abt.tracking import Tracker
 
 RESUME_FORMAT = "abt-resume/3"  # 3: sealed with a content digest, kept in _staging/
 
@@ -120,6 +121,7 @@ class Trainer:
         callbacks: Sequence[EpochCallback] = (),
         progress: bool | None = None,
         log: Callable[[str], None] = print,
+        tracker: Tracker | None = None,
     ) -> None:
         self.spec = RunSpec.from_dict(run)
         self.cfg = self.spec.to_dict()  # what hparams.yaml and the checkpoints hold
@@ -225,9 +227,17 @@ class Trainer:
         self.scaler, self._scaler_carried = self._make_scaler()
         self.epoch = 0  # completed epochs
         self.step = 0  # completed optimiser steps
-        self.metrics = CsvLog(self.files.staging / "train_metrics.csv", enabled=self.dist.main)
+        # the optional experiment tracker mirrors the rows the CSVs store (rank 0 only)
+        self.tracker = tracker if tracker is not None and self.dist.main else Tracker()
+        self.metrics = CsvLog(
+            self.files.staging / "train_metrics.csv",
+            enabled=self.dist.main,
+            sink=self.tracker.feed("step", "train/"),
+        )
         self.epoch_metrics = CsvLog(
-            self.files.staging / "epoch_metrics.csv", enabled=self.dist.main
+            self.files.staging / "epoch_metrics.csv",
+            enabled=self.dist.main,
+            sink=self.tracker.feed("step", "probe/"),
         )
         self.provenance = {
             "run": self.spec.digest(),
@@ -617,7 +627,7 @@ class Trainer:
                 lock = folder_lock(self.run_dir, "pre-training run", self.log, wait=wait_for_lock)
             else:
                 lock = contextlib.nullcontext(False)
-            with lock as waited:
+            with lock as waited, self.tracker:  # the tracker is flushed and closed at the end
                 return self._fit(stop_after_epochs, bool(waited))
         except KeyboardInterrupt:
             raise Interrupted(self.interrupted_message()) from None
@@ -636,9 +646,11 @@ class Trainer:
         if done is not None:
             return done
         if not self.try_resume():
+            self.tracker.start_over()  # what a tracker holds of an earlier attempt is not this run
             self.metrics.restore("")
             self.epoch_metrics.restore("")
         if main:
+            self.tracker.log_params(self.cfg)
             with open(self.files.staging / "hparams.yaml", "w") as fh:
                 yaml.safe_dump(self.cfg, fh, sort_keys=False)
         barrier(self.dist)

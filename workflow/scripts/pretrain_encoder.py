@@ -23,4 +23,5 @@ run(
     monitor_stores=sm.input.get("monitor_stores"),
     sweep_params=sm.input.get("sweep_params"),
     wait_for_lock=True,
+    track=sm.config.get("track"),  # the experiment tracker: not a param (never decides a re-run)
 )

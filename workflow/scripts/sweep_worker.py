@@ -24,4 +24,5 @@ run(
     monitor_stores=sm.input.monitor_stores,
     slot=int(sm.wildcards.slot),
     out_json=sm.output[0],
+    track=sm.config.get("track"),  # the experiment tracker: not a param (never decides a re-run)
 )

@@ -17,7 +17,7 @@ from abt.runspec import RunSpec
 
 #: what a run writes in its folder (the layout of :mod:`abt.rundir`, torchrun's files)
 RUN_ENTRIES = (*rundir.OUTPUTS, rundir.STAGING, rundir.FINISHED, rundir.SUPERSEDED,
-               *rundir.LEGACY, "run.json", "monitor.json")  # fmt: skip
+               *rundir.LEGACY, "run.json", "monitor.json", "track.json")  # fmt: skip
 RUN_OUTPUT = OutputKind(
     "a pre-training run", legacy=lambda d: any((d / e).exists() for e in RUN_ENTRIES)
 )
@@ -53,12 +53,15 @@ def pretrain(
     sweep_params: str | None = None,
     stop_after_epochs: int | None = None,
     wait_for_lock: bool = False,
+    track: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One pre-training run (resumes from ``run_dir/_staging`` when it is this run's), with
     linear-probe monitoring on ``monitor_task_dir`` when ``monitor.task`` is set;
     ``sweep_params`` (a ``best_params.yaml``) overrides the configured hyper-parameters with a
     sweep's best. ``wait_for_lock``: wait for another process writing ``run_dir`` (and return
-    its summary, untrained, if it finished this very run) instead of failing."""
+    its summary, untrained, if it finished this very run) instead of failing. ``track`` (the
+    config's ``track`` section, :mod:`abt.tracking`) mirrors the metric rows into an experiment
+    tracker as the run named by ``run_dir``; it never decides a re-run."""
     check_device(device)
     check_run_dir(run_dir, store_dir, monitor_task_dir=monitor_task_dir,
                   monitor_stores=monitor_stores, sweep_params=sweep_params)  # fmt: skip
@@ -82,7 +85,10 @@ def pretrain(
         )
     rundir.RunDir(run_dir).check_usable()  # creates it, or a one-line error (read-only, a file)
     mark(run_dir, RUN_OUTPUT)  # the folder is a run's from now on
-    trainer = Trainer(spec, store_dir, run_dir, device=device, callbacks=callbacks)
+    from abt.tracking import open_tracker, run_name
+
+    tracker = open_tracker(track, run_name(run_dir))
+    trainer = Trainer(spec, store_dir, run_dir, device=device, callbacks=callbacks, tracker=tracker)
     return trainer.fit(stop_after_epochs=stop_after_epochs, wait_for_lock=wait_for_lock)
 
 
@@ -114,6 +120,9 @@ def pretrain_torchrun(
         cmd += ["--monitor-json", str(d / "monitor.json")]
     if options.get("sweep_params"):
         cmd += ["--sweep-params", options["sweep_params"]]
+    if (options.get("track") or {}).get("backend", "none") != "none":
+        (d / "track.json").write_text(json.dumps(dict(options["track"]), indent=1))
+        cmd += ["--track-json", str(d / "track.json")]
     if options.get("wait_for_lock"):
         cmd += ["--wait-for-lock"]
     if options.get("device", "auto") != "auto":
@@ -140,6 +149,7 @@ def sweep_worker(
     slot: int,
     out_json: str,
     device: str = "auto",
+    track: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One worker of sweep ``name`` (several share the study: :func:`abt.sweeps.run_trials`);
     writes what it ran to ``out_json``."""
@@ -147,7 +157,7 @@ def sweep_worker(
 
     res = run_trials(
         name, space, settings, run, monitor, sweep_dir, store_dir, monitor_task_dir,
-        monitor_stores, slot=slot, seed=seed, device=device,
+        monitor_stores, slot=slot, seed=seed, device=device, track=track,
     )  # fmt: skip
     with open(out_json, "w") as fh:
         json.dump(res, fh, indent=1)
