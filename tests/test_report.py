@@ -497,9 +497,9 @@ def test_reference_gain_verdict_hand_computed(tmp_path):
         "significant": [False, True, True], "better": [False, True, True],
     })  # fmt: skip
     df.to_csv(tmp_path / "hear_vs_random.csv", index=False)
-    spec = {"reference": "Ref", "fraction": 0.75,
-            "tasks": {"embedded_emotion": {"reference": 0.583, "random_init": 0.467},
-                      "embedded_envsounds": {"reference": 0.880, "random_init": 0.670}}}  # fmt: skip
+    tasks = {"embedded_emotion": {"reference": 0.583, "random_init": 0.467},
+             "embedded_envsounds": {"reference": 0.880, "random_init": 0.670}}  # fmt: skip
+    spec = {"reference": "Ref", "fraction": 0.75, "tasks": tasks}
     emo, env = recovered_fractions(df, spec)  # pitch has no reference figure: not a row
     assert emo["reference_gain"] == pytest.approx(0.116)
     assert emo["fraction"] == pytest.approx(0.062 / 0.116)  # 53 %
