@@ -92,6 +92,18 @@ def test_probe_scores_report_mean_and_std():
     assert set(out) == {"probe_metric", "probe_100", "probe_5pc_mean", "probe_5pc_std"}
 
 
+def test_low_shot_spread_is_the_population_std_of_the_subsets(monkeypatch):
+    """Table 4.5's "± std" over the three 5pC subsets is the authors' np.std (ddof 0)."""
+    from abt import probe
+
+    scores = iter([0.9, 0.2, 0.4, 0.9])  # the 100 % probe, then the three subsets
+
+    monkeypatch.setattr(probe, "fit_linear_probe", lambda *a, **k: {"test": next(scores)})
+    out = probe_scores(separable(), ProbeConfig())
+    assert out["probe_5pc_mean"] == pytest.approx(0.5)
+    assert out["probe_5pc_std"] == pytest.approx(np.sqrt(((0.3**2) + (0.1**2) + (0.4**2)) / 3))
+
+
 def test_split_roles_for_kfold_and_trainvaltest():
     assert _split_roles(["train", "valid", "test"]) == {
         "train": ["train"],

@@ -480,3 +480,42 @@ def test_study_figure_draws_each_hear_l_interval_at_its_row(plot):
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_reference_gain_verdict_hand_computed(tmp_path):
+    """The fraction of a reference model's gain the run recovers: (trained - own random init) /
+    (reference - its random init), its interval from the paired difference's, per task; 'met'
+    only when every target task reaches the fraction and none is missing."""
+    from abt.report.targets import recovered_fractions, reference_gain_verdict
+
+    df = pd.DataFrame({
+        "encoder": ["audiontt"] * 3,
+        "task": ["embedded_emotion", "embedded_envsounds", "embedded_pitch"],
+        "trained": [0.529, 0.870, 0.70], "random_init": [0.467, 0.690, 0.59],
+        "diff": [0.062, 0.180, 0.11], "diff_lo": [0.0, 0.126, 0.05],
+        "diff_hi": [0.116, 0.222, 0.16],
+        "significant": [False, True, True], "better": [False, True, True],
+    })  # fmt: skip
+    df.to_csv(tmp_path / "hear_vs_random.csv", index=False)
+    tasks = {"embedded_emotion": {"reference": 0.583, "random_init": 0.467},
+             "embedded_envsounds": {"reference": 0.880, "random_init": 0.670}}  # fmt: skip
+    spec = {"reference": "Ref", "fraction": 0.75, "tasks": tasks}
+    emo, env = recovered_fractions(df, spec)  # pitch has no reference figure: not a row
+    assert emo["reference_gain"] == pytest.approx(0.116)
+    assert emo["fraction"] == pytest.approx(0.062 / 0.116)  # 53 %
+    assert (emo["fraction_lo"], emo["fraction_hi"]) == pytest.approx((0.0, 1.0))
+    assert env["fraction"] == pytest.approx(0.18 / 0.21) and env["met"] and not emo["met"]
+    (line,) = reference_gain_verdict(tmp_path, spec)
+    assert line.startswith("AudioNTT: of the gain over random initialisation that Ref shows")
+    assert f"{task_label('embedded_emotion')} 53% [0%, 100%] (+0.062 of +0.116)" in line
+    assert f"{task_label('embedded_envsounds')} 86% [60%, 106%] (+0.180 of +0.210)" in line
+    assert line.endswith("Target: at least 75% on each: NOT met.")
+    spec["fraction"] = 0.5
+    assert reference_gain_verdict(tmp_path, spec)[0].endswith(": met.")
+    spec["tasks"]["embedded_genre"] = {"reference": 0.725, "random_init": 0.470}
+    (line,) = reference_gain_verdict(tmp_path, spec)  # a target task the run did not score
+    assert f"not evaluated on {task_label('embedded_genre')}" in line and line.endswith("NOT met.")
+    assert reference_gain_verdict(tmp_path, None) == []
+    spec["tasks"]["embedded_emotion"] = {"reference": 0.4, "random_init": 0.467}
+    with pytest.raises(ValueError, match="embedded_emotion: the reference"):
+        recovered_fractions(df, spec)

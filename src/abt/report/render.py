@@ -32,6 +32,7 @@ from abt.report.catalogue import (
     task_category,
     task_label,
 )
+from abt.report.targets import reference_gain_verdict
 
 SOFTWARE = ("abt", "torch", "numpy", "librosa", "pandas", "seaborn", "matplotlib", "jinja2",
             "optuna", "snakemake", "scikit-learn", "scipy", "soundfile")  # fmt: skip
@@ -533,15 +534,15 @@ def render(
     for label, p in hparams.items():
         text = Path(p).read_text() if Path(p).is_file() else ""
         runs[label] = {"yaml": text, "sha": hashlib.sha256(text.encode()).hexdigest()[:12]}
+    targets = (cfg.get("report") or {}).get("targets") or {}
     ctx = {
         "scale": scale,
         "scope": scope,
         "generated": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "tables": tables,
         "figures": figs,
-        "verdict": pretraining_verdict(
-            tables_dir, (cfg.get("report") or {}).get("targets", {}).get("beats_random_tasks")
-        )
+        "verdict": pretraining_verdict(tables_dir, targets.get("beats_random_tasks"))
+        + reference_gain_verdict(tables_dir, targets.get("reference_gain"))
         + study_verdicts(studies, cfg),
         "software": software_versions(),
         "hear": _hear_settings(cfg),
