@@ -129,6 +129,13 @@ def test_every_hand_command_in_the_readme_works(tmp_path):
             # the paper's data is not on this machine: a clear error naming the key
             assert r.returncode == 2 and "data.pretrain.audio_dir" in r.stderr, r.stderr
             continue
+        if "my-pkg==1.0" in argv:
+            # the README's placeholder for the user's own package, not on any index: a clear
+            # error naming the requirement, before any task runs
+            assert r.returncode == 2 and "installing my-pkg==1.0 into the kit's venv failed" in (
+                r.stderr
+            ), r.stderr
+            continue
         assert r.returncode == 0, f"{line}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
     assert (store / "stats.json").is_file() and (run / "model.ckpt").is_file()
     assert (tmp_path / "ddp" / "model.ckpt").is_file() and (tmp_path / "encoders.csv").is_file()
