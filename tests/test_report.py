@@ -396,6 +396,10 @@ def test_the_fine_tuning_table_from_two_results(tmp_path):
     assert r"{[}ABT{]} AudioNTT (random init) & 0.375 {[}0.250, 0.500{]} \\" in frag
     page = (out / "report.html").read_text()
     assert "Fine-tuning (beyond the thesis)" in page and "0.375 [0.250, 0.500]" in page
+    if shutil.which("pdflatex"):
+        r = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "tables.tex"],
+                           cwd=out, capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert r.returncode == 0, r.stdout[-3000:]
 
     # no fine-tuning (finetune.tasks empty: no results): no table, no file
     bare = tmp_path / "bare"

@@ -230,7 +230,7 @@ def tiny_run(tmp_path_factory):
     """The whole default DAG on a tiny configuration, run once for the tests below (CI runs it):
     embedded data at scale 0.05, stores, baselines, encoder tables, a short AudioNTT pre-training
     with probe monitoring, and the official HEAR kit (fast grid) on the trained and the
-    random-init encoder for every embedded task."""
+    random-init encoder for every embedded task, and the fine-tuning of both on one task."""
     tmp = tmp_path_factory.mktemp("wf")
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     cfg["embedded"].update(scale=0.05, task_scale=None)
@@ -319,7 +319,14 @@ def test_report_end_to_end(tiny_run):
     t41 = pd.read_csv(tiny_run / "results/tables/main/table_4_1.csv")
     assert set(t41["kind"]) == {"trained", "random_init"}
     tex = (tiny_run / "report/tables.tex").read_text()
-    for key in ("table_3_1", "table_4_1", "table_4_4", "table_4_5", "table_4_6", "reported_4_6"):
+    ft = pd.read_csv(tiny_run / "results/tables/main/finetune.csv")  # beyond the thesis
+    assert ft[["encoder", "variant", "task"]].values.tolist() == [
+        ["audiontt", "baseline", "embedded_envsounds"],
+        ["audiontt", "random_init", "embedded_envsounds"],
+    ]
+    assert ((ft["ci_low"] <= ft["test"]) & (ft["test"] <= ft["ci_high"])).all()
+    keys = ("table_3_1", "table_4_1", "table_4_4", "table_4_5", "table_4_6", "reported_4_6")
+    for key in (*keys, "finetune"):
         assert (
             rf"\input{{tables/{key}}}" in tex and (tiny_run / f"report/tables/{key}.tex").exists()
         )
