@@ -82,7 +82,8 @@ def test_every_hand_command_in_the_readme_works(tmp_path):
     assert len(cmds) >= 8, cmds
     emb, store, run = tmp_path / "data/embedded", tmp_path / "store", tmp_path / "run"
     tiny = tmp_path / "tiny.yaml"  # scale knobs only, for a 2-core CI box
-    tiny.write_text(yaml.safe_dump({"pretrain": {"epochs": 2, "batch_size": 32}}))
+    tiny.write_text(yaml.safe_dump({"pretrain": {"epochs": 2, "batch_size": 32},
+                                    "finetune": {"epochs": 1}}))  # fmt: skip
     subs = {
         "data/embedded": str(emb),
         "clips.csv": str(emb / "pool/clips.csv"),
@@ -98,6 +99,9 @@ def test_every_hand_command_in_the_readme_works(tmp_path):
         "my_audio/": str(emb / "tasks"),  # "Use a model": a folder of audio files
         "embeddings/": str(tmp_path / "embeddings"),
         "exported/audiontt": str(tmp_path / "exported"),
+        "TASK_DIR": str(emb / "tasks/embedded_envsounds-v1-full"),  # "Fine-tune a model"
+        "STORES": str(tmp_path / "task-stores"),
+        "finetune/envsounds.json": str(tmp_path / "finetune/envsounds.json"),
     }
     # what makes each command small enough here (appended; argparse takes the last value)
     smaller = {
@@ -118,8 +122,10 @@ def test_every_hand_command_in_the_readme_works(tmp_path):
             argv += ["--device", "cpu", "--out", str(tmp_path / "ddp")]
         elif argv[0] == "abt":
             argv = [sys.executable, "-m", "abt.cli", *argv[1:]]
-            if argv[3] == "pretrain":
+            if argv[3] in ("pretrain", "finetune"):
                 argv += ["--config", str(tiny)]
+            if argv[3] == "finetune":  # the task's stores, as the workflow computes them
+                _task_stores(subs["TASK_DIR"], subs["STORES"])
             argv += smaller.get(argv[3], [])
         else:
             argv = [sys.executable, *argv[1:]]
@@ -142,6 +148,15 @@ def test_every_hand_command_in_the_readme_works(tmp_path):
     assert (tmp_path / "hear-16k" / "toy-v1-full" / "16000").is_dir()
     assert (tmp_path / "embeddings" / "index.csv").is_file()
     assert (tmp_path / "exported" / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "finetune/envsounds.json").read_text())["epochs_run"] == 1
+
+
+def _task_stores(task_dir: str, out: str) -> None:
+    from abt.config import load_config
+    from abt.jobs.data import compute_task_mels
+
+    cfg = load_config(ROOT / "config.yaml")
+    compute_task_mels(task_dir, cfg["mels"], cfg["preprocess"], out)
 
 
 def one_line_error(r, *parts, whole_stderr=False):

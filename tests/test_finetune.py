@@ -6,6 +6,7 @@ test predictions as the HEAR scores' do, and bad tasks or settings are clear err
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -333,3 +334,125 @@ def test_bad_tasks_and_settings_are_clear_errors(toy, tmp_path):
         build_finetune_optimizer(FinetuneModel(hear, 3, head_norm=False, seed=0),
                                  settings(optimizer={"name": "adamw", "lr": 1e-3,
                                                      "momentum": 0.9}))  # fmt: skip
+
+
+# ------------------------------------------------------------------ the command and the workflow
+
+
+def _abt(*args, timeout=600):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT / "src")}
+    return subprocess.run([sys.executable, "-m", "abt.cli", *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+def test_the_command_fine_tunes_with_the_configs_settings(toy, tmp_path):
+    """`abt finetune` reads the `finetune` section through the schema (defaults filled, --config
+    merged over config.yaml), writes the result and its predictions, and refuses to overwrite a
+    file it did not write; bad inputs are one-line errors."""
+    import yaml
+
+    conf = tmp_path / "tiny.yaml"
+    conf.write_text(yaml.safe_dump({"finetune": {**TINY, "tasks": [], "random_init": False}}))
+    out = tmp_path / "out" / "toy.json"
+    r = _abt("finetune", toy["ckpt"], toy["task"], toy["stores"], "--out", out,
+             "--config", conf, "--device", "cpu")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    printed, res = json.loads(r.stdout), json.loads(out.read_text())
+    assert res["settings"] == dataclasses.asdict(settings())  # TINY + the schema's defaults
+    assert res["checkpoint"] == str(toy["ckpt"]) and res["device"] == "cpu"
+    assert printed["test"] == res["test"] and printed["n_test"] == 6 == res["n_test"]
+    assert res["epochs_run"] <= TINY["epochs"] and res["ci_low"] <= res["test"] <= res["ci_high"]
+    with np.load(out.with_name("toy.predictions.npz")) as z:
+        assert z["prediction"].shape == z["target"].shape == (6, 3)
+        items = TaskItems(
+            "toy_ft",
+            "top1_acc",
+            [
+                Split(
+                    "test",
+                    "top1_acc",
+                    {"correct": (z["prediction"].argmax(1) == z["target"].argmax(1)).astype(float)},
+                )
+            ],
+        )
+        assert items.score() == res["test"]  # fmt: skip
+
+    foreign = tmp_path / "notes.json"
+    foreign.write_text('{"mine": 1}')
+    missing = tmp_path / "no-stores"
+    for args, says in [
+        ((toy["ckpt"], toy["task"], toy["stores"], "--out", foreign),
+         f"{foreign} exists and is not a fine-tuning result written by abt"),
+        ((toy["ckpt"], toy["task"], missing, "--out", tmp_path / "x.json"), str(missing)),
+        ((toy["ckpt"], tmp_path / "no-task", toy["stores"], "--out", tmp_path / "x.json"),
+         "task directory does not exist"),
+        ((toy["ckpt"], toy["task"], toy["stores"], "--out", toy["stores"] / "train" / "r.json"),
+         "lies inside the input stores"),
+    ]:  # fmt: skip
+        r = _abt("finetune", *args, "--config", conf, "--device", "cpu")
+        assert r.returncode == 2 and says in r.stderr, r.stderr
+        assert r.stderr.startswith("abt finetune: error:") and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert foreign.read_text() == '{"mine": 1}'
+
+
+def _cfg(**finetune):
+    import copy
+
+    cfg = copy.deepcopy(CFG)
+    cfg["run"] = {**cfg["run"], "encoders": ["audiontt", "resnet18"], "seeds": [3, 1]}
+    cfg["finetune"] = {**cfg["finetune"], **finetune}
+    return cfg
+
+
+def test_the_workflow_fine_tunes_each_main_run_and_its_random_init_on_each_task():
+    """Per encoder of the report: its main run (baseline, the first seed) and, with
+    finetune.random_init, its random initialisation, on every task of finetune.tasks."""
+    from abt import plan
+
+    tasks = ["embedded_envsounds", "embedded_emotion"]
+    got = plan.finetune_results(_cfg(tasks=tasks, random_init=True), ["audiontt", "resnet18"])
+    assert got == {
+        e: {v: {t: f"results/finetune/{e}/{v}/seed3/{t}.json" for t in tasks}
+            for v in ("baseline", "random_init")}
+        for e in ("audiontt", "resnet18")
+    }  # fmt: skip
+    got = plan.finetune_results(_cfg(tasks=tasks[:1], random_init=False), ["resnet18"])
+    one = "results/finetune/resnet18/baseline/seed3/embedded_envsounds.json"
+    assert got == {"resnet18": {"baseline": {"embedded_envsounds": one}}}
+    cfg = _cfg(tasks=[], random_init=True)
+    assert plan.finetune_results(cfg, ["audiontt"]) == {} and plan.finetune_variants(cfg) == []
+    # the predictions the job writes lie where the workflow declares them
+    w = {"encoder": "audiontt", "variant": "baseline", "seed": 0, "task": "embedded_envsounds"}
+    res = Path(plan.FINETUNE.format(**w))
+    assert Path(plan.FINETUNE_PREDICTIONS.format(**w)) == res.with_name(
+        f"{res.stem}.predictions.npz"
+    )
+
+
+def test_a_fine_tuning_job_reruns_when_a_setting_changes_not_when_the_task_list_does():
+    from abt import plan
+
+    params = plan.finetune_params(_cfg(tasks=["embedded_envsounds"]))
+    assert set(params) == {f.name for f in dataclasses.fields(FinetuneSettings)}
+    more = _cfg(tasks=["embedded_envsounds", "embedded_emotion"], random_init=False)
+    assert repr(plan.finetune_params(more)) == repr(params)
+    shuffled = _cfg()
+    shuffled["finetune"] = dict(reversed(list(shuffled["finetune"].items())))
+    assert repr(plan.finetune_params(shuffled)) == repr(params)
+    for key, value in [("epochs", 9), ("seed", 1), ("masking", {**CFG["finetune"]["masking"],
+                                                                "n_time": 2})]:  # fmt: skip
+        assert plan.finetune_params(_cfg(**{key: value})) != params, key
+
+
+def test_a_fine_tuning_task_the_configuration_does_not_evaluate_fails_naming_the_key():
+    from abt.checks import check_config
+    from abt.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"'finetune.tasks.1': 'embedded_envsound' is not one"):
+        check_config(_cfg(tasks=["embedded_emotion", "embedded_envsound"]), inputs=False)
+    check_config(_cfg(tasks=[]), inputs=False)

@@ -22,7 +22,7 @@ from abt.jobs.report import paper_tables
 from abt.report import aggregate as agg
 from abt.report.catalogue import reported, task_category, task_label
 from abt.report.figures import plot_study, plot_training_curves
-from abt.report.render import pretraining_verdict, render, tex_escape
+from abt.report.render import finetune_table, pretraining_verdict, render, tex_escape
 from abt.runspec import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -350,6 +350,61 @@ def test_report_renders_compilable_latex_and_html(tmp_path):
     assert "[Reported, not measured]" in page and "embedded-default" in page
     assert "torch" in page and "hparams.yaml sha256" in page
     assert "&amp; 50% _x_" in page  # HTML-escaped
+
+
+def _finetune_result(path, task, test, lo, hi, **more):
+    """A fine-tuning result JSON as abt.finetune.finetune writes it (the fields the table reads,
+    plus what it ignores)."""
+    path.write_text(json.dumps({
+        "checkpoint": "model.ckpt", "task": task, "metric": "top1_acc", "test": test,
+        "ci_low": lo, "ci_high": hi, "n_test": 60, "valid": 0.5, "best_epoch": 3,
+        "epochs_run": 6, "history": [], "settings": {}, **more,
+    }))  # fmt: skip
+    return str(path)
+
+
+def test_the_fine_tuning_table_from_two_results(tmp_path):
+    """One row per encoder (trained, then random init), one column per task: the score with its
+    95 % interval, labelled as measured here, beyond the thesis, EVAR's protocol."""
+    cfg, tables, enc, summ, figs, hp = _fake_outputs(tmp_path)
+    trained = _finetune_result(tmp_path / "t.json", "embedded_envsounds", 0.625, 0.5, 0.75)
+    rand = _finetune_result(tmp_path / "r.json", "embedded_envsounds", 0.375, 0.25, 0.4999)
+    ft = {"audiontt": {"baseline": {"embedded_envsounds": trained},
+                       "random_init": {"embedded_envsounds": rand}}}  # fmt: skip
+    scores, run = [str(tmp_path / "scores.csv")], {"audiontt": str(tmp_path / "run")}
+    paper_tables(["audiontt"], scores, run, str(tables), finetune=ft)
+    csv = pd.read_csv(tables / "finetune.csv")
+    assert csv[["variant", "test", "ci_low", "n_test", "best_epoch"]].values.tolist() == [
+        ["baseline", 0.625, 0.5, 60, 3], ["random_init", 0.375, 0.25, 60, 3]]  # fmt: skip
+    [t] = finetune_table(str(tables), "embedded-default", cfg["finetune"])
+    assert t.key == "finetune" and t.title == "Fine-tuning (beyond the thesis)"
+    assert t.columns == ["Model", "EnvSounds (top1_acc)"] and not t.reported
+    assert t.rows == [["[ABT] AudioNTT", "0.625 [0.500, 0.750]"],
+                      ["[ABT] AudioNTT (random init)", "0.375 [0.250, 0.500]"]]  # fmt: skip
+    assert t.bold_rows == {0}
+    assert "Measured here at scale 'embedded-default', not in the thesis" in t.caption
+    assert "EVAR's fine-tuning protocol (at most 8 epochs" in t.caption
+    assert "0.1 times the head's learning rate" in t.caption and "95 % interval" in t.caption
+
+    out = tmp_path / "report"
+    out.mkdir()
+    render(cfg, "main", str(tables), str(enc), {}, {}, {}, str(out / "tables.tex"),
+           str(out / "report.html"))  # fmt: skip
+    frag = (out / "tables" / "finetune.tex").read_text()
+    assert r"\input{tables/finetune}" in (out / "tables.tex").read_text()
+    assert r"\textbf{{[}ABT{]} AudioNTT} & \textbf{0.625 {[}0.500, 0.750{]}} \\" in frag
+    assert r"{[}ABT{]} AudioNTT (random init) & 0.375 {[}0.250, 0.500{]} \\" in frag
+    page = (out / "report.html").read_text()
+    assert "Fine-tuning (beyond the thesis)" in page and "0.375 [0.250, 0.500]" in page
+    if shutil.which("pdflatex"):
+        r = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "tables.tex"],
+                           cwd=out, capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert r.returncode == 0, r.stdout[-3000:]
+
+    # no fine-tuning (finetune.tasks empty: no results): no table, no file
+    bare = tmp_path / "bare"
+    paper_tables(["audiontt"], scores, run, str(bare), finetune={})
+    assert not (bare / "finetune.csv").exists() and finetune_table(str(bare), "x") == []
 
 
 def test_tex_escape():

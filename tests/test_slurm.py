@@ -23,6 +23,7 @@ GPU_RULES = {
     "extract_hear_embeddings",
     "evaluate_hear_run",
     "linear_eval",
+    "finetune",
 }
 # poll the fake scheduler quickly (the plugin waits 40 s before its first status check)
 FAST_POLLING = [

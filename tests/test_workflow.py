@@ -72,6 +72,28 @@ def test_dry_run_builds_the_data_dag():
     assert counts["extract_hear_embeddings"] == 2 + n_aug and hear_l == 4
     assert counts["evaluate_hear_run"] == counts["extract_hear_embeddings"]
     assert counts["report"] == 1 and "report_full" not in counts
+    # fine-tuning (beyond the thesis): the main encoder and its random init on each
+    # finetune.tasks entry, for the report's table
+    assert cfg["finetune"]["tasks"] == ["embedded_envsounds"] and cfg["finetune"]["random_init"]
+    assert counts["finetune"] == 2
+
+
+@pytest.mark.parametrize("tasks, random_init, jobs", [
+    (["embedded_envsounds", "embedded_emotion"], True, 4),
+    (["embedded_envsounds"], False, 1),
+    ([], True, 0),
+])  # fmt: skip
+def test_the_default_target_plans_a_fine_tuning_per_run_and_task(
+    tmp_path, tasks, random_init, jobs
+):
+    p = tmp_path / "ft.yaml"
+    p.write_text(yaml.safe_dump({"finetune": {"tasks": tasks, "random_init": random_init}}))
+    r = smk("--dry-run", "--forceall", "--quiet", "rules", "--configfile", str(p))
+    assert r.returncode == 0, r.stdout + r.stderr
+    counts = job_counts(r.stdout + r.stderr)
+    assert counts.get("finetune", 0) == jobs
+    assert counts["compute_task_mels"] == len({"embedded_envsounds", *tasks})  # + monitoring's
+    assert counts["report"] == counts["paper_tables"] == 1
 
 
 def test_dry_run_of_the_main_report():
@@ -93,6 +115,7 @@ def test_dry_run_of_the_main_report():
     assert counts["ablation_summary"] == len(aug) + 1 and counts["study_summary"] == 1
     assert counts["encoder_tables"] == counts["paper_tables"] == counts["report"] == 1
     assert counts["training_curves_figure"] == counts["study_figure"] == 1
+    assert counts["finetune"] == 2  # the trained encoder and its random init, one task
     assert (
         cfg["report"]["sweeps"] == [] and "sweep_worker" not in counts
     )  # own targets, full report
@@ -143,6 +166,12 @@ def test_unknown_ablation_fails_when_the_dag_is_built():
          "embedded_envsounds"),
         ("report/table.tex", "unknown report target 'report/table.tex'", "report/tables.tex"),
         ("papr", "unknown target 'papr'", "paper"),
+        ("results/finetune/audiontt/baseline/seed0/embedded_envsound.json",
+         "unknown task 'embedded_envsound'", "embedded_envsounds"),
+        ("results/finetune/audiontt/basline/seed0/embedded_envsounds.json",
+         "unknown variant 'basline'", "baseline"),
+        ("results/finetune/audiontx/baseline/seed0/embedded_envsounds.json",
+         "unknown encoder 'audiontx'", "audiontt"),
     ],
 )  # fmt: skip
 def test_other_misspelt_targets_name_the_nearest_known_ones(target, message, close):
@@ -201,7 +230,7 @@ def tiny_run(tmp_path_factory):
     """The whole default DAG on a tiny configuration, run once for the tests below (CI runs it):
     embedded data at scale 0.05, stores, baselines, encoder tables, a short AudioNTT pre-training
     with probe monitoring, and the official HEAR kit (fast grid) on the trained and the
-    random-init encoder for every embedded task."""
+    random-init encoder for every embedded task, and the fine-tuning of both on one task."""
     tmp = tmp_path_factory.mktemp("wf")
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     cfg["embedded"].update(scale=0.05, task_scale=None)
@@ -290,7 +319,14 @@ def test_report_end_to_end(tiny_run):
     t41 = pd.read_csv(tiny_run / "results/tables/main/table_4_1.csv")
     assert set(t41["kind"]) == {"trained", "random_init"}
     tex = (tiny_run / "report/tables.tex").read_text()
-    for key in ("table_3_1", "table_4_1", "table_4_4", "table_4_5", "table_4_6", "reported_4_6"):
+    ft = pd.read_csv(tiny_run / "results/tables/main/finetune.csv")  # beyond the thesis
+    assert ft[["encoder", "variant", "task"]].values.tolist() == [
+        ["audiontt", "baseline", "embedded_envsounds"],
+        ["audiontt", "random_init", "embedded_envsounds"],
+    ]
+    assert ((ft["ci_low"] <= ft["test"]) & (ft["test"] <= ft["ci_high"])).all()
+    keys = ("table_3_1", "table_4_1", "table_4_4", "table_4_5", "table_4_6", "reported_4_6")
+    for key in (*keys, "finetune"):
         assert (
             rf"\input{{tables/{key}}}" in tex and (tiny_run / f"report/tables/{key}.tex").exists()
         )
@@ -413,7 +449,9 @@ def test_paper_configuration_dry_runs(tmp_path):
     assert counts["linear_eval"] == len(trained) + n_enc  # + every random init (curve floors)
     assert counts["ablation_summary"] == len(abl)
     assert counts["study_summary"] == counts["study_figure"] == len(base["studies"])
-    assert counts["compute_task_mels"] == 1  # the FSD50K stores for linear-probe monitoring
+    # the FSD50K stores for linear-probe monitoring, ESC-50's for fine-tuning
+    assert cfg["finetune"]["tasks"] == ["esc50"] and counts["compute_task_mels"] == 2
+    assert counts["finetune"] == 2 * n_enc  # every encoder trained and at random init
     assert counts["report"] == 1
     # the thesis's sweeps (those with a figure); the sweeps beyond the thesis (no figure) are
     # targets of their own (report/full/ has them)
@@ -428,7 +466,7 @@ def test_paper_configuration_dry_runs(tmp_path):
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert job_counts(r.stdout + r.stderr) == {
         "prepare_task": n_tasks, "compute_pretrain_mels_shard": 2 * shards,
-        "compute_pretrain_mels": 2, "compute_task_mels": 1, "data": 1, "total": 150,
+        "compute_pretrain_mels": 2, "compute_task_mels": 2, "data": 1, "total": 151,
     }  # fmt: skip
 
 

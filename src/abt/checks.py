@@ -57,6 +57,13 @@ def check_references(cfg: dict[str, Any], schema: Mapping[str, Any]) -> None:
             f"config key 'monitor.task': {task!r} is not one of the evaluated tasks "
             f"({sorted(task_dirs(cfg))})"
         )
+    for i, task in enumerate((cfg.get("finetune") or {}).get("tasks") or []):
+        if task not in task_dirs(cfg):
+            raise ConfigError(
+                f"config key 'finetune.tasks.{i}': {task!r} is not one of the evaluated tasks "
+                f"({sorted(task_dirs(cfg))}); fine-tune on one of them, or set finetune.tasks "
+                "to [] for no fine-tuning"
+            )
     for key, enc in cfg["encoders"].items():
         if enc["optimizer"] not in cfg["optimizers"]:
             raise ConfigError(

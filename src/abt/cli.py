@@ -8,6 +8,7 @@
     abt encoders --out results/tables/encoders.csv
     abt embed RUN_DIR/model.ckpt my_audio/ --out embeddings/
     abt export RUN_DIR exported/
+    abt finetune RUN_DIR/model.ckpt TASK_DIR results/mels/tasks/TASK --out finetune.json
 
 Each subcommand is registered in :data:`COMMANDS` (name -> (help, add_arguments, run)).
 """
@@ -463,6 +464,53 @@ COMMANDS.add(
 )
 
 
+# --- finetune --------------------------------------------------------------------------------
+
+
+def _ft_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "model", metavar="CKPT_OR_EXPORT", help="a model.ckpt, or a folder written by `abt export`"
+    )
+    p.add_argument("task_dir", metavar="TASK_DIR", help="a HEAR-format scene task directory")
+    p.add_argument(
+        "stores",
+        metavar="STORES",
+        help="the task's log-mel stores (STORES/<split>, e.g. results/mels/tasks/<task>)",
+    )
+    p.add_argument(
+        "--out", required=True, help="result JSON to write (<stem>.predictions.npz beside it)"
+    )
+    _config_args(p)
+    p.add_argument(
+        "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps"
+    )
+
+
+def _ft(a: argparse.Namespace) -> int:
+    from abt.jobs.hear import finetune_eval
+    from abt.plan import finetune_params
+
+    settings = finetune_params(_load_cfg(a.config))  # the config's `finetune` section
+    res = finetune_eval(a.model, a.task_dir, a.stores, settings, a.out, device=a.device,
+                        command="abt finetune")  # fmt: skip
+    keys = ("task", "metric", "test", "ci_low", "ci_high", "valid", "best_epoch", "epochs_run",
+            "n_test", "device", "seconds")  # fmt: skip
+    print(json.dumps({k: res[k] for k in keys}, indent=2))
+    return 0
+
+
+COMMANDS.add(
+    "finetune",
+    (
+        "fine-tune a model.ckpt or an exported model with a linear head on a scene task "
+        "(beyond the thesis; EVAR's protocol, the config's `finetune` section): the test score "
+        "with its 95 % interval",
+        _ft_args,
+        _ft,
+    ),
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="abt", description="Audio Barlow Twins, reproduced end to end"
@@ -483,18 +531,21 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # clear one-line error for the known error types
         from abt.checkpoint import CheckpointError, CheckpointWriteError
         from abt.config import ConfigError
+        from abt.data.hear_tasks import HearTaskError
         from abt.data.prepare_hear import PrepareError
         from abt.data.store import StoreError
         from abt.devices import DeviceError
         from abt.embed import EmbedError
         from abt.export import ExportError
+        from abt.finetune import FinetuneError
         from abt.locks import LockedError
         from abt.outputs import OutputError
         from abt.trainer import NonFiniteLossError, ResumeError
 
         known = (ConfigError, StoreError, FileNotFoundError, NonFiniteLossError, ResumeError,
                  LockedError, CheckpointError, CheckpointWriteError, OutputError, PrepareError,
-                 DeviceError, EmbedError, ExportError)  # fmt: skip
+                 DeviceError, EmbedError, ExportError, FinetuneError,
+                 HearTaskError)  # fmt: skip
         if isinstance(e, known):
             msg = str(e).removeprefix(f"abt {a.cmd}: ")  # errors that name their command
             print(f"abt {a.cmd}: error: {msg}", file=sys.stderr)

@@ -23,6 +23,10 @@ RUN = "{encoder}/{variant}/seed{seed}"
 PRETRAIN_RUN = f"results/pretrain/{RUN}"
 HEAR_RUN = f"results/hear/{RUN}"
 LINEAR_EVAL = f"results/linear_eval/{RUN}.json"
+#: one fine-tuning evaluation of a run on a task, and its test predictions beside it
+#: (:func:`abt.finetune.finetune` writes ``<stem>.predictions.npz`` next to its JSON)
+FINETUNE = f"results/finetune/{RUN}/{{task}}.json"
+FINETUNE_PREDICTIONS = f"results/finetune/{RUN}/{{task}}.predictions.npz"
 PRETRAIN_STORE = "results/mels/pretrain/{corpus}"
 TASK_STORES = "results/mels/tasks/{task}"
 ABLATION = "results/ablations/{ablation}/summary.csv"
@@ -224,7 +228,36 @@ def monitor_inputs(cfg: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def finetune_variants(cfg: dict[str, Any]) -> list[str]:
+    """The variants of an encoder that are fine-tuned: its main run (``baseline``) and, with
+    ``finetune.random_init``, its random initialisation; none when ``finetune.tasks`` is empty."""
+    ft = cfg["finetune"]
+    if not ft["tasks"]:
+        return []
+    return ["baseline", "random_init"] if ft["random_init"] else ["baseline"]
+
+
+def finetune_results(cfg: dict[str, Any], encoders: list[str]) -> dict[str, dict[str, Any]]:
+    """The fine-tuning evaluations a report of ``encoders`` shows: per encoder, per variant
+    (:func:`finetune_variants`), per task of ``finetune.tasks``, the result JSON of the run at
+    the first seed (the runs the linear evaluation and the report's curves use); ``{}`` when
+    ``finetune.tasks`` is empty."""
+    variants = finetune_variants(cfg)
+    if not variants:
+        return {}
+    seed = cfg["run"]["seeds"][0]
+    return {
+        e: {v: {t: FINETUNE.format(encoder=e, variant=v, seed=seed, task=t)
+                for t in cfg["finetune"]["tasks"]} for v in variants}
+        for e in encoders
+    }  # fmt: skip
+
+
 # ------------------------------------------------------------------ what decides a re-run
+
+#: ``finetune`` keys that choose *what* is fine-tuned (which jobs exist), not how one job
+#: trains: a fine-tuning job's result never depends on them
+FINETUNE_SELECTION_KEYS = ("tasks", "random_init")
 
 #: ``preprocess`` keys that change how fast a store is built, never what it holds
 UNCOMPARED_PREPROCESS_KEYS = ("workers",)
@@ -248,6 +281,13 @@ def preprocess_params(cfg: dict[str, Any]) -> dict[str, Any]:
     configuration, :func:`job_preprocess`)."""
     pre = {k: v for k, v in cfg["preprocess"].items() if k not in UNCOMPARED_PREPROCESS_KEYS}
     return canonical(pre)
+
+
+def finetune_params(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The ``finetune`` section as a fine-tuning rule's params: canonical, every key that changes
+    a result (all but :data:`FINETUNE_SELECTION_KEYS`; none of its keys is speed-only)."""
+    ft = cfg["finetune"]
+    return canonical({k: v for k, v in ft.items() if k not in FINETUNE_SELECTION_KEYS})
 
 
 def job_preprocess(params: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:

@@ -98,6 +98,7 @@ CODE = {
         "embeddings": ["abt.jobs.hear:hear_embeddings", "abt.hear"],
         "predictions": "abt.jobs.hear:hear_predictions",
         "linear_eval": "abt.jobs.hear:linear_eval",
+        "finetune": "abt.jobs.hear:finetune_eval",
         "ablation": "abt.jobs.report:ablation_summary",
         "study": "abt.jobs.report:study_summary",
         "study_figure": "abt.report.figures:plot_study",
@@ -390,11 +391,19 @@ def scope_random_probes(wildcards):
     }
 
 
+def scope_finetune(wildcards):
+    """Per encoder of the scope, per variant, per task: its fine-tuning result (none when
+    finetune.tasks is empty)."""
+    return plan.finetune_results(config, scope_encoders(wildcards.scope))
+
+
 def scope_evaluations(wildcards):
     preds = scope_predictions(wildcards)
+    finetuned = scope_finetune(wildcards)
     return {
         "predictions": [d for runs in preds.values() for d in runs.values()],
         "random_probes": list(scope_random_probes(wildcards).values()),
+        "finetune": [p for runs in finetuned.values() for r in runs.values() for p in r.values()],
     }
 
 

@@ -180,7 +180,7 @@ rule baseline_table:
 
 rule data:
     """Everything the runs read, prepared: the evaluation tasks, the pre-training stores (and
-    the ablations' and sweeps' store), the monitoring task's stores."""
+    the ablations' and sweeps' store), the monitoring and fine-tuning tasks' stores."""
     input:
         tasks=[plan.task_input_path(config, t) for t in TASKS],
         stores=sorted(
@@ -190,4 +190,5 @@ rule data:
             }
         ),
         monitor=list(plan.monitor_inputs(config).values()),
+        finetune=[plan.TASK_STORES.format(task=t) for t in config["finetune"]["tasks"]],
     localrule: True

@@ -34,6 +34,36 @@ rule linear_eval:
         "../scripts/linear_eval.py"
 
 
+rule finetune:
+    # fine-tuning evaluation (beyond the thesis; EVAR's protocol): one run on one task
+    input:
+        ckpt=f"{PRETRAIN_RUN}/model.ckpt",
+        task=task_input,
+        stores=plan.TASK_STORES,
+    output:
+        result=plan.FINETUNE,
+        predictions=plan.FINETUNE_PREDICTIONS,
+    log:
+        "logs/finetune/{encoder}/{variant}/seed{seed}/{task}.log",
+    benchmark:
+        "benchmarks/finetune/{encoder}/{variant}/seed{seed}/{task}.tsv"
+    wildcard_constraints:
+        variant=HEAR_VARIANT,
+    conda:
+        "../../envs/torch-gpu.yaml"
+    threads: 2
+    resources:
+        gpu=GPU,
+        mem_mb=8000,
+        runtime=120,
+    params:
+        settings=plan.finetune_params(config),
+        task_dir=task_dir,
+        code=CODE["finetune"],
+    script:
+        "../scripts/finetune.py"
+
+
 rule ablation_summary:
     input:
         unpack(ablation_inputs),
@@ -111,6 +141,7 @@ rule paper_tables:
         run_dirs=scope_run_dirs,
         predictions=scope_predictions,
         random_init_probes=scope_random_probes,
+        finetune=scope_finetune,
         code=CODE["paper_tables"],
     script:
         "../scripts/paper_tables.py"

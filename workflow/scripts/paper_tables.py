@@ -12,5 +12,9 @@ run(
     run_dirs=dict(sm.params.run_dirs),
     predictions={e: dict(v) for e, v in dict(sm.params.predictions).items()},
     random_init_probes=dict(sm.params.random_init_probes),
+    finetune={
+        e: {v: dict(r) for v, r in dict(runs).items()}
+        for e, runs in dict(sm.params.finetune).items()
+    },  # fmt: skip
     out_dir=sm.output[0],
 )

@@ -1,5 +1,5 @@
 """Evaluation jobs: the official HEAR kit's environment and runners, random-initialisation
-checkpoints, and the thesis's linear evaluation."""
+checkpoints, the thesis's linear evaluation, and fine-tuning (beyond the thesis)."""
 
 from __future__ import annotations
 
@@ -112,3 +112,49 @@ def linear_eval(
     with open(out_json, "w") as fh:
         json.dump(out, fh, indent=1)
     return out
+
+
+def _finetune_result(path: Path) -> bool:
+    """Whether ``path`` is a fine-tuning result JSON (what :func:`finetune_eval` may replace)."""
+    try:
+        res = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(res, dict) and {"checkpoint", "task", "metric", "test"} <= set(res)
+
+
+def _finetune_predictions(path: Path) -> bool:
+    import numpy as np
+
+    try:
+        with np.load(path) as z:
+            return set(z.files) == {"target", "prediction"}
+    except (OSError, ValueError):
+        return False
+
+
+def finetune_eval(
+    ckpt: str,
+    task_dir: str,
+    stores_dir: str,
+    settings: Mapping[str, Any],
+    out_json: str,
+    *,
+    device: str = "auto",
+    command: str = "fine-tuning",
+) -> dict[str, Any]:
+    """Fine-tuning evaluation (:func:`abt.finetune.finetune`, beyond the thesis) of a checkpoint
+    or exported model on one scene task from its mel stores, with ``settings`` (the config's
+    ``finetune`` section): ``out_json`` and ``<stem>.predictions.npz`` beside it. Neither may be
+    one of the inputs or a file abt did not write as a fine-tuning result."""
+    from abt.finetune import finetune
+    from abt.outputs import OutputKind, check_output
+
+    out = Path(out_json)
+    inputs = {"checkpoint": ckpt, "task folder": task_dir, "stores": stores_dir}
+    check_output(out, OutputKind("a fine-tuning result", folder=False, legacy=_finetune_result),
+                 inputs=inputs, command=command)  # fmt: skip
+    check_output(out.with_name(out.stem + ".predictions.npz"),
+                 OutputKind("fine-tuning predictions", folder=False, legacy=_finetune_predictions),
+                 inputs=inputs, command=command)  # fmt: skip
+    return finetune(ckpt, task_dir, stores_dir, settings, out, device=device)

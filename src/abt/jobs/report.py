@@ -88,6 +88,7 @@ def paper_tables(
     out_dir: str,
     predictions: Mapping[str, Mapping[str, str]] | None = None,
     random_init_probes: Mapping[str, str] | None = None,
+    finetune: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None,
 ) -> dict[str, str]:
     """Tables 4.1-4.4 (HEAR by category, trained vs random init) and 4.5 (linear evaluation
     during pre-training) as CSVs in ``out_dir``; the training curves behind Fig. 4.4 too.
@@ -96,12 +97,15 @@ def paper_tables(
     ``predictions`` folders) -> ``hear_vs_random.csv``, each task's trained and random-init
     scores with bootstrap intervals and the paired interval of their difference.
     ``random_init_probes``: per encoder the random init's linear-evaluation JSON, the level the
-    learning curves are drawn against (``random_init_probe.csv``)."""
+    learning curves are drawn against (``random_init_probe.csv``).
+    ``finetune``: per encoder, variant and task the fine-tuning result JSON (beyond the thesis)
+    -> ``finetune.csv`` (:func:`abt.report.aggregate.finetune_rows`); none when empty."""
     import json
 
     import pandas as pd
 
     from abt.report.aggregate import (
+        finetune_rows,
         hear_category_tables,
         hear_vs_random,
         probe_curves,
@@ -140,4 +144,7 @@ def paper_tables(
                          "probe_5pc_mean", "probe_5pc_std")}})  # fmt: skip
         pd.DataFrame(rows).to_csv(out / "random_init_probe.csv", index=False)
         written["random_init_probe"] = str(out / "random_init_probe.csv")
+    if finetune:
+        finetune_rows(finetune).to_csv(out / "finetune.csv", index=False)
+        written["finetune"] = str(out / "finetune.csv")
     return written

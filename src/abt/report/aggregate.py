@@ -195,6 +195,31 @@ def hear_vs_random(
     return pd.DataFrame(rows)
 
 
+#: the columns of ``finetune.csv`` (:func:`finetune_rows`)
+FINETUNE_COLUMNS = ("encoder", "variant", "task", "metric", "test", "ci_low", "ci_high", "n_test",
+                    "best_epoch", "epochs_run")  # fmt: skip
+
+
+def finetune_rows(results: Mapping[str, Mapping[str, Mapping[str, str | Path]]]) -> pd.DataFrame:
+    """The fine-tuning results as one tidy table (:data:`FINETUNE_COLUMNS`): ``results`` maps
+    encoder -> variant (``baseline``, ``random_init``) -> task -> the result JSON that
+    :func:`abt.finetune.finetune` wrote; rows in that order."""
+    rows = []
+    for enc, runs in results.items():
+        for variant, tasks in runs.items():
+            for task, path in tasks.items():
+                res = read_json(path)
+                missing = [k for k in FINETUNE_COLUMNS[3:] if k not in res]
+                if missing:
+                    raise ValueError(
+                        f"{path}: not a fine-tuning result (no {', '.join(missing)}); run the "
+                        "finetune job again"
+                    )
+                rows.append({"encoder": enc, "variant": variant, "task": task,
+                             **{k: res[k] for k in FINETUNE_COLUMNS[3:]}})  # fmt: skip
+    return pd.DataFrame(rows, columns=list(FINETUNE_COLUMNS))
+
+
 def hear_l_replicates(
     predictions: Sequence[Mapping[str, str | Path]], hear_l: Sequence[str]
 ) -> np.ndarray:

@@ -298,6 +298,44 @@ def table_45(tables_dir: str) -> list[Table]:
     return out
 
 
+def finetune_table(tables_dir: str, scale_name: str,
+                   settings: Mapping[str, Any] | None = None) -> list[Table]:  # fmt: skip
+    """Fine-tuning (beyond the thesis): one row per encoder (trained, then random init), one
+    column per task, the test score with its 95 % interval; none without ``finetune.csv``."""
+    p = Path(tables_dir) / "finetune.csv"
+    if not p.is_file() or p.stat().st_size <= 1:
+        return []
+    df = pd.read_csv(p)
+    if df.empty:
+        return []
+    tasks = list(dict.fromkeys(df["task"]))
+    metrics = {t: str(df.loc[df["task"] == t, "metric"].iloc[0]) for t in tasks}
+    rows, bold = [], set()
+    for (enc, variant), g in df.groupby(["encoder", "variant"], sort=False):
+        label = encoder_label(enc) + (" (random init)" if variant == "random_init" else "")
+        cells = {r["task"]: f"{fmt(r['test'])} [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]"
+                 for _, r in g.iterrows()}  # fmt: skip
+        if variant == "baseline":
+            bold.add(len(rows))
+        rows.append([f"[ABT] {label}", *(cells.get(t, "--") for t in tasks)])
+    s = dict(settings or {})
+    how = ""
+    if {"epochs", "patience", "encoder_lr_ratio"} <= set(s):
+        how = (f" (at most {s['epochs']} epochs, early stopping on the validation split after "
+               f"{s['patience']} without a better score; the encoder at {s['encoder_lr_ratio']} "
+               "times the head's learning rate")
+        how += ", encoder frozen)" if s.get("freeze_encoder") else ")"
+    return [Table(
+        "finetune", "Fine-tuning (beyond the thesis)", f"Measured here at scale '{scale_name}', "
+        "not in the thesis (which evaluates by linear probes and the HEAR kit): each encoder "
+        "trained end to end with a linear head on the task, following EVAR's fine-tuning "
+        f"protocol{how}; the test score of the best validation epoch in the task's metric, with "
+        "its 95 % interval (a bootstrap of the test predictions).",
+        ["Model", *(f"{task_label(t)} ({metrics[t]})" for t in tasks)], rows, bold_rows=bold,
+        csv=str(p),
+    )]  # fmt: skip
+
+
 def study_tables(study_name: str, study: Mapping[str, Any], csv: str) -> list[Table]:
     df = pd.read_csv(csv)
     task = df["linear_eval_task"].iloc[0]
@@ -502,6 +540,7 @@ def render(
     tables += hear_tables(tables_dir, scale)
     tables += vs_random_table(tables_dir)
     tables += table_45(tables_dir)
+    tables += finetune_table(tables_dir, scale, cfg.get("finetune"))
     for name, csv in studies.items():
         tables += study_tables(name, cfg["studies"][name], csv)
     figures = dict(figures)
