@@ -10,12 +10,12 @@ TARGET_NAME = r"[A-Za-z0-9_-]+"  # a bare target, e.g. `snakemake papr`: no fold
 
 # label: (kind, the valid names, how a name is shown, outputs, wildcard constraints)
 CATCH_ALL = {
-    "ablation": ("ablation", ABLATIONS, "{}", ["results/ablations/{name}/summary.csv"],
+    "ablation": ("ablation", ABLATIONS, "{}", [plan.AblationFiles("{name}").summary],
                  {"name": not_one_of(ABLATIONS)}),
     "study": ("study", STUDIES, "{}",
-              ["results/studies/{name}/summary.csv", "results/figures/studies/{name}.png"],
+              [plan.StudyFiles("{name}").summary, plan.StudyFiles("{name}").png],
               {"name": not_one_of(STUDIES, then=r"\.png$|/")}),
-    "sweep": ("sweep", SWEEPS, "{}", ["results/sweeps/{name}/summary/best_params.yaml"],
+    "sweep": ("sweep", SWEEPS, "{}", [plan.SweepFiles("{name}").best],
               {"name": not_one_of(SWEEPS)}),
     "encoder": ("encoder", ENCODERS, "{}", ["results/{stage}/{name}/{rest}"],
                 {"stage": one_of(["pretrain", "hear", "linear_eval"]),
@@ -28,9 +28,9 @@ CATCH_ALL = {
               "name": r"(?!seed\d+/)[^/]+", "rest": ".+"}),
     "linear_eval_seed": ("seed", SEED_DIRS, "{}", ["results/linear_eval/{encoder}/{variant}/{name}.json"],
                          {"variant": "[^/]+", "name": r"(?!seed\d+\.json$)[^/]+"}),
-    "task_stores": ("task", list(TASKS), "{}", ["results/mels/tasks/{name}"],
+    "task_stores": ("task", list(TASKS), "{}", [plan.TASK_STORES.format(task="{name}")],
                     {"name": not_one_of(TASKS, then="$")}),
-    "task_baseline": ("task", list(TASKS), "{}", ["results/baselines/{name}.json"],
+    "task_baseline": ("task", list(TASKS), "{}", [plan.BASELINE.format(task="{name}")],
                       {"name": not_one_of([*TASKS, "summary"], then=r"\.json$")}),
     "prepared_task": ("task", list(TASKS), "{}", [f"{prepare_hear.PREPARED_TASKS_DIR}/{{name}}/{{rest}}"],
                       {"name": not_one_of(TASKS), "rest": ".+"}),
