@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import defaults
 import pandas as pd
 import pytest
 import yaml
@@ -362,7 +363,6 @@ def test_tex_escape():
 def test_linear_eval_of_a_checkpoint(tmp_path):
     """The linear_eval step probes a checkpoint with its own normalisation (tiny task)."""
     from abt.data.embedded import build_embedded
-    from abt.hear import save_random_init
 
     cfg = _cfg()
     emb = tmp_path / "emb"
@@ -371,7 +371,7 @@ def test_linear_eval_of_a_checkpoint(tmp_path):
     stores = tmp_path / "stores"
     compute_task_mels(str(tdir), cfg["mels"], cfg["preprocess"], str(stores))
     ck = tmp_path / "r.ckpt"
-    save_random_init(str(ck), "audiontt", "audiontt", {}, -5.0, 4.0, cfg["mels"], seed=0,
+    defaults.random_init(str(ck), "audiontt", "audiontt", {}, -5.0, 4.0, cfg["mels"], seed=0,
                      input_frames=96)  # fmt: skip
     mon = dict(cfg["monitor"], classifier=dict(cfg["monitor"]["classifier"], max_epochs=5))
     out = linear_eval(str(ck), str(tdir), str(stores), mon, str(tmp_path / "le.json"))
