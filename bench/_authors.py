@@ -1,7 +1,7 @@
 """An embedded baseline of the authors' pre-training pipeline, for side-by-side benchmarks.
 
-A straightforward reimplementation of what ``../shared/reference/original-code-spec.md`` §1.3 and
-§1.9 describe (SSL_audio, itself BYOL-A v2's augmentation code), used only by ``bench/``:
+A straightforward reimplementation of the authors' data loading and augmentation
+(jonahanton/SSL_audio @ a5544e6, itself BYOL-A v2's augmentation code), used only by ``bench/``:
 
 * one random 96-frame crop per clip, read clip by clip (``Dataset.__getitem__``);
 * the AA module applied per clip, twice (two views), on the CPU inside DataLoader worker

@@ -1,4 +1,4 @@
-"""GPU benchmark (issues 7, 11): pre-training throughput of the workflow's own path, composable
+"""GPU benchmark: pre-training throughput of the workflow's own path, composable
 speed options, and the authors' pipeline, side by side in one run.
 
     python bench/bench_gpu.py [--encoders audiontt vitc_b_16x8] [--batch 128] [--steps 30]

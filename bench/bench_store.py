@@ -1,4 +1,4 @@
-"""Benchmark: preprocessing throughput and random-crop batch assembly (issue 2).
+"""Benchmark: preprocessing throughput and random-crop batch assembly.
 
     python bench/bench_store.py [--clips 400 --seconds 10 --batch 128 --out results.json]
 

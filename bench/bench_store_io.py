@@ -1,4 +1,4 @@
-"""Benchmark: random-crop throughput from a store that is not in the page cache (issue 16).
+"""Benchmark: random-crop throughput from a store that is not in the page cache.
 
     python bench/bench_store_io.py --gib 8 --dir /var/tmp [--out bench/results/store_io.json]
 
@@ -13,9 +13,8 @@ with one reader (``MelStore(advise=False, read_threads=1)``, the store before th
 ``MADV_RANDOM`` with one reader, ``MelStore``'s defaults (``MADV_RANDOM``, 8 gathering
 threads) in 1 and 4 processes, and 16 threads or 16 processes. A last pass from the page cache
 gives the warm rate. Reports crops/s next to what one GPU consumes: ~6,000 clips/s for AudioNTT
-on one H200 (the figure issue 16 quotes; not measured in this repository, bench/RESULTS.md has
-no GPU figure yet) and 377 clips/s for ViT_C-B (thesis: 100 AudioSet epochs = 163 M clips in
-~120 h on one RTX 6000).
+on one H200 (the figure of an earlier session; not measured in this repository) and 377
+clips/s for ViT_C-B (thesis: 100 AudioSet epochs = 163 M clips in ~120 h on one RTX 6000).
 """
 
 from __future__ import annotations
@@ -39,7 +38,7 @@ from abt.data.store import MelStore, StoreSettings, pack_store  # noqa: E402
 
 FRAMES, N_MELS, CROP, BATCH = 1001, 64, 96, 128
 GPU_RATES = {
-    "AudioNTT, one H200 (issue 16, not measured here)": 6000.0,
+    "AudioNTT, one H200 (not measured here)": 6000.0,
     "ViT_C-B, one RTX 6000 (thesis: 100 AudioSet epochs in ~120 h)": 1_629_756 * 100 / 432_000,
 }
 

@@ -1,4 +1,4 @@
-"""Benchmark: one AudioNTT pre-training step at batch 128 with the paper's projector (issue 3).
+"""Benchmark: one AudioNTT pre-training step at batch 128 with the paper's projector.
 
     python bench/bench_train_step.py [--batch 128 --steps 6 --threads 2 --out step.json]
 

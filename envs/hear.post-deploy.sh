@@ -5,3 +5,5 @@
 set -euo pipefail
 pip install --no-deps heareval==2021.1.3
 pip install --no-deps --ignore-requires-python hearvalidator==2021.0.6
+# the measured references (abt.evaluation.references): the HEAR 2021 naive baseline and CREPE
+pip install --no-deps hearbaseline==2021.1.1 torchcrepe==0.0.24

@@ -91,3 +91,11 @@ def low_shot() -> dict[str, int]:
     """``probe_scores``'s label budget (``monitor.per_class`` clips per class, ``subsets``)."""
     mon = schema_defaults("monitor")
     return {"per_class": mon["per_class"], "n_subsets": mon["subsets"]}
+
+
+def prepare_options(cls: Any = None, **over: Any) -> Any:
+    """``data.prepare``'s options as ``cls`` (default :class:`PrepareOptions`) takes them,
+    ``over`` replaced or added."""
+    from abt.data.prepare_hear import PrepareOptions
+
+    return (cls or PrepareOptions)(**{**schema_defaults("data.prepare"), **over})

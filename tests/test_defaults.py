@@ -16,6 +16,7 @@ from abt.data.audio import LoadPolicy
 from abt.data.embedded import build_embedded
 from abt.data.mel import MelConfig
 from abt.data.prepare_hear import PrepareOptions
+from abt.finetune import FinetuneSettings
 
 EMPTY = inspect.Parameter.empty
 
@@ -100,6 +101,9 @@ CASES = {
     # data preparation and the embedded data set
     "PrepareOptions": (PrepareOptions, _whole("data.prepare"), True),
     "build_embedded": (build_embedded, dict(schema_defaults("embedded")), True),
+    # fine-tuning (what is fine-tuned, tasks and random_init, is the workflow's choice)
+    "FinetuneSettings": (FinetuneSettings, _whole("finetune", drop=("tasks", "random_init")),
+                         True),
 }  # fmt: skip
 
 
@@ -115,10 +119,12 @@ def test_the_schema_and_the_code_agree_on_every_default(case):
             "remove the code's default"
         )
     if whole:  # every parameter with a default is a schema key, or a named non-configuration one
+        # (use_pip_sounds: an option of the Python API, not of the configuration)
         own = {"generator", "eps", "sample_rate", "distributed", "off_diagonal_target",
                "reduce_fn", "resample_quality", "quality", "standardize", "seed", "workers",
                "nesterov", "fused", "params", "scale", "model_params_or_model", "self", "kw",
-               "encoder", "projector", "objective", "in_dim", "out_dir"}  # fmt: skip
+               "encoder", "projector", "objective", "in_dim", "out_dir",
+               "use_pip_sounds"}  # fmt: skip
         extra = {k for k, p in params.items() if p.default is not EMPTY and k not in keys}
         assert extra <= own, f"{case}: defaults for {sorted(extra - own)} outside the schema"
         # and the schema fills every configuration parameter the code requires

@@ -334,3 +334,86 @@ def test_check_sources_flags_leaks_and_shared_split_keys():
     rep = check_sources(set(), {"t": shared})
     assert not rep["ok"]
     assert rep["tasks"]["t"]["split_key_sources_shared_between_splits"]["voice:"] == ["voice:a"]
+
+
+def test_more_debian_sources_are_listed_with_their_kinds(tmp_path: Path):
+    root = tmp_path / "root"
+    prompts = root / "usr/share/asterisk/sounds/en_US_f_Allison"
+    for rel in ("hello.wav", "digits/1.wav", "silence/1.wav"):
+        (prompts / rel).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(prompts / rel), np.zeros(800), 8000)
+    moh = root / "usr/share/asterisk/moh"
+    moh.mkdir(parents=True)
+    sf.write(str(moh / "track.wav"), np.zeros(800), 8000)
+    keys = root / "usr/share/buckle/wav"
+    keys.mkdir(parents=True)
+    sf.write(str(keys / "01-0.wav"), np.zeros(800), 44100)
+    found = deb.detect(root)
+    assert {k: [(i.kind, Path(i.path).name) for i in v] for k, v in found.items()} == {
+        "asterisk-core-sounds-en-wav": [("speech", "1.wav"), ("speech", "hello.wav")],
+        "asterisk-moh-opsound-wav": [("recording", "track.wav")],
+        "bucklespring-data": [("drums", "01-0.wav")],
+    }  # the silence prompts are not recordings
+    assert found["bucklespring-data"][0].source_id.startswith("deb:bucklespring-data:")
+
+
+class _FakeDist:
+    """An installed distribution as importlib.metadata describes it (files, location, version)."""
+
+    def __init__(self, base: Path, files: list[str], version: str = "1.0") -> None:
+        self.base, self.files, self.version = base, files, version
+
+    def locate_file(self, rel: str) -> Path:
+        return self.base / rel
+
+
+def test_pip_sounds_feed_only_the_pool_with_location_free_ids(tmp_path: Path, monkeypatch):
+    import importlib.metadata as md
+
+    from abt.data.embedded import pipsounds
+
+    site = tmp_path / "site-packages"
+    rng = np.random.default_rng(0)
+    files = ["pyo/examples/snds/flute.aif", "pyo/examples/snds/drum.wav",
+             "pyo/examples/snds/drum.ogg", "pyo/lib/snds/IRMediumHallStereo.wav",
+             "pyo/lib/snds/accord.aif", "pyo/other/skip.wav", "pyo/__init__.py"]  # fmt: skip
+    for rel in files:
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        if rel.endswith(".py"):
+            (site / rel).write_text("")
+        else:
+            fmt = "AIFF" if rel.endswith(".aif") else ("OGG" if rel.endswith(".ogg") else "WAV")
+            sf.write(str(site / rel), 0.3 * rng.standard_normal(22050), 44100, format=fmt)
+    dists = {"pyo": _FakeDist(site, files, "1.1.0")}
+
+    def distribution(name: str):
+        if name not in dists:
+            raise md.PackageNotFoundError(name)
+        return dists[name]
+
+    monkeypatch.setattr(pipsounds.md, "distribution", distribution)
+    found = pipsounds.detect()
+    assert [i.source_id for i in found["pip:pyo"]] == [
+        "pip:pyo:pyo/examples/snds/drum.wav",  # one format per sound; the .ogg twin is not used
+        "pip:pyo:pyo/examples/snds/flute.aif",
+        "pip:pyo:pyo/lib/snds/accord.aif",  # the room impulse response is not a sound
+    ]
+    assert len(deb.load(found["pip:pyo"][1])) == 8000  # read like the Debian files: 16 kHz mono
+
+    monkeypatch.setattr(deb, "ROOT", tmp_path / "no-debian")
+    m = build_embedded(tmp_path / "out", seed=0, scale=0.02, tasks=[], use_debian="never",
+                       use_pip_sounds="require")  # fmt: skip
+    assert m["pip_sounds"]["found"] == {"pip:pyo": 3}
+    assert m["pip_sounds"]["versions"] == {"pip:pyo": "1.1.0"}
+    assert sum(m["pip_sounds"]["used"].values()) >= 1 and m["debian"]["used"] == {}
+    rows = _rows(tmp_path / "out" / "pool" / "clips.csv")
+    assert any(r["kind"] == "recording" and "pip:pyo:pyo/" in r["source_id"] for r in rows)
+    assert str(site) not in (tmp_path / "out" / "pool" / "clips.csv").read_text()
+
+    m0 = build_embedded(tmp_path / "out0", seed=0, scale=0.02, tasks=[], use_debian="never")
+    assert m0["pip_sounds"] == {"use_pip_sounds": "never", "found": {}, "versions": {}, "used": {}}
+    with pytest.raises(ValueError, match="use_pip_sounds"):
+        build_embedded(tmp_path / "bad", seed=0, scale=0.02, use_pip_sounds="sometimes")
+    dists.clear()
+    with pytest.raises(FileNotFoundError, match="use_pip_sounds='require'"):
+        build_embedded(tmp_path / "none", seed=0, scale=0.02, tasks=[], use_pip_sounds="require")

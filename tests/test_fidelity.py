@@ -1,4 +1,4 @@
-"""Fidelity to the thesis (issue 15): docs/fidelity.md names only keys the schema has, every
+"""Fidelity to the thesis: docs/fidelity.md names only keys the schema has, every
 option it documents is reachable from the configuration and changes behaviour, and the thesis's
 protocol holds where the code used to depart from it."""
 
@@ -234,7 +234,7 @@ def test_vit_c_is_probed_every_two_epochs(monkeypatch, tmp_path, encoder, every)
         def __init__(self, spec, store, run_dir, device=None, callbacks=()):
             seen["every"] = callbacks[0].every
 
-        def fit(self, stop_after_epochs=None):
+        def fit(self, stop_after_epochs=None, wait_for_lock=False):
             return {}
 
     monkeypatch.setattr("abt.trainer.Trainer", FakeTrainer)

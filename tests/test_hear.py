@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from abt import hear
+from abt.checkpoint import save_sealed
 from abt.data.mel import LogMelFrontEnd
 from abt.evaluation import heareval_env as he
 from abt.evaluation.scores import ScoresError, collect_scores, scores_table
@@ -159,18 +160,20 @@ def test_bad_checkpoints_raise_clear_errors(ckpts, tmp_path):
         load_model(str(tmp_path / "garbage.ckpt"))
     ck = torch.load(ckpts["conv"], weights_only=True)
     # weights of one encoder declared as another architecture
-    torch.save({**ck, "encoder": {"key": "x", "arch": "vitc_t", "kwargs": {}}}, tmp_path / "m.ckpt")
+    save_sealed(
+        tmp_path / "m.ckpt", {**ck, "encoder": {"key": "x", "arch": "vitc_t", "kwargs": {}}}
+    )
     with pytest.raises(CheckpointError, match="does not match architecture 'vitc_t'"):
         load_model(str(tmp_path / "m.ckpt"))
-    torch.save({**ck, "encoder": {"key": "x", "arch": "nope", "kwargs": {}}}, tmp_path / "u.ckpt")
+    save_sealed(tmp_path / "u.ckpt", {**ck, "encoder": {"key": "x", "arch": "nope", "kwargs": {}}})
     with pytest.raises(CheckpointError, match="unknown encoder architecture 'nope'"):
         load_model(str(tmp_path / "u.ckpt"))
-    torch.save({**ck, "norm": {"mode": "dataset", "mean": 0.0, "std": 0.0}}, tmp_path / "n.ckpt")
+    save_sealed(tmp_path / "n.ckpt", {**ck, "norm": {"mode": "dataset", "mean": 0.0, "std": 0.0}})
     with pytest.raises(CheckpointError, match="std > 0"):
         load_model(str(tmp_path / "n.ckpt"))
     bad = {**ck, "state_dict": {**ck["state_dict"]}}
     bad["state_dict"].pop(next(iter(bad["state_dict"])))
-    torch.save(bad, tmp_path / "k.ckpt")
+    save_sealed(tmp_path / "k.ckpt", bad)
     with pytest.raises(CheckpointError, match="missing"):
         load_model(str(tmp_path / "k.ckpt"))
     with pytest.raises(TypeError, match="unknown option"):
@@ -284,7 +287,7 @@ def test_embedding_does_not_depend_on_the_batch(models, kind):
 
 def test_normalisation_uses_checkpoint_statistics(ckpts, models, tmp_path):
     ck = torch.load(ckpts["conv"], weights_only=True)
-    torch.save({**ck, "norm": {"mode": "dataset", "mean": 0.0, "std": 1.0}}, tmp_path / "o.ckpt")
+    save_sealed(tmp_path / "o.ckpt", {**ck, "norm": {"mode": "dataset", "mean": 0.0, "std": 1.0}})
     other = load_model(str(tmp_path / "o.ckpt"))
     audio = noise(1, SR, seed=7)
     assert not torch.allclose(
@@ -367,6 +370,18 @@ def test_constraints_pins():
     plan = he._install_plan(he.CONSTRAINTS)
     assert plan[1][:2] == ["install", "--no-deps"] and plan[1][-1] == "heareval==2021.1.3"
     assert "--ignore-requires-python" in plan[2] and plan[2][-1] == "hearvalidator==2021.0.6"
+    # the measured references, unmodified from PyPI, after the kit and without their metadata's
+    # dependencies (numpy 1.19, tensorflow, a torchaudio for another torch)
+    assert plan[3][:2] == ["install", "--no-deps"]
+    assert plan[3][-2:] == ["hearbaseline==2021.1.1", "torchcrepe==0.0.24"]
+    assert len(plan) == 4
+    extra = he._install_plan(he.CONSTRAINTS, ["my-hear-module==1.0"])
+    assert extra[:4] == plan and extra[4] == [
+        "install",
+        "-c",
+        str(he.CONSTRAINTS),
+        "my-hear-module==1.0",
+    ]
 
 
 def test_conda_env_matches_constraints():
@@ -379,7 +394,9 @@ def test_conda_env_matches_constraints():
     ]
     pins = he.read_constraints()
     got = {he._norm(p.split("==")[0]): p.split("==")[1] for p in pip if not p.startswith("-")}
-    want = {k: v for k, v in pins.items() if k not in ("heareval", "hearvalidator")}
+    # installed with --no-deps by envs/hear.post-deploy.sh: the kit and the references' packages
+    post_deploy = ("heareval", "hearvalidator", *he.REFERENCE_NODEPS)
+    want = {k: v for k, v in pins.items() if k not in post_deploy}
     assert got == {**want, "torch": want["torch"] + "+cpu"}
 
 
@@ -409,6 +426,32 @@ def test_shims_in_a_subprocess(tmp_path):
         "assert 'pynvml.nvmlDeviceGetName' in hear_compat.PATCHED\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(he.SHIM_DIR), str(tmp_path)])}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_shims_for_the_references_in_a_subprocess(tmp_path):
+    """hearbaseline's librosa-0.8 call mel(44100, ...) gives librosa's own filters; torchcrepe's
+    `import torchaudio` finds the stand-in only when no torchaudio is installed."""
+    code = (
+        "import sys, hear_compat, librosa, numpy as np, torchaudio\n"
+        "a = librosa.filters.mel(44100, n_fft=4096, n_mels=256)\n"
+        "assert 'librosa.filters.mel' in hear_compat.PATCHED\n"
+        "assert np.array_equal(a, librosa.filters.mel(sr=44100, n_fft=4096, n_mels=256))\n"
+        "assert a.shape == (256, 2049)\n"
+        "print(getattr(torchaudio, 'ABT_STUB', False))\n"
+        "try:\n    torchaudio.load('x.wav')\n"
+        "except RuntimeError as e:\n    assert 'stand-in' in str(e)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(he.SHIM_DIR)}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "True"
+    # an installed torchaudio wins over the stand-in
+    (tmp_path / "torchaudio").mkdir()
+    (tmp_path / "torchaudio" / "__init__.py").write_text("REAL = True\n")
+    env["PYTHONPATH"] = os.pathsep.join([str(he.SHIM_DIR), str(tmp_path)])
+    code = "import torchaudio; assert torchaudio.REAL and not hasattr(torchaudio, 'ABT_STUB')"
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 

@@ -265,7 +265,7 @@ def test_symmetrised_loss_average_and_stop_gradient():
 
 def test_projector_output_is_float32_under_autocast():
     """The cross-correlation is computed from float32 embeddings: the projector's last layer
-    runs in float32 even when the encoder and hidden layer run in bf16 (issue 11)."""
+    runs in float32 even when the encoder and hidden layer run in bf16."""
     from abt.objective import Predictor, Projector
 
     torch.manual_seed(0)

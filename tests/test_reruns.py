@@ -1,4 +1,4 @@
-"""Honest re-runs through Snakemake (issue 12), on a copy of the repository so that its code can
+"""Honest re-runs through Snakemake, on a copy of the repository so that its code can
 be edited: a job re-runs when *its* code changes and only then, and Ctrl-C in the middle of a
 pre-training loses no metrics.
 

@@ -291,7 +291,7 @@ def test_merge_refuses_shards_with_different_front_ends(audio_dir, tmp_path):
         )
 
 
-# ------------------------------------------------------------------ issue 12: honest stores
+# ------------------------------------------------------------------ honest stores
 
 
 def test_huge_finite_samples_are_excluded_as_non_finite_and_stats_stay_finite(audio_dir, tmp_path):
@@ -471,7 +471,7 @@ def test_merged_store_fingerprint_digests_the_shards_in_order(audio_dir, tmp_pat
     assert m2["fingerprint"] != m["fingerprint"]
 
 
-# ------------------------------------------------------------------ issue 16: float16 store
+# ------------------------------------------------------------------ float16 store
 
 
 def test_float16_store_halves_disk_and_reads_as_float32(audio_dir, tmp_path):
@@ -570,7 +570,7 @@ def test_parallel_gathering_gives_the_same_crops(audio_dir, tmp_path):
 
 
 def test_one_process_builds_a_store_folder(tmp_path):
-    """Issue 12: a store being written is owned by its builder; a second build is refused,
+    """A store being written is owned by its builder; a second build is refused,
     naming the holder (the lock of a killed builder is taken over: tests/test_trainer.py)."""
     import subprocess
     import sys

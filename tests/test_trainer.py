@@ -195,7 +195,7 @@ def _plain(x):
     return x
 
 
-# ---- issue 11: device-independent resume, probes after the checkpoint, no per-step syncs
+# ---- device-independent resume, probes after the checkpoint, no per-step syncs
 
 
 def _to_other_kind(x):
@@ -372,7 +372,7 @@ def test_a_run_resumes_across_changed_speed_options(store, tmp_path):
     assert tr.try_resume() and tr.epoch == 1
 
 
-# ---- issue 12: honest re-runs
+# ---- honest re-runs
 
 
 def _fit(cfg, store, run, **kw):

@@ -5,8 +5,8 @@ Run by the official kit as ``python -m heareval.embeddings.runner abt.hear --mod
 (see :mod:`abt.evaluation.heareval_env`). Only torch and numpy are imported, so the module works in
 the separate evaluation venv.
 
-Protocol (the authors' wrapper with its bugs fixed; shared/reference/original-code-spec.md §1.13,
-§1.16 items 19-20):
+Protocol (the authors' wrapper, jonahanton/SSL_audio, with its bugs fixed; docs/fidelity.md rows
+19-20):
 
 * **Front-end = pre-training front-end.** The log-mel parameters are the checkpoint's ``mels``
   (64 ms window, *not* the authors' HEAR ``win_length=400``).
@@ -217,6 +217,10 @@ class HearModel(nn.Module):
     def scene_from_logmel(self, x: torch.Tensor) -> torch.Tensor:
         """Clip embeddings of normalised log-mels ``(B, 1, n_mels, T)``: conv encoders see the
         whole clip, ViTs average ``unit_frames`` units (the last padded only if partial)."""
+        return self.scene_forward(x)
+
+    def scene_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`scene_from_logmel` with gradients (fine-tuning: :mod:`abt.finetune`)."""
         n = x.shape[0]
         if self.unit_frames is None:
             if x.shape[-1] < self.min_frames:

@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from abt.locks import LOCK_FILES
+
 #: the marker file in a folder written by abt: ``{"kind": <OutputKind.name>}``
 MARKER = ".abt-output.json"
 
@@ -44,13 +46,14 @@ class OutputKind:
     folder must be empty or its own. ``folder``: False for a single-file output (then ``legacy``
     tests the file). ``legacy``: recognises an output of this kind without a marker (written
     before markers existed, or a folder whose marked entries Snakemake removed before a re-run).
-    ``ignore``: entries of a folder that do not make it foreign (a lock file)."""
+    ``ignore``: entries of a folder that do not make it foreign (the lock and holder files of
+    :mod:`abt.locks`, the marker)."""
 
     name: str
     entries: tuple[str, ...] = ()
     folder: bool = True
     legacy: Callable[[Path], bool] = _never
-    ignore: tuple[str, ...] = (".lock", MARKER)
+    ignore: tuple[str, ...] = (*LOCK_FILES, MARKER)
 
 
 def _resolved(p: str | os.PathLike[str]) -> Path:

@@ -14,6 +14,7 @@
                        finished attempt's _finished/ (its model.ckpt stays a loadable encoder
                        checkpoint)
     RUN/.lock          held by the process writing the run (:func:`abt.locks.folder_lock`)
+    RUN/.lock.holder   who holds it (pid, host, since when); left behind only by a killed holder
     RUN/run.json, RUN/monitor.json
                        the resolved run and its monitoring settings, written for the processes
                        of a torchrun (DDP) job (:func:`abt.jobs.pretrain.pretrain_torchrun`)

@@ -4,6 +4,10 @@ Rows live in memory and are rewritten atomically on every append. The rows up to
 checkpoint are stored *in* that checkpoint (:meth:`CsvLog.text`), so a resumed run restores its
 whole history even when the CSV was deleted meanwhile (Snakemake deletes the declared outputs of
 an interrupted job) and drops rows written after the checkpoint (they are written again).
+
+A ``sink`` (e.g. :meth:`abt.tracking.Tracker.feed`) gets the rows as they are stored: every row
+written, and the whole history on a restore, with the values of the CSV file (floats to 6
+significant digits).
 """
 
 from __future__ import annotations
@@ -11,23 +15,31 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 
 class CsvLog:
-    """Append-only CSV with an in-memory copy; ``enabled=False`` (DDP ranks > 0) writes nothing."""
+    """Append-only CSV with an in-memory copy; ``enabled=False`` (DDP ranks > 0) writes nothing
+    (and feeds no ``sink``)."""
 
-    def __init__(self, path: str | Path, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        enabled: bool = True,
+        sink: Callable[[Sequence[Mapping[str, Any]]], None] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.enabled = enabled
+        self.sink = sink
         self.rows: list[dict[str, Any]] = []
 
     def restore(self, text: str) -> None:
         """Replace the rows with those of ``text`` (a checkpoint's copy) and rewrite the file."""
         self.rows = list(csv.DictReader(io.StringIO(text))) if text else []
         self._rewrite()
+        self._feed(self.rows)
 
     def text(self) -> str:
         """The CSV as text (what a checkpoint stores)."""
@@ -47,6 +59,11 @@ class CsvLog:
     def write(self, row: Mapping[str, Any]) -> None:
         self.rows.append({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
         self._rewrite()
+        self._feed(self.rows[-1:])
+
+    def _feed(self, rows: list[dict[str, Any]]) -> None:
+        if self.sink is not None and self.enabled and rows:
+            self.sink([dict(r) for r in rows])
 
     def _write(self, fh: Any) -> None:
         cols: list[str] = []
@@ -66,8 +83,10 @@ class CsvLog:
         try:
             with open(tmp, "w", newline="") as fh:
                 self._write(fh)
-        except BaseException:  # e.g. a full disk: no partial file left behind
+        except BaseException as e:  # e.g. a full disk: no partial file left behind
             tmp.unlink(missing_ok=True)
+            if isinstance(e, OSError) and e.filename is None:
+                e.filename = str(tmp)  # a failed write() names no file: name the one written
             raise
         os.replace(tmp, self.path)
 

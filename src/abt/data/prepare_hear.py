@@ -161,7 +161,8 @@ def detect_source(path: str | Path) -> TaskSource:
             return TaskSource(kind, p)
     raise PrepareError(
         f"{p} is not a task source: expected a HEAR task folder (with task_metadata.json), a "
-        "HEAR task archive (.tar.gz) or an FSD50K download (with FSD50K.ground_truth/)"
+        "HEAR task archive (.tar.gz), an FSD50K download (with FSD50K.ground_truth/) or a "
+        "labelled-audio CSV (header file,label[,split|fold])"
     )
 
 
@@ -767,3 +768,7 @@ def prepare_tasks(
     if ex is not None:
         ex.shutdown()
     return sorted(out, key=lambda r: names.index(r["task"]))
+
+
+# kinds of task source defined in their own modules register themselves when imported
+from abt.data import csv_task as _csv_task  # noqa: E402, F401  (the ``csv`` kind)

@@ -13,6 +13,10 @@ Commands::
     predict    ENV_DIR TASK_EMB_DIR [--grid default|fast|smoke] [--grid-points N] [--out-dir D]
                [--log F]
     scores     TASK_EMB_DIR OUT_CSV --task T --encoder E --variant V --seed N --grid G
+    validate-reference ENV_DIR (NAME | --module M [--model P] [--pip REQ]) [--out JSON]
+                                                         a reference (abt.evaluation.references)
+                                                         before any task: import, hear-validator,
+                                                         one short clip; JSON to stdout / --out
 """
 
 from __future__ import annotations
@@ -64,12 +68,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     for k in ("task", "encoder", "variant", "grid"):
         p.add_argument(f"--{k}", required=True)
     p.add_argument("--seed", type=int, required=True)
+    p = sub.add_parser("validate-reference")
+    p.add_argument("env_dir")
+    p.add_argument("name", nargs="?", help="a shipped reference (naive, crepe)")
+    p.add_argument("--module", help="your own HEAR module (instead of NAME)")
+    p.add_argument("--model", help="its weights file, given to load_model")
+    p.add_argument("--pip", help="its pip requirement (name==version or a wheel)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out")
     a = ap.parse_args(argv)
     from abt.evaluation.heareval_env import EnvBuildError, KitError
+    from abt.evaluation.references import ReferenceError
 
     try:
         return _run(a)
-    except (EnvBuildError, KitError, FileNotFoundError, ValueError) as e:  # checkpoint errors too
+    except (EnvBuildError, KitError, ReferenceError, FileNotFoundError, ValueError) as e:
         print(f"python -m abt.evaluation {a.cmd}: error: {e}", file=sys.stderr)
         return 2
 
@@ -131,6 +144,26 @@ def _run(a: argparse.Namespace) -> int:
         )
         Path(a.out_csv).parent.mkdir(parents=True, exist_ok=True)
         scores_table(rows).to_csv(a.out_csv, index=False)
+    elif a.cmd == "validate-reference":
+        from pathlib import Path
+
+        from abt.evaluation.references import (
+            ensure_reference_env,
+            parse_references,
+            validate_reference,
+        )
+
+        if (a.name is None) == (a.module is None):
+            raise ValueError("give a shipped reference's NAME or --module (not both)")
+        entry = a.name or {"name": "own", "module": a.module, "model": a.model, "pip": a.pip}
+        (ref,) = parse_references([entry], key="validate-reference")
+        if ref.pip:
+            ensure_reference_env(a.env_dir, [ref])
+        text = json.dumps(validate_reference(a.env_dir, ref, device=a.device).to_dict(), indent=1)
+        if a.out:
+            Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.out).write_text(text + "\n")
+        print(text)
     return 0
 
 

@@ -1,7 +1,6 @@
 """The separate, pinned HEAR evaluation venv and the official kit's runners as subprocesses.
 
-heareval 2021.1.3 and hearvalidator 2021.0.6 run *unmodified* on Python 3.11 in their own venv
-(shared/reference/heareval-on-python311.md):
+heareval 2021.1.3 and hearvalidator 2021.0.6 run *unmodified* on Python 3.11 in their own venv:
 
 * every dependency pinned in ``envs/hear-eval.constraints.txt`` (modern numpy/numba,
   pytorch-lightning 1.9.5, ``setuptools<81`` because dcase_util/lightning import ``pkg_resources``);
@@ -68,10 +67,16 @@ KIT_REQUIREMENTS: tuple[str, ...] = (
     "click",
     "pynvml",
     "PyYAML",
+    "resampy",  # imported by torchcrepe at module level
 )
 #: installed with --no-deps (their metadata cannot be satisfied on Python 3.11)
 KIT_NODEPS: tuple[str, ...] = ("heareval",)
 KIT_NODEPS_ANY_PYTHON: tuple[str, ...] = ("hearvalidator",)
+#: the measured references' packages (:mod:`abt.evaluation.references`), --no-deps after the kit:
+#: hearbaseline's metadata pins numpy 1.19 / numba 0.48 / tensorflow; torchcrepe's asks for a
+#: torchaudio, which has no release for torch 2.13 and which the HEAR path never calls
+#: (``hear_compat/fallback/torchaudio`` stands in for it)
+REFERENCE_NODEPS: tuple[str, ...] = ("hearbaseline", "torchcrepe")
 
 #: ``grid`` argument of :func:`run_predictions` -> heareval predictions-runner options
 GRIDS: dict[str, tuple[str, ...]] = {
@@ -114,10 +119,13 @@ def _norm(name: str) -> str:
     return name.lower().replace("_", "-").replace(".", "-")
 
 
-def _install_plan(constraints: Path) -> list[list[str]]:
-    """The pip argument lists :func:`ensure_env` runs, in order."""
+def _install_plan(constraints: Path, extra: Sequence[str] = ()) -> list[list[str]]:
+    """The pip argument lists :func:`ensure_env` runs, in order: the kit (every version from the
+    constraints file), then each of ``extra`` (a user's HEAR module: ``name==version`` or a wheel
+    file, :func:`abt.evaluation.references.check_pip`) with the same constraints, so it cannot
+    move a pinned package."""
     pins = read_constraints(constraints)
-    for name in (*KIT_REQUIREMENTS, *KIT_NODEPS, *KIT_NODEPS_ANY_PYTHON):
+    for name in (*KIT_REQUIREMENTS, *KIT_NODEPS, *KIT_NODEPS_ANY_PYTHON, *REFERENCE_NODEPS):
         if _norm(name) not in pins:
             raise EnvBuildError(f"{constraints}: no pin for {name!r}")
     c = ["-c", str(constraints)]
@@ -127,17 +135,26 @@ def _install_plan(constraints: Path) -> list[list[str]]:
         ["install", "--no-deps", "--ignore-requires-python", *c, f"{n}=={pins[_norm(n)]}"]
         for n in KIT_NODEPS_ANY_PYTHON
     ]
+    plan += [["install", "--no-deps", *c, *(f"{n}=={pins[_norm(n)]}" for n in REFERENCE_NODEPS)]]
+    plan += [["install", *c, str(req)] for req in extra]
     return plan
 
 
-def env_hash(constraints: str | Path = CONSTRAINTS, python: str = sys.executable) -> str:
-    """Hash of everything that defines the venv: pins, install commands, Python version."""
+def env_hash(
+    constraints: str | Path = CONSTRAINTS, python: str = sys.executable, extra: Sequence[str] = ()
+) -> str:
+    """Hash of everything that defines the venv: pins, install commands (with the ``extra``
+    requirements; a wheel file counts by its bytes), Python version."""
     pyver = subprocess.run(
         [python, "-c", "import sys; print(sys.version)"], capture_output=True, text=True, check=True
     ).stdout.strip()
     h = hashlib.sha256()
     h.update(Path(constraints).read_bytes())
-    h.update(json.dumps(_install_plan(Path(constraints))).replace(str(constraints), "C").encode())
+    plan = _install_plan(Path(constraints), extra)
+    h.update(json.dumps(plan).replace(str(constraints), "C").encode())
+    for req in extra:
+        if Path(req).is_file():
+            h.update(hashlib.sha256(Path(req).read_bytes()).hexdigest().encode())
     h.update(pyver.encode())
     return h.hexdigest()[:16]
 
@@ -161,6 +178,7 @@ def ensure_env(
     constraints: str | Path = CONSTRAINTS,
     log: str | Path | None = None,
     quiet: bool = True,
+    extra: Sequence[str] = (),
 ) -> Path:
     """Create (first use) or reuse the pinned evaluation venv at ``env_dir``; return ``env_dir``.
 
@@ -168,13 +186,16 @@ def ensure_env(
     done. Otherwise the venv is removed and rebuilt — only if ``env_dir`` is empty, holds our stamp
     or is a venv (``pyvenv.cfg``); anything else raises rather than deleting a stranger's folder.
     ``python`` must be Python 3.11 (``>=3.9`` works for pip but 3.11 is what was validated).
-    pip's output goes to ``log`` (default ``env_dir/abt-install.log``).
+    pip's output goes to ``log`` (default ``env_dir/abt-install.log``). ``extra``: requirements
+    installed after the kit (users' HEAR modules, exact pins or wheel files); they are part of the
+    stamp, so adding or changing one rebuilds the venv.
     """
     env_dir = Path(env_dir).absolute()
     constraints = Path(constraints)
     if not constraints.is_file():
         raise EnvBuildError(f"constraints file {constraints} is missing")
-    want = env_hash(constraints, python)
+    extra = [str(Path(r).absolute()) if Path(r).is_file() else str(r) for r in extra]
+    want = env_hash(constraints, python, extra)
     lock = (
         Path(tempfile.gettempdir())
         / f"abt-hear-env-{hashlib.sha1(bytes(env_dir)).hexdigest()[:12]}.lock"
@@ -197,19 +218,22 @@ def ensure_env(
         with open(log_path, "w") as lf:
             _logged_run([python, "-m", "venv", str(env_dir)], lf)
             py = str(env_python(env_dir))
-            for args in _install_plan(constraints):
-                extra = ["--quiet"] if quiet else []
-                _logged_run([py, "-m", "pip", *args[:1], *extra, *args[1:]], lf)
-            # the kit must import with the shims and our package: fail here, not mid-workflow
+            flags = ["--quiet"] if quiet else []
+            for args in _install_plan(constraints, extra):
+                _logged_run([py, "-m", "pip", *args[:1], *flags, *args[1:]], lf)
+            # the kit and the shipped references must import with the shims and our package:
+            # fail here, not mid-workflow
             probe = (
                 "import heareval.embeddings.runner, heareval.predictions.runner, "
-                "hearvalidator.validate, abt.hear, hear_compat; hear_compat.check()"
+                "hearvalidator.validate, abt.hear, hearbaseline.naive, hearbaseline.torchcrepe, "
+                "hear_compat; hear_compat.check()"
             )
             _logged_run([py, "-c", probe], lf, env=kit_env(env_dir))
         stamp = {
             "hash": want,
             "python": platform.python_version(),
             "constraints": str(constraints),
+            "extra": extra,
             "install_seconds": round(time.perf_counter() - t0, 1),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
@@ -353,25 +377,50 @@ def run_validator(
     """``hear-validator abt.hear --model CKPT --device DEVICE``; returns its output."""
     env_dir = _check_env(env_dir)
     ckpt = _check_ckpt(ckpt)
+    return run_module_validator(env_dir, HEAR_MODULE, ckpt, device=device, log=log,
+                                timeout=timeout)  # fmt: skip
+
+
+def run_module_validator(
+    env_dir: str | Path,
+    module: str,
+    model: str | Path | None = None,
+    *,
+    device: str = "cpu",
+    log: str | Path | None = None,
+    timeout: float | None = 1800,
+) -> str:
+    """``hear-validator MODULE [--model MODEL] --device DEVICE`` for any HEAR module in the venv;
+    returns its output (a :class:`KitError` with the tail of it when the validator fails)."""
+    env_dir = _check_env(env_dir)
+    cmd: list[Any] = [env_dir / "bin" / "hear-validator", module]
+    if model is not None:
+        cmd += ["--model", Path(model).absolute()]
     with _scratch(None, keep=False) as cwd:
-        return _run_kit(
-            [env_dir / "bin" / "hear-validator", HEAR_MODULE, "--model", ckpt, "--device", device],
-            env_dir,
-            cwd=cwd,
-            log=log,
-            what="hear-validator",
-            timeout=timeout,
-        )
+        return _run_kit([*cmd, "--device", device], env_dir, cwd=cwd, log=log,
+                        what="hear-validator", timeout=timeout)  # fmt: skip
 
 
-def _check_tasks(task_dirs: Sequence[Path]) -> None:
-    from abt.data.hear_tasks import read_task
+class MissingRateError(FileNotFoundError):
+    """A task folder lacks the ``<rate>/`` audio folder a HEAR module's sample rate needs."""
+
+
+def _check_tasks(
+    task_dirs: Sequence[Path], sample_rate: int = 16000, module: str = HEAR_MODULE
+) -> None:
+    from abt.data.hear_tasks import read_task, sample_rates
 
     names = [t.name for t in task_dirs]
     if len(set(names)) != len(names):
         raise ValueError(f"task directory names must be unique, got {names}")
     for t in task_dirs:
-        info = read_task(t, sample_rate=16000)  # raises HearTaskError naming the file
+        if t.is_dir() and sample_rate not in sample_rates(t):
+            raise MissingRateError(
+                f"{t}: no {sample_rate}/ audio folder (it has {sample_rates(t)}); {module} "
+                f"declares sample_rate {sample_rate} and the kit reads <task>/{sample_rate}/: "
+                f"add it with `python -m abt.data.rates {t} --rate {sample_rate}`"
+            )
+        info = read_task(t, sample_rate=sample_rate)  # raises HearTaskError naming the file
         if not info.labels or all(len(v) == 0 for v in info.labels.values()):
             raise ValueError(f"{t}: the task has no clips")
 
@@ -403,29 +452,48 @@ def run_embeddings_of(
     ckpt: str | Path,
     task_dirs: Sequence[str | Path],
     embeddings_dir: str | Path,
+    **kwargs: Any,
+) -> dict[str, Path]:
+    """``python -m heareval.embeddings.runner abt.hear --model CKPT`` on the HEAR task
+    directories ``task_dirs`` (anywhere on disk), in *one* kit process:
+    :func:`run_module_embeddings` of our module at 16 kHz. Outputs
+    ``embeddings_dir/abt.hear/<task>/`` (returned, by task directory name)."""
+    env_dir = _check_env(env_dir)
+    ckpt = _check_ckpt(ckpt)
+    return run_module_embeddings(env_dir, HEAR_MODULE, ckpt, task_dirs, embeddings_dir,
+                                 sample_rate=16000, **kwargs)  # fmt: skip
+
+
+def run_module_embeddings(
+    env_dir: str | Path,
+    module: str,
+    model: str | Path | None,
+    task_dirs: Sequence[str | Path],
+    embeddings_dir: str | Path,
     *,
+    sample_rate: int,
     overwrite: bool = True,
     log: str | Path | None = None,
     scratch_dir: str | Path | None = None,
     timeout: float | None = None,
 ) -> dict[str, Path]:
-    """``python -m heareval.embeddings.runner abt.hear --model CKPT`` on the HEAR task
-    directories ``task_dirs`` (anywhere on disk), in *one* kit process.
+    """``python -m heareval.embeddings.runner MODULE [--model MODEL]`` on ``task_dirs`` in one
+    kit process, for any HEAR module whose model declares ``sample_rate`` (the kit reads
+    ``<task>/<sample_rate>/``; a task without that folder is a :class:`MissingRateError`).
 
-    Each is validated with :func:`abt.data.hear_tasks.read_task` first, then symlinked into a
-    scratch folder that the runner iterates (it takes every entry of ``--tasks-dir``). Outputs:
-    ``embeddings_dir/abt.hear/<task>/`` (returned, by task directory name). ``overwrite`` deletes
-    existing outputs first: the runner would otherwise skip a task whose ``.done.embeddings``
-    exists even if the checkpoint changed.
+    Each task is validated with :func:`abt.data.hear_tasks.read_task` at that rate first, then
+    symlinked into a scratch folder that the runner iterates (it takes every entry of
+    ``--tasks-dir``). Outputs: ``embeddings_dir/<module>/<task>/`` (returned, by task directory
+    name). ``overwrite`` deletes existing outputs first: the runner would otherwise skip a task
+    whose ``.done.embeddings`` exists even if the model changed.
     """
     env_dir = _check_env(env_dir)
-    ckpt = _check_ckpt(ckpt)
     selected = [Path(t).absolute() for t in task_dirs]
     if not selected:
         raise ValueError("no task directories to embed")
-    _check_tasks(selected)
+    _check_tasks(selected, sample_rate, module)
     out_root = Path(embeddings_dir).absolute()
-    outs = {t.name: out_root / HEAR_MODULE / t.name for t in selected}
+    outs = {t.name: out_root / module / t.name for t in selected}
     if overwrite:
         for p in outs.values():
             shutil.rmtree(p, ignore_errors=True)
@@ -438,8 +506,10 @@ def run_embeddings_of(
             if dst.is_symlink() or dst.exists():
                 dst.unlink()
             dst.symlink_to(t.resolve(), target_is_directory=True)
-        cmd = [env_dir / "bin" / "python", "-m", "heareval.embeddings.runner", HEAR_MODULE,
-               "--model", ckpt, "--tasks-dir", links, "--embeddings-dir", out_root]  # fmt: skip
+        cmd: list[Any] = [env_dir / "bin" / "python", "-m", "heareval.embeddings.runner", module]
+        if model is not None:
+            cmd += ["--model", Path(model).absolute()]
+        cmd += ["--tasks-dir", links, "--embeddings-dir", out_root]
         _run_kit(cmd, env_dir, cwd=cwd, log=log, what="heareval embeddings runner",
                  timeout=timeout)  # fmt: skip
     for p in outs.values():

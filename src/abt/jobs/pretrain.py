@@ -79,9 +79,9 @@ def pretrain(
         spec = apply_params(spec, params).replace(
             from_sweep={"file": sweep_params, "params": params}
         )
-    trainer = Trainer(spec, store_dir, run_dir, device=device, callbacks=callbacks)
-    trainer.files.check_usable()  # creates the folder, or a one-line error (read-only, a file)
+    rundir.RunDir(run_dir).check_usable()  # creates it, or a one-line error (read-only, a file)
     mark(run_dir, RUN_OUTPUT)  # the folder is a run's from now on
+    trainer = Trainer(spec, store_dir, run_dir, device=device, callbacks=callbacks)
     return trainer.fit(stop_after_epochs=stop_after_epochs, wait_for_lock=wait_for_lock)
 
 

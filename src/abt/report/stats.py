@@ -1,4 +1,4 @@
-"""The spread of HEAR scores, from the kit's own test predictions (issue 17).
+"""The spread of HEAR scores, from the kit's own test predictions.
 
 The official kit saves, for every test split (a task's ``test``, or each fold of a k-fold task),
 the downstream model's predictions on the test items (``<split>.predictions.pkl``). From those

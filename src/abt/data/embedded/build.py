@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from abt.data.embedded import debian
+from abt.data.embedded import debian, pipsounds
 from abt.data.embedded.common import Context, TaskClip
 from abt.data.embedded.music import renderer_versions, soundfont_sha256
 from abt.data.embedded.pool import SOURCE_SEP, make_pool_clips, pool_size, write_pool_index
@@ -162,6 +162,7 @@ def build_embedded(
     use_debian: str = "auto",
     workers: int = 1,
     task_scale: float | None = None,
+    use_pip_sounds: str = "never",
 ) -> dict[str, Any]:
     """Build the embedded default data set under ``out_dir`` and return its manifest.
 
@@ -169,7 +170,10 @@ def build_embedded(
     2021 task directories), ``out_dir/sources/<task dir>.csv`` (the sources of every task clip)
     and ``out_dir/manifest.json``. ``tasks`` selects task builders (default: all of
     :data:`TASKS`). ``use_debian``: ``"auto"`` uses real recordings from installed Debian data
-    packages in the pool, ``"never"`` ignores them, ``"require"`` fails without any. ``workers``
+    packages in the pool, ``"never"`` ignores them, ``"require"`` fails without any;
+    ``use_pip_sounds`` does the same for the sounds that installed pip distributions ship
+    (:mod:`.pipsounds`; default ``"never"``: the pool does not depend on the environment's
+    packages unless asked). ``workers``
     > 1 builds the pool chunks and the tasks in that many processes (same bytes). ``task_scale``
     sizes the tasks independently of the pool (default: ``scale``; larger tasks give tighter
     intervals on the downstream scores). The output is a pure function of ``(seed, scale,
@@ -178,6 +182,8 @@ def build_embedded(
     """
     if use_debian not in USE_DEBIAN:
         raise ValueError(f"use_debian must be one of {USE_DEBIAN}, got {use_debian!r}")
+    if use_pip_sounds not in USE_DEBIAN:
+        raise ValueError(f"use_pip_sounds must be one of {USE_DEBIAN}, got {use_pip_sounds!r}")
     if not scale > 0:
         raise ValueError(f"scale must be > 0, got {scale}")
     task_scale = float(scale if task_scale is None else task_scale)
@@ -204,9 +210,16 @@ def build_embedded(
             "use_debian='require' but none of these Debian packages is installed: "
             + ", ".join(debian.DEBIAN_SOURCES.names())
         )
+    found_pip = pipsounds.detect() if use_pip_sounds != "never" else {}
+    if use_pip_sounds == "require" and not found_pip:
+        raise FileNotFoundError(
+            "use_pip_sounds='require' but none of these pip distributions is installed: "
+            + ", ".join(pipsounds.PIP_SOURCES.names())
+        )
+    optional = {**found, **found_pip}  # pip keys are "pip:<dist>": no clash with Debian names
     n_pool = pool_size(ctx)
     if workers <= 1:
-        rows = make_pool_clips(ctx, out / "pool", found, 0, n_pool)
+        rows = make_pool_clips(ctx, out / "pool", optional, 0, n_pool)
         task_ctx = _context(seed, task_scale)
         task_reports = {n: _write_task(out / "tasks", out / "sources", n, task_ctx) for n in names}
     else:
@@ -218,7 +231,7 @@ def build_embedded(
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as ex:
             tjobs = {n: ex.submit(_task_job, str(out), n, seed, task_scale) for n in names}
             pjobs = [
-                ex.submit(_pool_job, str(out), seed, scale, found, int(a), int(b))
+                ex.submit(_pool_job, str(out), seed, scale, optional, int(a), int(b))
                 for a, b in zip(bounds[:-1], bounds[1:], strict=True)
                 if b > a
             ]
@@ -239,6 +252,12 @@ def build_embedded(
             "use_debian": use_debian,
             "found": {k: len(v) for k, v in sorted(found.items())},
             "used": pool["debian_clips_by_package"],
+        },
+        "pip_sounds": {
+            "use_pip_sounds": use_pip_sounds,
+            "found": {k: len(v) for k, v in sorted(found_pip.items())},
+            "versions": pipsounds.versions(found_pip),
+            "used": pool["pip_clips_by_package"],
         },
         "source_split": {
             "pool_fraction": POOL_FRACTION,

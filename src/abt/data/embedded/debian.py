@@ -25,15 +25,21 @@ ROOT = Path("/")
 
 @dataclass(frozen=True)
 class DebItem:
+    """One optional recording: a file of a Debian package (``origin="deb"``) or of an installed
+    pip distribution (``origin="pip"``, :mod:`.pipsounds`; ``rel`` is then the file's path inside
+    the distribution, so the id does not depend on where the environment lives)."""
+
     package: str
     path: str  # file on disk
     member: str = ""  # entry inside a container file (openttd's opensfx.cat)
     kind: str = "recording"  # recording | speech | drums
+    origin: str = "deb"
+    rel: str = ""
 
     @property
     def source_id(self) -> str:
-        rel = self.path.lstrip("/")
-        return f"deb:{self.package}:{rel}" + (f"#{self.member}" if self.member else "")
+        rel = self.rel or self.path.lstrip("/")
+        return f"{self.origin}:{self.package}:{rel}" + (f"#{self.member}" if self.member else "")
 
 
 Lister = Callable[[Path], list[DebItem]]
@@ -77,6 +83,34 @@ def _hydrogen(root: Path) -> list[DebItem]:
     return [
         DebItem("hydrogen-data", str(p), kind="drums")
         for p in _files(root, "usr/share/hydrogen/data/drumkits")
+    ]
+
+
+@DEBIAN_SOURCES.register("asterisk-core-sounds-en-wav")
+def _asterisk_prompts(root: Path) -> list[DebItem]:
+    # ~560 telephone prompts read by one professional speaker (8 kHz); the silence files are not
+    # recordings
+    return [
+        DebItem("asterisk-core-sounds-en-wav", str(p), kind="speech")
+        for p in _files(root, "usr/share/asterisk/sounds/en_US_f_Allison")
+        if p.parent.name != "silence"
+    ]
+
+
+@DEBIAN_SOURCES.register("asterisk-moh-opsound-wav")
+def _asterisk_moh(root: Path) -> list[DebItem]:
+    # five real music tracks (CC-BY-SA "music on hold"): long, so every crop is a new excerpt
+    return [
+        DebItem("asterisk-moh-opsound-wav", str(p)) for p in _files(root, "usr/share/asterisk/moh")
+    ]
+
+
+@DEBIAN_SOURCES.register("bucklespring-data")
+def _bucklespring(root: Path) -> list[DebItem]:
+    # 171 recordings of the keys of one mechanical keyboard (press and release)
+    return [
+        DebItem("bucklespring-data", str(p), kind="drums")
+        for p in _files(root, "usr/share/buckle/wav")
     ]
 
 

@@ -35,7 +35,7 @@ from abt.registry import Registry
 CLIP_S = 2.0
 N = int(CLIP_S * SR)
 ROOM_TONE_FRACTION = 0.3
-KIND_WEIGHTS = {  # share of the pool per kind ("recording" only when Debian sounds are present)
+KIND_WEIGHTS = {  # share of the pool per kind ("recording" only when optional sounds are present)
     "speech": 0.25,
     "music": 0.2,
     "note": 0.1,
@@ -199,15 +199,18 @@ def write_pool_index(pool_dir: Path, rows: list[tuple[str, str, str, str]]) -> d
         w.writerows(rows)
     sources: set[str] = set()
     used: Counter = Counter()
+    used_pip: Counter = Counter()
     for row in rows:
         ids = row[2].split(SOURCE_SEP)
         sources.update(ids)
         used.update({s.split(":")[1] for s in ids if s.startswith("deb:")})
+        used_pip.update({s.split(":")[1] for s in ids if s.startswith("pip:")})
     return {
         "n_clips": len(rows),
         "clip_seconds": CLIP_S,
         "kinds": dict(sorted(Counter(r[3] for r in rows).items())),
         "n_sources": len(sources),
         "debian_clips_by_package": dict(sorted(used.items())),
+        "pip_clips_by_package": dict(sorted(used_pip.items())),
         "_sources": sources,
     }

@@ -13,6 +13,15 @@ after the patched module is first imported, so starting Python stays cheap:
 2. ``pynvml.nvmlDeviceGetName`` returns ``bytes`` again (pynvml >= 11.5 returns ``str`` and
    heareval's ``gpu_max_mem`` calls ``.decode()`` on it; GPU only). The evaluation venv pins
    pynvml 11.4.1, so this is a second line of defence.
+3. ``librosa.filters.mel`` accepts the sample rate as its first positional argument again.
+   hearbaseline 2021.1.1's naive baseline calls ``librosa.filters.mel(44100, n_fft=4096,
+   n_mels=256)``, written for librosa 0.8; from librosa 0.10 on every argument is keyword-only
+   and the call raises ``TypeError``. The patch passes the positional value as ``sr=`` (same
+   filters: the other defaults, Slaney norm and no HTK, did not change).
+4. A stand-in ``torchaudio`` (``fallback/torchaudio``), put at the *end* of ``sys.path``, so an
+   installed torchaudio always wins. torchcrepe imports torchaudio at module level for
+   ``torchcrepe.load.audio`` (reading files), which the HEAR wrapper never calls, and no
+   torchaudio release exists for torch 2.13; every use of the stand-in raises.
 
 Lightning 2.x needs two more patches (``Trainer(gpus=...)``, removed ``*_epoch_end`` hooks); they
 are not implemented: the venv pins pytorch-lightning 1.9.5 and :func:`check` fails loudly on 2.x.
@@ -24,6 +33,7 @@ import importlib.abc
 import importlib.util
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -64,10 +74,30 @@ def _patch_pynvml(mod: ModuleType) -> None:
     PATCHED.add("pynvml.nvmlDeviceGetName")
 
 
+def _patch_librosa_mel(mod: ModuleType) -> None:
+    fn = getattr(mod, "mel", None)
+    if fn is None or getattr(fn, "_hear_compat", False):
+        return
+
+    def mel(*args: Any, **kwargs: Any) -> Any:
+        if len(args) == 1 and "sr" not in kwargs:  # librosa <= 0.9: mel(sr, n_fft, ...)
+            kwargs["sr"] = args[0]
+            args = ()
+        return fn(*args, **kwargs)
+
+    mel._hear_compat = True  # type: ignore[attr-defined]
+    mel.__doc__ = fn.__doc__
+    mod.mel = mel
+    PATCHED.add("librosa.filters.mel")
+
+
 _HOOKS: dict[str, Callable[[ModuleType], None]] = {
     "pytorch_lightning.loops.fit_loop": _patch_fit_loop,
     "pynvml": _patch_pynvml,
+    "librosa.filters": _patch_librosa_mel,
 }
+#: stand-ins for modules that may be missing, searched after everything else on ``sys.path``
+FALLBACK_DIR = str(Path(__file__).resolve().parent / "fallback")
 
 
 class _PostImportHook(importlib.abc.MetaPathFinder):
@@ -100,6 +130,8 @@ class _PostImportHook(importlib.abc.MetaPathFinder):
 def install() -> None:
     if not any(isinstance(f, _PostImportHook) for f in sys.meta_path):
         sys.meta_path.insert(0, _PostImportHook())
+    if FALLBACK_DIR not in sys.path:
+        sys.path.append(FALLBACK_DIR)
     for name, patch in _HOOKS.items():  # already imported: patch now
         if name in sys.modules:
             patch(sys.modules[name])
