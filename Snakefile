@@ -29,10 +29,10 @@ rule all:
     default_target: True
     input:
         TRAIN_STATS,
-        "results/baselines/summary.csv",
+        rules.baseline_table.output.csv,
         rules.encoder_tables.output.csv,
         expand(
-            f"{PRETRAIN_RUN}/model.ckpt",
+            str(RUN_FILES.checkpoint),
             encoder=config["run"]["encoders"],
             variant="baseline",
             seed=SEEDS,

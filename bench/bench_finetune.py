@@ -48,12 +48,18 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as d:
         ckpt = a.ckpt
         if ckpt is None:
+            from abt.config import schema_defaults
             from abt.data.store import MelStore
             from abt.hear import save_random_init
 
             st = MelStore(next(p for p in Path(a.stores).iterdir() if p.is_dir()))
+            pre = schema_defaults("pretrain")  # the configuration's crop and normalisation
             ckpt = save_random_init(Path(d) / "model.ckpt", "audiontt", "audiontt", {},
-                                    st.mean, st.std, st.stats["mels"])  # fmt: skip
+                                    st.mean, st.std, st.stats["mels"],
+                                    seed=schema_defaults("run")["seed"],
+                                    input_frames=pre["crop_frames"],
+                                    norm_mode=pre["augment"]["norm"],
+                                    precision="fp32")  # fmt: skip
         t0 = time.perf_counter()
         res = finetune(ckpt, a.task_dir, a.stores, settings, Path(d) / "ft.json", device="cpu")
         wall = time.perf_counter() - t0

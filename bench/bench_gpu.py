@@ -50,9 +50,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _authors import AuthorsStep, authors_loader  # noqa: E402
 from _common import machine, write  # noqa: E402
 
-from abt.config import REPO_ROOT, load_config  # noqa: E402
-from abt.data.mel import MelConfig  # noqa: E402
-from abt.data.store import MelStore, pack_store  # noqa: E402
+from abt.config import REPO_ROOT, load_config, schema_defaults  # noqa: E402
+from abt.data.store import MelStore, StoreSettings, pack_store  # noqa: E402
 from abt.encoders.profile import gflops  # noqa: E402
 from abt.runspec import resolve  # noqa: E402
 from abt.trainer import Trainer  # noqa: E402
@@ -70,7 +69,10 @@ def synthetic_store(path: Path, n_clips: int, frames: int = 1001, n_mels: int = 
         (f"c{i}", rng.standard_normal((frames, n_mels), dtype=np.float32) * 4 - 8)
         for i in range(n_clips)
     )
-    pack_store(clips, path, mel_cfg=MelConfig(n_mels=n_mels), stats_crops=1000)
+    pre = schema_defaults("preprocess")
+    pre["stats"]["n_crops"] = 1000
+    mels = {**schema_defaults("mels"), "n_mels": n_mels}
+    pack_store(clips, path, StoreSettings.from_config(mels, pre, "silence"))
     return path
 
 

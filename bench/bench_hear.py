@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from abt.config import schema_defaults
 from abt.hear import get_scene_embeddings, get_timestamp_embeddings, load_model, save_random_init
 
 ENCODERS = {
@@ -64,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as d:
         for key in args.encoders:
             arch, kw = ENCODERS[key]
-            ck = save_random_init(Path(d) / f"{key}.ckpt", key, arch, kw, -5.0, 5.0, {})
+            ck = save_random_init(Path(d) / f"{key}.ckpt", key, arch, kw, -5.0, 5.0,
+                                  schema_defaults("mels"), seed=0, input_frames=96,
+                                  norm_mode="dataset", precision="fp32")  # fmt: skip
             model = load_model(str(ck), chunk_size=args.chunk).to(args.device)
             sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
             for kind, fn in (

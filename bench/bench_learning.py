@@ -271,7 +271,10 @@ def probe_task(emb: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
     """Linear probes of one task over every fold rotation and seed."""
     import numpy as np
 
+    from abt.config import schema_defaults
     from abt.probe import ProbeConfig, TaskData, fit_linear_probe
+
+    classifier = schema_defaults("monitor.classifier")  # the thesis's probe (the schema's)
 
     per_seed, correct = [], []
     for s in seeds:
@@ -280,7 +283,7 @@ def probe_task(emb: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
             x = {r: np.concatenate([emb["x"][sp] for sp in v]) for r, v in rot.items()}
             y = {r: np.concatenate([emb["y"][sp] for sp in v]) for r, v in rot.items()}
             data = TaskData(x, y, emb["n_classes"], False, "top1_acc")
-            res = _fit_with_predictions(data, ProbeConfig(seed=s), fit_linear_probe)
+            res = _fit_with_predictions(data, ProbeConfig(**classifier, seed=s), fit_linear_probe)
             ok_all.append(res)
         ok = np.concatenate(ok_all)
         correct.append(ok.astype(np.uint8).tolist())

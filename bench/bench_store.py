@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -27,8 +28,9 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, write  # noqa: E402
 
-from abt.data.mel import MelConfig, librosa_logmel  # noqa: E402
-from abt.data.store import ClipSpec, MelStore, build_store  # noqa: E402
+from abt.config import schema_defaults  # noqa: E402
+from abt.data.mel import librosa_logmel  # noqa: E402
+from abt.data.store import ClipSpec, MelStore, StoreSettings, build_store  # noqa: E402
 
 
 def make_audio(d: Path, n: int, seconds: float, sr: int = 44100) -> list[Path]:
@@ -45,7 +47,7 @@ def make_audio(d: Path, n: int, seconds: float, sr: int = 44100) -> list[Path]:
     return paths
 
 
-def baseline_preprocess(paths: list[Path], out: Path, cfg: MelConfig) -> None:
+def baseline_preprocess(paths: list[Path], out: Path, cfg: Any) -> None:
     """The plain per-file path: librosa.load (resample + downmix), librosa mel, one .npy each."""
     import librosa
 
@@ -98,7 +100,10 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(a.threads)
-    cfg = MelConfig()
+    pre = schema_defaults("preprocess")
+    pre["stats"]["n_crops"], pre["workers"] = 1000, a.threads
+    settings = StoreSettings.from_config(schema_defaults("mels"), pre, "silence")
+    cfg = settings.mels
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "audio").mkdir()
@@ -110,9 +115,7 @@ def main() -> None:
         build_store(
             [ClipSpec(p.stem, str(p)) for p in paths],
             tmp / "store",
-            mel_cfg=cfg,
-            workers=a.threads,
-            stats_crops=1000,
+            settings,
             log=lambda *_: None,
         )
         t_store = time.perf_counter() - t0

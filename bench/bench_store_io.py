@@ -33,7 +33,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, write  # noqa: E402
 
-from abt.data.store import MelStore, pack_store  # noqa: E402
+from abt.config import schema_defaults  # noqa: E402
+from abt.data.store import MelStore, StoreSettings, pack_store  # noqa: E402
 
 FRAMES, N_MELS, CROP, BATCH = 1001, 64, 96, 128
 GPU_RATES = {
@@ -48,7 +49,10 @@ def synth_store(out: Path, n_clips: int, dtype: str) -> None:
     rng = np.random.default_rng(0)
     pool = (rng.standard_normal((64, FRAMES, N_MELS)) * 4.0 - 5.0).astype(np.float32)
     clips = ((f"c{i}", pool[i % len(pool)]) for i in range(n_clips))
-    pack_store(clips, out, dtype=dtype, stats_crops=256, source={"synthetic": True})
+    pre = {**schema_defaults("preprocess"), "dtype": dtype}
+    pre["stats"]["n_crops"] = 256
+    settings = StoreSettings.from_config(schema_defaults("mels"), pre, "silence")
+    pack_store(clips, out, settings, source={"synthetic": True})
 
 
 def drop_caches() -> bool:

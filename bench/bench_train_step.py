@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _authors import PerSampleAA, per_clip_crop  # noqa: E402
 from _common import machine, write  # noqa: E402
 
-from abt.config import REPO_ROOT, load_config  # noqa: E402
+from abt.config import REPO_ROOT, load_config, schema_defaults  # noqa: E402
 from abt.data.loader import EpochPlan  # noqa: E402
-from abt.data.store import ClipSpec, MelStore, build_store  # noqa: E402
+from abt.data.store import ClipSpec, MelStore, StoreSettings, build_store  # noqa: E402
 from abt.runspec import resolve  # noqa: E402
 from abt.trainer import Trainer  # noqa: E402
 
@@ -93,7 +93,10 @@ def make_store(d: Path, n: int) -> Path:
         )
         sf.write(d / f"{i}.wav", x.astype(np.float32), 16000)
         specs.append(ClipSpec(str(i), str(d / f"{i}.wav")))
-    build_store(specs, d / "store", stats_crops=500, log=lambda *_: None)
+    pre = schema_defaults("preprocess")
+    pre["stats"]["n_crops"] = 500
+    settings = StoreSettings.from_config(schema_defaults("mels"), pre, "silence")
+    build_store(specs, d / "store", settings, log=lambda *_: None)
     return d / "store"
 
 

@@ -46,7 +46,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, write  # noqa: E402
 
-from abt.augment import AUGMENTATIONS, DEFAULT_BLOCKS, AugmentationPipeline  # noqa: E402
+from abt.augment import AUGMENTATIONS, AugmentationPipeline  # noqa: E402
+from abt.config import schema_defaults  # noqa: E402
 from abt.data.mel import LogMelFrontEnd, MelConfig  # noqa: E402
 from abt.wave_augment import WAVE_BLOCKS  # noqa: E402
 
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     b2 = 2 * a.batch
-    mel = MelConfig()
+    mel = MelConfig.from_dict(schema_defaults("mels"))
     out = mel.samples_for_frames(CROP_FRAMES)
     rows: list[dict[str, Any]] = []
 
@@ -134,8 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     front = LogMelFrontEnd(mel)
     x_out = waves(b2, out)
     add("log-mel front-end", lambda: front(x_out))
-    chain = [{"name": n, "p": 0.5} for n in WAVE_BLOCKS] + [dict(s) for s in DEFAULT_BLOCKS]
-    pipe = AugmentationPipeline(chain, mean=-8.0, std=4.0, mels={}, crop_frames=CROP_FRAMES)
+    chain = [{"name": n, "p": 0.5} for n in WAVE_BLOCKS] + schema_defaults(
+        "pretrain.augment.blocks"
+    )
+    pipe = AugmentationPipeline(chain, norm="dataset", mean=-8.0, std=4.0, mels={},
+                                crop_frames=CROP_FRAMES)  # fmt: skip
     pipe.manual_seed(0)
     n_in = pipe.input_samples()
     x_in = waves(a.batch, n_in)
@@ -158,7 +162,12 @@ def main(argv: list[str] | None = None) -> int:
                 Path(tmp) / f"{i}.wav", waves(1, int(SR * rng.uniform(2, 10)), i)[0].numpy(), SR
             )
             specs.append(ClipSpec(str(i), str(Path(tmp) / f"{i}.wav")))
-        build_wave_store(specs, Path(tmp) / "w", stats_crops=64, log=lambda *_: None)
+        from abt.data.store import StoreSettings
+
+        pre = {**schema_defaults("preprocess"), "dtype": schema_defaults("waves")["dtype"]}
+        pre["stats"]["n_crops"] = 64
+        settings = StoreSettings.from_config(schema_defaults("mels"), pre, "silence")
+        build_wave_store(specs, Path(tmp) / "w", settings, log=lambda *_: None)
         ws = WaveStore(Path(tmp) / "w")
         idx = rng.integers(0, len(ws), a.batch)
         med, times = timed(lambda: ws.random_crops(rng, idx, n_in), a.repeats)

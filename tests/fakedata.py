@@ -7,6 +7,7 @@ import csv
 import tarfile
 from pathlib import Path
 
+import defaults
 import numpy as np
 import soundfile as sf
 
@@ -39,7 +40,7 @@ def tone_store(d: Path, n: int, *, seed: int, seconds: tuple[float, float], nois
                stats_crops: int) -> Path:  # fmt: skip
     """A mel store ``<d>/store`` of :func:`tone_clips`."""
     specs = tone_clips(d, n, seed=seed, seconds=seconds, noise=noise)
-    build_store(specs, d / "store", stats_crops=stats_crops, log=lambda *_: None)
+    build_store(specs, d / "store", defaults.store_settings(stats_crops), log=lambda *_: None)
     return d / "store"
 
 
@@ -171,7 +172,7 @@ def tiny_run(root: Path, *, n_clips: int = 16, epochs: int = 2) -> Path:
     (root / "clips").mkdir(parents=True, exist_ok=True)
     specs = tone_clips(root / "clips", n_clips, seed=0, seconds=(0.6, 1.2), noise=0.02)
     store = root / PRETRAIN_STORE.format(corpus="train")
-    build_store(specs, store, stats_crops=50, log=lambda *_: None)
+    build_store(specs, store, defaults.store_settings(50), log=lambda *_: None)
     over = {"epochs": epochs, "batch_size": 8, "projector": {"hidden_dims": [64], "out_dim": 32},
             "log_every": 1}  # fmt: skip
     run = resolve(load_config(REPO_ROOT / "config.yaml"), "audiontt", overrides=over)

@@ -12,13 +12,13 @@ import copy
 import math
 import random
 
+import defaults
 import pytest
 import torch
 import torch.nn.functional as F
 
 from abt.augment import (
     AUGMENTATIONS,
-    DEFAULT_BLOCKS,
     FLOAT32_EPS,
     AugmentationPipeline,
     GaussianNoise,
@@ -114,7 +114,7 @@ def z_scores(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def test_rrc_crop_size_statistics_match_reference():
     n = 100_000
-    rrc = RandomResizeCrop(generator=gen(1))
+    rrc = RandomResizeCrop(**defaults.block("rrc", generator=gen(1)))
     p = rrc.sample_params(n, NF, NT)
     h, w, i, j = p["h"], p["w"], p["i"], p["j"]
     # thesis: h = F whenever U(0.6, 1.5) >= 1, probability 0.5 / 0.9
@@ -134,8 +134,12 @@ def test_rrc_crop_size_statistics_match_reference():
 
 
 def test_rrc_height_limit_input_vs_canvas():
-    a = RandomResizeCrop(virtual_scale=(1.5, 1.5), height_limit="input", generator=gen(0))
-    b = RandomResizeCrop(virtual_scale=(1.5, 1.5), height_limit="canvas", generator=gen(0))
+    a = RandomResizeCrop(
+        **defaults.block("rrc", virtual_scale=(1.5, 1.5), height_limit="input", generator=gen(0))
+    )
+    b = RandomResizeCrop(
+        **defaults.block("rrc", virtual_scale=(1.5, 1.5), height_limit="canvas", generator=gen(0))
+    )
     pa, pb = a.sample_params(20_000, NF, NT), b.sample_params(20_000, NF, NT)
     assert pa["h"].max().item() == NF
     assert pb["h"].max().item() > NF and pb["h"].max().item() <= int(NF * 1.5)
@@ -145,7 +149,9 @@ def test_rrc_height_limit_input_vs_canvas():
 def test_rrc_separable_is_exactly_the_per_sample_reference():
     x = torch.stack([smooth_clip(k) for k in range(48)]) + 0.3 * torch.randn(48, 1, NF, NT)
     for vs in [(1.0, 1.5), (1.4, 1.2)]:
-        rrc = RandomResizeCrop(virtual_scale=vs, method="separable", generator=gen(3))
+        rrc = RandomResizeCrop(
+            **defaults.block("rrc", virtual_scale=vs, method="separable", generator=gen(3))
+        )
         p = rrc.sample_params(48, NF, NT)
         out = rrc(x, p)
         ref = torch.stack(
@@ -156,7 +162,7 @@ def test_rrc_separable_is_exactly_the_per_sample_reference():
 
 def test_rrc_grid_sample_matches_reference_up_to_crop_edges():
     x = torch.stack([smooth_clip(k) for k in range(48)])
-    rrc = RandomResizeCrop(method="grid_sample", generator=gen(4))
+    rrc = RandomResizeCrop(**defaults.block("rrc", method="grid_sample", generator=gen(4)))
     p = rrc.sample_params(48, NF, NT)
     out = rrc(x, p)
     ref = torch.stack([ref_rrc_apply(x[k], *(int(p[c][k]) for c in "ijhw")) for k in range(48)])
@@ -172,7 +178,7 @@ def test_rrc_grid_sample_matches_reference_up_to_crop_edges():
 def test_rrc_output_distribution_matches_reference(method):
     n = 1500
     x0 = smooth_clip(7)
-    rrc = RandomResizeCrop(method=method, generator=gen(5))
+    rrc = RandomResizeCrop(**defaults.block("rrc", method=method, generator=gen(5)))
     ours = rrc(x0.expand(n, 1, NF, NT).contiguous())
     rng = random.Random(6)
     ref = torch.stack([ref_rrc_apply(x0, *ref_rrc_params(rng, NF, NT)) for _ in range(n)])
@@ -186,12 +192,12 @@ def test_rrc_output_distribution_matches_reference(method):
 def test_rrc_shapes_dtypes_and_identity_crop():
     x = torch.randn(5, 2, 16, 24, dtype=torch.float64)
     for method in RandomResizeCrop.METHODS:
-        rrc = RandomResizeCrop(method=method, generator=gen(0))
+        rrc = RandomResizeCrop(**defaults.block("rrc", method=method, generator=gen(0)))
         assert rrc(x).shape == x.shape and rrc(x).dtype == torch.float64
         xb = x.to(torch.bfloat16)
         assert rrc(xb).dtype == torch.bfloat16
         # full-size crop at the input position is the identity
-        rrc1 = RandomResizeCrop(virtual_scale=(1.0, 1.0), method=method)
+        rrc1 = RandomResizeCrop(**defaults.block("rrc", virtual_scale=(1.0, 1.0), method=method))
         p = {k: torch.full((5,), v) for k, v in dict(i=0, j=0, h=16, w=24).items()}
         torch.testing.assert_close(rrc1(x, p), x)
 
@@ -202,7 +208,7 @@ def test_rrc_shapes_dtypes_and_identity_crop():
 
 
 def test_mixup_formula_known_lambda_and_partner():
-    m = Mixup(alpha=0.2, memory_size=8)
+    m = Mixup(**defaults.block("mixup", alpha=0.2, memory_size=8))
     partner = smooth_clip(1).unsqueeze(0)
     m.push(partner)
     x = torch.stack([smooth_clip(2), smooth_clip(3)])
@@ -215,7 +221,7 @@ def test_mixup_formula_known_lambda_and_partner():
 
 
 def test_mixup_random_lambda_per_sample_in_range():
-    m = Mixup(alpha=0.2, memory_size=4, generator=gen(0))
+    m = Mixup(**defaults.block("mixup", alpha=0.2, memory_size=4, generator=gen(0)))
     partner = torch.full((1, 1, NF, NT), 1.0)
     m.push(partner)
     x = torch.zeros(4000, 1, NF, NT)
@@ -229,7 +235,7 @@ def test_mixup_random_lambda_per_sample_in_range():
 
 
 def test_mixup_partners_uniform_over_valid_bank_entries():
-    m = Mixup(memory_size=10, generator=gen(1))
+    m = Mixup(**defaults.block("mixup", memory_size=10, generator=gen(1)))
     m.push(torch.tensor([1.0, 2.0, 3.0]).view(3, 1, 1, 1).expand(3, 1, 2, 2).contiguous())
     x = torch.zeros(3000, 1, 2, 2)
     out = m.mix(x, lam=torch.full((3000,), 0.5))
@@ -242,7 +248,7 @@ def test_mixup_partners_uniform_over_valid_bank_entries():
 
 
 def test_mixup_keeps_input_dominant():
-    m = Mixup(alpha=0.2, memory_size=64, generator=gen(2))
+    m = Mixup(**defaults.block("mixup", alpha=0.2, memory_size=64, generator=gen(2)))
     m.push(torch.stack([smooth_clip(100 + k) for k in range(64)]))
     x = torch.stack([smooth_clip(k) for k in range(64)])
     idx = torch.randint(0, 64, (64,), generator=gen(3))
@@ -256,7 +262,7 @@ def test_mixup_keeps_input_dominant():
 
 
 def test_mixup_empty_bank_is_identity_then_pushes():
-    m = Mixup(memory_size=16, generator=gen(0))
+    m = Mixup(**defaults.block("mixup", memory_size=16, generator=gen(0)))
     x = torch.randn(4, 1, 8, 8)
     out = m(x)
     assert torch.equal(out, x) and m.count == 4
@@ -264,7 +270,7 @@ def test_mixup_empty_bank_is_identity_then_pushes():
 
 
 def test_mixup_ring_buffer_fifo_order_and_size():
-    m = Mixup(memory_size=5)
+    m = Mixup(**defaults.block("mixup", memory_size=5))
 
     def batch(vals):
         return torch.tensor(vals, dtype=torch.float32).view(-1, 1, 1, 1)
@@ -286,14 +292,14 @@ def test_mixup_ring_buffer_fifo_order_and_size():
 
 def test_mixup_state_dict_round_trip_gives_identical_outputs():
     g = gen(11)
-    m = Mixup(memory_size=12, generator=g)
+    m = Mixup(**defaults.block("mixup", memory_size=12, generator=g))
     for k in range(3):
         m(torch.randn(5, 1, 4, 6, generator=gen(k)))
     state, g_state = copy.deepcopy(m.state_dict()), g.get_state()
     later = [torch.randn(5, 1, 4, 6, generator=gen(50 + k)) for k in range(3)]
     a = [m(x) for x in later]
     g2 = torch.Generator()
-    m2 = Mixup(memory_size=12, generator=g2)
+    m2 = Mixup(**defaults.block("mixup", memory_size=12, generator=g2))
     m2.load_state_dict(state)
     g2.set_state(g_state)
     b = [m2(x) for x in later]
@@ -308,7 +314,7 @@ def test_mixup_matches_per_sample_reference_in_distribution():
     ref = RefMixup(alpha=0.2, n=128, seed=0)
     for k in range(128):
         ref(clips[k])
-    m = Mixup(alpha=0.2, memory_size=128, generator=gen(0))
+    m = Mixup(**defaults.block("mixup", alpha=0.2, memory_size=128, generator=gen(0)))
     m.push(clips[:128])
     x = clips[128:].repeat(20, 1, 1, 1)
     ours = m.mix(x)
@@ -328,7 +334,7 @@ def test_mixup_matches_per_sample_reference_in_distribution():
 
 
 def test_rlf_exactly_linear_in_time_and_bounded():
-    rlf = RandomLinearFader(generator=gen(0))
+    rlf = RandomLinearFader(**defaults.block("rlf", generator=gen(0)))
     x = torch.randn(2000, 1, 8, NT)
     d = rlf(x) - x
     torch.testing.assert_close(d, d[:, :, :1, :].expand_as(d))  # constant over frequency
@@ -343,13 +349,15 @@ def test_rlf_exactly_linear_in_time_and_bounded():
         assert abs(ours.mean()) < 0.05 and abs(theirs.mean()) < 0.05
         assert abs(ours.var() - 1 / 3) < 0.03 and abs(theirs.var() - 1 / 3) < 0.03
     assert abs(torch.corrcoef(torch.stack([g0, g1]))[0, 1]) < 0.08  # independent ends
-    d2 = RandomLinearFader(gain=0.5, generator=gen(1))(x) - x
+    d2 = RandomLinearFader(**defaults.block("rlf", gain=0.5, generator=gen(1)))(x) - x
     assert d2.abs().max() <= 0.5 + 1e-6
 
 
 @pytest.mark.parametrize("sigma_is_std", [True, False])
 def test_gaussian_noise_scale(sigma_is_std):
-    noise = GaussianNoise(alpha=0.2, sigma_is_std=sigma_is_std, generator=gen(0))
+    noise = GaussianNoise(
+        **defaults.block("noise", alpha=0.2, sigma_is_std=sigma_is_std, generator=gen(0))
+    )
     x = torch.randn(3000, 1, NF, NT, generator=gen(1))
     s = (noise(x) - x).std(dim=(1, 2, 3))
     lam = s if sigma_is_std else s**2
@@ -358,7 +366,7 @@ def test_gaussian_noise_scale(sigma_is_std):
 
 
 def test_gaussian_noise_log_mix_mode_is_code_formula():
-    noise = GaussianNoise(alpha=0.2, mode="log_mix", generator=gen(0))
+    noise = GaussianNoise(**defaults.block("noise", alpha=0.2, mode="log_mix", generator=gen(0)))
     x = torch.randn(16, 1, 8, 8)
     g_state = noise.generator.get_state()
     out = noise(x)
@@ -398,7 +406,7 @@ def test_ppn_joint_and_per_view():
 @pytest.mark.parametrize("name", ["mixup", "rrc", "rlf", "noise"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_blocks_preserve_shape_and_dtype(name, dtype):
-    blk = AUGMENTATIONS.build(name, generator=gen(0))
+    blk = AUGMENTATIONS.build(name, **defaults.block(name, generator=gen(0)))
     x = torch.randn(6, 1, 16, 20).to(dtype)
     if isinstance(blk, Mixup):
         blk.push(torch.randn(3, 1, 16, 20).to(dtype))
@@ -408,13 +416,13 @@ def test_blocks_preserve_shape_and_dtype(name, dtype):
 
 def test_registry_and_reprs():
     assert {"mixup", "rrc", "rlf", "noise", "normalize"} <= set(AUGMENTATIONS.names())
-    r = repr(AugmentationPipeline(norm="dataset", mean=-5.0, std=4.0))
+    r = repr(AugmentationPipeline(defaults.BLOCKS, norm="dataset", mean=-5.0, std=4.0))
     assert "Mixup(alpha=0.2, memory_size=2048" in r and "RandomLinearFader(gain=1.0)" in r
     assert "virtual_scale=(1.0, 1.5)" in r and "Normalize(mean=-5, std=4)" in r
     with pytest.raises(KeyError, match="unknown augmentation"):
         AugmentationPipeline([{"name": "specaugment"}], norm="none")
     with pytest.raises(ValueError):
-        AugmentationPipeline(norm="dataset")
+        AugmentationPipeline(defaults.BLOCKS, norm="dataset")
 
 
 # ------------------------------------------------------------------------------------------
@@ -441,7 +449,7 @@ def test_pipeline_views_bank_updated_once_per_batch():
 
 
 def test_pipeline_first_batch_has_no_mixing():
-    with_mix = AugmentationPipeline(norm="none", seed=3)
+    with_mix = AugmentationPipeline(defaults.BLOCKS, norm="none", seed=3)
     without = AugmentationPipeline([{"name": "rrc"}, {"name": "rlf"}], norm="none", seed=3)
     x = torch.stack([smooth_clip(k) for k in range(4)])
     for a, b in zip(with_mix.views(x), without.views(x), strict=True):
@@ -458,7 +466,9 @@ def test_pipeline_mixes_with_bank_state_before_the_batch():
 
 
 def test_mixup_push_first_thesis_literal():
-    m = Mixup(alpha=0.2, memory_size=8, push_first=True, generator=gen(0))
+    m = Mixup(
+        **defaults.block("mixup", alpha=0.2, memory_size=8, push_first=True, generator=gen(0))
+    )
     x = torch.tensor([1.0, 3.0]).view(2, 1, 1, 1).expand(2, 1, 2, 2).contiguous()
     out = m(x)  # first batch is mixed too: partners come from the batch itself
     assert m.count == 2 and not torch.equal(out, x)
@@ -478,7 +488,7 @@ def test_pipeline_dataset_normalisation_applied_first():
 
 @pytest.mark.parametrize("scope", ["joint", "per_view"])
 def test_pipeline_ppn(scope):
-    pipe = AugmentationPipeline(norm="ppn", post_norm_scope=scope, seed=0)
+    pipe = AugmentationPipeline(defaults.BLOCKS, norm="ppn", post_norm_scope=scope, seed=0)
     x = -6 + 3 * torch.stack([smooth_clip(k) for k in range(16)])
     for _ in range(2):
         views = pipe.views(x)
@@ -494,18 +504,20 @@ def test_pipeline_ppn(scope):
 
 def test_pipeline_reproducible_and_state_round_trip():
     batches = [torch.stack([smooth_clip(10 * b + k) for k in range(6)]) for b in range(5)]
-    p1 = AugmentationPipeline(norm="dataset", mean=0.1, std=1.1, seed=123)
+    p1 = AugmentationPipeline(defaults.BLOCKS, norm="dataset", mean=0.1, std=1.1, seed=123)
     for x in batches[:2]:
         p1.views(x)
     state = copy.deepcopy(p1.state_dict())
     a = [p1.views(x) for x in batches[2:]]
-    p2 = AugmentationPipeline(norm="dataset", mean=0.1, std=1.1)
+    p2 = AugmentationPipeline(defaults.BLOCKS, norm="dataset", mean=0.1, std=1.1)
     p2.load_state_dict(state)
     b = [p2.views(x) for x in batches[2:]]
     for va, vb in zip(a, b, strict=True):
         for u, v in zip(va, vb, strict=True):
             assert torch.equal(u, v)
-    p3, p3b, p4 = (AugmentationPipeline(norm="none", seed=s) for s in (123, 123, 124))
+    p3, p3b, p4 = (
+        AugmentationPipeline(defaults.BLOCKS, norm="none", seed=s) for s in (123, 123, 124)
+    )
     for x in batches[:3]:
         a3, b3, a4 = p3.views(x), p3b.views(x), p4.views(x)
         assert torch.equal(a3[0], b3[0]) and torch.equal(a3[1], b3[1])
@@ -515,7 +527,7 @@ def test_pipeline_reproducible_and_state_round_trip():
 def test_pipeline_matches_per_sample_reference_in_distribution():
     """Full AA (Mixup -> RRC -> RLF, full bank) batched vs per clip: same output statistics."""
     clips = torch.stack([smooth_clip(k) for k in range(160)])
-    pipe = AugmentationPipeline([dict(b) for b in DEFAULT_BLOCKS], norm="none", seed=0)
+    pipe = AugmentationPipeline([dict(b) for b in defaults.BLOCKS], norm="none", seed=0)
     mix = pipe.mixups()[0]
     mix.push(clips[:128])
     bank_state = copy.deepcopy(mix.state_dict())  # both sides keep this fixed bank of 128 clips

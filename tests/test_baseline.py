@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import defaults
 import numpy as np
 import pytest
 
@@ -75,7 +76,7 @@ def _noise_task(root: Path) -> Path:
 
 
 def test_too_easy_task(tmp_path: Path):
-    r = task_baseline(_sine_task(tmp_path))
+    r = task_baseline(_sine_task(tmp_path), defaults.mels())
     assert r["score"] == pytest.approx(1.0)
     assert r["chance"] == pytest.approx(2 / 6)  # majority-class rate of each 6-clip fold
     assert r["verdict"] == "too_easy"
@@ -83,7 +84,7 @@ def test_too_easy_task(tmp_path: Path):
 
 
 def test_not_learnable_task(tmp_path: Path):
-    r = task_baseline(_noise_task(tmp_path))
+    r = task_baseline(_noise_task(tmp_path), defaults.mels())
     assert r["chance"] == pytest.approx(0.5)
     assert r["score"] <= 0.75
     assert r["verdict"] == "not_learnable"  # deterministic: 0.45 with these seeds
@@ -110,13 +111,18 @@ def test_table_skips_event_tasks(tmp_path: Path):
             for s in ev_spec.splits
         ],
     )
-    df = baseline_table([sines, ev])
+    df = baseline_table([sines, ev], defaults.mels())
     assert list(df.columns) == [
         "task", "split_mode", "n_classes", "n_clips", "metric", "score", "chance", "verdict"
     ]  # fmt: skip
     assert df["task"].tolist() == ["sines"]
-    assert task_baseline(ev)["metric"] == "frame_f1_100ms"  # events: frame-level reference
-    assert baseline_table([sines, ev], include_events=True)["task"].tolist() == ["sines", "ev"]
+    assert (
+        task_baseline(ev, defaults.mels())["metric"] == "frame_f1_100ms"
+    )  # events: frame-level reference
+    assert baseline_table([sines, ev], defaults.mels(), include_events=True)["task"].tolist() == [
+        "sines",
+        "ev",
+    ]
 
 
 def test_multilabel_scene_task(tmp_path: Path):
@@ -142,9 +148,11 @@ def test_multilabel_scene_task(tmp_path: Path):
             x += 0.3 * np.sin(2 * np.pi * 300 * t) * ("low" in labs)
             x += 0.3 * np.sin(2 * np.pi * 3000 * t) * ("high" in labs)
             clips.append(ClipRecord(split, f"{split}{i}.wav", x, labs))
-    r = task_baseline(write_task(tmp_path, spec, clips))
+    r = task_baseline(write_task(tmp_path, spec, clips), defaults.mels())
     assert r["metric"] == "mAP" and r["score"] > 0.95 and r["chance"] == pytest.approx(0.5)
-    assert baseline_table([tmp_path / "tones-v1-full"]).empty  # the table lists multiclass only
+    assert baseline_table(
+        [tmp_path / "tones-v1-full"], defaults.mels()
+    ).empty  # the table lists multiclass only
 
 
 def test_event_frame_baseline(tmp_path: Path):
@@ -171,8 +179,8 @@ def test_event_frame_baseline(tmp_path: Path):
             x[on] += 0.3 * np.sin(2 * np.pi * 2000 * t[on])
             ev = [{"label": "beep", "start": a * 1000, "end": (a + 0.5) * 1000}]
             clips.append(ClipRecord(split, f"{split}{i}.wav", x, ev))
-    r = event_baseline(write_task(tmp_path, spec, clips))
+    r = event_baseline(write_task(tmp_path, spec, clips), defaults.mels())
     assert r["metric"] == "frame_f1_100ms"
     assert r["score"] > 0.8 > r["chance"]
-    df = baseline_table([tmp_path / "beeps-v1-full"], include_events=True)
+    df = baseline_table([tmp_path / "beeps-v1-full"], defaults.mels(), include_events=True)
     assert df["task"].tolist() == ["beeps"]

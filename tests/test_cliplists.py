@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 
+import defaults
 import pytest
 from fakedata import audioset_tree, fsd50k_tree, tone, write_clip_list
 
@@ -46,8 +47,13 @@ def test_audioset_downloader_names_missing_and_corrupt_clips(tmp_path):
     assert paths["ddddddddddd"].endswith("deep/er/ddddddddddd_7.flac")
     assert paths["gone1111111"] == paths["gone2222222"] == ""
     assert cl.n_rows == 7 and cl.n_unmatched == 2 and "2 without" in cl.summary()
-    st = build_store(cl.specs, tmp_path / "store", stats_crops=32, log=lambda *_: None,
-                     source=cl.provenance())  # fmt: skip
+    st = build_store(
+        cl.specs,
+        tmp_path / "store",
+        defaults.store_settings(32),
+        log=lambda *_: None,
+        source=cl.provenance(),
+    )
     assert st["counts"] == {"missing": 2, "ok": 4, "unreadable": 1}
     assert st["provenance"]["source"]["sha256"] == cl.sha256 and cl.sha256
     with open(tmp_path / "store" / "manifest.csv") as fh:
@@ -141,7 +147,7 @@ def test_fsd50k_dev_csv_as_a_clip_list(tmp_path):
             "clip_list": str(root / "FSD50K.ground_truth" / "dev.csv")}  # fmt: skip
     cl = clip_list_from_config(data)
     assert [s.clip_id for s in cl.specs] == list(dev) and cl.n_unmatched == 1  # train + val
-    st = build_store(cl.specs, tmp_path / "store", stats_crops=32, log=lambda *_: None)
+    st = build_store(cl.specs, tmp_path / "store", defaults.store_settings(32), log=lambda *_: None)
     assert st["counts"] == {"missing": 1, "ok": 7} and len(MelStore(tmp_path / "store")) == 7
     (root / "FSD50K.ground_truth" / "dev.csv").write_text("name,labels\n1,Bark\n")
     with pytest.raises(StoreError, match="no column 'fname'.*FSD50K.ground_truth/dev.csv"):

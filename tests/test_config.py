@@ -111,7 +111,7 @@ def test_front_end_settings_must_fit_each_other(mels, message):
     from abt.data.mel import MelConfig
 
     with pytest.raises(ValueError, match=f"mels: {message}"):  # the front-end refuses them too
-        MelConfig(**mels)
+        MelConfig(**cfg["mels"])
 
 
 def test_f_max_above_nyquist_is_refused():

@@ -4,6 +4,7 @@ import csv
 import json
 import os
 
+import defaults
 import numpy as np
 import pytest
 import soundfile as sf
@@ -103,7 +104,12 @@ def test_a_stratified_multiclass_task_from_files_of_any_format(clips, tmp_path):
     for s in ("train", "valid", "test"):
         assert json.loads((out2 / f"{s}.json").read_text()) == info.labels[s]
     out3 = tmp_path / "task3"
-    prepare_task(src, out3, options=CsvPrepareOptions(split_seed=1), log=lambda _m: None)
+    prepare_task(
+        src,
+        out3,
+        options=defaults.prepare_options(CsvPrepareOptions, split_seed=1),
+        log=lambda _m: None,
+    )
     other = {s: json.loads((out3 / f"{s}.json").read_text()) for s in ("train", "valid", "test")}
     assert other != info.labels
     assert json.loads((out3 / "task_metadata.json").read_text())["csv"]["split"]["seed"] == 1
@@ -211,7 +217,7 @@ def test_bad_splits_and_folds_are_named(tmp_path):
     with pytest.raises(PrepareError, match=r"line 1: the header must be file,label"):
         prepare_task(_csv(d / "h.csv", ["file", "class"], folds), tmp_path / "t")
     with pytest.raises(PrepareError, match="split_fractions must be three positive fractions"):
-        CsvPrepareOptions(split_fractions=(0.5, 0.5, 0.5))
+        defaults.prepare_options(CsvPrepareOptions, split_fractions=(0.5, 0.5, 0.5))
 
 
 def test_detection_leaves_other_csv_files_alone(tmp_path):

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import defaults
 import numpy as np
 import pytest
 import soundfile as sf
@@ -41,7 +42,7 @@ def setup(tmp_path_factory):
         x = 0.2 * np.sin(2 * np.pi * f * np.arange(n) / 16000) + 0.02 * rng.standard_normal(n)
         sf.write(d / f"{i}.wav", x.astype(np.float32), 16000)
         specs.append(ClipSpec(str(i), str(d / f"{i}.wav")))
-    build_store(specs, d / "store", stats_crops=200, log=lambda *_: None)
+    build_store(specs, d / "store", defaults.store_settings(200), log=lambda *_: None)
     cfg = yaml.safe_load((REPO_ROOT / "config.yaml").read_text())
     cfg["pretrain"].update(OVER)
     cfg["monitor"]["task"] = None

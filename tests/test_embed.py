@@ -5,6 +5,7 @@ import csv
 import re
 from pathlib import Path
 
+import defaults
 import numpy as np
 import pytest
 import soundfile as sf
@@ -15,7 +16,7 @@ from fakedata import tiny_run
 from abt import devices
 from abt.cli import main as abt
 from abt.embed import EmbedError, collect_inputs, load_wave
-from abt.hear import get_scene_embeddings, get_timestamp_embeddings, load_model, save_random_init
+from abt.hear import get_scene_embeddings, get_timestamp_embeddings, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -143,7 +144,7 @@ def test_batches_equal_one_file_at_a_time(run, tmp_path, kind):
     """Files of equal and of different lengths, in batches of 4 and one by one: the same bits
     (equal lengths are batched together, different lengths never padded to each other)."""
     if kind == "vit":
-        ckpt = save_random_init(
+        ckpt = defaults.random_init(
             tmp_path / "vit.ckpt",
             "vitc_t_16x8",
             "vitc_t",
@@ -298,6 +299,6 @@ def test_the_trainer_and_the_hear_module_use_the_device_choice(monkeypatch, tmp_
     assert abt.trainer.autocast_dtype is devices.autocast_dtype
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    ckpt = save_random_init(tmp_path / "m.ckpt", "audiontt", "audiontt", {}, 0.0, 1.0, {})
+    ckpt = defaults.random_init(tmp_path / "m.ckpt", "audiontt", "audiontt", {}, 0.0, 1.0, {})
     m = load_model(str(ckpt), device="auto")
     assert m.device == torch.device("cpu")

@@ -9,6 +9,7 @@ device (no memory).
 
 from __future__ import annotations
 
+import defaults
 import pytest
 import torch
 from torch import nn
@@ -17,7 +18,7 @@ from abt.encoders import ENCODERS, build_encoder
 from abt.encoders.cvt import CVT_CONFIGS, CvT
 from abt.encoders.profile import count_parameters, gflops, thesis_tables
 from abt.encoders.vit import VITC_LARGE_SIZES, Block, ConvStem
-from abt.hear import get_scene_embeddings, get_timestamp_embeddings, load_model, save_random_init
+from abt.hear import get_scene_embeddings, get_timestamp_embeddings, load_model
 
 torch.set_num_threads(2)
 
@@ -184,7 +185,7 @@ CVT_KW = {"depths": [1, 1, 1]}  # CvT-13 widths, one block per stage: fast
 @pytest.fixture(scope="module")
 def cvt_model(tmp_path_factory):
     d = tmp_path_factory.mktemp("cvt")
-    path = save_random_init(d / "cvt.ckpt", "cvt_13", "cvt_13", CVT_KW, -6.0, 4.5, {})
+    path = defaults.random_init(d / "cvt.ckpt", "cvt_13", "cvt_13", CVT_KW, -6.0, 4.5, {})
     return load_model(str(path))
 
 

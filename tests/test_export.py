@@ -6,6 +6,7 @@ import json
 import pickle
 import shutil
 
+import defaults
 import numpy as np
 import pytest
 import soundfile as sf
@@ -17,7 +18,6 @@ from abt.checkpoint import (
     CheckpointError,
     read_checkpoint,
     read_export,
-    save_random_init,
     weights_digest,
 )
 from abt.cli import main as abt_cli
@@ -235,7 +235,7 @@ def test_a_run_outside_the_workflow_layout_is_not_evaluated_and_store_can_be_giv
 def test_a_random_initialisation_says_it_is_untrained(proj, tmp_path):
     st = MelStore(proj / "results/mels/pretrain/train")
     rdir = proj / run_dir("audiontt", "random_init", 0)
-    save_random_init(
+    defaults.random_init(
         rdir / "model.ckpt", "audiontt", "audiontt", {}, st.mean, st.std, st.stats["mels"]
     )
     fake_hear(proj / hear_dir("audiontt", "random_init", 0), variant="random_init")

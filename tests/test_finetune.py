@@ -8,6 +8,7 @@ import json
 import math
 from pathlib import Path
 
+import defaults
 import numpy as np
 import pytest
 import torch
@@ -32,7 +33,7 @@ from abt.finetune import (
     mixup,
     spec_mask,
 )
-from abt.hear import HearModel, save_random_init
+from abt.hear import HearModel
 from abt.jobs.data import compute_task_mels
 from abt.report.stats import Split, TaskItems, interval
 
@@ -83,8 +84,8 @@ def toy(tmp_path_factory):
     root = tmp_path_factory.mktemp("ft")
     task, stores = make_task(root)
     st = MelStore(stores / "train")
-    ckpt = save_random_init(root / "model.ckpt", "audiontt", "audiontt", {}, st.mean, st.std,
-                            st.stats["mels"])  # fmt: skip
+    ckpt = defaults.random_init(root / "model.ckpt", "audiontt", "audiontt", {}, st.mean, st.std,
+                                st.stats["mels"])  # fmt: skip
     return {"root": root, "task": task, "stores": stores, "ckpt": ckpt}
 
 
@@ -199,8 +200,8 @@ def test_the_result_and_its_interval_come_from_the_test_predictions(toy):
 def test_a_multilabel_task_is_scored_by_map(tmp_path):
     task, stores = make_task(tmp_path, "toy_ml", multilabel=True)
     st = MelStore(stores / "train")
-    ckpt = save_random_init(tmp_path / "m.ckpt", "audiontt", "audiontt", {}, st.mean, st.std,
-                            st.stats["mels"])  # fmt: skip
+    ckpt = defaults.random_init(tmp_path / "m.ckpt", "audiontt", "audiontt", {}, st.mean,
+                                st.std, st.stats["mels"])  # fmt: skip
     res = finetune(ckpt, task, stores, {**CFG["finetune"], **TINY}, tmp_path / "ml.json",
                    device="cpu")  # fmt: skip
     pred = np.load(tmp_path / "ml.predictions.npz")
@@ -296,7 +297,7 @@ def test_the_scene_path_has_gradients_for_vits_too():
         def forward(self, x):
             return x.mean(dim=(1, 2, 3))[:, None] * self.w
 
-    model = HearModel(TinyViT(), MelConfig(), 0.0, 1.0)
+    model = HearModel(TinyViT(), defaults.mels(), 0.0, 1.0)
     x = torch.randn(3, 1, 64, 20)  # three units, the last partial
     out = model.scene_forward(x)
     assert out.requires_grad and out.shape == (3, 2)
@@ -323,8 +324,8 @@ def test_bad_tasks_and_settings_are_clear_errors(toy, tmp_path):
     task, stores = make_task(tmp_path, "toy_dp", evaluation=("d_prime",))
     with pytest.raises(FinetuneError, match=r"not the task's metric 'd_prime'"):
         load_task_clips(task, stores)
-    other = save_random_init(tmp_path / "o.ckpt", "audiontt", "audiontt", {}, 0.0, 1.0,
-                             {**CFG["mels"], "n_mels": 48})  # fmt: skip
+    other = defaults.random_init(tmp_path / "o.ckpt", "audiontt", "audiontt", {}, 0.0, 1.0,
+                                 {**CFG["mels"], "n_mels": 48})  # fmt: skip
     with pytest.raises(FinetuneError, match="another front-end than .*o.ckpt"):
         finetune(other, toy["task"], toy["stores"], {**CFG["finetune"], **TINY},
                  tmp_path / "x.json", device="cpu")  # fmt: skip

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import defaults
 import numpy as np
 import pytest
 import torch
@@ -16,7 +17,7 @@ import yaml
 
 from abt import hear
 from abt.checkpoint import save_sealed
-from abt.data.mel import LogMelFrontEnd, MelConfig
+from abt.data.mel import LogMelFrontEnd
 from abt.evaluation import heareval_env as he
 from abt.evaluation.scores import ScoresError, collect_scores, scores_table
 from abt.hear import (
@@ -24,7 +25,6 @@ from abt.hear import (
     get_scene_embeddings,
     get_timestamp_embeddings,
     load_model,
-    save_random_init,
 )
 
 SR = 16000
@@ -38,8 +38,10 @@ VIT_KW = {"patch_size": [16, 8], "depth": 2}  # ViT_C-T width 192
 def ckpts(tmp_path_factory):
     d = tmp_path_factory.mktemp("ckpt")
     return {
-        "conv": save_random_init(d / "ntt.ckpt", "audiontt", "audiontt", CONV_KW, MEAN, STD, {}),
-        "vit": save_random_init(d / "vit.ckpt", "vitc_t_16x8", "vitc_t", VIT_KW, MEAN, STD, {}),
+        "conv": defaults.random_init(
+            d / "ntt.ckpt", "audiontt", "audiontt", CONV_KW, MEAN, STD, {}
+        ),
+        "vit": defaults.random_init(d / "vit.ckpt", "vitc_t_16x8", "vitc_t", VIT_KW, MEAN, STD, {}),
     }
 
 
@@ -54,7 +56,7 @@ def noise(n, samples, seed=0, amp=0.1):
 
 
 def manual_logmel(wave):
-    x = LogMelFrontEnd(MelConfig())(wave)
+    x = LogMelFrontEnd(defaults.mels())(wave)
     return ((x - MEAN) / STD).transpose(1, 2).unsqueeze(1)
 
 
@@ -68,7 +70,7 @@ def test_encoder_parameters_elsewhere_than_the_probe_input(ckpts):
     probe must use the encoder's own device and dtype, and embeddings must match."""
     ref = load_model(str(ckpts["conv"]))
     enc = hear.build_checkpoint_encoder(hear.read_checkpoint(ckpts["conv"])).double()
-    model = hear.HearModel(enc, MelConfig(), MEAN, STD)
+    model = hear.HearModel(enc, defaults.mels(), MEAN, STD)
     assert model.min_frames == ref.min_frames == 4
     audio = noise(2, SR)
     torch.testing.assert_close(model.scene(audio), ref.scene(audio), rtol=1e-4, atol=1e-5)
@@ -86,7 +88,7 @@ def test_unexpected_encoder_errors_are_not_turned_into_a_length_error():
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
     with pytest.raises(RuntimeError, match="illegal memory access"):
-        hear.HearModel(Broken(), MelConfig(), MEAN, STD)
+        hear.HearModel(Broken(), defaults.mels(), MEAN, STD)
 
 
 def test_format_constant_matches_trainer():
@@ -101,8 +103,10 @@ def test_random_init_is_seeded_and_loadable_by_the_trainer_loader(ckpts, tmp_pat
     enc, ck = load_encoder(ckpts["vit"])
     assert ck["config"] == {"random_init": True, "seed": 0} and ck["epoch"] == 0
     assert ck["norm"] == {"mode": "dataset", "mean": MEAN, "std": STD}
-    again = save_random_init(tmp_path / "a.ckpt", "vitc_t_16x8", "vitc_t", VIT_KW, MEAN, STD, {})
-    other = save_random_init(
+    again = defaults.random_init(
+        tmp_path / "a.ckpt", "vitc_t_16x8", "vitc_t", VIT_KW, MEAN, STD, {}
+    )
+    other = defaults.random_init(
         tmp_path / "b.ckpt", "vitc_t_16x8", "vitc_t", VIT_KW, MEAN, STD, {}, seed=1
     )
     sd0 = enc.state_dict()
@@ -126,7 +130,7 @@ def test_trainer_checkpoint_loads(tmp_path):
         x = 0.1 * rng.standard_normal(16000).astype(np.float32)
         sf.write(tmp_path / f"{i}.wav", x, SR)
         specs.append(ClipSpec(str(i), str(tmp_path / f"{i}.wav")))
-    build_store(specs, tmp_path / "store", stats_crops=20, log=lambda *_: None)
+    build_store(specs, tmp_path / "store", defaults.store_settings(20), log=lambda *_: None)
     cfg = resolve_run_config(
         load_config(REPO_ROOT / "config.yaml"), overrides={"batch_size": 4, "epochs": 1}
     )
@@ -259,7 +263,7 @@ def test_vit_partial_unit_padded_with_silence(models):
     m = models["vit"]
     audio = noise(1, 199 * 160, seed=4)  # 200 frames: 2 full units + 8 frames
     x = manual_logmel(audio)
-    silence = (math.log(MelConfig().log_eps) - MEAN) / STD
+    silence = (math.log(defaults.mels().log_eps) - MEAN) / STD
     assert m.silence == pytest.approx(silence)
     last = torch.full((1, 1, 64, 96), silence)
     last[..., :8] = x[..., 192:]

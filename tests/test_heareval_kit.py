@@ -18,6 +18,7 @@ import pickle
 import subprocess
 from pathlib import Path
 
+import defaults
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -26,7 +27,6 @@ from sklearn.preprocessing import StandardScaler
 from abt.data.hear_tasks import ClipRecord, TaskSpec, read_task, write_task
 from abt.evaluation import heareval_env as he
 from abt.evaluation.scores import collect_scores, scores_table
-from abt.hear import save_random_init
 
 pytestmark = pytest.mark.slow
 
@@ -44,14 +44,14 @@ def env_dir():
 def ckpts(tmp_path_factory):
     d = tmp_path_factory.mktemp("ckpt")
     return {
-        "audiontt": save_random_init(d / "ntt.ckpt", "audiontt", "audiontt", {}, MEAN, STD, {}),
-        "vitc_t": save_random_init(
+        "audiontt": defaults.random_init(d / "ntt.ckpt", "audiontt", "audiontt", {}, MEAN, STD, {}),
+        "vitc_t": defaults.random_init(
             d / "vit.ckpt", "vitc_t_16x8", "vitc_t", {"patch_size": [16, 8]}, MEAN, STD, {}
         ),
-        "resnet18_regp_nrf": save_random_init(
+        "resnet18_regp_nrf": defaults.random_init(
             d / "resnet.ckpt", "resnet18_regp_nrf", "resnet18_regp_nrf", {}, MEAN, STD, {}
         ),
-        "vit_t": save_random_init(
+        "vit_t": defaults.random_init(
             d / "vitp.ckpt", "vit_t_16x16", "vit_t", {"patch_size": [16, 16]}, MEAN, STD, {}
         ),
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import defaults
 import pytest
 import torch
 from torch import nn
@@ -55,27 +56,27 @@ def test_equals_reference_formula(b, d):
     g = torch.Generator().manual_seed(b * d)
     z1 = torch.randn(b, d, generator=g) * 3 + 1
     z2 = 0.5 * z1 + torch.randn(b, d, generator=g)
-    ours = BarlowTwinsLoss(alpha=1.0, lambd=0.0051)(z1, z2)["loss"]
+    ours = BarlowTwinsLoss(**defaults.objective(alpha=1.0, lambd=0.0051))(z1, z2)["loss"]
     torch.testing.assert_close(ours, reference_loss(z1, z2, 0.0051), rtol=1e-5, atol=1e-5)
 
 
 def test_terms_weights_and_dict():
     g = torch.Generator().manual_seed(0)
     z1, z2 = torch.randn(20, 6, generator=g), torch.randn(20, 6, generator=g)
-    out = BarlowTwinsLoss(alpha=0.7, lambd=0.01)(z1, z2)
+    out = BarlowTwinsLoss(**defaults.objective(alpha=0.7, lambd=0.01))(z1, z2)
     assert set(out) == {"loss", "on_diag", "off_diag"}
     torch.testing.assert_close(out["loss"], 0.7 * out["on_diag"] + 0.01 * out["off_diag"])
-    c = BarlowTwinsLoss().cross_correlation(z1, z2)
+    c = BarlowTwinsLoss(**defaults.objective()).cross_correlation(z1, z2)
     zn1 = (z1 - z1.mean(0)) / torch.sqrt(z1.var(0, unbiased=False) + 1e-5)
     zn2 = (z2 - z2.mean(0)) / torch.sqrt(z2.var(0, unbiased=False) + 1e-5)
     torch.testing.assert_close(c, zn1.T @ zn2 / 20)
-    only_rr = BarlowTwinsLoss(alpha=0.0, lambd=1.0)(z1, z2)
+    only_rr = BarlowTwinsLoss(**defaults.objective(alpha=0.0, lambd=1.0))(z1, z2)
     torch.testing.assert_close(only_rr["loss"], only_rr["off_diag"])
 
 
 def test_identical_views_large_batch_on_diag_zero():
     z = torch.randn(4096, 16, generator=torch.Generator().manual_seed(1))
-    out = BarlowTwinsLoss()(z, z)
+    out = BarlowTwinsLoss(**defaults.objective())(z, z)
     assert out["on_diag"] < 1e-7  # c_ii = var / (var + eps)
     assert 0 < out["off_diag"] < 16 * 15 * 5 / 4096  # chance correlations ~ 1/B each
 
@@ -83,26 +84,26 @@ def test_identical_views_large_batch_on_diag_zero():
 def test_hsic_target():
     g = torch.Generator().manual_seed(2)
     z1, z2 = torch.randn(50, 5, generator=g), torch.randn(50, 5, generator=g)
-    hsic = OBJECTIVES.build("hsic", lambd=0.005)
+    hsic = OBJECTIVES.build("hsic", **defaults.objective(lambd=0.005))
     assert hsic.off_diagonal_target == -1.0
     c = hsic.cross_correlation(z1, z2)
     mask = ~torch.eye(5, dtype=torch.bool)
     torch.testing.assert_close(hsic(z1, z2)["off_diag"], (c[mask] + 1).pow(2).sum())
-    assert isinstance(OBJECTIVES.build("barlow_twins"), BarlowTwinsLoss)
+    assert isinstance(OBJECTIVES.build("barlow_twins", **defaults.objective()), BarlowTwinsLoss)
     with pytest.raises(ValueError):
-        OBJECTIVES.build("hsic", off_diagonal_target=0.0)
+        OBJECTIVES.build("hsic", **defaults.objective(off_diagonal_target=0.0))
 
 
 def test_symmetric_in_views():
     g = torch.Generator().manual_seed(3)
     a, b = torch.randn(30, 12, generator=g), torch.randn(30, 12, generator=g)
-    loss = BarlowTwinsLoss(lambd=0.02, off_diagonal_target=-0.5)
+    loss = BarlowTwinsLoss(**defaults.objective(lambd=0.02, off_diagonal_target=-0.5))
     for k in ("loss", "on_diag", "off_diag"):
         torch.testing.assert_close(loss(a, b)[k], loss(b, a)[k])
 
 
 def test_errors_and_precision():
-    loss = BarlowTwinsLoss()
+    loss = BarlowTwinsLoss(**defaults.objective())
     with pytest.raises(ValueError, match="at least 2"):
         loss(torch.randn(1, 4), torch.randn(1, 4))
     with pytest.raises(ValueError, match="same shape"):
@@ -116,7 +117,7 @@ def test_errors_and_precision():
 def test_gradient_flows():
     z1 = torch.randn(16, 8, requires_grad=True)
     z2 = torch.randn(16, 8, requires_grad=True)
-    BarlowTwinsLoss()(z1, z2)["loss"].backward()
+    BarlowTwinsLoss(**defaults.objective())(z1, z2)["loss"].backward()
     assert z1.grad is not None and z2.grad is not None and z1.grad.abs().sum() > 0
 
 
@@ -139,7 +140,7 @@ def test_global_division_formula_equals_concatenated_batch():
         return (z - stats[k][0]) / torch.sqrt(stats[k][1] + 1e-5)
 
     c = sum(std(a, 0).T @ std(b, 1) for a, b in shards) / n
-    full = BarlowTwinsLoss()
+    full = BarlowTwinsLoss(**defaults.objective())
     torch.testing.assert_close(c, full.cross_correlation(z1, z2))
     c_local_div = sum(std(a, 0).T @ std(b, 1) / a.shape[0] for a, b in shards)
     assert not torch.allclose(c_local_div, c)
@@ -167,7 +168,7 @@ def test_distributed_reduction_equals_single_process_loss():
     g = torch.Generator().manual_seed(5)
     z1 = torch.randn(40, 12, generator=g).requires_grad_()
     z2 = torch.randn(40, 12, generator=g).requires_grad_()
-    ref = BarlowTwinsLoss(lambd=0.01)(z1, z2)
+    ref = BarlowTwinsLoss(**defaults.objective(lambd=0.01))(z1, z2)
     g1, g2 = torch.autograd.grad(ref["loss"], [z1, z2])
 
     world = _ThreadWorld(2)
@@ -178,7 +179,9 @@ def test_distributed_reduction_equals_single_process_loss():
     def run(rank: int) -> None:
         try:
             lo, hi = bounds[rank]
-            loss = BarlowTwinsLoss(lambd=0.01, distributed=True, reduce_fn=world.reducer(rank))
+            loss = BarlowTwinsLoss(
+                **defaults.objective(lambd=0.01, distributed=True, reduce_fn=world.reducer(rank))
+            )
             results[rank] = loss(z1[lo:hi], z2[lo:hi])
         except BaseException as e:  # pragma: no cover - surfaced below
             errors.append(e)
@@ -201,8 +204,8 @@ def test_distributed_reduction_equals_single_process_loss():
 
 def test_distributed_flag_without_process_group_is_local():
     z1, z2 = torch.randn(10, 4), torch.randn(10, 4)
-    a = BarlowTwinsLoss(distributed=True)(z1, z2)["loss"]
-    torch.testing.assert_close(a, BarlowTwinsLoss()(z1, z2)["loss"])
+    a = BarlowTwinsLoss(**defaults.objective(distributed=True))(z1, z2)["loss"]
+    torch.testing.assert_close(a, BarlowTwinsLoss(**defaults.objective())(z1, z2)["loss"])
 
 
 # ------------------------------------------------------------------------------------------
@@ -244,13 +247,13 @@ def test_ema_update(mode):
         assert torch.equal(v, ema2.target.state_dict()[k])
     assert "tau=0.9" in repr(ema)
     with pytest.raises(ValueError):
-        EMA(online, tau=1.5)
+        EMA(online, tau=1.5, buffers="copy")
 
 
 def test_symmetrised_loss_average_and_stop_gradient():
     g = torch.Generator().manual_seed(6)
     o1, o2, t1, t2 = (torch.randn(12, 5, generator=g).requires_grad_() for _ in range(4))
-    obj = BarlowTwinsLoss()
+    obj = BarlowTwinsLoss(**defaults.objective())
     out = symmetrised_loss(obj, (o1, o2), (t1, t2))
     expected = 0.5 * (obj(o1, t2)["loss"] + obj(o2, t1)["loss"])
     torch.testing.assert_close(out["loss"], expected)

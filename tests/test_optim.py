@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 
+import defaults
 import pytest
 import torch
 from torch import nn
@@ -44,7 +45,10 @@ def test_lars_two_steps_by_hand():
     m = Tiny()
     frozen_before = {k: v.clone() for k, v in m.frozen.state_dict().items()}
     opt = build_optimizer(
-        "lars", m, batch_size=128, lr_weights=2.0, lr_biases=0.1, weight_decay=0.1
+        "lars",
+        m,
+        batch_size=128,
+        **defaults.optimizer("lars", lr_weights=2.0, lr_biases=0.1, weight_decay=0.1),
     )
     wg, ng = opt.param_groups
     assert wg["name"] == "weights" and wg["lars_adaptation"] and wg["weight_decay"] == 0.1
@@ -85,12 +89,12 @@ def test_lars_two_steps_by_hand():
 
 def test_lars_trust_ratio_one_when_a_norm_is_zero():
     p = nn.Parameter(torch.zeros(2, 2))
-    opt = LARS([p], lr=1.0, weight_decay=0.5, eta=0.001)
+    opt = LARS([p], lr=1.0, weight_decay=0.5, momentum=0.9, eta=0.001)
     p.grad = torch.ones(2, 2)
     opt.step()  # ‖p‖ = 0 -> q = 1: p = -(g + 0)
     torch.testing.assert_close(p.detach(), -torch.ones(2, 2))
     r = nn.Parameter(torch.ones(3, 1))
-    opt = LARS([r], lr=1.0, weight_decay=0.0)
+    opt = LARS([r], lr=1.0, weight_decay=0.0, momentum=0.9, eta=0.001)
     r.grad = torch.zeros(3, 1)
     opt.step()  # ‖dp‖ = 0 -> q = 1, no movement
     torch.testing.assert_close(r.detach(), torch.ones(3, 1))
@@ -116,38 +120,46 @@ def test_param_groups_split_and_frozen():
 
 def test_adamw_groups_no_decay_on_bias_and_norm():
     model = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 2))
-    opt = build_optimizer("adamw", model, batch_size=128, lr=1e-4, weight_decay=0.06)
+    opt = build_optimizer(
+        "adamw", model, batch_size=128, **defaults.optimizer("adamw", lr=1e-4, weight_decay=0.06)
+    )
     assert isinstance(opt, torch.optim.AdamW)
     wg, ng = opt.param_groups
     assert wg["weight_decay"] == 0.06 and ng["weight_decay"] == 0.0
     assert all(p.ndim == 2 for p in wg["params"]) and all(p.ndim == 1 for p in ng["params"])
     assert wg["betas"] == (0.9, 0.999) and wg["eps"] == 1e-8
     assert wg["peak_lr"] == pytest.approx(1e-4) and ng["peak_lr"] == pytest.approx(1e-4)
-    default = build_optimizer("adamw", model, batch_size=128)
+    default = build_optimizer("adamw", model, batch_size=128, **defaults.optimizer("adamw"))
     assert default.param_groups[0]["lr"] == pytest.approx(6.25e-5)
     assert default.param_groups[0]["weight_decay"] == 0.24
 
 
 def test_adam_and_sgd_decay_weights_only_and_sgd_defaults():
     model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8))
-    adam = build_optimizer("adam", model, batch_size=64, lr=1e-3, weight_decay=0.01)
+    adam = build_optimizer(
+        "adam", model, batch_size=64, **defaults.optimizer("adam", lr=1e-3, weight_decay=0.01)
+    )
     assert isinstance(adam, torch.optim.Adam) and not isinstance(adam, torch.optim.AdamW)
     assert [g["weight_decay"] for g in adam.param_groups] == [0.01, 0.0]
     assert adam.param_groups[0]["lr"] == pytest.approx(5e-4)
-    sgd = build_optimizer("sgd", model, batch_size=128, lr=0.01, weight_decay=0.1)
+    sgd = build_optimizer(
+        "sgd", model, batch_size=128, **defaults.optimizer("sgd", lr=0.01, weight_decay=0.1)
+    )
     assert isinstance(sgd, torch.optim.SGD)
     assert [g["weight_decay"] for g in sgd.param_groups] == [0.1, 0.0]
     assert sgd.param_groups[0]["momentum"] == 0.0 and sgd.param_groups[0]["nesterov"] is False
     assert set(OPTIMIZERS.names()) == {"adam", "adamw", "lars", "sgd"}
     with pytest.raises(TypeError):
-        build_optimizer("sgd", model, batch_size=128, lr_weights=0.1)
+        build_optimizer("sgd", model, batch_size=128, **defaults.optimizer("sgd", lr_weights=0.1))
     with pytest.raises(KeyError, match="unknown optimizer"):
-        build_optimizer("rmsprop", model, batch_size=128)
+        build_optimizer("rmsprop", model, batch_size=128, reference_batch_size=128)
 
 
 def test_batch_scaling_applied_once():
     model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8))
-    opt = build_optimizer("lars", model, batch_size=256)  # defaults 0.4 / 0.0048
+    opt = build_optimizer(
+        "lars", model, batch_size=256, **defaults.optimizer("lars")
+    )  # defaults 0.4 / 0.0048
     wg, ng = opt.param_groups
     assert wg["peak_lr"] == pytest.approx(0.8) and ng["peak_lr"] == pytest.approx(0.0096)
     assert wg["weight_decay"] == 1e-5
@@ -180,7 +192,7 @@ def test_schedule_values():
 
 def test_schedule_final_lr_and_ratio():
     model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8))
-    opt = build_optimizer("lars", model, batch_size=128)
+    opt = build_optimizer("lars", model, batch_size=128, **defaults.optimizer("lars"))
     s = WarmupCosine(opt, warmup_steps=5, total_steps=20, final_ratio=0.001)
     assert s.lr_at(19) == pytest.approx([0.4e-3, 0.0048e-3])
     s2 = WarmupCosine(opt, warmup_steps=5, total_steps=20, final_lr=1e-4)
@@ -193,7 +205,7 @@ def test_schedule_final_lr_and_ratio():
 def test_schedule_state_dict_round_trip():
     def make():
         model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8))
-        opt = build_optimizer("lars", model, batch_size=128)
+        opt = build_optimizer("lars", model, batch_size=128, **defaults.optimizer("lars"))
         return opt, WarmupCosine(opt, warmup_steps=7, total_steps=40)
 
     opt, s = make()
@@ -221,11 +233,11 @@ def test_lars_state_dict_round_trip():
             m(x).pow(2).mean().backward()
             opt.step()
 
-    opt = build_optimizer("lars", model, batch_size=128)
+    opt = build_optimizer("lars", model, batch_size=128, **defaults.optimizer("lars"))
     train(model, opt, 3)
     m2 = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 1))
     m2.load_state_dict(model.state_dict())
-    opt2 = build_optimizer("lars", m2, batch_size=128)
+    opt2 = build_optimizer("lars", m2, batch_size=128, **defaults.optimizer("lars"))
     opt2.load_state_dict(copy.deepcopy(opt.state_dict()))  # as if read back from disk
     train(model, opt, 2)
     train(m2, opt2, 2)
@@ -276,7 +288,9 @@ def test_scaled_steps_skip_overflow_on_the_device(name, hp):
     path equals the scaler's own unscale-then-skip bit for bit."""
 
     def factory(model):
-        return build_optimizer(name, model, batch_size=128, grad_scaling=True, **hp)
+        return build_optimizer(
+            name, model, batch_size=128, grad_scaling=True, **defaults.optimizer(name, **hp)
+        )
 
     params, scales, host = _scaled_steps(factory, on_device=True)
     assert not host
@@ -293,7 +307,14 @@ def test_scaled_steps_skip_overflow_on_the_device(name, hp):
 
 def test_grad_scaling_keeps_an_explicit_fused_setting():
     m = nn.Linear(2, 2)
-    assert not build_optimizer("adamw", m, batch_size=128).defaults["fused"]  # no scaling
-    kept = build_optimizer("adamw", m, batch_size=128, grad_scaling=True, fused=False)
+    assert not build_optimizer("adamw", m, batch_size=128, **defaults.optimizer("adamw")).defaults[
+        "fused"
+    ]  # no scaling
+    kept = build_optimizer(
+        "adamw", m, batch_size=128, grad_scaling=True, **defaults.optimizer("adamw", fused=False)
+    )
     assert not kept.defaults["fused"] and not getattr(kept, "_step_supports_amp_scaling", False)
-    assert isinstance(build_optimizer("lars", m, batch_size=128, grad_scaling=True), LARS)
+    assert isinstance(
+        build_optimizer("lars", m, batch_size=128, grad_scaling=True, **defaults.optimizer("lars")),
+        LARS,
+    )

@@ -3,6 +3,7 @@
 
 import json
 
+import defaults
 import numpy as np
 import pytest
 import soundfile as sf
@@ -82,29 +83,31 @@ def test_compute_mels_into_the_audio_folder_keeps_the_clip_list(tmp_path):
             "clip_list_format": "abt"}  # fmt: skip
     for out in (tmp_path / "audio", tmp_path / "audio" / "store"):
         with pytest.raises(OutputError, match="input audio folder"):
-            compute_pretrain_mels(data, MELS, PRE, "", str(out))
+            compute_pretrain_mels(data, MELS, PRE, "", str(out), "silence")
     assert clips.read_bytes() == before and sorted(p.name for p in clips.parent.iterdir()) == [
         "c0.wav", "c1.wav", "c2.wav", "index.csv"]  # fmt: skip
     foreign = tmp_path / "docs"  # somebody's folder with an index.csv of their own
     foreign.mkdir()
     (foreign / "index.csv").write_text("chapter,page\n1,3\n")
     with pytest.raises(OutputError, match=r"docs/index.csv was not written by abt as a log-mel"):
-        compute_pretrain_mels(data, MELS, PRE, "", str(foreign))
+        compute_pretrain_mels(data, MELS, PRE, "", str(foreign), "silence")
     assert (foreign / "index.csv").read_text() == "chapter,page\n1,3\n"
-    st = compute_pretrain_mels(data, MELS, PRE, "", str(tmp_path / "store"))
+    st = compute_pretrain_mels(data, MELS, PRE, "", str(tmp_path / "store"), "silence")
     assert st["n_clips"] == 3 and json.loads((tmp_path / "store" / MARKER).read_text()) == {
         "kind": "a log-mel store", "written_by": "abt"}  # fmt: skip
-    compute_pretrain_mels(data, MELS, PRE, "", str(tmp_path / "store"))  # its own: rebuilt
+    compute_pretrain_mels(
+        data, MELS, PRE, "", str(tmp_path / "store"), "silence"
+    )  # its own: rebuilt
     assert len(MelStore(tmp_path / "store")) == 3
 
 
 def test_a_store_written_before_markers_is_still_rebuilt(tmp_path):
     clips = _audio_folder(tmp_path / "audio")
     data = {"source": "folder", "audio_dir": str(tmp_path / "audio"), "clip_list": str(clips)}
-    compute_pretrain_mels(data, MELS, PRE, "", str(tmp_path / "store"))
+    compute_pretrain_mels(data, MELS, PRE, "", str(tmp_path / "store"), "silence")
     (tmp_path / "store" / MARKER).unlink()  # as c3184dd wrote it
     (tmp_path / "store" / "stats.json").unlink()  # even half-installed
-    compute_pretrain_mels(data, MELS, PRE, "", str(tmp_path / "store"))
+    compute_pretrain_mels(data, MELS, PRE, "", str(tmp_path / "store"), "silence")
     assert len(MelStore(tmp_path / "store")) == 3
 
 
@@ -178,9 +181,16 @@ def test_every_store_writer_refuses_foreign_files(tmp_path):
     (tmp_path / "x" / "stats.json").write_text("{}")
     sf.write(tmp_path / "a.wav", tone(0.5, 16000), 16000)
     with pytest.raises(OutputError, match="not written by abt as a log-mel store"):
-        build_store([ClipSpec("a", str(tmp_path / "a.wav"))], tmp_path / "x", **QUIET)
+        build_store(
+            [ClipSpec("a", str(tmp_path / "a.wav"))],
+            tmp_path / "x",
+            defaults.store_settings(),
+            **QUIET,
+        )
     with pytest.raises(OutputError, match="not written by abt as a log-mel store"):
-        pack_store([("a", np.zeros((100, 64), np.float32))], tmp_path / "x")
+        pack_store(
+            [("a", np.zeros((100, 64), np.float32))], tmp_path / "x", defaults.store_settings()
+        )
     assert (tmp_path / "x" / "mels.npy").read_bytes() == b"mine"
 
 

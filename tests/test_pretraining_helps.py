@@ -30,12 +30,17 @@ def test_short_pretraining_beats_random_init(tmp_path):
     build_embedded(str(emb), seed=0, scale=0.25, tasks=[TASK], use_debian="never", workers=2)
     pre = {**cfg["preprocess"], "stats": {"n_crops": 2000, "crop_frames": 96, "seed": 0}}
     compute_pretrain_mels(
-        cfg["data"]["pretrain"], cfg["mels"], pre, str(emb), str(tmp_path / "pool")
+        cfg["data"]["pretrain"],
+        cfg["mels"],
+        pre,
+        str(emb),
+        str(tmp_path / "pool"),
+        cfg["pretrain"]["pad"],
     )
     task_dir = emb / "tasks" / f"{TASK}-v1-full"
     compute_task_mels(str(task_dir), cfg["mels"], pre, str(tmp_path / "task"))
     store = MelStore(tmp_path / "pool")
-    probe = ProbeMonitor(task_dir, tmp_path / "task", every_epochs=5)
+    probe = ProbeMonitor.from_config({}, task_dir, tmp_path / "task", every_epochs=5)
 
     torch.manual_seed(0)
     random_init = probe.evaluate(build_encoder("audiontt"), store.mean, store.std)

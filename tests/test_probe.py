@@ -1,10 +1,10 @@
 """Linear-probe monitoring: the classifier, the 5-per-class subsets, clip embeddings."""
 
+import defaults
 import numpy as np
 import pytest
 import torch
 
-from abt.data.mel import MelConfig
 from abt.hear import HearModel
 from abt.probe import (
     ProbeConfig,
@@ -39,7 +39,7 @@ def separable(n_per=500, n_classes=4, dim=16, noise=0.3, seed=0):
 
 
 def test_separable_embeddings_are_learned_near_perfectly():
-    res = fit_linear_probe(separable(), ProbeConfig())
+    res = fit_linear_probe(separable(), ProbeConfig(**defaults.classifier()))
     assert res["test"] >= 0.99 and res["epochs"] <= 100
 
 
@@ -48,11 +48,11 @@ def test_random_labels_stay_near_chance():
     rng = np.random.default_rng(1)
     for k in d.y:
         d.y[k] = rng.integers(0, 4, len(d.y[k]))
-    assert fit_linear_probe(d, ProbeConfig())["test"] < 0.5
+    assert fit_linear_probe(d, ProbeConfig(**defaults.classifier()))["test"] < 0.5
 
 
 def test_early_stopping_and_thesis_hyperparameters():
-    cfg = ProbeConfig()
+    cfg = ProbeConfig(**defaults.classifier())
     assert (cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.max_epochs, cfg.patience) == (
         1e-3,
         1e-8,
@@ -63,7 +63,7 @@ def test_early_stopping_and_thesis_hyperparameters():
     d = separable(noise=0.0)
     # validation labels unrelated to the inputs: the validation score stops improving at once
     d.y["valid"] = np.random.default_rng(3).integers(0, 4, len(d.y["valid"]))
-    res = fit_linear_probe(d, ProbeConfig(patience=2))
+    res = fit_linear_probe(d, ProbeConfig(**defaults.classifier(patience=2)))
     assert res["epochs"] < 100  # stops once the validation score stops improving
 
 
@@ -87,7 +87,7 @@ def test_multilabel_subsets_and_scores():
 
 
 def test_probe_scores_report_mean_and_std():
-    out = probe_scores(separable(), ProbeConfig())
+    out = probe_scores(separable(), ProbeConfig(**defaults.classifier()), **defaults.low_shot())
     assert out["probe_100"] >= 0.99 and 0.0 <= out["probe_5pc_std"] <= 0.5
     assert set(out) == {"probe_metric", "probe_100", "probe_5pc_mean", "probe_5pc_std"}
 
@@ -129,7 +129,7 @@ class UnitCounter(torch.nn.Module):
 
 def test_vit_units_average_without_an_all_zero_unit():
     enc = UnitCounter()
-    model = HearModel(enc, MelConfig(), 0.0, 1.0)
+    model = HearModel(enc, defaults.mels(), 0.0, 1.0)
     out = embed_logmel(model, np.ones((192, 64), np.float32))  # exactly two units
     assert enc.last.shape == (2, 1, 64, 96) and out[0] == pytest.approx(1.0)
     embed_logmel(model, np.ones((100, 64), np.float32))
@@ -146,7 +146,7 @@ def test_conv_encoder_sees_the_whole_normalised_clip():
             return x.mean(dim=(1, 2, 3))[:, None]
 
     enc = Conv()
-    model = HearModel(enc, MelConfig(), 1.0, 2.0)
+    model = HearModel(enc, defaults.mels(), 1.0, 2.0)
     lm = np.full((300, 64), 3.0, np.float32)
     out = embed_logmel(model, lm)
     assert enc.last.shape == (1, 1, 64, 300) and out[0] == pytest.approx(1.0)
@@ -173,6 +173,8 @@ def test_a_probe_leaves_the_global_generators_alone(monkeypatch):
     monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda s: seeded.append(s))
     mine = _linear(16, 4, 3)
     assert torch.equal(mine.weight, ref.weight) and torch.equal(mine.bias, ref.bias)
-    res = probe_scores(separable(n_per=60), ProbeConfig(max_epochs=3))
+    res = probe_scores(
+        separable(n_per=60), ProbeConfig(**defaults.classifier(max_epochs=3)), **defaults.low_shot()
+    )
     assert math.isfinite(res["probe_100"]) and seeded == []
     assert torch.equal(torch.get_rng_state(), before)

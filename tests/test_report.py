@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import defaults
 import pandas as pd
 import pytest
 import yaml
@@ -255,7 +256,8 @@ def _fake_outputs(tmp_path):
         "epoch,step,probe_metric,probe_100,probe_5pc_mean,probe_5pc_std\n"
         "5,25,top1_acc,0.5,0.3,0.02\n10,50,top1_acc,0.6,0.35,0.01\n"
     )
-    paper_tables(["audiontt"], [str(scores)], {"audiontt": str(curves)}, str(tables))
+    paper_tables(["audiontt"], [str(scores)], {"audiontt": str(curves / "epoch_metrics.csv")},
+                 str(tables))  # fmt: skip
     enc = tmp_path / "encoders.csv"
     enc.write_text(
         "table,name,patch_size,params_total,params_trainable,output_dim,gflops,"
@@ -416,7 +418,6 @@ def test_tex_escape():
 def test_linear_eval_of_a_checkpoint(tmp_path):
     """The linear_eval step probes a checkpoint with its own normalisation (tiny task)."""
     from abt.data.embedded import build_embedded
-    from abt.hear import save_random_init
 
     cfg = _cfg()
     emb = tmp_path / "emb"
@@ -425,7 +426,7 @@ def test_linear_eval_of_a_checkpoint(tmp_path):
     stores = tmp_path / "stores"
     compute_task_mels(str(tdir), cfg["mels"], cfg["preprocess"], str(stores))
     ck = tmp_path / "r.ckpt"
-    save_random_init(str(ck), "audiontt", "audiontt", {}, -5.0, 4.0, cfg["mels"], seed=0,
+    defaults.random_init(str(ck), "audiontt", "audiontt", {}, -5.0, 4.0, cfg["mels"], seed=0,
                      input_frames=96)  # fmt: skip
     mon = dict(cfg["monitor"], classifier=dict(cfg["monitor"]["classifier"], max_epochs=5))
     out = linear_eval(str(ck), str(tdir), str(stores), mon, str(tmp_path / "le.json"))
@@ -574,3 +575,44 @@ def test_reference_gain_verdict_hand_computed(tmp_path):
     spec["tasks"]["embedded_emotion"] = {"reference": 0.4, "random_init": 0.467}
     with pytest.raises(ValueError, match="embedded_emotion: the reference"):
         recovered_fractions(df, spec)
+
+
+def _study_rows(tmp_path, names):
+    """One ablation summary.csv (and its bootstrap replicates) per name."""
+    import numpy as np
+
+    csvs, boots = [], []
+    for i, a in enumerate(names):
+        d = tmp_path / a
+        d.mkdir()
+        pd.DataFrame(
+            [
+                {
+                    "ablation": a,
+                    "description": a,
+                    "linear_eval_task": "t",
+                    "linear_eval_metric": "m",
+                    "linear_eval_100": 0.5,
+                    "hear_l_avg_pct": 40.0 + 10 * i,
+                }
+            ]
+        ).to_csv(d / "summary.csv", index=False)
+        np.save(d / "hear_l_bootstrap.npy", np.full(50, 40.0 + 10 * i))  # fmt: skip
+        csvs.append(str(d / "summary.csv"))
+        boots.append(str(d / "hear_l_bootstrap.npy"))
+    return csvs, boots
+
+
+def test_a_study_orders_its_rows_with_the_bootstraps_it_is_given(tmp_path):
+    """The study's summary reads the bootstrap files given to it (its rule's inputs), not files
+    found next to the summaries; a missing one is an error naming it (it used to skip the
+    ordering silently)."""
+    from abt.jobs.report import study_summary
+
+    csvs, boots = _study_rows(tmp_path, ["a", "b"])
+    df = study_summary({"delta_from": None}, csvs, str(tmp_path / "s.csv"), bootstraps=boots)
+    assert df.set_index("ablation")["p_best"].to_dict() == {"a": 0.0, "b": 1.0}
+    assert df.set_index("ablation")["rank"].to_dict() == {"a": 2, "b": 1}
+    Path(boots[1]).unlink()
+    with pytest.raises(FileNotFoundError, match=rf"^{boots[1]} is missing: the study's ordering"):
+        study_summary({"delta_from": None}, csvs, str(tmp_path / "s.csv"), bootstraps=boots)

@@ -4,12 +4,13 @@ import csv
 import json
 import os
 
+import defaults
 import numpy as np
 import pytest
 import soundfile as sf
 
-from abt.data.audio import LoadPolicy, load_audio
-from abt.data.mel import MelConfig, logmel
+from abt.data.audio import load_audio
+from abt.data.mel import logmel
 from abt.data.store import ClipSpec, MelStore, StoreError, build_store, read_clip_list
 
 SR = 16000
@@ -55,7 +56,7 @@ ALL_IDS = ["a", "b", "c", "silent", "empty", "tiny", "nan", "corrupt", "notaudio
 def test_every_bad_input_has_a_documented_outcome(audio_dir, tmp_path, capsys):
     write_list(tmp_path / "clips.csv", ALL_IDS)
     specs = read_clip_list(tmp_path / "clips.csv", audio_dir)
-    stats = build_store(specs, tmp_path / "store", stats_crops=64)
+    stats = build_store(specs, tmp_path / "store", defaults.store_settings(64))
     out = capsys.readouterr().out
     assert "3 of 11 clips stored" in out and "missing=1" in out and "truncated=1" in out
     with open(tmp_path / "store" / "manifest.csv") as fh:
@@ -109,9 +110,9 @@ def test_header_frame_counts_match_the_decoder_and_a_cut_file_is_truncated(
     p = tmp_path / f"x.{ext}"
     sf.write(p, tone(0.99, 300, ch=2), SR, format=fmt, subtype=subtype)
     assert header_frames(p) == sf.info(p).frames == 15840
-    assert load_audio(p).ok
+    assert load_audio(p, defaults.policy()).ok
     os.truncate(p, os.path.getsize(p) // 2)
-    res = load_audio(p)
+    res = load_audio(p, defaults.policy())
     if fmt == "FLAC":  # libsndfile refuses a cut FLAC stream itself
         assert res.status == "unreadable"
     else:
@@ -124,11 +125,11 @@ def test_formats_without_a_frame_count_are_not_checked(tmp_path):
     sf.write(tmp_path / "x.ogg", tone(0.5), SR)
     sf.write(tmp_path / "y.wav", tone(0.5), SR, subtype="IMA_ADPCM")  # compressed: no count
     assert header_frames(tmp_path / "x.ogg") is None and header_frames(tmp_path / "y.wav") is None
-    assert load_audio(tmp_path / "y.wav").ok
+    assert load_audio(tmp_path / "y.wav", defaults.policy()).ok
 
 
 def test_silent_files_can_be_kept(audio_dir):
-    res = load_audio(audio_dir / "silent.wav", LoadPolicy(on_silent="keep"))
+    res = load_audio(audio_dir / "silent.wav", defaults.policy(on_silent="keep"))
     assert res.ok and "silent" in res.notes[0]
 
 
@@ -137,13 +138,13 @@ def test_round_trip_equals_direct_logmel(audio_dir, tmp_path):
         ClipSpec("a", str(audio_dir / "a.wav"), "src_a"),
         ClipSpec("c", str(audio_dir / "c.ogg")),
     ]
-    build_store(specs, tmp_path / "s", stats_crops=32)
+    build_store(specs, tmp_path / "s", defaults.store_settings(32))
     store = MelStore(tmp_path / "s")
     assert len(store) == 2 and store.clip_ids == ["a", "c"] and store.source_ids[0] == "src_a"
     np.testing.assert_array_equal(
-        store.clip(0), logmel(sf.read(audio_dir / "a.wav", dtype="float32")[0])
+        store.clip(0), logmel(sf.read(audio_dir / "a.wav", dtype="float32")[0], defaults.mels())
     )
-    assert store.clip(1).shape == (MelConfig().n_frames(8000), 64)  # 0.5 s after resampling
+    assert store.clip(1).shape == (defaults.mels().n_frames(8000), 64)  # 0.5 s after resampling
     assert store.mels.dtype == np.float32 and isinstance(store.mels, np.memmap)
     idx = json.loads((tmp_path / "s" / "stats.json").read_text())
     assert idx["mels"]["win_length"] == 1024 and idx["n_clips"] == 2
@@ -153,7 +154,7 @@ def test_crops_pad_and_bounds(audio_dir, tmp_path):
     build_store(
         [ClipSpec("c", str(audio_dir / "c.ogg")), ClipSpec("b", str(audio_dir / "b.flac"))],
         tmp_path / "s",
-        stats_crops=16,
+        defaults.store_settings(16),
     )
     st = MelStore(tmp_path / "s")
     short_frames = int(st.frames[0])  # 51 frames < 96
@@ -170,7 +171,9 @@ def test_crops_pad_and_bounds(audio_dir, tmp_path):
 
 def test_stats_are_global_mean_std_of_random_crops(audio_dir, tmp_path):
     build_store(
-        [ClipSpec("b", str(audio_dir / "b.flac"))], tmp_path / "s", stats_crops=2000, stats_seed=3
+        [ClipSpec("b", str(audio_dir / "b.flac"))],
+        tmp_path / "s",
+        defaults.store_settings(2000, seed=3),
     )
     st = MelStore(tmp_path / "s")
     # one clip: the expected value of crop statistics weights each frame by how many of the
@@ -189,7 +192,11 @@ def test_stats_are_global_mean_std_of_random_crops(audio_dir, tmp_path):
 
 def test_no_usable_clip_is_an_error_naming_the_manifest(audio_dir, tmp_path):
     with pytest.raises(StoreError, match="manifest.csv"):
-        build_store([ClipSpec("x", str(audio_dir / "corrupt.wav"))], tmp_path / "s")
+        build_store(
+            [ClipSpec("x", str(audio_dir / "corrupt.wav"))],
+            tmp_path / "s",
+            defaults.store_settings(),
+        )
 
 
 def test_audioset_csv_format(audio_dir, tmp_path):
@@ -220,7 +227,9 @@ def test_clip_list_errors_name_the_problem(tmp_path):
 
 
 def test_incomplete_store_is_detected(audio_dir, tmp_path):
-    build_store([ClipSpec("a", str(audio_dir / "a.wav"))], tmp_path / "s", stats_crops=8)
+    build_store(
+        [ClipSpec("a", str(audio_dir / "a.wav"))], tmp_path / "s", defaults.store_settings(8)
+    )
     (tmp_path / "s" / "stats.json").unlink()
     with pytest.raises(StoreError, match="stats.json is missing"):
         MelStore(tmp_path / "s")
@@ -239,16 +248,19 @@ def test_sharded_build_merges_into_the_unsharded_store(audio_dir, tmp_path, n_sh
         ids.insert(2 * i, f"t{i}")
     write_list(tmp_path / "l.csv", ids)
     specs = read_clip_list(tmp_path / "l.csv", audio_dir)
-    opts = {"stats_crops": 300, "log": lambda *_: None}
-    one = build_store(specs, tmp_path / "one", **opts)
+    opts = {"log": lambda *_: None}
+    one = build_store(specs, tmp_path / "one", defaults.store_settings(300), **opts)
     shard_dirs = []
     for k in range(n_shards):
         part = shard_specs(specs, k, n_shards)
-        build_store(part, tmp_path / f"s{k}", allow_empty=True, **opts)
+        build_store(
+            part, tmp_path / f"s{k}", defaults.store_settings(300), allow_empty=True, **opts
+        )
         shard_dirs.append(tmp_path / f"s{k}")
     assert sum(len(shard_specs(specs, k, n_shards)) for k in range(n_shards)) == len(specs)
-    merged = merge_stores(shard_dirs, tmp_path / "m", stats_crops=300, chunk_rows=7,
-                          log=lambda *_: None)  # fmt: skip
+    merged = merge_stores(
+        shard_dirs, tmp_path / "m", defaults.stats_settings(300), chunk_rows=7, log=lambda *_: None
+    )
     for f in ("mels.npy", "index.csv", "manifest.csv"):
         assert (tmp_path / "m" / f).read_bytes() == (tmp_path / "one" / f).read_bytes(), f
     assert merged["counts"] == one["counts"] and merged["n_inputs"] == len(specs)
@@ -263,11 +275,20 @@ def test_merge_refuses_shards_with_different_front_ends(audio_dir, tmp_path):
 
     write_list(tmp_path / "l.csv", ["a", "b"])
     specs = read_clip_list(tmp_path / "l.csv", audio_dir)
-    build_store(specs[:1], tmp_path / "s0", stats_crops=50, log=lambda *_: None)
-    build_store(specs[1:], tmp_path / "s1", stats_crops=50, log=lambda *_: None,
-                mel_cfg=MelConfig(n_mels=32))  # fmt: skip
+    build_store(specs[:1], tmp_path / "s0", defaults.store_settings(50), log=lambda *_: None)
+    build_store(
+        specs[1:],
+        tmp_path / "s1",
+        defaults.store_settings(50, mels=defaults.mels(n_mels=32)),
+        log=lambda *_: None,
+    )
     with pytest.raises(StoreError, match="different mels settings"):
-        merge_stores([tmp_path / "s0", tmp_path / "s1"], tmp_path / "m", log=lambda *_: None)
+        merge_stores(
+            [tmp_path / "s0", tmp_path / "s1"],
+            tmp_path / "m",
+            defaults.stats_settings(10000),
+            log=lambda *_: None,
+        )
 
 
 # ------------------------------------------------------------------ honest stores
@@ -280,8 +301,12 @@ def test_huge_finite_samples_are_excluded_as_non_finite_and_stats_stay_finite(au
     x[:, 0] *= 1e30 / 0.3
     sf.write(audio_dir / "huge.wav", x, SR, subtype="FLOAT")
     write_list(tmp_path / "l.csv", ["a", "huge"])
-    stats = build_store(read_clip_list(tmp_path / "l.csv", audio_dir), tmp_path / "s",
-                        stats_crops=64, log=lambda *_: None)  # fmt: skip
+    stats = build_store(
+        read_clip_list(tmp_path / "l.csv", audio_dir),
+        tmp_path / "s",
+        defaults.store_settings(64),
+        log=lambda *_: None,
+    )
     with open(tmp_path / "s" / "manifest.csv") as fh:
         man = {r["clip_id"]: r for r in csv.DictReader(fh)}
     assert (
@@ -294,8 +319,12 @@ def test_huge_finite_samples_are_excluded_as_non_finite_and_stats_stay_finite(au
 
 
 def test_statistics_are_never_nan(audio_dir, tmp_path):
-    build_store([ClipSpec("a", str(audio_dir / "a.wav"))], tmp_path / "s", stats_crops=8,
-                log=lambda *_: None)  # fmt: skip
+    build_store(
+        [ClipSpec("a", str(audio_dir / "a.wav"))],
+        tmp_path / "s",
+        defaults.store_settings(8),
+        log=lambda *_: None,
+    )
     m = np.load(tmp_path / "s" / "mels.npy", mmap_mode="r+")
     m[3, 5] = np.nan  # damage on disk after the build
     m.flush()
@@ -304,15 +333,23 @@ def test_statistics_are_never_nan(audio_dir, tmp_path):
         MelStore(tmp_path / "s")  # the damage is seen when the store is opened
     (tmp_path / "s" / "stats.json").unlink()  # as while a store is built: no record yet
     with pytest.raises(StoreError, match="statistics are not finite"):
-        MelStore(tmp_path / "s", require_stats=False).compute_stats(64, 96, 0)
+        MelStore(tmp_path / "s", require_stats=False).compute_stats(64, 96, 0, "zero_log")
 
 
 def test_failed_rebuild_leaves_no_stale_store(audio_dir, tmp_path):
-    build_store([ClipSpec("a", str(audio_dir / "a.wav"))], tmp_path / "s", stats_crops=8,
-                log=lambda *_: None)  # fmt: skip
+    build_store(
+        [ClipSpec("a", str(audio_dir / "a.wav"))],
+        tmp_path / "s",
+        defaults.store_settings(8),
+        log=lambda *_: None,
+    )
     with pytest.raises(StoreError, match="no usable clip"):
-        build_store([ClipSpec("x", str(audio_dir / "corrupt.wav"))], tmp_path / "s",
-                    log=lambda *_: None)  # fmt: skip
+        build_store(
+            [ClipSpec("x", str(audio_dir / "corrupt.wav"))],
+            tmp_path / "s",
+            defaults.store_settings(),
+            log=lambda *_: None,
+        )
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [".abt-output.json",
                                                                  "manifest.csv"]  # fmt: skip
     assert "unreadable" in (tmp_path / "s" / "manifest.csv").read_text()
@@ -325,7 +362,12 @@ def test_store_is_written_elsewhere_and_moved_in_only_when_complete(audio_dir, t
     """While a rebuild runs, the destination still holds exactly the old store; an interrupted
     build leaves it intact; other entries of the folder (shard stores) are never touched."""
     out = tmp_path / "pretrain" / "train"
-    build_store([ClipSpec("a", str(audio_dir / "a.wav"))], out, stats_crops=8, log=lambda *_: None)
+    build_store(
+        [ClipSpec("a", str(audio_dir / "a.wav"))],
+        out,
+        defaults.store_settings(8),
+        log=lambda *_: None,
+    )
     (out / "shards" / "0").mkdir(parents=True)
     (out / "shards" / "0" / "keep.txt").write_text("shard")
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
@@ -336,36 +378,51 @@ def test_store_is_written_elsewhere_and_moved_in_only_when_complete(audio_dir, t
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        build_store([ClipSpec("b", str(audio_dir / "b.flac"))], out, stats_crops=8, log=snapshot)
+        build_store(
+            [ClipSpec("b", str(audio_dir / "b.flac"))],
+            out,
+            defaults.store_settings(8),
+            log=snapshot,
+        )
     assert seen == [before]
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert MelStore(out).clip_ids == ["a"] and not list(out.parent.glob(".train.tmp-*"))
-    build_store([ClipSpec("b", str(audio_dir / "b.flac"))], out, stats_crops=8, log=lambda *_: None)
+    build_store(
+        [ClipSpec("b", str(audio_dir / "b.flac"))],
+        out,
+        defaults.store_settings(8),
+        log=lambda *_: None,
+    )
     assert MelStore(out).clip_ids == ["b"] and (out / "shards" / "0" / "keep.txt").exists()
 
 
 def test_a_mixed_store_is_refused(audio_dir, tmp_path):
     for name, clip in (("s1", "a.wav"), ("s2", "b.flac")):
-        build_store([ClipSpec(name, str(audio_dir / clip))], tmp_path / name, stats_crops=8,
-                    log=lambda *_: None)  # fmt: skip
+        build_store(
+            [ClipSpec(name, str(audio_dir / clip))],
+            tmp_path / name,
+            defaults.store_settings(8),
+            log=lambda *_: None,
+        )
     (tmp_path / "s1" / "stats.json").write_bytes((tmp_path / "s2" / "stats.json").read_bytes())
     with pytest.raises(StoreError, match="index.csv does not belong to stats.json"):
         MelStore(tmp_path / "s1")
-    build_store([ClipSpec("s1", str(audio_dir / "a.wav"))], tmp_path / "s1", stats_crops=8,
-                log=lambda *_: None)  # fmt: skip
+    build_store(
+        [ClipSpec("s1", str(audio_dir / "a.wav"))],
+        tmp_path / "s1",
+        defaults.store_settings(8),
+        log=lambda *_: None,
+    )
     (tmp_path / "s1" / "manifest.csv").write_bytes((tmp_path / "s2" / "manifest.csv").read_bytes())
     with pytest.raises(StoreError, match="manifest.csv does not belong"):
         MelStore(tmp_path / "s1")
 
 
-def _fp_store(audio_dir, out, **kw):
+def _fp_store(audio_dir, out, mel_cfg=None, dtype=None, stats_seed=None, **kw):
     specs = [ClipSpec("a", str(audio_dir / "a.wav")), ClipSpec("c", str(audio_dir / "c.ogg"))]
-    opts = {
-        "stats_crops": 8,
-        "log": lambda *_: None,
-        "source": {"clip_list": "l.csv", "sha256": "1"},
-    }
-    return build_store(specs, out, **{**opts, **kw})
+    opts = {"log": lambda *_: None, "source": {"clip_list": "l.csv", "sha256": "1"}}
+    over = {k: v for k, v in (("mels", mel_cfg), ("dtype", dtype), ("seed", stats_seed)) if v}
+    return build_store(specs, out, defaults.store_settings(8, **over), **{**opts, **kw})
 
 
 def test_fingerprint_records_what_made_the_store(audio_dir, tmp_path):
@@ -386,7 +443,7 @@ def test_fingerprint_records_what_made_the_store(audio_dir, tmp_path):
                                source={"clip_list": "l.csv", "sha256": "2"}),
         "code": _fp_store(audio_dir, tmp_path / "2", extra={"code": "abd"}),
         "mels": _fp_store(audio_dir, tmp_path / "3", extra={"code": "abc"},
-                          mel_cfg=MelConfig(f_max=7000.0)),
+                          mel_cfg=defaults.mels(f_max=7000.0)),
         "dtype": _fp_store(audio_dir, tmp_path / "4", extra={"code": "abc"}, dtype="float16"),
         "stats": _fp_store(audio_dir, tmp_path / "5", extra={"code": "abc"}, stats_seed=1),
     }  # fmt: skip
@@ -401,14 +458,16 @@ def test_merged_store_fingerprint_digests_the_shards_in_order(audio_dir, tmp_pat
 
     write_list(tmp_path / "l.csv", ["a", "b", "c"])
     specs = read_clip_list(tmp_path / "l.csv", audio_dir)
-    q = {"stats_crops": 16, "log": lambda *_: None}
+    q = {"log": lambda *_: None}
     for k, part in enumerate((specs[:2], specs[2:])):
-        build_store(part, tmp_path / f"s{k}", **q)
+        build_store(part, tmp_path / f"s{k}", defaults.store_settings(16), **q)
     shards = [tmp_path / "s0", tmp_path / "s1"]
-    m = merge_stores(shards, tmp_path / "m", extra={"code": "x"}, **q)
+    m = merge_stores(shards, tmp_path / "m", defaults.stats_settings(16), extra={"code": "x"}, **q)
     fps = [MelStore(s).fingerprint for s in shards]
     assert m["provenance"]["shards"] == fps and m["fingerprint"] == digest(m["provenance"])
-    m2 = merge_stores(shards[::-1], tmp_path / "m2", extra={"code": "x"}, **q)
+    m2 = merge_stores(
+        shards[::-1], tmp_path / "m2", defaults.stats_settings(16), extra={"code": "x"}, **q
+    )
     assert m2["fingerprint"] != m["fingerprint"]
 
 
@@ -420,9 +479,9 @@ def test_float16_store_halves_disk_and_reads_as_float32(audio_dir, tmp_path):
 
     write_list(tmp_path / "l.csv", ["a", "b", "c", "silent"])
     specs = read_clip_list(tmp_path / "l.csv", audio_dir)
-    q = {"stats_crops": 500, "log": lambda *_: None}
-    s32 = build_store(specs, tmp_path / "f32", **q)
-    s16 = build_store(specs, tmp_path / "f16", dtype="float16", **q)
+    q = {"log": lambda *_: None}
+    s32 = build_store(specs, tmp_path / "f32", defaults.store_settings(500), **q)
+    s16 = build_store(specs, tmp_path / "f16", defaults.store_settings(500, dtype="float16"), **q)
     a, b = MelStore(tmp_path / "f32"), MelStore(tmp_path / "f16")
     assert a.dtype == "float32" and b.dtype == "float16" and b.mels.dtype == np.float16
     assert np.abs(np.asarray(a.mels) - np.asarray(b.mels, dtype=np.float32)).max() <= 1e-2
@@ -435,15 +494,25 @@ def test_float16_store_halves_disk_and_reads_as_float32(audio_dir, tmp_path):
     assert s16["mean"] == pytest.approx(s32["mean"], abs=1e-2)
     assert s16["std"] == pytest.approx(s32["std"], rel=1e-3)
     for k, part in enumerate((specs[:2], specs[2:])):
-        build_store(part, tmp_path / f"h{k}", dtype="float16", allow_empty=True, **q)
-    merged = merge_stores([tmp_path / "h0", tmp_path / "h1"], tmp_path / "hm", **q)
+        build_store(
+            part,
+            tmp_path / f"h{k}",
+            defaults.store_settings(500, dtype="float16"),
+            allow_empty=True,
+            **q,
+        )
+    merged = merge_stores(
+        [tmp_path / "h0", tmp_path / "h1"], tmp_path / "hm", defaults.stats_settings(500), **q
+    )
     assert merged["dtype"] == "float16"
     assert (tmp_path / "hm" / "mels.npy").read_bytes() == (
         tmp_path / "f16" / "mels.npy"
     ).read_bytes()
-    build_store(specs[:1], tmp_path / "x32", **q)
+    build_store(specs[:1], tmp_path / "x32", defaults.store_settings(500), **q)
     with pytest.raises(StoreError, match="different dtypes"):
-        merge_stores([tmp_path / "h0", tmp_path / "x32"], tmp_path / "bad", **q)
+        merge_stores(
+            [tmp_path / "h0", tmp_path / "x32"], tmp_path / "bad", defaults.stats_settings(500), **q
+        )
 
 
 def test_training_on_a_float16_store_matches_float32(tmp_path):
@@ -465,7 +534,9 @@ def test_training_on_a_float16_store_matches_float32(tmp_path):
             "log_every": 1}  # fmt: skip
     losses = {}
     for dt in ("float32", "float16"):
-        build_store(specs, tmp_path / dt, stats_crops=200, dtype=dt, log=lambda *_: None)
+        build_store(
+            specs, tmp_path / dt, defaults.store_settings(200, dtype=dt), log=lambda *_: None
+        )
         run = resolve_run_config(cfg, overrides=tiny)
         Trainer(run, tmp_path / dt, tmp_path / f"run_{dt}", progress=False,
                 log=lambda *_: None).fit()  # fmt: skip
@@ -479,8 +550,12 @@ def test_parallel_gathering_gives_the_same_crops(audio_dir, tmp_path):
     """Batches are gathered by several threads under MADV_RANDOM (a cold store's page faults in
     parallel, bench/bench_store_io.py); the crops equal a single-threaded gather, pads included."""
     write_list(tmp_path / "l.csv", ["a", "b", "c"])
-    build_store(read_clip_list(tmp_path / "l.csv", audio_dir), tmp_path / "s", stats_crops=16,
-                dtype="float16", log=lambda *_: None)  # fmt: skip
+    build_store(
+        read_clip_list(tmp_path / "l.csv", audio_dir),
+        tmp_path / "s",
+        defaults.store_settings(16, dtype="float16"),
+        log=lambda *_: None,
+    )
     one = MelStore(tmp_path / "s", read_threads=1, advise=False)
     many = MelStore(tmp_path / "s", read_threads=8)
     idx = np.random.default_rng(0).integers(0, 3, 300)
@@ -521,7 +596,7 @@ def test_one_process_builds_a_store_folder(tmp_path):
                 "clip_list": str(tmp_path / "clips.csv"), "clip_list_format": "abt",
                 "id_column": "clip_id", "file_patterns": ["{id}"]}  # fmt: skip
         with pytest.raises(LockedError, match=f"another log-mel store build: pid {p.pid}"):
-            compute_pretrain_mels(data, cfg["mels"], cfg["preprocess"], "", str(out))
+            compute_pretrain_mels(data, cfg["mels"], cfg["preprocess"], "", str(out), "silence")
     finally:
         p.kill()
         p.wait()
@@ -532,8 +607,12 @@ def test_one_process_builds_a_store_folder(tmp_path):
 
 def _small_store(audio_dir, out):
     write_list(out.parent / "l.csv", ["a", "b", "c"])
-    build_store(read_clip_list(out.parent / "l.csv", audio_dir), out, stats_crops=8,
-                log=lambda *_: None)  # fmt: skip
+    build_store(
+        read_clip_list(out.parent / "l.csv", audio_dir),
+        out,
+        defaults.store_settings(8),
+        log=lambda *_: None,
+    )
     return out
 
 
@@ -624,7 +703,12 @@ def test_disk_full_while_building_says_so_and_leaves_no_partial_files(audio_dir,
     write_list(tmp_path / "l2.csv", ["a", "b", "c"])
     with pytest.raises(StoreError, match=r"s: disk full \(No space left on device\) while "
                        r"writing a log-mel store; the partial files were removed"):  # fmt: skip
-        build_store(read_clip_list(tmp_path / "l2.csv", audio_dir), old, stats_crops=8,
-                    batch_clips=1, log=lambda *_: None)  # fmt: skip
+        build_store(
+            read_clip_list(tmp_path / "l2.csv", audio_dir),
+            old,
+            defaults.store_settings(8),
+            batch_clips=1,
+            log=lambda *_: None,
+        )
     assert not list(tmp_path.glob(".s.tmp-*"))  # the staging folder is gone
     assert {p.name: p.read_bytes() for p in old.iterdir()} == before  # the old store is intact

@@ -122,7 +122,8 @@ def tiny(tmp_path_factory):
     emb = tmp / "emb"
     build_embedded(str(emb), seed=0, scale=0.05, tasks=["embedded_envsounds"], use_debian="never")
     pre = dict(cfg["preprocess"], stats=dict(cfg["preprocess"]["stats"], n_crops=300))
-    compute_pretrain_mels(cfg["data"]["pretrain"], cfg["mels"], pre, str(emb), str(tmp / "s"))
+    compute_pretrain_mels(cfg["data"]["pretrain"], cfg["mels"], pre, str(emb), str(tmp / "s"),
+                          cfg["pretrain"]["pad"])  # fmt: skip
     tdir = emb / "tasks" / "embedded_envsounds-v1-full"
     compute_task_mels(str(tdir), cfg["mels"], cfg["preprocess"], str(tmp / "t"))
     cfg["monitor"]["classifier"]["max_epochs"] = 20

@@ -6,20 +6,21 @@ from __future__ import annotations
 import csv
 import json
 
+import defaults
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
 from abt.augment import AugmentationPipeline
-from abt.data.audio import LoadPolicy, load_audio
+from abt.data.audio import load_audio
 from abt.data.loader import plan_epoch
-from abt.data.mel import LogMelFrontEnd, MelConfig
+from abt.data.mel import LogMelFrontEnd
 from abt.data.store import ClipSpec, StoreError
 from abt.data.wavestore import WaveStore, build_wave_store, quantise
 
 SR = 16000
-QUIET = {"log": lambda *_: None, "stats_crops": 64}
+QUIET = {"log": lambda *_: None}
 
 
 def tone(sec, f=440.0, sr=SR, ch=1, amp=0.3):
@@ -55,7 +56,7 @@ def manifest(path):
 
 def test_every_input_has_an_outcome_and_the_good_ones_read_back(audio, tmp_path):
     d, specs = audio
-    st = build_wave_store(specs, tmp_path / "w", dtype="int16", **QUIET)
+    st = build_wave_store(specs, tmp_path / "w", defaults.wave_settings(64, dtype="int16"), **QUIET)
     man = manifest(tmp_path / "w")
     assert {k: r["status"] for k, r in man.items()} == {
         "a": "ok", "b": "ok", "loud": "ok", "silent": "silent", "empty": "empty",
@@ -66,7 +67,9 @@ def test_every_input_has_an_outcome_and_the_good_ones_read_back(audio, tmp_path)
     assert store.clip_ids == ["a", "b", "loud"] and store.dtype == "int16"
     assert store.waves.dtype == np.int16  # 2 bytes a sample
     for i, name in enumerate(store.clip_ids):
-        want = load_audio(d / {"a": "a.wav", "b": "b.flac", "loud": "loud.wav"}[name]).wave
+        want = load_audio(
+            d / {"a": "a.wav", "b": "b.flac", "loud": "loud.wav"}[name], defaults.policy()
+        ).wave
         got = store.clip(i)
         assert got.shape == want.shape
         peak = max(1.0, float(np.abs(want).max()))
@@ -77,14 +80,18 @@ def test_every_input_has_an_outcome_and_the_good_ones_read_back(audio, tmp_path)
 
 def test_float16_store(audio, tmp_path):
     _, specs = audio
-    build_wave_store(specs[:3], tmp_path / "h", dtype="float16", **QUIET)
+    build_wave_store(
+        specs[:3], tmp_path / "h", defaults.wave_settings(64, dtype="float16"), **QUIET
+    )
     store = WaveStore(tmp_path / "h")
     assert store.waves.dtype == np.float16 and store.dtype == "float16"
-    ref = load_audio(specs[0].path).wave
+    ref = load_audio(specs[0].path, defaults.policy()).wave
     np.testing.assert_allclose(store.clip(0), ref, atol=2e-4)  # float16: 11-bit mantissa
     assert store.stats["rounding_max_abs"] < 5e-3
     with pytest.raises(StoreError, match="unknown waveform store dtype"):
-        build_wave_store(specs[:1], tmp_path / "x", dtype="float32", **QUIET)
+        build_wave_store(
+            specs[:1], tmp_path / "x", defaults.wave_settings(64, dtype="float32"), **QUIET
+        )
 
 
 def test_quantise_scales_only_beyond_full_scale():
@@ -97,7 +104,7 @@ def test_quantise_scales_only_beyond_full_scale():
 
 def test_crops_with_margin_and_padding(audio, tmp_path):
     _, specs = audio
-    build_wave_store(specs[:1], tmp_path / "w", **QUIET)
+    build_wave_store(specs[:1], tmp_path / "w", defaults.wave_settings(64), **QUIET)
     store = WaveStore(tmp_path / "w")
     whole = store.clip(0)  # 16000 samples
     c = store.crops(np.array([0, 0]), np.array([100, 15800]), 500, margin=(200, 50))
@@ -112,13 +119,14 @@ def test_crops_with_margin_and_padding(audio, tmp_path):
 
 def test_statistics_are_the_log_mel_statistics_of_random_crops(audio, tmp_path):
     _, specs = audio
-    st = build_wave_store(specs[:3], tmp_path / "w", log=lambda *_: None, stats_crops=40,
-                          stats_seed=3)  # fmt: skip
+    st = build_wave_store(
+        specs[:3], tmp_path / "w", defaults.wave_settings(40, seed=3), log=lambda *_: None
+    )
     store = WaveStore(tmp_path / "w")
     rng = np.random.default_rng(3)
     idx = rng.integers(0, len(store), size=40)
     x = store.random_crops(rng, idx, 15200)
-    m = LogMelFrontEnd(MelConfig())(torch.from_numpy(x)).double()
+    m = LogMelFrontEnd(defaults.mels())(torch.from_numpy(x)).double()
     assert m.shape[1] == 96
     assert st["mean"] == pytest.approx(float(m.mean()), rel=1e-9)
     assert st["std"] == pytest.approx(float(m.std(unbiased=False)), rel=1e-6)
@@ -126,20 +134,24 @@ def test_statistics_are_the_log_mel_statistics_of_random_crops(audio, tmp_path):
 
 def test_provenance_staging_and_refusals(audio, tmp_path):
     _, specs = audio
-    a = build_wave_store(specs[:2], tmp_path / "w", **QUIET)
-    b = build_wave_store(specs[:2], tmp_path / "v", dtype="float16", **QUIET)
-    c = build_wave_store(specs[:2], tmp_path / "u", extra={"code": "x"}, **QUIET)
+    a = build_wave_store(specs[:2], tmp_path / "w", defaults.wave_settings(64), **QUIET)
+    b = build_wave_store(
+        specs[:2], tmp_path / "v", defaults.wave_settings(64, dtype="float16"), **QUIET
+    )
+    c = build_wave_store(
+        specs[:2], tmp_path / "u", defaults.wave_settings(64), extra={"code": "x"}, **QUIET
+    )
     assert len({a["fingerprint"], b["fingerprint"], c["fingerprint"]}) == 3
     assert WaveStore(tmp_path / "w").fingerprint == a["fingerprint"]
     assert not list(tmp_path.glob(".w.tmp-*"))  # staging folder gone
     # a mixed store (the index of another store) is refused
-    build_wave_store(specs[2:3], tmp_path / "t", **QUIET)
+    build_wave_store(specs[2:3], tmp_path / "t", defaults.wave_settings(64), **QUIET)
     (tmp_path / "v" / "index.csv").write_bytes((tmp_path / "t" / "index.csv").read_bytes())
     with pytest.raises(StoreError, match="does not belong"):
         WaveStore(tmp_path / "v")
     # a rebuild without any usable clip leaves only the manifest (no stale store)
     with pytest.raises(StoreError, match="no usable clip"):
-        build_wave_store([specs[-1]], tmp_path / "w", **QUIET)
+        build_wave_store([specs[-1]], tmp_path / "w", defaults.wave_settings(64), **QUIET)
     assert sorted(p.name for p in (tmp_path / "w").iterdir()) == ["manifest.csv"]
     with pytest.raises(StoreError, match="build the waveform store first"):
         WaveStore(tmp_path / "w")
@@ -149,7 +161,7 @@ def test_provenance_staging_and_refusals(audio, tmp_path):
 
 def test_log_mel_pad_modes_are_refused(audio, tmp_path):
     _, specs = audio
-    build_wave_store(specs[:1], tmp_path / "w", **QUIET)
+    build_wave_store(specs[:1], tmp_path / "w", defaults.wave_settings(64), **QUIET)
     store = WaveStore(tmp_path / "w")
     assert store.pad_value("silence") == 0.0
     with pytest.raises(StoreError, match="pretrain.pad: silence"):
@@ -160,11 +172,11 @@ def test_epoch_planning_and_the_pipeline_take_the_store(audio, tmp_path):
     """What the later wiring needs: plan_epoch on a waveform store, crops with the pipeline's
     margins, two log-mel views per clip normalised with the store's statistics."""
     _, specs = audio
-    build_wave_store(specs[:3], tmp_path / "w", **QUIET)
+    build_wave_store(specs[:3], tmp_path / "w", defaults.wave_settings(64), **QUIET)
     store = WaveStore(tmp_path / "w")
     pipe = AugmentationPipeline([{"name": "time_stretch"}, {"name": "time_shift"},
-                                 {"name": "rlf"}], mean=store.mean, std=store.std, mels={},
-                                crop_frames=96, seed=0)  # fmt: skip
+                                 {"name": "rlf"}], norm="dataset", mean=store.mean,
+                                std=store.std, mels={}, crop_frames=96, seed=0)  # fmt: skip
     out = pipe.out_samples
     margin = pipe.input_samples() - out
     plan = plan_epoch(store, np.random.default_rng(0), 2, 1, out)
@@ -172,4 +184,4 @@ def test_epoch_planning_and_the_pipeline_take_the_store(audio, tmp_path):
     assert x.shape == (2, pipe.input_samples())
     v1, v2 = pipe.views(torch.from_numpy(x), 2)
     assert v1.shape == (2, 1, 64, 96) and torch.isfinite(v1).all() and not torch.equal(v1, v2)
-    assert LoadPolicy().sample_rate == store.sample_rate
+    assert defaults.policy().sample_rate == store.sample_rate

@@ -562,3 +562,41 @@ def test_rule_params_are_canonical_and_leave_out_what_cannot_change_a_result():
     other = {**cfg, "preprocess": {**cfg["preprocess"], "workers": 9, "stats": stats}}
     assert "workers" not in pre and repr(plan.preprocess_params(other)) == repr(pre)
     assert plan.job_preprocess(pre, other)["workers"] == 9  # what the job builds with
+
+
+def _dry_run_jobs(*targets: str) -> dict[str, list[dict[str, list[str]]]]:
+    """rule -> its planned jobs' ``input`` and ``output`` files, from a dry run's job list."""
+    r = smk(*targets, "--dry-run", "--forceall")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    jobs: dict[str, list[dict[str, list[str]]]] = {}
+    job = None
+    for line in (r.stdout + r.stderr).splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):$", line.strip())
+        if m:
+            job = {"input": [], "output": []}
+            jobs.setdefault(m.group(1), []).append(job)
+            continue
+        m = re.match(r"^\s+(input|output): (.*)$", line)
+        if m and job is not None:
+            job[m.group(1)] = [f.strip() for f in m.group(2).split(",")]
+    return jobs
+
+
+def test_every_file_of_a_run_is_declared_where_it_is_written_and_where_it_is_read():
+    """The pre-training rule declares every output abt.rundir names (epoch_metrics.csv was
+    written but not declared, and read by the report through params); the report's jobs
+    declare the run files they read."""
+    from abt import plan, rundir
+
+    jobs = _dry_run_jobs("report/tables.tex")
+    run = plan.run_files("audiontt", "baseline", 0)
+    (pre,) = [j for j in jobs["pretrain_encoder"] if str(run.checkpoint) in j["output"]]
+    assert set(pre["output"]) == {str(run.root / f) for f in rundir.OUTPUTS}
+    (tables,) = jobs["paper_tables"]
+    assert str(run.epoch_metrics) in tables["input"]
+    (report,) = jobs["report"]
+    assert str(run.hparams) in report["input"]
+    aug = plan.run_files("audiontt", "aug_mixup_rrc_rlf", 0)
+    assert str(aug.hparams) in report["input"]  # the study rows' runs, printed in the report
+    (study,) = jobs["study_summary"]
+    assert plan.AblationFiles("aug_rrc").bootstrap in study["input"]

@@ -16,7 +16,10 @@ Blocks (thesis order: Norm -> Mixup -> RRC -> RLF):
 - :class:`PrePostNorm` -- the "PPN" ablation: batch-statistics pre- and post-normalisation.
 
 :class:`AugmentationPipeline` builds the chain from a config list through the
-:data:`AUGMENTATIONS` registry and produces the two views ``v, v' ~ AA(x)`` (Eq. 3.1).
+:data:`AUGMENTATIONS` registry and produces the two views ``v, v' ~ AA(x)`` (Eq. 3.1). The block
+classes take every parameter explicitly; the schema owns their defaults (the thesis's AA module is
+the default of ``pretrain.augment.blocks``), and the pipeline completes and checks a config list
+with it (:func:`block_specs`).
 
 Randomness: every block draws from ``self.generator`` (a :class:`torch.Generator`, or the global
 RNG when ``None``). Draws happen on the generator's device and are moved to the input's device, so
@@ -48,18 +51,6 @@ from abt.registry import Registry
 FLOAT32_EPS = float(torch.finfo(torch.float32).eps)
 
 AUGMENTATIONS: Registry[Any] = Registry("augmentation")
-
-#: The thesis AA module (§3.2, §4.1): Mixup(α=0.2) -> RRC(virtual [F, 1.5T]) -> RLF.
-DEFAULT_BLOCKS: tuple[dict[str, Any], ...] = (
-    {"name": "mixup", "alpha": 0.2, "memory_size": 2048},
-    {
-        "name": "rrc",
-        "virtual_scale": (1.0, 1.5),
-        "freq_scale": (0.6, 1.5),
-        "time_scale": (0.6, 1.5),
-    },
-    {"name": "rlf", "gain": 1.0},
-)
 
 
 def _check_batch(x: Tensor) -> None:
@@ -222,10 +213,10 @@ class Mixup(_Block):
 
     def __init__(
         self,
-        alpha: float = 0.2,
-        memory_size: int = 2048,
+        alpha: float,
+        memory_size: int,
+        push_first: bool,
         eps: float = FLOAT32_EPS,
-        push_first: bool = False,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(generator)
@@ -375,9 +366,9 @@ class GaussianNoise(_Block):
 
     def __init__(
         self,
-        alpha: float = 0.2,
-        sigma_is_std: bool = True,
-        mode: str = "additive",
+        alpha: float,
+        sigma_is_std: bool,
+        mode: str,
         eps: float = FLOAT32_EPS,
         generator: torch.Generator | None = None,
     ) -> None:
@@ -485,11 +476,11 @@ class RandomResizeCrop(_Block):
 
     def __init__(
         self,
-        virtual_scale: Sequence[float] = (1.0, 1.5),
-        freq_scale: Sequence[float] = (0.6, 1.5),
-        time_scale: Sequence[float] = (0.6, 1.5),
-        height_limit: str = "input",
-        method: str = "separable",
+        virtual_scale: Sequence[float],
+        freq_scale: Sequence[float],
+        time_scale: Sequence[float],
+        height_limit: str,
+        method: str,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(generator)
@@ -599,7 +590,7 @@ class RandomLinearFader(_Block):
     a cosmetic difference).
     """
 
-    def __init__(self, gain: float = 1.0, generator: torch.Generator | None = None) -> None:
+    def __init__(self, gain: float, generator: torch.Generator | None = None) -> None:
         super().__init__(generator)
         self.gain = float(gain)
 
@@ -622,8 +613,34 @@ class RandomLinearFader(_Block):
 # --------------------------------------------------------------------------------------------
 
 
+def block_specs(
+    blocks: Iterable[Mapping[str, Any] | nn.Module],
+) -> list[dict[str, Any] | nn.Module]:
+    """The block specs of ``pretrain.augment.blocks`` checked against the schema, every
+    parameter filled in from its defaults (a misspelt or unknown parameter is a
+    :class:`~abt.config.ConfigError` naming it, an unknown block the registry's KeyError);
+    modules pass through."""
+    from abt.config import schema_defaults
+
+    items = list(blocks)
+    specs = [dict(b) for b in items if not isinstance(b, nn.Module)]
+    for spec in specs:  # an unknown name: the registry's error, naming the known blocks
+        if "name" in spec:
+            AUGMENTATIONS.get(spec["name"])
+    filled = iter(schema_defaults("pretrain.augment.blocks", specs) if specs else [])
+    return [b if isinstance(b, nn.Module) else next(filled) for b in items]
+
+
+def _mel_config(mels: Mapping[str, Any] | None) -> MelConfig:
+    """The front-end of a (partial) ``mels`` mapping, completed with the schema's defaults."""
+    from abt.config import schema_defaults
+
+    return MelConfig.from_dict(schema_defaults("mels", dict(mels or {})))
+
+
 def build_block(spec: Mapping[str, Any] | nn.Module) -> nn.Module:
-    """Build one block from ``{"name": ..., **kwargs}`` through :data:`AUGMENTATIONS`."""
+    """Build one block from a complete ``{"name": ..., **parameters}`` (:func:`block_specs`)
+    through :data:`AUGMENTATIONS`."""
     if isinstance(spec, nn.Module):
         return spec
     kwargs = dict(spec)
@@ -638,16 +655,17 @@ class AugmentationPipeline(nn.Module):
     """The AA module: normalisation, then the configured blocks in order (thesis Fig. 3.2).
 
     Args:
-        blocks: ordered block specs (``{"name": "mixup", "alpha": 0.2}``, ...) or modules;
-            default :data:`DEFAULT_BLOCKS` (Mixup -> RRC -> RLF).
+        blocks: ordered block specs (``{"name": "mixup", "alpha": 0.2}``, ...; completed with
+            the schema's defaults, :func:`block_specs`) or modules.
         norm: ``"dataset"`` (``(x - mean) / std``, needs ``mean`` and ``std``), ``"ppn"``
             (:class:`PrePostNorm`: batch-statistics pre-norm, post-norm after augmentation) or
             ``"none"`` (inputs already normalised upstream).
         post_norm_scope: PPN post-norm statistics over ``"joint"`` views or ``"per_view"``.
         seed: if given, a CPU generator seeded with it drives every block (see
             :meth:`manual_seed` for a CUDA one).
-        mels: the log-mel front-end settings (the ``mels`` section) for waveform input; needed
-            when the chain starts with waveform blocks (:mod:`abt.wave_augment`).
+        mels: the log-mel front-end settings (the ``mels`` section, completed with the schema's
+            defaults) for waveform input; needed when the chain starts with waveform blocks
+            (:mod:`abt.wave_augment`).
         crop_frames: frames of the log-mel each view has (waveform input): the waveform chain
             ends at :attr:`out_samples` samples and reads :meth:`input_samples` (its margins).
 
@@ -667,8 +685,8 @@ class AugmentationPipeline(nn.Module):
 
     def __init__(
         self,
-        blocks: Iterable[Mapping[str, Any] | nn.Module] | None = None,
-        norm: str = "dataset",
+        blocks: Iterable[Mapping[str, Any] | nn.Module],
+        norm: str,
         mean: float | None = None,
         std: float | None = None,
         post_norm_scope: str = "joint",
@@ -680,8 +698,7 @@ class AugmentationPipeline(nn.Module):
         super().__init__()
         if norm not in self.NORMS:
             raise ValueError(f"norm must be one of {self.NORMS}, got {norm!r}")
-        specs = DEFAULT_BLOCKS if blocks is None else blocks
-        self.blocks = nn.ModuleList(build_block(s) for s in specs)
+        self.blocks = nn.ModuleList(build_block(s) for s in block_specs(blocks))
         domains = [getattr(b, "domain", "spectrogram") for b in self.blocks]
         self.n_wave = next((i for i, d in enumerate(domains) if d != "wave"), len(domains))
         if "wave" in domains[self.n_wave :]:
@@ -694,7 +711,7 @@ class AugmentationPipeline(nn.Module):
         self.mel_cfg: MelConfig | None = None
         self.frontend: LogMelFrontEnd | None = None
         if mels is not None or self.n_wave:
-            self.mel_cfg = mels if isinstance(mels, MelConfig) else MelConfig.from_dict(mels)
+            self.mel_cfg = mels if isinstance(mels, MelConfig) else _mel_config(mels)
             self.frontend = LogMelFrontEnd(self.mel_cfg)
         self.crop_frames = None if crop_frames is None else int(crop_frames)
         self.norm = norm

@@ -326,20 +326,21 @@ def save_random_init(
     kwargs: Mapping[str, Any] | None,
     norm_mean: float,
     norm_std: float,
-    mels: Mapping[str, Any] | MelConfig | None = None,
+    mels: Mapping[str, Any] | MelConfig,
     *,
-    seed: int = 0,
-    input_frames: int = 96,
-    norm_mode: str = "dataset",
-    precision: str = "fp32",
+    seed: int,
+    input_frames: int,
+    norm_mode: str,
+    precision: str,
 ) -> Path:
     """Write an untrained encoder (random init, seeded) in the checkpoint format.
 
     ``epoch = step = 0`` and ``config = {"random_init": True, "seed": seed}``. Use the same
-    dataset statistics and front-end as the trained encoders, so that random-init baselines
-    differ only in the weights.
+    dataset statistics, front-end, input frames (the run's ``pretrain.crop_frames``) and
+    normalisation mode as the trained encoders, so that random-init baselines differ only in the
+    weights.
     """
-    mel_cfg = mels if isinstance(mels, MelConfig) else MelConfig.from_dict(dict(mels or {}))
+    mel_cfg = mels if isinstance(mels, MelConfig) else MelConfig.from_dict(dict(mels))
     spec = {"key": encoder_key, "arch": arch, "kwargs": dict(kwargs or {}), "precision": precision}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))

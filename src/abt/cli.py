@@ -104,14 +104,22 @@ def _positive(kind: type) -> Callable[[str], Any]:
     return parse
 
 
+def _schema(section: str) -> dict[str, Any]:
+    """A config section's defaults: the command's options default to the configuration's."""
+    from abt.config import schema_defaults
+
+    return dict(schema_defaults(section))
+
+
 def _emb_args(p: argparse.ArgumentParser) -> None:
+    emb = _schema("embedded")
     p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scale", type=_positive(float), default=0.25, help="size knob (> 0)")
-    p.add_argument("--task-scale", type=_positive(float), default=None,
+    p.add_argument("--seed", type=int, default=emb["seed"])
+    p.add_argument("--scale", type=_positive(float), default=emb["scale"], help="size knob (> 0)")
+    p.add_argument("--task-scale", type=_positive(float), default=emb["task_scale"],
                    help="task sizes (default: --scale)")  # fmt: skip
-    p.add_argument("--tasks", nargs="*", default=None)
-    p.add_argument("--use-debian", default="auto", choices=["auto", "never", "require"])
+    p.add_argument("--tasks", nargs="*", default=emb["tasks"])
+    p.add_argument("--use-debian", default=emb["use_debian"], choices=["auto", "never", "require"])
     p.add_argument("--workers", type=_positive(int), default=1)
 
 
@@ -158,7 +166,8 @@ def _mels(a: argparse.Namespace) -> int:
         "id_column": a.id_column,
         "file_patterns": a.file_pattern or cfg["data"]["pretrain"]["file_patterns"],
     }
-    st = compute_pretrain_mels(data, cfg["mels"], cfg["preprocess"], "", a.out)
+    st = compute_pretrain_mels(data, cfg["mels"], cfg["preprocess"], "", a.out,
+                               pad=cfg["pretrain"]["pad"])  # fmt: skip
     print(
         json.dumps({k: st[k] for k in ("n_clips", "n_frames", "mean", "std", "counts")}, indent=2)
     )
@@ -177,10 +186,12 @@ def _prep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="folder of HEAR tasks as downloaded (archives and/or task folders)")
     p.add_argument("out", help="folder to write the 16 kHz tasks into (<out>/<task>/)")
     p.add_argument("--tasks", nargs="*", default=None, help="task folder names (default: all)")
+    prep = _schema("data.prepare")
     p.add_argument("--jobs", type=int, default=1, help="tasks prepared in parallel")
-    p.add_argument("--workers", type=int, default=4, help="resampling threads per task")
-    p.add_argument("--on-missing", default="error", choices=["error", "drop"])
-    p.add_argument("--subtype", default="source", choices=["source", "PCM_16", "FLOAT"])
+    p.add_argument("--workers", type=int, default=prep["workers"],
+                   help="resampling threads per task")  # fmt: skip
+    p.add_argument("--on-missing", default=prep["on_missing"], choices=["error", "drop"])
+    p.add_argument("--subtype", default=prep["subtype"], choices=["source", "PCM_16", "FLOAT"])
     p.add_argument("--force", action="store_true", help="prepare up-to-date tasks again")
 
 
@@ -206,14 +217,17 @@ COMMANDS.add(
 
 
 def _base_args(p: argparse.ArgumentParser) -> None:
+    _config_args(p)
     p.add_argument("task_dirs", nargs="+", help="HEAR-format task directories")
 
 
 def _base(a: argparse.Namespace) -> int:
     from abt.data.baseline import baseline_table
+    from abt.data.mel import MelConfig
     from abt.report.markdown import markdown_table
 
-    print(markdown_table(baseline_table(a.task_dirs)))
+    mels = MelConfig.from_dict(_load_cfg(a.config)["mels"])  # the configuration's front-end
+    print(markdown_table(baseline_table(a.task_dirs, mels)))
     return 0
 
 

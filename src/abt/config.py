@@ -179,6 +179,23 @@ def validate_sections(
     return validate_config(partial, sub)
 
 
+def schema_defaults(path: str, value: Any = None, schema: Mapping[str, Any] | None = None) -> Any:
+    """What validation makes of ``value`` (default: an empty mapping) at the dotted config
+    ``path`` -- its defaults filled in, checked against the schema: ``schema_defaults("mels")``
+    is the whole front-end, ``schema_defaults("pretrain.augment.blocks", [{"name": "rrc"}])``
+    the block with every parameter. The one way code outside the configuration asks for a
+    default (the schema owns them all)."""
+    parts = path.split(".")
+    given = parts if value is not None or len(parts) == 1 else parts[:-1]  # else: its default
+    doc: Any = {} if value is None else copy.deepcopy(value)
+    for k in reversed(given):
+        doc = {k: doc}
+    out = validate_sections(doc, schema)
+    for k in parts:
+        out = out[k]
+    return out
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """One configuration file (YAML or JSON), read by :func:`load_yaml`."""
     p = Path(path)

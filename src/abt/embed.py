@@ -183,10 +183,13 @@ def _remove_previous(out: Path) -> None:
 def audio_policy(model: HearModel) -> LoadPolicy:
     """How ``abt embed`` decodes files for ``model``: its sample rate; files shorter than one
     STFT window are ``too_short``; silent files are kept."""
+    from abt.config import schema_defaults
+
     return LoadPolicy(
         sample_rate=model.sample_rate,
         min_duration_s=model.mels.n_fft / model.sample_rate,
         on_silent="keep",
+        silence_peak=float(schema_defaults("preprocess")["silence_peak"]),  # noted, not excluded
     )
 
 

@@ -281,7 +281,12 @@ def build_finetune_optimizer(
     unless ``freeze_encoder`` -- the encoder's parameter groups with the same options at
     ``encoder_lr_ratio`` times them (group ``name``: ``encoder_weights``, ``encoder_no_decay``).
     Learning rates are absolute (no batch-size scaling); every group records ``peak_lr``."""
-    hp = dict(settings.optimizer)
+    from abt.config import ConfigError, schema_defaults
+
+    try:  # the optimiser's options it leaves out: the schema's defaults (as `optimizers` entries)
+        hp = dict(schema_defaults("optimizers.finetune", dict(settings.optimizer)))
+    except ConfigError as e:
+        raise FinetuneError(f"finetune.optimizer {settings.optimizer}: {e}") from None
     name = hp.pop("name")
     bs = settings.batch_size
     head = nn.ModuleList([model.norm, model.head])

@@ -34,7 +34,7 @@ class _Branch(nn.Module):
 
 def _objective(cfg: Mapping[str, Any], distributed: bool) -> nn.Module:
     kw = {k: v for k, v in cfg.items() if k != "name"}
-    return OBJECTIVES.build(cfg.get("name", "barlow_twins"), distributed=distributed, **kw)
+    return OBJECTIVES.build(cfg["name"], distributed=distributed, **kw)
 
 
 class _Method(nn.Module):
@@ -85,9 +85,9 @@ class AsymmetricBarlowTwins(_Method):
         encoder: Encoder,
         projector: Mapping[str, Any],
         objective: Mapping[str, Any],
-        ema_decay: float = 0.99,
-        predictor: bool = False,
-        buffers: str = "copy",
+        ema_decay: float,
+        predictor: bool,
+        buffers: str,
         distributed: bool = False,
     ) -> None:
         super().__init__()
@@ -120,8 +120,10 @@ def build_method(
     objective: Mapping[str, Any],
     distributed: bool = False,
 ) -> nn.Module:
+    """The method ``method["name"]`` with its options (``pretrain.method``, complete: the schema
+    owns the defaults), ``projector`` and ``objective`` (``pretrain.projector``/``objective``)."""
     kw = {k: v for k, v in method.items() if k != "name"}
-    name = method.get("name", "symmetric")
+    name = method["name"]
     try:
         return METHODS.build(name, encoder, projector, objective, distributed=distributed, **kw)
     except TypeError as e:

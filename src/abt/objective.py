@@ -44,7 +44,7 @@ class Projector(_Float32Output):
     sweeps use ``out_dim=256``.
     """
 
-    def __init__(self, in_dim: int, hidden_dims: Sequence[int] = (8192,), out_dim: int = 1048):
+    def __init__(self, in_dim: int, hidden_dims: Sequence[int], out_dim: int):
         layers: list[nn.Module] = []
         d = int(in_dim)
         for h in hidden_dims:
@@ -104,8 +104,8 @@ class BarlowTwinsLoss(nn.Module):
 
     def __init__(
         self,
-        alpha: float = 1.0,
-        lambd: float = 0.005,
+        alpha: float,
+        lambd: float,
         off_diagonal_target: float = 0.0,
         distributed: bool = False,
         eps: float = 1e-5,
@@ -236,7 +236,7 @@ class EMA(nn.Module):
 
     BUFFER_MODES = ("copy", "ema", "keep")
 
-    def __init__(self, online: nn.Module, tau: float = 0.99, buffers: str = "copy") -> None:
+    def __init__(self, online: nn.Module, tau: float, buffers: str) -> None:
         super().__init__()
         if not 0.0 <= tau <= 1.0:
             raise ValueError(f"tau must be in [0, 1], got {tau}")

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from abt import rundir
 from abt.config import ConfigError, load_schema
 
 # ---------------------------------------------------------------------------- path templates
@@ -29,12 +30,15 @@ FINETUNE = f"results/finetune/{RUN}/{{task}}.json"
 FINETUNE_PREDICTIONS = f"results/finetune/{RUN}/{{task}}.predictions.npz"
 PRETRAIN_STORE = "results/mels/pretrain/{corpus}"
 TASK_STORES = "results/mels/tasks/{task}"
-ABLATION = "results/ablations/{ablation}/summary.csv"
-ABLATION_BOOTSTRAP = "results/ablations/{ablation}/hear_l_bootstrap.npy"
-STUDY = "results/studies/{study}/summary.csv"
+BASELINE = "results/baselines/{task}.json"  # a task's sanity baseline
+BASELINE_TABLE = "results/baselines/summary"  # .csv, .md
+ABLATION_DIR = "results/ablations/{ablation}"
+STUDY_DIR = "results/studies/{study}"
 STUDY_FIGURE = "results/figures/studies/{study}"
 SWEEP_DIR = "results/sweeps/{sweep}"
-SWEEP_SUMMARY = f"{SWEEP_DIR}/summary"
+TABLES_DIR = "results/tables/{scope}"
+CURVES_FIGURE = "results/figures/{scope}/training_curves"
+ENCODER_TABLES = "results/tables/encoders"
 #: the report of a scope: ``main`` -> report/, ``full`` (every study and encoder) -> report/full/
 REPORT_DIRS = {"main": "report", "full": "report/full"}
 
@@ -46,8 +50,106 @@ def run_dir(encoder: str, variant: str, seed: int | str) -> str:
     return PRETRAIN_RUN.format(encoder=encoder, variant=variant, seed=seed)
 
 
+def run_files(
+    encoder: str = "{encoder}", variant: str = "{variant}", seed: int | str = "{seed}"
+) -> rundir.RunDir:
+    """The files of one pre-training run (:class:`abt.rundir.RunDir`; by default the
+    template with the rules' wildcards)."""
+    return rundir.RunDir(run_dir(encoder, variant, seed))
+
+
 def hear_dir(encoder: str, variant: str, seed: int | str) -> str:
     return HEAR_RUN.format(encoder=encoder, variant=variant, seed=seed)
+
+
+class HearRun:
+    """The HEAR evaluation of one run (``results/hear/<encoder>/<variant>/seed<N>/``): the
+    validator's log, the kit's embeddings and predictions (one folder per task) and the run's
+    scores."""
+
+    VALIDATOR_LOG, EMBEDDINGS, PREDICTIONS, SCORES = (
+        "validator.log", "embeddings", "predictions", "scores.csv"
+    )  # fmt: skip
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = os.fspath(root)
+
+    validator_log = property(lambda self: f"{self.root}/{self.VALIDATOR_LOG}")
+    embeddings = property(lambda self: f"{self.root}/{self.EMBEDDINGS}")
+    predictions = property(lambda self: f"{self.root}/{self.PREDICTIONS}")
+    scores = property(lambda self: f"{self.root}/{self.SCORES}")
+
+    def task_predictions(self, task: str) -> str:
+        return f"{self.predictions}/{task}"
+
+
+def hear_files(
+    encoder: str = "{encoder}", variant: str = "{variant}", seed: int | str = "{seed}"
+) -> HearRun:
+    return HearRun(hear_dir(encoder, variant, seed))
+
+
+class AblationFiles:
+    """One ablation's folder (``results/ablations/<ablation>/``): its summary row and the
+    bootstrap replicates of its HEAR-L average."""
+
+    SUMMARY, BOOTSTRAP = "summary.csv", "hear_l_bootstrap.npy"
+
+    def __init__(self, ablation: str = "{ablation}") -> None:
+        self.root = ABLATION_DIR.format(ablation=ablation)
+
+    summary = property(lambda self: f"{self.root}/{self.SUMMARY}")
+    bootstrap = property(lambda self: f"{self.root}/{self.BOOTSTRAP}")
+
+
+class StudyFiles:
+    """One study's table (``results/studies/<study>/summary.csv``) and figure."""
+
+    def __init__(self, study: str = "{study}") -> None:
+        self.root = STUDY_DIR.format(study=study)
+        self.figure = STUDY_FIGURE.format(study=study)
+
+    summary = property(lambda self: f"{self.root}/summary.csv")
+    png = property(lambda self: f"{self.figure}.png")
+    pdf = property(lambda self: f"{self.figure}.pdf")
+
+
+class SweepFiles:
+    """One sweep's folder (``results/sweeps/<sweep>/``): the Optuna journal its workers share,
+    one record per worker and the summary (``summary/``: trials, importances, the best
+    parameters, the figure, the number of trials it summarised)."""
+
+    JOURNAL = "study.journal"
+
+    def __init__(self, sweep: str = "{sweep}") -> None:
+        self.root = SWEEP_DIR.format(sweep=sweep)
+        self.summary = f"{self.root}/summary"
+
+    def worker(self, slot: int | str = "{slot}") -> str:
+        return f"{self.root}/workers/{slot}.json"
+
+    journal = property(lambda self: f"{self.root}/{self.JOURNAL}")
+    trials = property(lambda self: f"{self.summary}/trials.csv")
+    importances = property(lambda self: f"{self.summary}/importances.csv")
+    best = property(lambda self: f"{self.summary}/best_params.yaml")
+    png = property(lambda self: f"{self.summary}/figure.png")
+    pdf = property(lambda self: f"{self.summary}/figure.pdf")
+    settings = property(lambda self: f"{self.summary}/settings.json")
+
+    @classmethod
+    def of_summary(cls, summary_dir: str | os.PathLike[str]) -> SweepFiles:
+        """The files of the sweep whose ``summary/`` folder is ``summary_dir``."""
+        files = cls()
+        files.summary = os.fspath(summary_dir)
+        files.root = os.path.dirname(files.summary)
+        return files
+
+
+# templates of the files above, as the rules use them (wildcards in braces)
+ABLATION = AblationFiles().summary
+ABLATION_BOOTSTRAP = AblationFiles().bootstrap
+STUDY = StudyFiles().summary
+SWEEP_SUMMARY = SweepFiles().summary
 
 
 def _template_regex(template: str) -> re.Pattern[str]:

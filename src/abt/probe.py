@@ -32,17 +32,21 @@ from abt.hear import HearModel
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    lr: float = 1e-3
-    weight_decay: float = 1e-8
-    batch_size: int = 200
-    max_epochs: int = 100
-    patience: int = 10
+    """The linear classifier's training (``monitor.classifier``, every key given: the schema
+    owns the defaults). ``standardize`` the embeddings (training-split statistics) and the
+    ``seed`` of the classifier's initialisation and batches are fixed by the protocol."""
+
+    lr: float
+    weight_decay: float
+    batch_size: int
+    max_epochs: int
+    patience: int
     standardize: bool = True
     seed: int = 0
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> ProbeConfig:
-        return cls(**dict(d or {}))
+    def from_dict(cls, d: Mapping[str, Any]) -> ProbeConfig:
+        return cls(**dict(d))
 
 
 @dataclass
@@ -297,7 +301,7 @@ def low_shot_subsets(y: np.ndarray, per_class: int, n_subsets: int, seed: int) -
 
 
 def probe_scores(
-    data: TaskData, cfg: ProbeConfig, per_class: int = 5, n_subsets: int = 3
+    data: TaskData, cfg: ProbeConfig, per_class: int, n_subsets: int
 ) -> dict[str, float]:
     """100 % labels and ``per_class`` labels per class (mean ± std over ``n_subsets``)."""
     full = fit_linear_probe(data, cfg)
@@ -321,13 +325,14 @@ class ProbeMonitor:
         self,
         task_dir: str | Path,
         stores_dir: str | Path,
-        every_epochs: int = 5,
-        crop_frames: int | None = None,
-        classifier: Mapping[str, Any] | None = None,
-        per_class: int = 5,
-        n_subsets: int = 3,
+        *,
+        every_epochs: int,
+        crop_frames: int | None,
+        classifier: Mapping[str, Any],
+        per_class: int,
+        n_subsets: int,
+        crop: str,
         at_start: bool = False,
-        crop: str = "random",
     ) -> None:
         self.task_dir, self.stores_dir = Path(task_dir), Path(stores_dir)
         self.every, self.crop = int(every_epochs), crop_frames
@@ -345,8 +350,12 @@ class ProbeMonitor:
         every_epochs: int | None = None,
         crop_frames: int | None = None,
     ) -> ProbeMonitor:
-        """The probe the ``monitor`` config section describes; ``every_epochs`` and
-        ``crop_frames`` override its interval and crop (sweeps: every epoch, 96 frames)."""
+        """The probe the ``monitor`` config section describes (completed with the schema's
+        defaults and checked); ``every_epochs`` and ``crop_frames`` override its interval and
+        crop (sweeps: every epoch, 96 frames)."""
+        from abt.config import schema_defaults
+
+        monitor = schema_defaults("monitor", dict(monitor))
         return cls(
             task_dir,
             stores_dir,

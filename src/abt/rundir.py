@@ -15,6 +15,13 @@
                        checkpoint)
     RUN/.lock          held by the process writing the run (:func:`abt.locks.folder_lock`)
     RUN/.lock.holder   who holds it (pid, host, since when); left behind only by a killed holder
+    RUN/run.json, RUN/monitor.json
+                       the resolved run and its monitoring settings, written for the processes
+                       of a torchrun (DDP) job (:func:`abt.jobs.pretrain.pretrain_torchrun`)
+
+Every file name of a run directory is defined here, once (:data:`FILES`, :data:`RESUME`,
+:data:`ENTRIES`); :class:`RunDir` gives each file's path by its role, and the workflow's
+path templates (:mod:`abt.plan`), the trainer, the jobs and the report use it.
 
 An attempt that finishes writes its last files into ``_staging/``, records ``finished.json``
 there, links each output into ``RUN/`` (``os.replace``: a reader sees the old file or the new
@@ -38,14 +45,26 @@ from pathlib import Path
 from typing import Any
 
 from abt.config import ConfigError
+from abt.locks import LOCK_NAME
 
-#: the outputs of a finished run, published into the run directory in this order
-OUTPUTS = ("hparams.yaml", "train_metrics.csv", "epoch_metrics.csv", "summary.json", "model.ckpt")
+#: the outputs of a finished run by role, published into the run directory in this order
+FILES = {
+    "hparams": "hparams.yaml",  # the resolved run (abt.runspec.RunSpec.to_dict)
+    "train_metrics": "train_metrics.csv",  # one row every pretrain.log_every steps
+    "epoch_metrics": "epoch_metrics.csv",  # the epoch callbacks' rows (linear probes)
+    "summary": "summary.json",  # steps, device, speed options, provenance
+    "checkpoint": "model.ckpt",  # the encoder (abt.checkpoint, abt-encoder/1)
+}
+OUTPUTS = tuple(FILES.values())
 STAGING, FINISHED, SUPERSEDED = "_staging", "_finished", "_superseded"
+RESUME = "last.ckpt"  # the resume checkpoint, in _staging/ (and _finished/)
+RUN_JSON, MONITOR_JSON, TRACK_JSON = "run.json", "monitor.json", "track.json"  # torchrun's inputs
 RECORD = "finished.json"  # in _staging/ (being published) or _finished/
 REASON = "superseded.json"  # in each _superseded/<...>/ folder: when and why
 #: run-directory layouts of earlier abt versions, moved into _superseded/ when found
 LEGACY = ("_resume", "_resume.stale")
+#: every entry abt writes in a run directory (what makes a folder a run's, :mod:`abt.outputs`)
+ENTRIES = (*OUTPUTS, STAGING, FINISHED, SUPERSEDED, *LEGACY, RUN_JSON, MONITOR_JSON, TRACK_JSON)
 #: write errors that the user fixes with space or another folder
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
@@ -75,6 +94,31 @@ class RunDir:
         self.staging = self.root / STAGING
         self.finished = self.root / FINISHED
         self.superseded = self.root / SUPERSEDED
+
+    # ---- where each file is
+
+    def file(self, role: str) -> Path:
+        """A published output by its role (a key of :data:`FILES`)."""
+        return self.root / FILES[role]
+
+    def staged(self, role: str) -> Path:
+        """An output of the attempt in progress, in ``_staging/``."""
+        return self.staging / FILES[role]
+
+    def outputs(self) -> dict[str, str]:
+        """Every published output by role (the workflow's rule outputs)."""
+        return {role: str(self.file(role)) for role in FILES}
+
+    checkpoint = property(lambda self: self.file("checkpoint"))
+    hparams = property(lambda self: self.file("hparams"))
+    train_metrics = property(lambda self: self.file("train_metrics"))
+    epoch_metrics = property(lambda self: self.file("epoch_metrics"))
+    summary = property(lambda self: self.file("summary"))
+    resume = property(lambda self: self.staging / RESUME)
+    lock = property(lambda self: self.root / LOCK_NAME)
+    run_json = property(lambda self: self.root / RUN_JSON)
+    monitor_json = property(lambda self: self.root / MONITOR_JSON)
+    track_json = property(lambda self: self.root / TRACK_JSON)
 
     def check_usable(self) -> None:
         """A clear error when the run directory is a file or cannot be created."""

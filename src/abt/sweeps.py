@@ -29,11 +29,12 @@ from typing import Any
 
 from abt.config import deep_merge, load_yaml
 from abt.locks import critical_section
+from abt.plan import SweepFiles
 from abt.runspec import RunSpec, SweepError, apply_params, resolve
 
 __all__ = ["SweepError", "apply_params", "best_params", "run_worker", "sweep_run_config"]
 
-STUDY_FILE = "study.journal"
+STUDY_FILE = SweepFiles.JOURNAL
 ATTR_SLOT = "abt_worker_slot"
 ATTR_RUN_DIR = "abt_run_dir"
 

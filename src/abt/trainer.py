@@ -129,7 +129,7 @@ class Trainer:
         self.store = store if isinstance(store, MelStore) else MelStore(store)
         self.run_dir = Path(run_dir)
         self.files = rundir.RunDir(self.run_dir)
-        self.resume_path = self.files.staging / "last.ckpt"
+        self.resume_path = self.files.resume
         self._ckpt_epoch: int | None = None  # the epoch of the resume checkpoint on disk
         self.device = pick_device(device)
         self.seed = int(self.spec.seed if seed is None else seed)
@@ -230,12 +230,12 @@ class Trainer:
         # the optional experiment tracker mirrors the rows the CSVs store (rank 0 only)
         self.tracker = tracker if tracker is not None and self.dist.main else Tracker()
         self.metrics = CsvLog(
-            self.files.staging / "train_metrics.csv",
+            self.files.staged("train_metrics"),
             enabled=self.dist.main,
             sink=self.tracker.feed("step", "train/"),
         )
         self.epoch_metrics = CsvLog(
-            self.files.staging / "epoch_metrics.csv",
+            self.files.staged("epoch_metrics"),
             enabled=self.dist.main,
             sink=self.tracker.feed("step", "probe/"),
         )
@@ -536,7 +536,7 @@ class Trainer:
                 f"[abt] {self.run_dir}: the process this one waited for finished this very run "
                 "(same configuration, store and code): nothing to train"
             )
-            return dict(json.loads((self.run_dir / "summary.json").read_text()))
+            return dict(json.loads(self.files.summary.read_text()))
         if current:
             why = "the run had finished and is asked to run again"
         elif rec.get("provenance") and rec.get("config"):
@@ -597,7 +597,7 @@ class Trainer:
             kept = "no checkpoint of this attempt was written yet"
             todo = "run the same command again to start it"
         outputs = (f"; the finished outputs in {self.run_dir} are unchanged"
-                   if (self.run_dir / "model.ckpt").exists() else "")  # fmt: skip
+                   if self.files.checkpoint.exists() else "")  # fmt: skip
         at = min(self.epoch + 1, self.epochs)  # the epoch being trained (or finished)
         return f"interrupted at epoch {at} of {self.epochs}: {kept}{outputs}; {todo}"
 
@@ -651,7 +651,7 @@ class Trainer:
             self.epoch_metrics.restore("")
         if main:
             self.tracker.log_params(self.cfg)
-            with open(self.files.staging / "hparams.yaml", "w") as fh:
+            with open(self.files.staged("hparams"), "w") as fh:
                 yaml.safe_dump(self.cfg, fh, sort_keys=False)
         barrier(self.dist)
         log_every = int(self.pre["log_every"])
@@ -712,8 +712,8 @@ class Trainer:
             "provenance": self.provenance,
         }
         if self.epoch >= self.epochs and main:  # finished: publish the outputs (abt.rundir)
-            self.save_encoder(self.files.staging / "model.ckpt")
-            with open(self.files.staging / "summary.json", "w") as fh:
+            self.save_encoder(self.files.staged("checkpoint"))
+            with open(self.files.staged("summary"), "w") as fh:
                 json.dump(summary, fh, indent=2)
             self.files.finish({"provenance": self.provenance, "config": self.cfg})
         barrier(self.dist)

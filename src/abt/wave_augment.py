@@ -86,7 +86,7 @@ class WaveBlock(_Block):
 
     def __init__(
         self,
-        p: float = 1.0,
+        p: float,
         sample_rate: int = SAMPLE_RATE,
         generator: torch.Generator | None = None,
     ) -> None:
@@ -136,7 +136,7 @@ class WaveBlock(_Block):
 class Gain(WaveBlock):
     """``x * 10^(g / 20)`` with ``g ~ U(gain_db)`` dB per clip."""
 
-    def __init__(self, gain_db: Sequence[float] = (-6.0, 6.0), **kw: Any) -> None:
+    def __init__(self, gain_db: Sequence[float], **kw: Any) -> None:
         super().__init__(**kw)
         self.gain_db = _pair(gain_db, "gain_db")
 
@@ -164,9 +164,7 @@ class TimeShift(WaveBlock):
     audio when the store provides it.
     """
 
-    def __init__(
-        self, shift: Sequence[float] = (-0.1, 0.1), rollover: bool = False, **kw: Any
-    ) -> None:
+    def __init__(self, shift: Sequence[float], rollover: bool, **kw: Any) -> None:
         super().__init__(**kw)
         self.shift = _pair(shift, "shift")
         self.rollover = bool(rollover)
@@ -273,10 +271,10 @@ class TimeStretch(WaveBlock):
 
     def __init__(
         self,
-        rate: Sequence[float] = (0.8, 1.25),
-        n_fft: int = 2048,
-        hop_length: int = 512,
-        anchor: str = "centre",
+        rate: Sequence[float],
+        n_fft: int,
+        hop_length: int,
+        anchor: str,
         **kw: Any,
     ) -> None:
         super().__init__(**kw)
@@ -327,11 +325,11 @@ class PitchShift(WaveBlock):
 
     def __init__(
         self,
-        semitones: Sequence[float] = (-4.0, 4.0),
-        step: float = 0.25,
-        max_denominator: int = 100,
-        n_fft: int = 2048,
-        hop_length: int = 512,
+        semitones: Sequence[float],
+        step: float,
+        max_denominator: int,
+        n_fft: int,
+        hop_length: int,
         **kw: Any,
     ) -> None:
         super().__init__(**kw)
@@ -412,9 +410,7 @@ class TimeMask(WaveBlock):
     (``L = min(round(sr * fade_s), t // 2)``, hard edges when ``L < 2``): audiomentations
     ``TimeMask(mask_location="random")``."""
 
-    def __init__(
-        self, band: Sequence[float] = (0.01, 0.2), fade_s: float = 0.005, **kw: Any
-    ) -> None:
+    def __init__(self, band: Sequence[float], fade_s: float, **kw: Any) -> None:
         super().__init__(**kw)
         self.band = _pair(band, "band")
         if not 0.0 <= self.band[0] <= self.band[1] <= 1.0:
@@ -478,9 +474,9 @@ class Fade(WaveBlock):
 
     def __init__(
         self,
-        fade_in: Sequence[float] = (0.0, 0.5),
-        fade_out: Sequence[float] = (0.0, 0.5),
-        shapes: Sequence[str] = ("linear", "logarithmic", "exponential"),
+        fade_in: Sequence[float],
+        fade_out: Sequence[float],
+        shapes: Sequence[str],
         **kw: Any,
     ) -> None:
         super().__init__(**kw)
@@ -611,10 +607,10 @@ class Compression(WaveBlock):
 
     def __init__(
         self,
-        threshold_db: Sequence[float] = (-40.0, -10.0),
-        ratio: Sequence[float] = (2.0, 8.0),
-        attack_ms: Sequence[float] = (1.0, 10.0),
-        release_ms: Sequence[float] = (50.0, 200.0),
+        threshold_db: Sequence[float],
+        ratio: Sequence[float],
+        attack_ms: Sequence[float],
+        release_ms: Sequence[float],
         **kw: Any,
     ) -> None:
         super().__init__(**kw)
@@ -694,9 +690,9 @@ class ColouredNoise(WaveBlock):
 
     def __init__(
         self,
-        snr_db: Sequence[float] = (5.0, 40.0),
-        f_decay: Sequence[float] = (-6.0, 6.0),
-        n_fft: int = 128,
+        snr_db: Sequence[float],
+        f_decay: Sequence[float],
+        n_fft: int,
         **kw: Any,
     ) -> None:
         super().__init__(**kw)

@@ -21,13 +21,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import defaults
 import numpy as np
 import pytest
 import torch
 import yaml
 
 from abt.config import REPO_ROOT, load_config
-from abt.hear import load_model, save_random_init
+from abt.hear import load_model
 from abt.jobs.data import compute_pretrain_mels, compute_task_mels
 from abt.jobs.hear import linear_eval
 from abt.jobs.pretrain import pretrain
@@ -52,7 +53,8 @@ def data(tmp_path_factory):
     build_embedded(str(emb), seed=0, scale=0.05, tasks=[TASK], use_debian="never")
     pre = dict(cfg["preprocess"], stats=dict(cfg["preprocess"]["stats"], n_crops=1000))
     store = tmp / "store"
-    compute_pretrain_mels(cfg["data"]["pretrain"], cfg["mels"], pre, str(emb), str(store))
+    compute_pretrain_mels(cfg["data"]["pretrain"], cfg["mels"], pre, str(emb), str(store),
+                          cfg["pretrain"]["pad"])  # fmt: skip
     task = emb / "tasks" / f"{TASK}-v1-full"
     stores = tmp / "task_stores"
     compute_task_mels(str(task), cfg["mels"], cfg["preprocess"], str(stores))
@@ -147,7 +149,7 @@ def test_pretrain_with_probes_stops_resumes_and_finishes(data, tmp_path, encoder
 @pytest.mark.parametrize("arch", ["audiontt", "resnet18", "vitc_t"])
 def test_hear_embeddings_on_cuda_equal_the_cpu_ones(tmp_path, arch):
     kw = {"patch_size": [16, 8]} if arch.startswith("vit") else {}
-    ckpt = save_random_init(tmp_path / "m.ckpt", arch, arch, kw, -6.0, 4.5, {}, seed=1)
+    ckpt = defaults.random_init(tmp_path / "m.ckpt", arch, arch, kw, -6.0, 4.5, {}, seed=1)
     cpu, gpu = load_model(str(ckpt)), load_model(str(ckpt)).to(DEVICE)
     assert gpu.min_frames == cpu.min_frames
     audio = 0.1 * torch.randn(3, 37000, generator=torch.Generator().manual_seed(0))
@@ -165,8 +167,8 @@ def test_linear_evaluation_on_cuda(data, tmp_path, monkeypatch):
     from abt.probe import ProbeMonitor
 
     st = json.loads((data["store"] / "stats.json").read_text())
-    ckpt = save_random_init(tmp_path / "m.ckpt", "audiontt", "audiontt", {}, st["mean"], st["std"],
-                            data["cfg"]["mels"], seed=0)  # fmt: skip
+    ckpt = defaults.random_init(tmp_path / "m.ckpt", "audiontt", "audiontt", {}, st["mean"],
+                                st["std"], data["cfg"]["mels"], seed=0)  # fmt: skip
     devices, load = [], abt.checkpoint.load_encoder
     monkeypatch.setattr(abt.checkpoint, "load_encoder",
                         lambda p, d="cpu": devices.append(str(d)) or load(p, d))  # fmt: skip

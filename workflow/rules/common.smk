@@ -15,7 +15,7 @@ from abt.workflow_io import use_package_from  # noqa: E402
 # this file again).
 use_package_from(SRC)
 
-from abt import plan  # noqa: E402
+from abt import plan, rundir  # noqa: E402
 from abt.data import prepare_hear  # noqa: E402
 from abt.checks import check_config  # noqa: E402
 from abt.codehash import code_digest  # noqa: E402
@@ -37,6 +37,9 @@ EMBEDDED_DIR = plan.EMBEDDED_DIR
 PRETRAIN_RUN = plan.PRETRAIN_RUN
 HEAR_RUN = plan.HEAR_RUN
 PRETRAIN_STORE = plan.PRETRAIN_STORE
+RUN_FILES = plan.run_files()  # one run's files (abt.rundir), with the wildcards
+HEAR_FILES = plan.hear_files()  # one run's HEAR evaluation
+SWEEP_FILES = plan.SweepFiles()
 TRAIN_STATS = f"{PRETRAIN_STORE.format(corpus='train')}/stats.json"
 HEAR_CONSTRAINTS = os.path.relpath(WORKFLOW_ROOT / "envs" / "hear-eval.constraints.txt")
 
@@ -226,7 +229,7 @@ def sweep_params_input(wildcards):
     sweep = (config["run"].get("from_sweeps") or {}).get(wildcards.encoder)
     if not sweep or wildcards.variant != "baseline":
         return {}
-    return {"sweep_params": f"{plan.SWEEP_SUMMARY.format(sweep=sweep)}/best_params.yaml"}
+    return {"sweep_params": plan.SweepFiles(sweep).best}
 
 
 # GPUs: run.gpus_per_run per pre-training run (torchrun DDP when > 1); the other GPU rules use
@@ -272,12 +275,12 @@ def hear_variants():
 def main_hear_targets():
     """HEAR scores of every main encoder, trained and (if configured) at random init."""
     return expand(
-        f"{HEAR_RUN}/scores.csv",
+        HEAR_FILES.scores,
         encoder=config["run"]["encoders"],
         variant=hear_variants(),
         seed=SEEDS,
     ) + expand(
-        f"{HEAR_RUN}/validator.log",
+        HEAR_FILES.validator_log,
         encoder=config["run"]["encoders"],
         variant="baseline",
         seed=SEEDS,
@@ -309,10 +312,10 @@ def ablation_inputs(wildcards):
     enc = plan.ablation_encoder(config, wildcards.ablation)
     runs = [(enc, wildcards.ablation, s) for s in SEEDS]
     return {
-        "ckpts": [f"{plan.run_dir(*r)}/model.ckpt" for r in runs],
+        "ckpts": [str(plan.run_files(*r).checkpoint) for r in runs],
         "linear_evals": [plan.LINEAR_EVAL.format(encoder=e, variant=v, seed=s) for e, v, s in runs],
-        "scores": [f"{plan.hear_dir(*r)}/scores.csv" for r in runs],
-        "predictions": [f"{plan.hear_dir(*r)}/predictions" for r in runs],
+        "scores": [plan.hear_files(*r).scores for r in runs],
+        "predictions": [plan.hear_files(*r).predictions for r in runs],
     }
 
 
@@ -349,18 +352,34 @@ def study_ablations(study):
 def study_inputs(wildcards):
     names = study_ablations(wildcards.study)
     return {
-        "summaries": [plan.ABLATION.format(ablation=a) for a in names],
-        "bootstraps": [plan.ABLATION_BOOTSTRAP.format(ablation=a) for a in names],
+        "summaries": [plan.AblationFiles(a).summary for a in names],
+        "bootstraps": [plan.AblationFiles(a).bootstrap for a in names],
     }
 
 
-def study_run_dirs(wildcards):
-    return {a: ablation_run_dirs(a)[0] for a in study_ablations(wildcards.study)}
+def study_epoch_metrics(study):
+    """The probe curves a study's figure draws (plot: curves): each pre-trained row's
+    epoch_metrics.csv (first seed)."""
+    if config["studies"][study]["plot"] != "curves":
+        return {}
+    return {
+        a: str(rundir.RunDir(ablation_run_dirs(a)[0]).epoch_metrics)
+        for a in study_ablations(study)
+        if a != "random_init"
+    }
+
+
+def study_figure_inputs(wildcards):
+    return {"epoch_metrics": list(study_epoch_metrics(wildcards.study).values())}
+
+
+def study_figure_curves(wildcards):
+    return study_epoch_metrics(wildcards.study)
 
 
 def scope_scores(wildcards):
     return expand(
-        f"{HEAR_RUN}/scores.csv",
+        HEAR_FILES.scores,
         encoder=scope_encoders(wildcards.scope),
         variant=hear_variants(),
         seed=SEEDS,
@@ -376,7 +395,7 @@ def scope_predictions(wildcards):
     if not config["hear"]["random_init"]:
         return {}
     return {
-        e: {v: f"{plan.hear_dir(e, v, SEEDS[0])}/predictions" for v in ("baseline", "random_init")}
+        e: {v: plan.hear_files(e, v, SEEDS[0]).predictions for v in ("baseline", "random_init")}
         for e in scope_encoders(wildcards.scope)
     }
 
@@ -397,59 +416,59 @@ def scope_finetune(wildcards):
     return plan.finetune_results(config, scope_encoders(wildcards.scope))
 
 
+def scope_epoch_metrics(wildcards):
+    """Per encoder of the scope: its run's epoch_metrics.csv (the probe curves of Fig. 4.4)."""
+    return {e: str(rundir.RunDir(d).epoch_metrics) for e, d in scope_run_dirs(wildcards).items()}
+
+
 def scope_evaluations(wildcards):
     preds = scope_predictions(wildcards)
     finetuned = scope_finetune(wildcards)
     return {
         "predictions": [d for runs in preds.values() for d in runs.values()],
         "random_probes": list(scope_random_probes(wildcards).values()),
+        "epoch_metrics": list(scope_epoch_metrics(wildcards).values()),
         "finetune": [p for runs in finetuned.values() for r in runs.values() for p in r.values()],
     }
-
-
-def scope_ckpts(wildcards):
-    return [f"{d}/model.ckpt" for d in scope_run_dirs(wildcards).values()]
 
 
 def scope_encoder_list(wildcards):
     return scope_encoders(wildcards.scope)
 
 
-def report_inputs(scope):
-    studies = scope_studies(scope)
-    return {
-        "sweeps": [
-            f"{plan.SWEEP_SUMMARY.format(sweep=s)}/best_params.yaml" for s in scope_sweeps(scope)
-        ],
-        "tables": f"results/tables/{scope}",
-        "encoders": "results/tables/encoders.csv",
-        "studies": [plan.STUDY.format(study=s) for s in studies],
-        "figures": [f"results/figures/{scope}/training_curves.png"]
-        + [f"{plan.STUDY_FIGURE.format(study=s)}.png" for s in studies],
-        "hparams": [
-            f"{plan.run_dir(e, 'baseline', SEEDS[0])}/hparams.yaml"
-            for e in scope_encoders(scope)
-        ],
-    }
-
-
 def report_params(scope):
+    """What the report of ``scope`` reads, by name (its params; report_inputs: the same files as
+    inputs)."""
     studies = scope_studies(scope)
-    figures = {"training_curves": f"results/figures/{scope}/training_curves.png"}
-    figures |= {s: f"{plan.STUDY_FIGURE.format(study=s)}.png" for s in studies}
+    figures = {"training_curves": f"{plan.CURVES_FIGURE.format(scope=scope)}.png"}
+    figures |= {s: plan.StudyFiles(s).png for s in studies}
     hparams = {
-        f"{e}/baseline": f"{plan.run_dir(e, 'baseline', SEEDS[0])}/hparams.yaml"
+        f"{e}/baseline": str(plan.run_files(e, "baseline", SEEDS[0]).hparams)
         for e in scope_encoders(scope)
     }
     for s in studies:
         for a in plan.study_rows(config, s):
             if a != "random_init":
-                hparams[a] = f"{ablation_run_dirs(a)[0]}/hparams.yaml"
+                hparams[a] = str(rundir.RunDir(ablation_run_dirs(a)[0]).hparams)
     return {
-        "sweeps": {s: plan.SWEEP_SUMMARY.format(sweep=s) for s in scope_sweeps(scope)},
-        "studies": {s: plan.STUDY.format(study=s) for s in studies},
+        "sweeps": {s: plan.SweepFiles(s).summary for s in scope_sweeps(scope)},
+        "studies": {s: plan.StudyFiles(s).summary for s in studies},
         "figures": figures,
         "hparams": hparams,
+    }
+
+
+def report_inputs(scope):
+    """Every file the report of ``scope`` reads (report_params names them)."""
+    named = report_params(scope)
+    sweeps = [plan.SweepFiles(s) for s in scope_sweeps(scope)]
+    return {
+        "sweeps": [f for s in sweeps for f in (s.trials, s.importances, s.best, s.png, s.pdf)],
+        "tables": plan.TABLES_DIR.format(scope=scope),
+        "encoders": f"{plan.ENCODER_TABLES}.csv",
+        "studies": list(named["studies"].values()),
+        "figures": [f for png in named["figures"].values() for f in (png, png[: -len(".png")] + ".pdf")],
+        "hparams": list(dict.fromkeys(named["hparams"].values())),
     }
 
 

@@ -141,7 +141,7 @@ rule task_baseline:
     input:
         task=task_input,
     output:
-        "results/baselines/{task}.json",
+        plan.BASELINE,
     log:
         "logs/task_baseline/{task}.log",
     benchmark:
@@ -163,10 +163,10 @@ rule task_baseline:
 
 rule baseline_table:
     input:
-        expand("results/baselines/{task}.json", task=TASKS),
+        expand(plan.BASELINE, task=TASKS),
     output:
-        csv="results/baselines/summary.csv",
-        md="results/baselines/summary.md",
+        csv=f"{plan.BASELINE_TABLE}.csv",
+        md=f"{plan.BASELINE_TABLE}.md",
     log:
         "logs/baseline_table.log",
     localrule: True

@@ -27,7 +27,7 @@ rule random_init_encoder:
     input:
         stats=TRAIN_STATS,
     output:
-        ckpt=f"{plan.run_dir('{encoder}', 'random_init', '{seed}')}/model.ckpt",
+        ckpt=str(plan.run_files(variant="random_init").checkpoint),
     log:
         "logs/random_init_encoder/{encoder}/seed{seed}.log",
     conda:
@@ -45,10 +45,10 @@ rule random_init_encoder:
 
 rule validate_hear_module:
     input:
-        ckpt=f"{PRETRAIN_RUN}/model.ckpt",
+        ckpt=str(RUN_FILES.checkpoint),
         env=rules.setup_hear_env.output.stamp,
     output:
-        f"{HEAR_RUN}/validator.log",
+        HEAR_FILES.validator_log,
     log:
         "logs/validate_hear_module/{encoder}/{variant}/seed{seed}.log",
     benchmark:
@@ -72,10 +72,10 @@ rule extract_hear_embeddings:
     # every task of a run in one kit process (its start-up dominates on small tasks)
     input:
         unpack(run_task_inputs),
-        ckpt=f"{PRETRAIN_RUN}/model.ckpt",
+        ckpt=str(RUN_FILES.checkpoint),
         env=rules.setup_hear_env.output.stamp,
     output:
-        directory(f"{HEAR_RUN}/embeddings"),
+        directory(HEAR_FILES.embeddings),
     log:
         "logs/extract_hear_embeddings/{encoder}/{variant}/seed{seed}.log",
     benchmark:
@@ -102,11 +102,11 @@ rule extract_hear_embeddings:
 rule evaluate_hear_run:
     # the kit's predictions for every task of a run in one process -> the run's scores.csv
     input:
-        embeddings=f"{HEAR_RUN}/embeddings",
+        embeddings=HEAR_FILES.embeddings,
         env=rules.setup_hear_env.output.stamp,
     output:
-        scores=f"{HEAR_RUN}/scores.csv",
-        predictions=directory(f"{HEAR_RUN}/predictions"),
+        scores=HEAR_FILES.scores,
+        predictions=directory(HEAR_FILES.predictions),
     log:
         "logs/evaluate_hear_run/{encoder}/{variant}/seed{seed}.log",
     benchmark:

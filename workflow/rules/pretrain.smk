@@ -3,8 +3,8 @@
 
 rule encoder_tables:
     output:
-        csv="results/tables/encoders.csv",
-        md="results/tables/encoders.md",
+        csv=f"{plan.ENCODER_TABLES}.csv",
+        md=f"{plan.ENCODER_TABLES}.md",
     log:
         "logs/encoder_tables.log",
     benchmark:
@@ -29,9 +29,7 @@ rule pretrain_encoder:
         unpack(sweep_params_input),
         stats=pretrain_stats,
     output:
-        ckpt=f"{PRETRAIN_RUN}/model.ckpt",
-        metrics=f"{PRETRAIN_RUN}/train_metrics.csv",
-        hparams=f"{PRETRAIN_RUN}/hparams.yaml",
+        **RUN_FILES.outputs(),  # model.ckpt, hparams.yaml, the metrics, summary.json
     log:
         "logs/pretrain_encoder/{encoder}/{variant}/seed{seed}.log",
     benchmark:

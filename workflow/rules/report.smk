@@ -10,7 +10,7 @@
 rule linear_eval:
     input:
         unpack(monitor_inputs),
-        ckpt=f"{PRETRAIN_RUN}/model.ckpt",
+        ckpt=str(RUN_FILES.checkpoint),
     output:
         plan.LINEAR_EVAL,
     log:
@@ -68,8 +68,8 @@ rule ablation_summary:
     input:
         unpack(ablation_inputs),
     output:
-        summary=plan.ABLATION,
-        bootstrap=plan.ABLATION_BOOTSTRAP,
+        summary=plan.AblationFiles().summary,
+        bootstrap=plan.AblationFiles().bootstrap,
     log:
         "logs/ablation_summary/{ablation}.log",
     localrule: True
@@ -89,7 +89,7 @@ rule study_summary:
     input:
         unpack(study_inputs),
     output:
-        plan.STUDY,
+        plan.StudyFiles().summary,
     log:
         "logs/study_summary/{study}.log",
     localrule: True
@@ -104,10 +104,11 @@ rule study_summary:
 
 rule study_figure:
     input:
-        summary=plan.STUDY,
+        unpack(study_figure_inputs),
+        summary=plan.StudyFiles().summary,
     output:
-        png=f"{plan.STUDY_FIGURE}.png",
-        pdf=f"{plan.STUDY_FIGURE}.pdf",
+        png=plan.StudyFiles().png,
+        pdf=plan.StudyFiles().pdf,
     log:
         "logs/study_figure/{study}.log",
     localrule: True
@@ -115,7 +116,7 @@ rule study_figure:
         "../../envs/report.yaml"
     params:
         study=study_config,
-        run_dirs=study_run_dirs,
+        epoch_metrics=study_figure_curves,
         hear_l=config["report"]["hear_l"],
         code=CODE["study_figure"],
     script:
@@ -126,9 +127,8 @@ rule paper_tables:
     input:
         unpack(scope_evaluations),
         scores=scope_scores,
-        ckpts=scope_ckpts,
     output:
-        directory("results/tables/{scope}"),
+        directory(plan.TABLES_DIR),
     log:
         "logs/paper_tables/{scope}.log",
     wildcard_constraints:
@@ -138,7 +138,7 @@ rule paper_tables:
         "../../envs/report.yaml"
     params:
         encoders=scope_encoder_list,
-        run_dirs=scope_run_dirs,
+        epoch_metrics=scope_epoch_metrics,
         predictions=scope_predictions,
         random_init_probes=scope_random_probes,
         finetune=scope_finetune,
@@ -149,10 +149,10 @@ rule paper_tables:
 
 rule training_curves_figure:
     input:
-        tables="results/tables/{scope}",
+        tables=plan.TABLES_DIR,
     output:
-        png="results/figures/{scope}/training_curves.png",
-        pdf="results/figures/{scope}/training_curves.pdf",
+        png=f"{plan.CURVES_FIGURE}.png",
+        pdf=f"{plan.CURVES_FIGURE}.pdf",
     log:
         "logs/training_curves_figure/{scope}.log",
     wildcard_constraints:

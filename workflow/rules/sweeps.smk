@@ -11,7 +11,7 @@ rule sweep_worker:
         unpack(monitor_inputs),
         stats=sweep_stats,
     output:
-        f"{plan.SWEEP_DIR}/workers/{{slot}}.json",
+        SWEEP_FILES.worker(),
     log:
         "logs/sweep_worker/{sweep}/{slot}.log",
     benchmark:
@@ -38,16 +38,16 @@ rule sweep_worker:
 rule sweep_summary:
     input:
         expand(
-            f"{plan.SWEEP_DIR}/workers/{{slot}}.json",
+            SWEEP_FILES.worker(),
             allow_missing=True,
             slot=range(config["sweep_defaults"]["workers"]),
         ),
     output:
-        trials=f"{plan.SWEEP_SUMMARY}/trials.csv",
-        importances=f"{plan.SWEEP_SUMMARY}/importances.csv",
-        best=f"{plan.SWEEP_SUMMARY}/best_params.yaml",
-        png=f"{plan.SWEEP_SUMMARY}/figure.png",
-        pdf=f"{plan.SWEEP_SUMMARY}/figure.pdf",
+        trials=SWEEP_FILES.trials,
+        importances=SWEEP_FILES.importances,
+        best=SWEEP_FILES.best,
+        png=SWEEP_FILES.png,
+        pdf=SWEEP_FILES.pdf,
     log:
         "logs/sweep_summary/{sweep}.log",
     localrule: True

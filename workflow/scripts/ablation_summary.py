@@ -16,5 +16,6 @@ run(
     seeds=list(sm.params.seeds),
     hear_l=list(sm.params.hear_l),
     out_csv=sm.output.summary,
+    out_bootstrap=sm.output.bootstrap,
     trained=sm.wildcards.ablation != "random_init",
 )

@@ -31,6 +31,7 @@ else:
         out_dir=sm.output[0] if shard is not None else str(Path(sm.output.stats).parent),
         shard=None if shard is None else int(shard),
         n_shards=sm.params.preprocess["shards"],
-        pad=sm.params.get("pad", "silence"),  # shards: the merge computes the statistics
+        # a shard's own statistics are not used (the merge computes the store's): silence
+        pad=sm.params.pad if shard is None else "silence",
         extra={"code": sm.params.code},
     )

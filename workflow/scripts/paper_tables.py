@@ -9,7 +9,7 @@ run(
     paper_tables,
     encoders=list(sm.params.encoders),
     scores_csvs=list(sm.input.scores),
-    run_dirs=dict(sm.params.run_dirs),
+    epoch_metrics=dict(sm.params.epoch_metrics),
     predictions={e: dict(v) for e, v in dict(sm.params.predictions).items()},
     random_init_probes=dict(sm.params.random_init_probes),
     finetune={

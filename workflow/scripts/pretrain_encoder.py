@@ -17,7 +17,7 @@ run(
     nproc=sm.params.nproc,
     run=checked_identity(spec, sm.params.run),
     store_dir=str(Path(sm.input.stats).parent),
-    run_dir=str(Path(sm.output.ckpt).parent),
+    run_dir=str(Path(sm.output.checkpoint).parent),
     monitor=sm.params.monitor,
     monitor_task_dir=sm.params.monitor_task_dir,
     monitor_stores=sm.input.get("monitor_stores"),

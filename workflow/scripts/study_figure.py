@@ -10,7 +10,7 @@ run(
     name=sm.wildcards.study,
     study=dict(sm.params.study),
     summary_csv=sm.input.summary,
-    run_dirs=dict(sm.params.run_dirs),
+    epoch_metrics=dict(sm.params.epoch_metrics),
     hear_l=list(sm.params.hear_l),
     outs=[sm.output.png, sm.output.pdf],
 )

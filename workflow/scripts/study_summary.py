@@ -9,5 +9,6 @@ run(
     study_summary,
     study=dict(sm.params.study),
     ablation_csvs=list(sm.input.summaries),
+    bootstraps=list(sm.input.bootstraps),
     out_csv=sm.output[0],
 )

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from abt.plan import SweepFiles
 from abt.report.sweeps import summarise
 from abt.workflow_io import run
 
@@ -12,6 +13,6 @@ run(
     name=sm.wildcards.sweep,
     sweep=dict(sm.params.sweep),
     settings=dict(sm.params.settings),
-    sweep_dir=str(Path(sm.output.best).parents[1]),  # results/sweeps/<sweep>
+    sweep_dir=SweepFiles(sm.wildcards.sweep).root,
     out_dir=str(Path(sm.output.best).parent),
 )

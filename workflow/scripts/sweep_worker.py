@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from abt.jobs.pretrain import sweep_worker
+from abt.plan import SweepFiles
 from abt.sweeps import sweep_run_config
 from abt.workflow_io import checked_identity, run
 
@@ -18,7 +19,7 @@ run(
     run=base,
     monitor=sm.params.monitor,
     seed=sm.params.seed,
-    sweep_dir=str(Path(sm.output[0]).parents[1]),  # results/sweeps/<sweep>
+    sweep_dir=SweepFiles(sm.wildcards.sweep).root,
     store_dir=str(Path(sm.input.stats).parent),
     monitor_task_dir=sm.params.monitor_task_dir,
     monitor_stores=sm.input.monitor_stores,

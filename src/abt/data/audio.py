@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -47,13 +48,25 @@ OUTCOMES = (OK, UNREADABLE, TRUNCATED, EMPTY, NON_FINITE, TOO_SHORT, SILENT)
 
 @dataclass(frozen=True)
 class LoadPolicy:
-    """How bad or unusual input is handled (the ``preprocess`` section of the config)."""
+    """How bad or unusual input is handled: the ``preprocess`` section of the config (and the
+    front-end's sample rate), every setting given (:meth:`from_config`; the schema owns the
+    defaults). ``resample_quality``: soxr's quality, HQ everywhere (what hear-preprocess uses)."""
 
-    sample_rate: int = 16000
-    min_duration_s: float = 0.064
-    on_silent: str = "exclude"  # "exclude" | "keep"
-    silence_peak: float = 1e-4
+    sample_rate: int
+    min_duration_s: float
+    on_silent: str  # "exclude" | "keep"
+    silence_peak: float
     resample_quality: str = "HQ"
+
+    @classmethod
+    def from_config(cls, mels: Mapping[str, Any], preprocess: Mapping[str, Any]) -> LoadPolicy:
+        """The policy of the ``mels`` and ``preprocess`` config sections."""
+        return cls(
+            sample_rate=int(mels["sample_rate"]),
+            min_duration_s=float(preprocess["min_duration_s"]),
+            on_silent=str(preprocess["on_silent"]),
+            silence_peak=float(preprocess["silence_peak"]),
+        )
 
     def __post_init__(self) -> None:
         if self.on_silent not in ("exclude", "keep"):
@@ -209,9 +222,9 @@ def truncation(source: str | Path | bytes, frames: int) -> str | None:
     )
 
 
-def load_audio(path: str | Path, policy: LoadPolicy | None = None) -> LoadResult:
-    """Read ``path`` and return a 16 kHz mono float32 waveform, or an exclusion with a reason."""
-    policy = policy or LoadPolicy()
+def load_audio(path: str | Path, policy: LoadPolicy) -> LoadResult:
+    """Read ``path`` and return a mono float32 waveform at ``policy.sample_rate``, or an
+    exclusion with a reason."""
     p = str(path)
     try:
         data, sr = sf.read(p, dtype="float32", always_2d=True)

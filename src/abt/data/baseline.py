@@ -51,14 +51,12 @@ def clip_features(wave: np.ndarray, front_end: LogMelFrontEnd) -> np.ndarray:
     return np.concatenate([m.mean(axis=0), m.std(axis=0)])
 
 
-def task_features(
-    info: TaskInfo, mel_cfg: MelConfig | None = None
-) -> dict[str, tuple[np.ndarray, list[str]]]:
+def task_features(info: TaskInfo, mel_cfg: MelConfig) -> dict[str, tuple[np.ndarray, list[str]]]:
     """``split -> (features [n, 2*n_mels], labels)`` for a scene task (clips in file-name order;
     the label is the first one of each clip)."""
     import soundfile as sf
 
-    cfg = mel_cfg or MelConfig()
+    cfg = mel_cfg
     if info.sample_rate != cfg.sample_rate:
         raise ValueError(
             f"{info.task_dir}: audio is at {info.sample_rate} Hz, "
@@ -103,7 +101,7 @@ def _folds(info: TaskInfo) -> list[tuple[list[str], str]]:
     return [(["train", "valid"], "test")]
 
 
-def _multilabel_baseline(info: TaskInfo, mel_cfg: MelConfig | None) -> dict[str, Any]:
+def _multilabel_baseline(info: TaskInfo, mel_cfg: MelConfig) -> dict[str, Any]:
     """Multilabel scene tasks (fsd50k-like): one-vs-rest logistic regression, macro mAP over the
     classes present in the test split; chance is their mean prevalence (a random scorer's AP)."""
     from sklearn.linear_model import LogisticRegression
@@ -151,7 +149,7 @@ def _multilabel_baseline(info: TaskInfo, mel_cfg: MelConfig | None) -> dict[str,
     }
 
 
-def task_baseline(task_dir: str | Path, mel_cfg: MelConfig | None = None) -> dict[str, Any]:
+def task_baseline(task_dir: str | Path, mel_cfg: MelConfig) -> dict[str, Any]:
     """Baseline score, chance level and verdict of one task.
 
     Multiclass scene tasks get the baseline of the module docstring; multilabel scene tasks a
@@ -207,7 +205,7 @@ def _event_blocks(x: np.ndarray, fe: LogMelFrontEnd) -> np.ndarray:
     return np.concatenate([pad[:-2], pad[1:-1], pad[2:]], axis=1)
 
 
-def event_baseline(task_dir: str | Path, mel_cfg: MelConfig | None = None) -> dict[str, Any]:
+def event_baseline(task_dir: str | Path, mel_cfg: MelConfig) -> dict[str, Any]:
     """An optional frame-level reference for event tasks (not a HEAR metric): 100 ms blocks of
     log-mel (+-1 block context) -> one-vs-rest logistic regression, fit on train + valid, scored
     by micro-F1 of the active labels per block on test. Chance is the F1 of calling every label
@@ -221,7 +219,7 @@ def event_baseline(task_dir: str | Path, mel_cfg: MelConfig | None = None) -> di
     info = read_task(task_dir)
     if info.embedding_type != "event":
         raise ValueError(f"{info.task_dir}: not an event task")
-    cfg = mel_cfg or MelConfig()
+    cfg = mel_cfg
     fe = LogMelFrontEnd(cfg)
     idx = info.label_to_idx
     block_ms = BLOCK_FRAMES * cfg.hop_length * 1000.0 / cfg.sample_rate
@@ -271,7 +269,7 @@ def event_baseline(task_dir: str | Path, mel_cfg: MelConfig | None = None) -> di
     }
 
 
-def baseline_table(task_dirs, mel_cfg: MelConfig | None = None, *, include_events: bool = False):
+def baseline_table(task_dirs, mel_cfg: MelConfig, *, include_events: bool = False):
     """A :class:`pandas.DataFrame` with one row per multiclass scene task among ``task_dirs``
     (other task types are skipped; with ``include_events`` event tasks get a row from the
     frame-level :func:`event_baseline`): task, split_mode, n_classes, n_clips, metric, score,

@@ -16,6 +16,7 @@ which a 96-frame crop is one contiguous slice. Models take ``(B, 1, n_mels, fram
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -29,19 +30,21 @@ FLOAT32_EPS = float(np.finfo(np.float32).eps)
 
 @dataclass(frozen=True)
 class MelConfig:
-    """Parameters of the log-mel front-end (the ``mels`` section of ``config.yaml``)."""
+    """Parameters of the log-mel front-end: the ``mels`` section of the configuration, every
+    key given (the schema owns the defaults: :func:`abt.config.schema_defaults`; checkpoints and
+    stores record the whole section)."""
 
-    sample_rate: int = 16000
-    n_fft: int = 1024
-    win_length: int = 1024
-    hop_length: int = 160
-    n_mels: int = 64
-    f_min: float = 60.0
-    f_max: float = 7800.0
-    power: float = 2.0
-    log_eps: float = FLOAT32_EPS
-    center: bool = True
-    pad_mode: str = "reflect"
+    sample_rate: int
+    n_fft: int
+    win_length: int
+    hop_length: int
+    n_mels: int
+    f_min: float
+    f_max: float
+    power: float
+    log_eps: float
+    center: bool
+    pad_mode: str
 
     def __post_init__(self) -> None:
         problems = mel_problems(asdict(self))  # f_min < f_max <= sr / 2, win_length <= n_fft
@@ -49,12 +52,16 @@ class MelConfig:
             raise ValueError("mels: " + "; ".join(problems))
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> MelConfig:
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+    def from_dict(cls, d: Mapping[str, Any]) -> MelConfig:
+        """The front-end of a complete ``mels`` mapping (a key missing or unknown: KeyError)."""
+        d = dict(d)
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(known))
         if unknown:
             raise KeyError(f"unknown mels keys {unknown}; known: {sorted(known)}")
+        missing = [k for k in known if k not in d]
+        if missing:
+            raise KeyError(f"mels settings lack {missing} (a complete mels section is needed)")
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,9 +110,9 @@ def mel_filterbank(cfg: MelConfig) -> np.ndarray:
 class LogMelFrontEnd(torch.nn.Module):
     """Batched log-mel computation; ``forward(wave[B, N]) -> logmel[B, frames, n_mels]``."""
 
-    def __init__(self, cfg: MelConfig | None = None) -> None:
+    def __init__(self, cfg: MelConfig) -> None:
         super().__init__()
-        self.cfg = cfg or MelConfig()
+        self.cfg = cfg
         if self.cfg.win_length > self.cfg.n_fft:
             raise ValueError("mels.win_length must not exceed mels.n_fft")
         self.register_buffer(
@@ -144,19 +151,18 @@ class LogMelFrontEnd(torch.nn.Module):
         return out[0] if squeeze else out
 
 
-def logmel(wave: np.ndarray, cfg: MelConfig | None = None) -> np.ndarray:
+def logmel(wave: np.ndarray, cfg: MelConfig) -> np.ndarray:
     """Convenience: one mono float waveform -> ``(frames, n_mels)`` float32 log-mel."""
     fe = LogMelFrontEnd(cfg)
     with torch.no_grad():
         return fe(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))).numpy()
 
 
-def librosa_logmel(wave: np.ndarray, cfg: MelConfig | None = None) -> np.ndarray:
+def librosa_logmel(wave: np.ndarray, cfg: MelConfig) -> np.ndarray:
     """The same log-mel computed with librosa: the reference that tests and benchmarks compare
     :class:`LogMelFrontEnd` against. Returns ``(frames, n_mels)`` float32."""
     import librosa
 
-    cfg = cfg or MelConfig()
     S = librosa.feature.melspectrogram(
         y=np.asarray(wave, dtype=np.float32), sr=cfg.sample_rate, n_fft=cfg.n_fft,
         hop_length=cfg.hop_length, win_length=cfg.win_length, window="hann", center=cfg.center,

@@ -73,11 +73,12 @@ class PrepareError(ValueError):
 
 @dataclass(frozen=True)
 class PrepareOptions:
-    """How tasks are prepared (config ``data.prepare``)."""
+    """How tasks are prepared (config ``data.prepare``, every key given: the schema owns the
+    defaults); ``quality``: soxr's resampling quality, HQ (what hear-preprocess uses)."""
 
-    on_missing: str = "error"  # error | drop
-    subtype: str = "source"  # source (the source file's WAV subtype) | PCM_16 | FLOAT
-    workers: int = 4
+    on_missing: str  # error | drop
+    subtype: str  # source (the source file's WAV subtype) | PCM_16 | FLOAT
+    workers: int
     quality: str = "HQ"
 
     def __post_init__(self) -> None:
@@ -91,8 +92,18 @@ class PrepareOptions:
             )
 
     @classmethod
-    def from_config(cls, d: Mapping[str, Any] | None) -> PrepareOptions:
-        return cls(**{k: v for k, v in dict(d or {}).items() if k in cls.__dataclass_fields__})
+    def from_config(cls, d: Mapping[str, Any]) -> PrepareOptions:
+        return cls(**{k: v for k, v in dict(d).items() if k in cls.__dataclass_fields__})
+
+    @classmethod
+    def of(cls, options: PrepareOptions | Mapping[str, Any] | None) -> PrepareOptions:
+        """``options`` as given, or a (partial) ``data.prepare`` mapping completed with the
+        schema's defaults and checked."""
+        if isinstance(options, PrepareOptions):
+            return options
+        from abt.config import schema_defaults
+
+        return cls.from_config(schema_defaults("data.prepare", dict(options or {})))
 
 
 # --------------------------------------------------------------------------------------------
@@ -554,7 +565,7 @@ def prepare_task(
     """
     t0 = time.time()
     src = source if isinstance(source, TaskSource) else detect_source(source)
-    opts = options if isinstance(options, PrepareOptions) else PrepareOptions.from_config(options)
+    opts = PrepareOptions.of(options)
     out = Path(out_dir)
     check_output(out, PREPARED_TASK, inputs={"task source": src.path},
                  command="preparing a HEAR task")  # fmt: skip
@@ -727,7 +738,7 @@ def prepare_tasks(
     ``jobs`` tasks in parallel processes. Returns one report per task (``status`` prepared, up to
     date, or failed with the error); a failed task does not stop the others. A folder that looks
     like a task but has no ``task_metadata.json`` is a failed task (never skipped silently)."""
-    opts = options if isinstance(options, PrepareOptions) else PrepareOptions.from_config(options)
+    opts = PrepareOptions.of(options)
     check_overlap(out_root, {"download folder": src_root}, command="abt prepare-hear")
     found = discover_tasks(src_root)
     broken = {n: e for n, e in incomplete_tasks(src_root).items() if n not in found}

@@ -58,6 +58,7 @@ built from, and store files already there must be a store's (:func:`abt.outputs.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import errno
 import hashlib
 import io
@@ -87,6 +88,57 @@ MISSING = "missing"
 _HEADER_LEN = 128  # fixed .npy header length so the shape can be rewritten in place
 STORE_FORMAT = 3  # 2: dtype, fingerprint/provenance, file digests; 3: data and self digests
 PAD_MODES = ("silence", "zero_normalised", "zero_log")
+
+
+@dataclass(frozen=True)
+class StatsSettings:
+    """How a store's dataset statistics are estimated: ``n_crops`` random ``crop_frames``-frame
+    crops drawn with ``seed`` (``preprocess.stats``), short clips padded with ``pad`` as the
+    training crops are (``pretrain.pad``)."""
+
+    n_crops: int
+    crop_frames: int
+    seed: int
+    pad: str
+
+    @classmethod
+    def from_config(cls, preprocess: Mapping[str, Any], pad: str) -> StatsSettings:
+        st = preprocess["stats"]
+        return cls(int(st["n_crops"]), int(st["crop_frames"]), int(st["seed"]), str(pad))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n_crops": self.n_crops, "crop_frames": self.crop_frames, "seed": self.seed,
+                "pad": self.pad}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Everything a store build takes from the configuration, resolved once
+    (:meth:`from_config`): the front-end (``mels``), how files are loaded (``preprocess``), how
+    the statistics are estimated, the on-disk dtype and the decoding threads."""
+
+    mels: MelConfig
+    policy: LoadPolicy
+    stats: StatsSettings
+    dtype: str
+    workers: int
+
+    @classmethod
+    def from_config(
+        cls, mels: Mapping[str, Any], preprocess: Mapping[str, Any], pad: str
+    ) -> StoreSettings:
+        """The settings of the ``mels`` and ``preprocess`` config sections; ``pad``
+        (``pretrain.pad``) pads the short clips of the statistics' crops as training does."""
+        return cls(
+            mels=MelConfig.from_dict(mels),
+            policy=LoadPolicy.from_config(mels, preprocess),
+            stats=StatsSettings.from_config(preprocess, pad),
+            dtype=str(preprocess["dtype"]),
+            workers=int(preprocess["workers"]),
+        )
+
+    def replace(self, **changes: Any) -> StoreSettings:
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True)
@@ -392,32 +444,26 @@ def _non_finite_reason(n_bad: int, wave: np.ndarray, dtype: str) -> str:
 def build_store(
     specs: Sequence[ClipSpec],
     out_dir: str | Path,
+    settings: StoreSettings,
     *,
-    mel_cfg: MelConfig | None = None,
-    policy: LoadPolicy | None = None,
-    stats_crops: int = 10000,
-    stats_crop_frames: int = 96,
-    stats_seed: int = 0,
-    pad: str = "silence",
-    workers: int = 2,
     batch_clips: int = 32,
     log: Any = print,
     allow_empty: bool = False,
-    dtype: str = "float32",
     source: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Decode, resample, compute log-mels and pack ``specs`` into a store at ``out_dir``.
+    """Decode, resample, compute log-mels and pack ``specs`` into a store at ``out_dir``, as
+    ``settings`` say (front-end, loading policy, statistics, on-disk ``dtype``: ``float16``
+    halves disk and I/O).
 
-    ``dtype`` is the on-disk type (``float16`` halves disk and I/O); ``source`` (what the clips
-    come from, e.g. :meth:`ClipList.provenance`) and ``extra`` (e.g. a digest of the caller's
-    code) enter the store's fingerprint. Returns the contents of ``stats.json``. Raises
-    :class:`StoreError` when no clip survives, unless ``allow_empty`` (a shard of a larger store:
-    its excluded clips are still listed).
+    ``source`` (what the clips come from, e.g. :meth:`ClipList.provenance`) and ``extra`` (e.g. a
+    digest of the caller's code) enter the store's fingerprint. Returns the contents of
+    ``stats.json``. Raises :class:`StoreError` when no clip survives, unless ``allow_empty`` (a
+    shard of a larger store: its excluded clips are still listed).
     """
     t0 = time.time()
-    mel_cfg = mel_cfg or MelConfig()
-    policy = policy or LoadPolicy(sample_rate=mel_cfg.sample_rate)
+    mel_cfg, policy = settings.mels, settings.policy
+    dtype, workers = settings.dtype, settings.workers
     np_dtype = _check_dtype(dtype)
     if policy.sample_rate != mel_cfg.sample_rate:
         raise StoreError("preprocess sample rate and mels.sample_rate differ")
@@ -430,9 +476,7 @@ def build_store(
         }
     )
     out = Path(out_dir)
-    stats_opts = {"n_crops": stats_crops, "crop_frames": stats_crop_frames, "seed": stats_seed,
-                  "pad": pad}  # fmt: skip
-    provenance = _provenance(dtype, mel_cfg.to_dict(), stats_opts, extra,
+    provenance = _provenance(dtype, mel_cfg.to_dict(), settings.stats.to_dict(), extra,
                              policy=dict(policy.__dict__), source=dict(source or {}),
                              clips={"n": len(specs), "sha256": clips_digest(specs)})  # fmt: skip
     front = LogMelFrontEnd(mel_cfg).eval()
@@ -534,20 +578,16 @@ def build_store(
 def pack_store(
     clips: Iterable[tuple[str, np.ndarray]],
     out_dir: str | Path,
+    settings: StoreSettings,
     *,
-    dtype: str = "float32",
-    mel_cfg: MelConfig | None = None,
-    stats_crops: int = 10000,
-    stats_crop_frames: int = 96,
-    stats_seed: int = 0,
-    pad: str = "silence",
     source: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Pack ready-made log-mels (``(clip_id, (frames, n_mels) array)`` pairs, no audio) into a
-    store, written and checked like :func:`build_store`'s: synthetic stores for benchmarks."""
+    store, written and checked like :func:`build_store`'s (``settings``: the front-end the
+    log-mels were made with, the statistics and the dtype): synthetic stores for benchmarks."""
     t0 = time.time()
-    mel_cfg = mel_cfg or MelConfig()
+    mel_cfg, dtype = settings.mels, settings.dtype
     np_dtype = _check_dtype(dtype)
     ids: list[str] = []
     with Staging(Path(out_dir), STORE_OUTPUT) as stage:
@@ -565,9 +605,7 @@ def pack_store(
         _write_csv(stage.dir / "manifest.csv", MANIFEST_COLUMNS,
                    ({"clip_id": c, "path": "", "status": OK, "reason": "", "notes": ""}
                     for c in ids))  # fmt: skip
-        stats_opts = {"n_crops": stats_crops, "crop_frames": stats_crop_frames,
-                      "seed": stats_seed, "pad": pad}  # fmt: skip
-        provenance = _provenance(dtype, mel_cfg.to_dict(), stats_opts, extra,
+        provenance = _provenance(dtype, mel_cfg.to_dict(), settings.stats.to_dict(), extra,
                                  source=dict(source or {"packed": True}),
                                  clips={"n": len(ids), "sha256": digest(ids)})  # fmt: skip
         doc = {"n_clips": len(ids), "n_inputs": len(ids), "counts": {OK: len(ids)},
@@ -591,8 +629,9 @@ def _finalise(
     st = provenance["stats"]
     mean = std = None
     store = MelStore(stage.dir, require_stats=False)
+    store.stats = {"mels": doc["mels"]}  # the front-end it was built with (padding with silence)
     if doc["n_clips"]:
-        mean, std = store.compute_stats(st["n_crops"], st["crop_frames"], st["seed"], pad=st["pad"])
+        mean, std = store.compute_stats(st["n_crops"], st["crop_frames"], st["seed"], st["pad"])
     stats = {
         "format": STORE_FORMAT,
         "dtype": provenance["dtype"],
@@ -641,11 +680,8 @@ def shard_specs(specs: Sequence[ClipSpec], shard: int, n_shards: int) -> list[Cl
 def merge_stores(
     shard_dirs: Sequence[str | Path],
     out_dir: str | Path,
+    stats: StatsSettings,
     *,
-    stats_crops: int = 10000,
-    stats_crop_frames: int = 96,
-    stats_seed: int = 0,
-    pad: str = "silence",
     chunk_rows: int = 1 << 18,
     log: Any = print,
     extra: Mapping[str, Any] | None = None,
@@ -665,9 +701,7 @@ def merge_stores(
         raise StoreError(f"shards were built with different dtypes {sorted(dtypes)}; rebuild them")
     dtype = dtypes.pop()
     n_mels = int(metas[0]["mels"]["n_mels"])
-    stats_opts = {"n_crops": stats_crops, "crop_frames": stats_crop_frames, "seed": stats_seed,
-                  "pad": pad}  # fmt: skip
-    provenance = _provenance(dtype, metas[0]["mels"], stats_opts, extra,
+    provenance = _provenance(dtype, metas[0]["mels"], stats.to_dict(), extra,
                              shards=[m["fingerprint"] for m in metas])  # fmt: skip
     index_rows: list[dict[str, Any]] = []
     manifest_rows: list[dict[str, Any]] = []
@@ -881,8 +915,8 @@ class MelStore:
 
     @property
     def silence_value(self) -> float:
-        eps = float(self.stats.get("mels", {}).get("log_eps", MelConfig().log_eps))
-        return float(np.log(eps))
+        """The log-mel of digital silence, ``log(eps)`` of the store's front-end."""
+        return float(np.log(float(self.stats["mels"]["log_eps"])))
 
     def _set_access(self, access: str) -> None:
         """``madvise`` the mapping for ``random`` (crops) or ``normal`` (whole clips) access."""
@@ -964,7 +998,7 @@ class MelStore:
         )
 
     def compute_stats(
-        self, n_crops: int, crop_frames: int, seed: int, pad: str = "silence"
+        self, n_crops: int, crop_frames: int, seed: int, pad: str
     ) -> tuple[float, float]:
         """Global mean/std over ``n_crops`` random crops (float64 accumulation, chunked).
 

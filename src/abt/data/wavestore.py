@@ -56,6 +56,7 @@ from abt.data.store import (
     ClipSpec,
     Staging,
     StoreError,
+    StoreSettings,
     _excluded_summary,
     _iter_loaded,
     _sha256_file,
@@ -134,24 +135,20 @@ def _dequantise(stored: np.ndarray, scale: np.ndarray | float, dtype: str) -> np
 def build_wave_store(
     specs: Sequence[ClipSpec],
     out_dir: str | Path,
+    settings: StoreSettings,
     *,
-    dtype: str = "int16",
-    mel_cfg: MelConfig | None = None,
-    policy: LoadPolicy | None = None,
-    stats_crops: int = 10000,
-    stats_crop_frames: int = 96,
-    stats_seed: int = 0,
-    workers: int = 2,
     log: Any = print,
     source: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Decode, resample to 16 kHz mono and pack ``specs`` into a waveform store at ``out_dir``
-    (the log-mel store's loader, outcomes, staging and provenance). Returns ``stats.json``.
-    Raises :class:`StoreError` when no clip survives (only ``manifest.csv`` is left)."""
+    (the log-mel store's loader, outcomes, staging and provenance), as ``settings`` say: its
+    ``dtype`` is the samples' (``waves.dtype``), its statistics' crops are padded with zeros
+    beyond a clip. Returns ``stats.json``. Raises :class:`StoreError` when no clip survives
+    (only ``manifest.csv`` is left)."""
     t0 = time.time()
-    mel_cfg = mel_cfg or MelConfig()
-    policy = policy or LoadPolicy(sample_rate=mel_cfg.sample_rate)
+    mel_cfg, policy = settings.mels, settings.policy
+    dtype, workers = settings.dtype, settings.workers
     np_dtype = _check_dtype(dtype)
     if policy.sample_rate != mel_cfg.sample_rate:
         raise StoreError("preprocess sample rate and mels.sample_rate differ")
@@ -159,8 +156,7 @@ def build_wave_store(
     min_s = max(policy.min_duration_s, (mel_cfg.n_fft // 2 + 1) / mel_cfg.sample_rate)
     policy = LoadPolicy(**{**policy.__dict__, "min_duration_s": min_s})
     out = Path(out_dir)
-    stats_opts = {"n_crops": stats_crops, "crop_frames": stats_crop_frames, "seed": stats_seed,
-                  "pad": "silence"}  # fmt: skip
+    stats_opts = {**settings.stats.to_dict(), "pad": "silence"}  # zeros beyond a clip
     provenance = {"store": "wave", "wave_format": WAVE_FORMAT, "dtype": dtype,
                   "sample_rate": mel_cfg.sample_rate, "mels": mel_cfg.to_dict(),
                   "stats": stats_opts, "policy": dict(policy.__dict__),
@@ -215,7 +211,8 @@ def build_wave_store(
             )
         _write_csv(stage.dir / "index.csv", WAVE_INDEX_COLUMNS, index_rows)
         store = WaveStore(stage.dir, require_stats=False)
-        mean, std = store.compute_stats(stats_crops, stats_crop_frames, stats_seed, mel_cfg)
+        st = settings.stats
+        mean, std = store.compute_stats(st.n_crops, st.crop_frames, st.seed, mel_cfg)
         stats = {
             "format": WAVE_FORMAT,
             "store": "wave",

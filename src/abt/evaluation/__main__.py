@@ -4,7 +4,10 @@ Commands::
 
     env        ENV_DIR                                   build/reuse the pinned evaluation venv
     random-init OUT --encoder KEY --arch ARCH [--kwargs JSON] --mean M --std S [--seed N]
-               [--mels JSON]                             untrained abt-encoder/1 checkpoint
+               [--mels JSON] [--input-frames N] [--norm-mode M] [--precision P]
+                                                         untrained abt-encoder/1 checkpoint
+                                                         (unset options: the configuration's
+                                                         defaults)
     validate   ENV_DIR CKPT [--log F]                    hear-validator (output to stdout)
     embed      ENV_DIR CKPT TASKS_DIR EMB_DIR [--task T ...] [--log F]
     predict    ENV_DIR TASK_EMB_DIR [--grid default|fast|smoke] [--grid-points N] [--out-dir D]
@@ -36,8 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--kwargs", default="{}")
     p.add_argument("--mean", type=float, required=True)
     p.add_argument("--std", type=float, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mels", default="{}")
+    p.add_argument("--seed", type=int, default=None, help="default: run.seed")
+    p.add_argument("--mels", default="{}", help="mels settings (JSON), the rest the defaults")
+    p.add_argument("--input-frames", type=int, default=None, help="default: pretrain.crop_frames")
+    p.add_argument("--norm-mode", default=None, help="default: pretrain.augment.norm")
+    p.add_argument("--precision", default=None, help="default: an encoder's precision default")
     p = sub.add_parser("validate")
     p.add_argument("env_dir")
     p.add_argument("ckpt")
@@ -87,8 +93,11 @@ def _run(a: argparse.Namespace) -> int:
     if a.cmd == "env":
         print(he.ensure_env(a.env_dir))
     elif a.cmd == "random-init":
+        from abt.config import load_schema, schema_defaults
         from abt.hear import save_random_init
 
+        pre = schema_defaults("pretrain")  # the schema owns every default
+        enc_schema = load_schema()["properties"]["encoders"]["additionalProperties"]
         save_random_init(
             a.out,
             a.encoder,
@@ -96,8 +105,11 @@ def _run(a: argparse.Namespace) -> int:
             json.loads(a.kwargs),
             a.mean,
             a.std,
-            json.loads(a.mels),
-            seed=a.seed,
+            schema_defaults("mels", json.loads(a.mels)),
+            seed=schema_defaults("run")["seed"] if a.seed is None else a.seed,
+            input_frames=pre["crop_frames"] if a.input_frames is None else a.input_frames,
+            norm_mode=a.norm_mode or pre["augment"]["norm"],
+            precision=a.precision or enc_schema["properties"]["precision"]["default"],
         )
     elif a.cmd == "validate":
         print(he.run_validator(a.env_dir, a.ckpt, log=a.log))

@@ -38,10 +38,11 @@ from pathlib import Path
 from typing import Any
 
 from abt.checkpoint import EXPORT_CONFIG, EXPORT_FORMAT, read_checkpoint, write_export
+from abt.rundir import FILES, RunDir
 
 CARD = "README.md"
 #: the run's files an export carries as they are (when the run has them)
-RUN_FILES = ("hparams.yaml", "summary.json", "train_metrics.csv", "epoch_metrics.csv")
+RUN_FILES = tuple(FILES[r] for r in ("hparams", "summary", "train_metrics", "epoch_metrics"))
 CURVES = "training_curves.png"
 
 THESIS_CITATION = {
@@ -109,16 +110,19 @@ def hear_scores(hear_dir: str | Path | None) -> list[dict[str, Any]]:
     """The run's HEAR scores (``scores.csv``: each task's primary metric, averaged over folds)
     with their 95 % bootstrap intervals from ``predictions/<task>/`` (as the report computes
     them); empty when the run was not evaluated."""
-    if hear_dir is None or not (Path(hear_dir) / "scores.csv").is_file():
+    from abt.plan import HearRun
+
+    hear = HearRun(hear_dir) if hear_dir is not None else None
+    if hear is None or not Path(hear.scores).is_file():
         return []
     from abt.report.aggregate import primary_scores, read_scores
     from abt.report.catalogue import task_category, task_label
     from abt.report.stats import StatsError, interval, load_task_items
 
-    prim = primary_scores(read_scores([Path(hear_dir) / "scores.csv"]))
+    prim = primary_scores(read_scores([hear.scores]))
     rows = []
     for r in prim.sort_values("task").itertuples():
-        pred = Path(hear_dir) / "predictions" / str(r.task)
+        pred = Path(hear.task_predictions(str(r.task)))
         lo = hi = None
         if pred.is_dir():
             try:
@@ -229,8 +233,8 @@ def card_context(
     untrained = bool(cfg.get("random_init"))
     enc = dict(ck["encoder"])
     summary = {}
-    if (run_dir / "summary.json").is_file():
-        summary = json.loads((run_dir / "summary.json").read_text())
+    if RunDir(run_dir).summary.is_file():
+        summary = json.loads(RunDir(run_dir).summary.read_text())
     pre = dict(cfg.get("pretrain") or {})
     prov = dict(cfg.get("provenance") or {})
     variant = "random_init" if untrained else cfg.get("variant", "baseline")
@@ -308,7 +312,7 @@ def export_run(
     """Write the export of the run in ``run_dir`` to ``out`` (see the module docstring);
     returns ``{"out", "files", "hear_tasks", "untrained"}``."""
     run_dir, out = Path(run_dir), Path(out)
-    ckpt = run_dir / "model.ckpt"
+    ckpt = RunDir(run_dir).checkpoint
     if not run_dir.is_dir() or not ckpt.is_file():
         raise ExportError(
             f"{run_dir} holds no model.ckpt: export a finished run (`abt pretrain` writes "
@@ -316,11 +320,11 @@ def export_run(
         )
     check_out(run_dir, out, force)
     ck = read_checkpoint(ckpt)
-    from abt.plan import run_outputs
+    from abt.plan import HearRun, run_outputs
 
     outputs = run_outputs(run_dir)
     hear_path = Path(hear_dir) if hear_dir else (outputs or {}).get("hear")
-    if hear_dir and not (Path(hear_dir) / "scores.csv").is_file():
+    if hear_dir and not Path(HearRun(hear_dir).scores).is_file():
         raise ExportError(
             f"--hear {hear_dir}: no scores.csv there (a run's results/hear/... folder)"
         )
@@ -339,18 +343,19 @@ def export_run(
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        write_export(stage, ck, source_checkpoint={"file": "model.ckpt", "sha256": _sha256(ckpt)})
+        write_export(stage, ck, source_checkpoint={"file": ckpt.name, "sha256": _sha256(ckpt)})
         files = ["model.safetensors", "config.json"]
         for name in RUN_FILES:  # an empty metrics file (no monitoring) is left out
             if (run_dir / name).is_file() and (run_dir / name).stat().st_size:
                 shutil.copy2(run_dir / name, stage / name)
                 files.append(name)
-        if (stage / "train_metrics.csv").is_file() and (stage / "train_metrics.csv").stat().st_size:
+        copied = RunDir(stage)
+        if copied.train_metrics.is_file() and copied.train_metrics.stat().st_size:
             from abt.report.figures import plot_run_curves
 
-            epoch_csv = stage / "epoch_metrics.csv"
+            epoch_csv = copied.epoch_metrics
             plot_run_curves(
-                stage / "train_metrics.csv",
+                copied.train_metrics,
                 epoch_csv if epoch_csv.is_file() else None,
                 [stage / CURVES],
             )

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from abt.data.audio import LoadPolicy
+from abt.config import schema_defaults
 from abt.data.mel import MelConfig
 from abt.locks import folder_lock
 from abt.outputs import check_output, check_overlap
@@ -16,31 +16,10 @@ STORE_BUILD = "log-mel store build"
 BUILDING = "building a log-mel store"
 
 
-def _policy(mels: dict[str, Any], pre: dict[str, Any]) -> LoadPolicy:
-    return LoadPolicy(
-        sample_rate=int(mels["sample_rate"]),
-        min_duration_s=float(pre["min_duration_s"]),
-        on_silent=str(pre["on_silent"]),
-        silence_peak=float(pre["silence_peak"]),
-    )
-
-
-def store_options(
-    mels: dict[str, Any], pre: dict[str, Any], pad: str = "silence"
-) -> dict[str, Any]:
-    """``build_store`` keyword arguments from the ``mels`` and ``preprocess`` config sections;
-    ``pad`` (``pretrain.pad``) pads the short clips of the statistics' crops as training does."""
-    stats = pre["stats"]
-    return {
-        "mel_cfg": MelConfig.from_dict(mels),
-        "policy": _policy(mels, pre),
-        "stats_crops": int(stats["n_crops"]),
-        "stats_crop_frames": int(stats["crop_frames"]),
-        "stats_seed": int(stats["seed"]),
-        "pad": pad,
-        "workers": int(pre["workers"]),
-        "dtype": str(pre["dtype"]),
-    }
+def _checked(mels: dict[str, Any] | None, pre: dict[str, Any] | None) -> tuple[dict, dict]:
+    """The ``mels`` and ``preprocess`` sections a job was given, checked against the schema and
+    completed with its defaults (where configuration enters a job)."""
+    return schema_defaults("mels", dict(mels or {})), schema_defaults("preprocess", dict(pre or {}))
 
 
 def compute_pretrain_mels(
@@ -49,9 +28,9 @@ def compute_pretrain_mels(
     pre: dict[str, Any],
     embedded_dir: str,
     out_dir: str,
+    pad: str,
     shard: int | None = None,
     n_shards: int = 1,
-    pad: str = "silence",
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build the pre-training store from the embedded pool or a folder + clip list; with
@@ -59,8 +38,9 @@ def compute_pretrain_mels(
     statistics pad short crops with ``pad`` (``pretrain.pad``), as the training crops are.
     ``extra`` enters the store's fingerprint (the digest of this stage's code)."""
     from abt.data.cliplists import clip_list_from_config, load_clip_list
-    from abt.data.store import STORE_OUTPUT, build_store, shard_specs
+    from abt.data.store import STORE_OUTPUT, StoreSettings, build_store, shard_specs
 
+    mels, pre = _checked(mels, pre)
     if data["source"] == "embedded":
         pool = Path(embedded_dir) / "pool"
         inputs = {"audio folder": pool, "clip list": pool / "clips.csv"}
@@ -77,8 +57,8 @@ def compute_pretrain_mels(
         specs = shard_specs(specs, int(shard), int(n_shards))
     with folder_lock(out_dir, STORE_BUILD):
         return build_store(
-            specs, out_dir, **store_options(mels, pre, pad), allow_empty=shard is not None,
-            source=clips.provenance(), extra=extra,
+            specs, out_dir, StoreSettings.from_config(mels, pre, pad),
+            allow_empty=shard is not None, source=clips.provenance(), extra=extra,
         )  # fmt: skip
 
 
@@ -86,20 +66,16 @@ def merge_pretrain_mels(
     shard_dirs: list[str],
     pre: dict[str, Any],
     out_dir: str,
-    pad: str = "silence",
+    pad: str,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Merge the shard stores (in shard order) into the pre-training store (statistics of the
     merged store, short crops padded with ``pad``)."""
-    from abt.data.store import merge_stores
+    from abt.data.store import StatsSettings, merge_stores
 
-    stats = pre["stats"]
+    _, pre = _checked(None, pre)
     with folder_lock(out_dir, STORE_BUILD):
-        return merge_stores(
-            shard_dirs, out_dir, stats_crops=int(stats["n_crops"]),
-            stats_crop_frames=int(stats["crop_frames"]), stats_seed=int(stats["seed"]), pad=pad,
-            extra=extra,
-        )  # fmt: skip
+        return merge_stores(shard_dirs, out_dir, StatsSettings.from_config(pre, pad), extra=extra)
 
 
 def compute_task_mels(
@@ -117,6 +93,7 @@ def compute_task_mels(
     from abt.data.hear_tasks import read_task
     from abt.data.store import (
         StoreError,
+        StoreSettings,
         build_store,
         hear_split_source,
         list_hear_split,
@@ -124,15 +101,18 @@ def compute_task_mels(
     )
 
     check_overlap(out_dir, {"task folder": task_dir}, command=BUILDING)  # each split: a store
+    mels, pre = _checked(mels, pre)
     info = read_task(task_dir)
-    pre = {**pre, "on_silent": "keep"}
+    # a task's clips are never excluded for silence; its stores' statistics are not used (the
+    # probes normalise with the pre-training store's), their crops padded with silence
+    settings = StoreSettings.from_config(mels, {**pre, "on_silent": "keep"}, pad="silence")
     summary: dict[str, Any] = {"task": info.task_name, "splits": {}}
     with folder_lock(out_dir, STORE_BUILD):
         for split in info.splits:
             st = build_store(
                 list_hear_split(task_dir, split),
                 Path(out_dir) / split,
-                **store_options(mels, pre),
+                settings,
                 source=hear_split_source(task_dir, split),
                 extra=extra,
             )
@@ -153,7 +133,7 @@ def task_baseline(task_dir: str, mels: dict[str, Any], out_json: str) -> dict[st
     from abt.data.baseline import task_baseline as _baseline
 
     # multiclass scene tasks: top-1 (pitch: pitch_acc); event tasks: a frame-level F1 baseline
-    res = _baseline(task_dir, mel_cfg=MelConfig.from_dict(mels))
+    res = _baseline(task_dir, mel_cfg=MelConfig.from_dict(_checked(mels, None)[0]))
     with open(out_json, "w") as fh:
         json.dump(res, fh, indent=2, default=float)
     return res

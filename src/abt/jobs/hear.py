@@ -33,6 +33,7 @@ def random_init_checkpoint(run: Mapping[str, Any], store_stats: str, out: str) -
         out, enc["key"], enc["arch"], enc["kwargs"], st["mean"], st["std"],
         st.get("mels") or run["mels"], seed=int(run["seed"]),
         input_frames=int(run["pretrain"]["crop_frames"]), precision=enc["precision"],
+        norm_mode=run["pretrain"]["augment"]["norm"],
     )  # fmt: skip
     return out
 

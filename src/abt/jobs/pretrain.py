@@ -15,9 +15,8 @@ from abt import rundir
 from abt.outputs import OutputKind, check_output, mark
 from abt.runspec import RunSpec
 
-#: what a run writes in its folder (the layout of :mod:`abt.rundir`, torchrun's files)
-RUN_ENTRIES = (*rundir.OUTPUTS, rundir.STAGING, rundir.FINISHED, rundir.SUPERSEDED,
-               *rundir.LEGACY, "run.json", "monitor.json", "track.json")  # fmt: skip
+#: what a run writes in its folder (the layout of :mod:`abt.rundir`)
+RUN_ENTRIES = rundir.ENTRIES
 RUN_OUTPUT = OutputKind(
     "a pre-training run", legacy=lambda d: any((d / e).exists() for e in RUN_ENTRIES)
 )
@@ -106,23 +105,23 @@ def pretrain_torchrun(
         store_dir,
         **{k: options.get(k) for k in ("monitor_task_dir", "monitor_stores", "sweep_params")},
     )
-    d = Path(run_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "run.json").write_text(json.dumps(RunSpec.from_dict(run).to_dict(), indent=1))
+    d = rundir.RunDir(run_dir)
+    d.root.mkdir(parents=True, exist_ok=True)
+    d.run_json.write_text(json.dumps(RunSpec.from_dict(run).to_dict(), indent=1))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-           str(int(nproc)), "-m", "abt.cli", "pretrain", "--run-json", str(d / "run.json"),
+           str(int(nproc)), "-m", "abt.cli", "pretrain", "--run-json", str(d.run_json),
            "--store", store_dir, "--out", run_dir]  # fmt: skip
     monitor = options.get("monitor")
     if monitor and monitor.get("task"):
         mon = {"monitor": dict(monitor), "task_dir": options.get("monitor_task_dir"),
                "stores_dir": options.get("monitor_stores")}  # fmt: skip
-        (d / "monitor.json").write_text(json.dumps(mon, indent=1))
-        cmd += ["--monitor-json", str(d / "monitor.json")]
+        d.monitor_json.write_text(json.dumps(mon, indent=1))
+        cmd += ["--monitor-json", str(d.monitor_json)]
     if options.get("sweep_params"):
         cmd += ["--sweep-params", options["sweep_params"]]
     if (options.get("track") or {}).get("backend", "none") != "none":
-        (d / "track.json").write_text(json.dumps(dict(options["track"]), indent=1))
-        cmd += ["--track-json", str(d / "track.json")]
+        d.track_json.write_text(json.dumps(dict(options["track"]), indent=1))
+        cmd += ["--track-json", str(d.track_json)]
     if options.get("wait_for_lock"):
         cmd += ["--wait-for-lock"]
     if options.get("device", "auto") != "auto":
@@ -131,7 +130,7 @@ def pretrain_torchrun(
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
     print("[abt] " + " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, env=env)
-    with open(d / "summary.json") as fh:
+    with open(d.summary) as fh:
         return json.load(fh)
 
 

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-#: bootstrap replicates of an ablation's HEAR-L average, next to its summary.csv
-BOOTSTRAP = "hear_l_bootstrap.npy"
+from abt.plan import AblationFiles
+from abt.report.catalogue import TablesFiles
 
 
 def ablation_summary(
@@ -21,12 +21,14 @@ def ablation_summary(
     seeds: list[int] | None = None,
     trained: bool = True,
     predictions: list[str] | None = None,
+    out_bootstrap: str | None = None,
 ) -> Any:
     """One ablation's ``summary.csv``: one row (:func:`abt.report.aggregate.ablation_row`) per
     seed's run, averaged over the seeds (``seeds`` in the order of ``linear_eval_jsons``), with the
     spread over seeds of the headline numbers when there are several. With the runs'
     ``predictions`` folders, the bootstrap replicates of the HEAR-L average are written next to
-    the CSV (``hear_l_bootstrap.npy``) and their 95 % interval added to the row."""
+    the CSV (``hear_l_bootstrap.npy``, :class:`abt.plan.AblationFiles`) and their 95 % interval
+    added to the row."""
     import numpy as np
     import pandas as pd
 
@@ -50,15 +52,23 @@ def ablation_summary(
     Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
     if predictions:
         reps = hear_l_replicates([{t: Path(p) / t for t in hear_l} for p in predictions], hear_l)
-        np.save(Path(out_csv).with_name(BOOTSTRAP), reps)
+        np.save(out_bootstrap or Path(out_csv).with_name(AblationFiles.BOOTSTRAP), reps)
         row["hear_l_avg_lo"], row["hear_l_avg_hi"] = np.percentile(reps, [2.5, 97.5]).tolist()
     df = pd.DataFrame([row])
     df.to_csv(out_csv, index=False)
     return df
 
 
-def study_summary(study: Mapping[str, Any], ablation_csvs: list[str], out_csv: str) -> Any:
-    """A study's table: its ablations' rows in the configured order (+ random init, + delta)."""
+def study_summary(
+    study: Mapping[str, Any],
+    ablation_csvs: list[str],
+    out_csv: str,
+    bootstraps: list[str] | None = None,
+) -> Any:
+    """A study's table: its ablations' rows in the configured order (+ random init, + delta).
+    With ``bootstraps`` (each row's ``hear_l_bootstrap.npy``, in the order of
+    ``ablation_csvs``), the rows are ordered with their uncertainty
+    (:func:`abt.report.aggregate.study_ordering`); a missing one is an error naming it."""
     import pandas as pd
 
     from abt.report.aggregate import study_table
@@ -66,14 +76,24 @@ def study_summary(study: Mapping[str, Any], ablation_csvs: list[str], out_csv: s
     rows = [pd.read_csv(p).iloc[0].to_dict() for p in ablation_csvs]
     df = study_table(rows, delta_from=study.get("delta_from"))
     df["highlight"] = df["ablation"] == (study.get("highlight") or "")
-    boots = {r["ablation"]: Path(p).with_name(BOOTSTRAP) for r, p in zip(rows, ablation_csvs,
-                                                                        strict=True)}  # fmt: skip
-    if all(b.is_file() for b in boots.values()):
+    if bootstraps is not None:
         import numpy as np
 
         from abt.report.aggregate import study_ordering
 
-        order = study_ordering(list(boots), {a: np.load(b) for a, b in boots.items()})
+        if len(bootstraps) != len(rows):
+            raise ValueError(
+                f"{len(bootstraps)} bootstrap files for the {len(rows)} rows of the study"
+            )
+        missing = [b for b in bootstraps if not Path(b).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{missing[0]} is missing: the study's ordering needs every row's bootstrap "
+                "replicates (written with its summary.csv by the ablation's summary job); "
+                "re-run that job"
+            )
+        boots = {r["ablation"]: np.load(b) for r, b in zip(rows, bootstraps, strict=True)}
+        order = study_ordering(list(boots), boots)
         df = df.drop(columns=[c for c in order.columns if c != "ablation" and c in df])
         df = df.merge(order, on="ablation", how="left")
     Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
@@ -84,14 +104,15 @@ def study_summary(study: Mapping[str, Any], ablation_csvs: list[str], out_csv: s
 def paper_tables(
     encoders: list[str],
     scores_csvs: list[str],
-    run_dirs: Mapping[str, str],
+    epoch_metrics: Mapping[str, str],
     out_dir: str,
     predictions: Mapping[str, Mapping[str, str]] | None = None,
     random_init_probes: Mapping[str, str] | None = None,
     finetune: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None,
 ) -> dict[str, str]:
     """Tables 4.1-4.4 (HEAR by category, trained vs random init) and 4.5 (linear evaluation
-    during pre-training) as CSVs in ``out_dir``; the training curves behind Fig. 4.4 too.
+    during pre-training) as CSVs in ``out_dir`` (file names: :class:`abt.plan.TablesFiles`); the
+    training curves behind Fig. 4.4 too, from each encoder's ``epoch_metrics.csv``.
 
     ``predictions``: per encoder ``{"baseline": dir, "random_init": dir}`` (the runs'
     ``predictions`` folders) -> ``hear_vs_random.csv``, each task's trained and random-init
@@ -112,21 +133,18 @@ def paper_tables(
         read_scores,
         table_4_5,
     )
-    from abt.report.catalogue import CATEGORY_TITLES
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = TablesFiles(out_dir)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     written = {}
     tables = hear_category_tables(read_scores(scores_csvs), encoders)
     for cat, df in tables.items():
-        num = CATEGORY_TITLES[cat][0]
-        name = f"table_{num.replace('.', '_')}" if num else f"table_{cat}"
-        df.to_csv(out / f"{name}.csv", index=False)
-        written[name] = str(out / f"{name}.csv")
-    curves = probe_curves({e: Path(d) / "epoch_metrics.csv" for e, d in run_dirs.items()})
-    curves.to_csv(out / "training_curves.csv", index=False)
-    table_4_5(curves).to_csv(out / "table_4_5.csv", index=False)
-    written["table_4_5"] = str(out / "table_4_5.csv")
+        df.to_csv(out.hear(cat), index=False)
+        written[out.hear_key(cat)] = out.hear(cat)
+    curves = probe_curves(epoch_metrics)
+    curves.to_csv(out.curves, index=False)
+    table_4_5(curves).to_csv(out.table_4_5, index=False)
+    written["table_4_5"] = out.table_4_5
     if predictions:
         frames = []
         for enc, runs in predictions.items():
@@ -134,17 +152,17 @@ def paper_tables(
             frames.append(hear_vs_random({t: Path(runs["baseline"]) / t for t in tasks},
                                          {t: Path(runs["random_init"]) / t for t in tasks},
                                          enc))  # fmt: skip
-        pd.concat(frames, ignore_index=True).to_csv(out / "hear_vs_random.csv", index=False)
-        written["hear_vs_random"] = str(out / "hear_vs_random.csv")
+        pd.concat(frames, ignore_index=True).to_csv(out.vs_random, index=False)
+        written["hear_vs_random"] = out.vs_random
     if random_init_probes:
         rows = []
         for enc, path in random_init_probes.items():
             le = json.loads(Path(path).read_text())
             rows.append({"run": enc, **{k: le[k] for k in ("probe_metric", "probe_100",
                          "probe_5pc_mean", "probe_5pc_std")}})  # fmt: skip
-        pd.DataFrame(rows).to_csv(out / "random_init_probe.csv", index=False)
-        written["random_init_probe"] = str(out / "random_init_probe.csv")
+        pd.DataFrame(rows).to_csv(out.random_probes, index=False)
+        written["random_init_probe"] = out.random_probes
     if finetune:
-        finetune_rows(finetune).to_csv(out / "finetune.csv", index=False)
-        written["finetune"] = str(out / "finetune.csv")
+        finetune_rows(finetune).to_csv(out.finetune, index=False)
+        written["finetune"] = out.finetune
     return written

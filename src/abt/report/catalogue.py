@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,37 @@ CATEGORY_TITLES = {
     "timestamp": ("4.4", "HEAR timestamp-based tasks"),
     "other": (None, "Other tasks"),
 }
+
+
+class TablesFiles:
+    """The paper's tables of one report scope, named here once (a folder:
+    ``results/tables/<scope>/`` in the workflow, :data:`abt.plan.TABLES_DIR`; rule
+    ``paper_tables``): Tables 4.1-4.4 (one CSV per HEAR category), Table 4.5, the training
+    curves behind Fig. 4.4, trained vs random init per task, the random inits' probe levels, the
+    fine-tuning scores."""
+
+    TABLE_4_5, CURVES = "table_4_5.csv", "training_curves.csv"
+    VS_RANDOM, RANDOM_PROBES = "hear_vs_random.csv", "random_init_probe.csv"
+    FINETUNE = "finetune.csv"
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = os.fspath(root)
+
+    @staticmethod
+    def hear_key(category: str) -> str:
+        """The key of a HEAR category's table (``table_4_1``; ``table_other``)."""
+        num = CATEGORY_TITLES[category][0]
+        return f"table_{num.replace('.', '_')}" if num else f"table_{category}"
+
+    def hear(self, category: str) -> str:
+        return f"{self.root}/{self.hear_key(category)}.csv"
+
+    table_4_5 = property(lambda self: f"{self.root}/{self.TABLE_4_5}")
+    curves = property(lambda self: f"{self.root}/{self.CURVES}")
+    vs_random = property(lambda self: f"{self.root}/{self.VS_RANDOM}")
+    random_probes = property(lambda self: f"{self.root}/{self.RANDOM_PROBES}")
+    finetune = property(lambda self: f"{self.root}/{self.FINETUNE}")
+
 
 _EXTRA: dict[str, str] = {}  # task -> category, registered from task metadata (event tasks)
 

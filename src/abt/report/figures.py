@@ -120,7 +120,7 @@ def plot_study(
     name: str,
     study: Mapping[str, Any],
     summary_csv: str | Path,
-    run_dirs: Mapping[str, str],
+    epoch_metrics: Mapping[str, str],
     hear_l: Sequence[str],
     outs: Sequence[str | Path],
 ) -> None:
@@ -131,7 +131,7 @@ def plot_study(
     if study.get("figure"):
         title = f"Fig. {study['figure']}{study.get('panel') or ''}: {title}"
     if kind == "curves":
-        fig = _curves(df, run_dirs)
+        fig = _curves(df, epoch_metrics)
     elif kind == "minmax":
         fig = _minmax(df, study["x"], hear_l, bool(study.get("log_x")))
     else:
@@ -140,9 +140,10 @@ def plot_study(
     _save(fig, outs)
 
 
-def _curves(df: pd.DataFrame, run_dirs: Mapping[str, str]) -> Any:
-    runs = {a: Path(run_dirs[a]) / "epoch_metrics.csv" for a in df["ablation"] if a in run_dirs}
-    curves = probe_curves(runs)
+def _curves(df: pd.DataFrame, epoch_metrics: Mapping[str, str]) -> Any:
+    """The study's runs' probe curves (``epoch_metrics``: ablation -> its run's
+    ``epoch_metrics.csv``), the random init's level as a dashed line."""
+    curves = probe_curves({a: epoch_metrics[a] for a in df["ablation"] if a in epoch_metrics})
     fig, axes = plt.subplots(2, 1, figsize=(6.4, 5.4), sharex=True)
     if not curves.empty:
         _probe_curves(curves, "run", axes)

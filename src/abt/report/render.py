@@ -25,8 +25,10 @@ import pandas as pd
 import yaml
 
 from abt.config import load_yaml
+from abt.plan import SweepFiles
 from abt.report.catalogue import (
     CATEGORY_TITLES,
+    TablesFiles,
     encoder_label,
     reported,
     task_category,
@@ -180,9 +182,10 @@ def encoder_tables(encoder_csv: str) -> list[Table]:
 
 def hear_tables(tables_dir: str, scale_name: str) -> list[Table]:
     out = []
+    files = TablesFiles(tables_dir)
     for cat, (num, title) in CATEGORY_TITLES.items():
-        key = f"table_{num.replace('.', '_')}" if num else f"table_{cat}"
-        p = Path(tables_dir) / f"{key}.csv"
+        key = files.hear_key(cat)
+        p = Path(files.hear(cat))
         if not p.is_file():
             continue
         df = pd.read_csv(p)
@@ -246,7 +249,7 @@ def _model_row_label(key: str, models: Mapping[str, Any]) -> str:
 
 def vs_random_table(tables_dir: str) -> list[Table]:
     """Per task: trained vs random init with bootstrap intervals and the paired difference."""
-    p = Path(tables_dir) / "hear_vs_random.csv"
+    p = Path(TablesFiles(tables_dir).vs_random)
     if not p.is_file() or p.stat().st_size <= 1:
         return []
     df = pd.read_csv(p)
@@ -270,7 +273,7 @@ def vs_random_table(tables_dir: str) -> list[Table]:
 
 
 def table_45(tables_dir: str) -> list[Table]:
-    p = Path(tables_dir) / "table_4_5.csv"
+    p = Path(TablesFiles(tables_dir).table_4_5)
     if not p.is_file():
         return []
     df = pd.read_csv(p)
@@ -302,7 +305,7 @@ def finetune_table(tables_dir: str, scale_name: str,
                    settings: Mapping[str, Any] | None = None) -> list[Table]:  # fmt: skip
     """Fine-tuning (beyond the thesis): one row per encoder (trained, then random init), one
     column per task, the test score with its 95 % interval; none without ``finetune.csv``."""
-    p = Path(tables_dir) / "finetune.csv"
+    p = Path(TablesFiles(tables_dir).finetune)
     if not p.is_file() or p.stat().st_size <= 1:
         return []
     df = pd.read_csv(p)
@@ -386,22 +389,22 @@ def study_tables(study_name: str, study: Mapping[str, Any], csv: str) -> list[Ta
 
 def sweep_tables(name: str, sweep: Mapping[str, Any], summary_dir: str) -> list[Table]:
     """A sweep's trials (state, final score, parameters) and fANOVA importances."""
-    d = Path(summary_dir)
-    trials = pd.read_csv(d / "trials.csv")
-    best = load_yaml(d / "best_params.yaml")
+    files = SweepFiles.of_summary(summary_dir)
+    trials = pd.read_csv(files.trials)
+    best = load_yaml(files.best)
     pcols = [c for c in trials.columns if c.startswith("param_")]
     rows = [[str(int(r["number"])), str(r["state"]), fmt(r["value"]), str(int(r["last_epoch"])),
              *(fmt(r[c], 4) if isinstance(r[c], float) else str(r[c]) for c in pcols)]
             for _, r in trials.iterrows()]  # fmt: skip
     bold = {i for i, (_, r) in enumerate(trials.iterrows()) if r["number"] == best.get("trial")}
-    imp = pd.read_csv(d / "importances.csv")
+    imp = pd.read_csv(files.importances)
     note = best.get("importances_note") or "fewer than two completed trials, so none computed"
     out = [Table(
         f"sweep_{name}", f"Sweep {name}: {sweep['encoder']} with {sweep['optimizer']}",
         "TPE sampler, Hyperband pruner; the score is the final linear-probe score (pruned trials: "
         "none; Epochs: the last epoch reported). Best trial in bold.",
         ["Trial", "State", "Score", "Epochs", *(c[6:].split(".", 1)[-1] for c in pcols)],
-        rows, bold_rows=bold, csv=str(d / "trials.csv"),
+        rows, bold_rows=bold, csv=files.trials,
     )]  # fmt: skip
     out.append(Table(
         f"sweep_{name}_importances", f"Sweep {name}: hyper-parameter importances",
@@ -410,7 +413,7 @@ def sweep_tables(name: str, sweep: Mapping[str, Any], summary_dir: str) -> list[
         ["Parameter", "Importance"],
         [[str(p), fmt(v, 3)] for p, v in zip(imp["param"], imp["importance"], strict=True)]
         or [["--", "--"]],
-        csv=str(d / "importances.csv"),
+        csv=files.importances,
     ))  # fmt: skip
     return out
 
@@ -422,7 +425,7 @@ def pretraining_verdict(tables_dir: str, target: int | None = None) -> list[str]
     """Plain statements: on how many tasks pre-training beat the random initialisation -- by more
     than the spread (the paired bootstrap interval of the difference above 0) when the runs'
     predictions were compared (``hear_vs_random.csv``), else by the point estimates only."""
-    stats = Path(tables_dir) / "hear_vs_random.csv"
+    stats = Path(TablesFiles(tables_dir).vs_random)
     if stats.is_file() and stats.stat().st_size > 1:
         lines = []
         df = pd.read_csv(stats)
@@ -442,7 +445,7 @@ def pretraining_verdict(tables_dir: str, target: int | None = None) -> list[str]
         return lines
     lines = []
     frames = [pd.read_csv(p) for p in sorted(Path(tables_dir).glob("table_*.csv"))
-              if p.name != "table_4_5.csv"]  # fmt: skip
+              if p.name != TablesFiles.TABLE_4_5]  # fmt: skip
     if not frames:
         return ["No HEAR results in this report."]
     per_enc: dict[str, list[tuple[str, bool]]] = {}
@@ -546,7 +549,7 @@ def render(
     figures = dict(figures)
     for name, d in (sweeps or {}).items():
         tables += sweep_tables(name, cfg["sweeps"][name], d)
-        figures[f"sweep_{name}"] = str(Path(d) / "figure.png")
+        figures[f"sweep_{name}"] = SweepFiles.of_summary(d).png
     if not show_reported:
         tables = [t for t in tables if not t.reported]
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from abt.plan import SweepFiles
 from abt.sweeps import ATTR_SLOT, quiet_optuna, read_study
 
 
@@ -28,8 +29,8 @@ def summarise(
 
     sw = sweep
     study = read_study(sweep_dir, name)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    files = SweepFiles.of_summary(out_dir)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     rows = []
     for t in study.get_trials(deepcopy=False):
         inter = t.intermediate_values
@@ -47,7 +48,7 @@ def summarise(
             }
         )
     trials = pd.DataFrame(rows)
-    trials.to_csv(out / "trials.csv", index=False)
+    trials.to_csv(files.trials, index=False)
     complete = [t for t in study.get_trials(deepcopy=False)
                 if t.state == optuna.trial.TrialState.COMPLETE]  # fmt: skip
     imp_rows: list[dict[str, Any]] = []
@@ -63,21 +64,18 @@ def summarise(
             imp_rows = [{"param": k, "importance": float(v)} for k, v in imp.items()]
         except (RuntimeError, ValueError) as e:  # e.g. a parameter with a single value
             note = f"fANOVA failed: {e}"
-    pd.DataFrame(imp_rows, columns=["param", "importance"]).to_csv(
-        out / "importances.csv", index=False
-    )
+    pd.DataFrame(imp_rows, columns=["param", "importance"]).to_csv(files.importances, index=False)
     best: dict[str, Any] = {"sweep": name, "n_complete": len(complete), "importances_note": note}
     if complete:
         b = max(complete, key=lambda t: t.value)
         best |= {"trial": b.number, "value": float(b.value), "params": dict(b.params)}
     else:
         best |= {"trial": None, "value": None, "params": {}}
-    (out / "best_params.yaml").write_text(yaml.safe_dump(best, sort_keys=False))
+    Path(files.best).write_text(yaml.safe_dump(best, sort_keys=False))
     from abt.report.figures import plot_sweep
 
-    plot_sweep(name, sw, trials, best, [out / "figure.png", out / "figure.pdf"])
-    (out / "settings.json").write_text(json.dumps({"trials": len(rows)}, indent=1))
-    return {k: str(out / f) for k, f in (("trials", "trials.csv"), ("importances",
-            "importances.csv"), ("best", "best_params.yaml"))}  # fmt: skip
+    plot_sweep(name, sw, trials, best, [files.png, files.pdf])
+    Path(files.settings).write_text(json.dumps({"trials": len(rows)}, indent=1))
+    return {"trials": files.trials, "importances": files.importances, "best": files.best}
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from abt.report.catalogue import encoder_label, task_label
+from abt.report.catalogue import TablesFiles, encoder_label, task_label
 
 
 def recovered_fractions(
@@ -60,7 +60,7 @@ def reference_gain_verdict(tables_dir: str | Path, spec: Mapping[str, Any] | Non
     statement when the target is not set or the run compared no predictions."""
     if not spec or not spec.get("tasks"):
         return []
-    p = Path(tables_dir) / "hear_vs_random.csv"
+    p = Path(TablesFiles(tables_dir).vs_random)
     if not p.is_file() or p.stat().st_size <= 1:
         return []
     rows = recovered_fractions(pd.read_csv(p), spec)
