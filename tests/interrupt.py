@@ -4,8 +4,16 @@ known point instead of racing a timer."""
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
+
+
+def sigint_default() -> None:
+    """A ``preexec_fn``: Ctrl-C's default action in the child even when the suite itself runs
+    with SIGINT ignored (a background job of a non-interactive shell, ``nohup``), where Python
+    would install no KeyboardInterrupt handler and an interrupted child would never stop."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def hold_env(path: Path, run: int = 1) -> dict[str, str]:

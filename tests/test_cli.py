@@ -336,7 +336,7 @@ def test_pretrain_on_a_full_disk_is_a_one_line_error(small, tmp_path):
 def test_ctrl_c_during_pretraining_is_one_line_and_the_run_resumes(small, tmp_path):
     """Regression: Ctrl-C printed a 20-line KeyboardInterrupt traceback. Now one line says what
     is kept and how to resume (the run is held after its first checkpoint: no timing race)."""
-    from interrupt import hold_env, wait_held
+    from interrupt import hold_env, sigint_default, wait_held
 
     d, store = small
     run, held = tmp_path / "r", tmp_path / "held"
@@ -344,10 +344,13 @@ def test_ctrl_c_during_pretraining_is_one_line_and_the_run_resumes(small, tmp_pa
            "--store", str(store), "--out", str(run)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
     p = subprocess.Popen(cmd, env={**env, **hold_env(held)}, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)  # fmt: skip
-    wait_held(held, p)
-    p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=120)
+                         stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)  # fmt: skip
+    try:
+        wait_held(held, p)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=120)
+    finally:
+        p.kill()  # a failed wait leaves no held process behind
     assert p.returncode == 130 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == (
         f"abt pretrain: interrupted at epoch 2 of 3: the checkpoint of epoch 1 is kept in "

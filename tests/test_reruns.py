@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from interrupt import hold_env, release, wait_held
+from interrupt import hold_env, release, sigint_default, wait_held
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = "results/pretrain/audiontt/baseline/seed0/model.ckpt"
@@ -104,11 +104,20 @@ def _weights(path):
     return torch.load(path, weights_only=True)["state_dict"]
 
 
+def _kill_group(p: subprocess.Popen) -> None:
+    """End a Snakemake started by :func:`_popen` and everything it started (its session)."""
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    p.wait()
+
+
 def _popen(repo: Path, *args: str, env=None) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo / "src"), **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "snakemake", *args], cwd=repo, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)  # fmt: skip
+                            start_new_session=True, preexec_fn=sigint_default)  # fmt: skip
 
 
 def test_ctrl_c_during_pre_training_loses_no_metrics(repo, tmp_path):
@@ -121,9 +130,12 @@ def test_ctrl_c_during_pre_training_loses_no_metrics(repo, tmp_path):
     held = tmp_path / "held"
     p = _popen(repo, TARGET, "--cores", "2", "--forcerun", "pretrain_encoder",
                env=hold_env(held))  # fmt: skip
-    assert wait_held(held, p)["epoch"] == 1
-    os.killpg(p.pid, signal.SIGINT)
-    out = p.communicate(timeout=120)[0]
+    try:
+        assert wait_held(held, p)["epoch"] == 1
+        os.killpg(p.pid, signal.SIGINT)
+        out = p.communicate(timeout=120)[0]
+    finally:
+        _kill_group(p)  # a failed wait leaves no held run (and its lock) to the next tests
     assert p.returncode != 0 and not (repo / RUN / "model.ckpt").exists(), out[-2000:]
     (old,) = (repo / RUN / "_superseded").iterdir()  # the finished run, moved aside whole
     assert all(torch.equal(ref_weights[k], v) for k, v in _weights(old / "model.ckpt").items())
@@ -148,17 +160,23 @@ def test_nolock_beside_a_running_snakemake_loses_nothing(repo, tmp_path):
     held = tmp_path / "held"
     first = _popen(repo, TARGET, "--cores", "2", "--forcerun", "pretrain_encoder",
                    env=hold_env(held))  # fmt: skip
-    wait_held(held, first)
-    second = _popen(repo, TARGET, "--cores", "2", "--nolock")
-    log = repo / "logs/pretrain_encoder/audiontt/baseline/seed0.log"  # the second job's
-    deadline = time.time() + 300
-    while time.time() < deadline and second.poll() is None:
-        if log.exists() and "waiting for it to end" in log.read_text():
-            break
-        time.sleep(0.2)
-    assert second.poll() is None, second.communicate()[0][-3000:]
-    release(held)
-    out1, out2 = first.communicate(timeout=600)[0], second.communicate(timeout=600)[0]
+    second = None
+    try:
+        wait_held(held, first)
+        second = _popen(repo, TARGET, "--cores", "2", "--nolock")
+        log = repo / "logs/pretrain_encoder/audiontt/baseline/seed0.log"  # the second job's
+        deadline = time.time() + 300
+        while time.time() < deadline and second.poll() is None:
+            if log.exists() and "waiting for it to end" in log.read_text():
+                break
+            time.sleep(0.2)
+        assert second.poll() is None, second.communicate()[0][-3000:]
+        release(held)
+        out1, out2 = first.communicate(timeout=600)[0], second.communicate(timeout=600)[0]
+    finally:  # a failure leaves no held run (and its lock) to the next tests
+        for p in (first, second):
+            if p is not None:
+                _kill_group(p)
     assert first.returncode == 0, out1[-3000:]
     assert second.returncode == 0, out2[-3000:]
     assert "nothing to train" in log.read_text()

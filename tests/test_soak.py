@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from interrupt import sigint_default
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = "results/pretrain/audiontt/baseline/seed0"
@@ -120,7 +121,7 @@ def test_killed_at_random_points_the_workflow_ends_as_if_never_interrupted(tmp_p
         p = subprocess.Popen(
             [sys.executable, "-m", "snakemake", "--cores", "2", "--rerun-incomplete", *TARGETS],
             cwd=repo, env=_env(repo), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=sigint_default,
         )  # fmt: skip
         try:
             # the kill point: a random moment of what is left (by the reference's timings;
