@@ -99,7 +99,7 @@ def test_low_shot_spread_is_the_population_std_of_the_subsets(monkeypatch):
     scores = iter([0.9, 0.2, 0.4, 0.9])  # the 100 % probe, then the three subsets
 
     monkeypatch.setattr(probe, "fit_linear_probe", lambda *a, **k: {"test": next(scores)})
-    out = probe_scores(separable(), ProbeConfig())
+    out = probe_scores(separable(), ProbeConfig(**defaults.classifier()), per_class=5, n_subsets=3)
     assert out["probe_5pc_mean"] == pytest.approx(0.5)
     assert out["probe_5pc_std"] == pytest.approx(np.sqrt(((0.3**2) + (0.1**2) + (0.4**2)) / 3))
 
