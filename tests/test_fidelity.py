@@ -231,7 +231,7 @@ def test_vit_c_is_probed_every_two_epochs(monkeypatch, tmp_path, encoder, every)
     seen = {}
 
     class FakeTrainer:
-        def __init__(self, spec, store, run_dir, device=None, callbacks=()):
+        def __init__(self, spec, store, run_dir, device=None, callbacks=(), tracker=None):
             seen["every"] = callbacks[0].every
 
         def fit(self, stop_after_epochs=None, wait_for_lock=False):
