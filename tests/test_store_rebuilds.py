@@ -62,6 +62,7 @@ def repo(tmp_path_factory):
     cfg["data"]["pretrain"].update(source="folder", audio_dir="audio", clip_list="clips.csv",
                                    clip_list_format="abt")  # fmt: skip
     cfg["data"]["tasks"] = {"toy": str(task)}
+    cfg["finetune"]["tasks"] = []  # the embedded task it names is not in this configuration
     cfg["preprocess"]["stats"]["n_crops"] = 64
     cfg["monitor"]["task"] = None
     cfg["report"].update(studies=[], sweeps=[], hear_l=["toy"])
