@@ -359,3 +359,14 @@ def test_ctrl_c_during_pretraining_is_one_line_and_the_run_resumes(small, tmp_pa
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0 and "resumed from" in r.stdout + r.stderr, r.stderr[-2000:]
     assert json.loads((run / "summary.json").read_text())["steps"] == 12
+
+
+def test_every_help_text_renders():
+    """Regression: a '%' in a command's help ("95 % interval") broke `abt --help` (argparse
+    %-formats help texts)."""
+    from abt.cli import COMMANDS, main
+
+    for argv in (["--help"], *([name, "--help"] for name in COMMANDS.names())):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 0, argv

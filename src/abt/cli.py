@@ -518,7 +518,7 @@ COMMANDS.add(
     (
         "fine-tune a model.ckpt or an exported model with a linear head on a scene task "
         "(beyond the thesis; EVAR's protocol, the config's `finetune` section): the test score "
-        "with its 95 % interval",
+        "with its 95-per-cent bootstrap interval",
         _ft_args,
         _ft,
     ),
