@@ -600,3 +600,44 @@ def test_every_file_of_a_run_is_declared_where_it_is_written_and_where_it_is_rea
     assert str(aug.hparams) in report["input"]  # the study rows' runs, printed in the report
     (study,) = jobs["study_summary"]
     assert plan.AblationFiles("aug_rrc").bootstrap in study["input"]
+
+
+PARSE_TIME_GUARD = """
+import atexit, json, os, sys
+
+_BLOCKED = ("torch", "soundfile", "soxr")
+_seen = []
+
+
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in _BLOCKED:
+            _seen.append(name)
+            raise ImportError(f"parse time imported {name}")
+        return None
+
+
+sys.meta_path.insert(0, _Block())
+atexit.register(lambda: open(os.environ["ABT_IMPORT_LOG"], "w").write(json.dumps(_seen)))
+"""
+
+
+@pytest.mark.parametrize("scale", ["default", "paper"])
+def test_parse_time_imports_no_training_or_audio_stack(tmp_path, scale):
+    """Planning a run (parsing the Snakefile, every input and params function of the whole DAG)
+    imports neither torch nor soundfile nor soxr: a dry run on a login node, or Snakemake
+    parsing the workflow again for each cluster job, never pays for them. Every import attempt
+    is recorded, so one that the code catches is reported too."""
+    guard = tmp_path / "guard"
+    guard.mkdir()
+    (guard / "sitecustomize.py").write_text(PARSE_TIME_GUARD)
+    log = tmp_path / "imports.json"
+    extra = ["--configfile", str(_paper_config(tmp_path)[0])] if scale == "paper" else []
+    env = {**os.environ, "PYTHONPATH": f"{guard}{os.pathsep}{ROOT / 'src'}",
+           "ABT_IMPORT_LOG": str(log)}  # fmt: skip
+    r = subprocess.run(
+        [*SNAKEMAKE, "report/tables.tex", "--dry-run", "--forceall", "--quiet", "rules", *extra],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert json.loads(log.read_text()) == []

@@ -1,8 +1,9 @@
 """Parse-time planning for the Snakefile (torch-free): what the configuration asks for, and where
 every file goes.
 
-The workflow (``workflow/rules/common.smk``) imports this module only; it never imports the
-training stack. Path templates live here, once: rules format them with wildcards.
+The workflow (``workflow/rules/common.smk``) imports this module only; planning imports neither
+torch nor soundfile nor soxr (a test records every import attempt of a dry run). Path templates
+live here, once: rules format them with wildcards.
 """
 
 from __future__ import annotations
@@ -212,24 +213,23 @@ def check_inputs_exist(cfg: dict[str, Any]) -> None:
                     "point it at the ablations' pre-training data (FSD50K dev in the thesis) or "
                     "set data.ablation_pretrain to null to use data.pretrain"
                 )
-    from abt.data.prepare_hear import task_sources
+    from abt.data.sources import task_sources
 
     task_sources(cfg["data"])  # raises ConfigError naming data.tasks.<name>
 
 
 def embedded_task_names(cfg: dict[str, Any]) -> list[str]:
-    from abt.data.embedded import TASKS as EMBEDDED_TASKS
+    from abt.data.embedded.names import TASK_NAMES, check_task_names
 
     wanted = cfg["embedded"].get("tasks")
-    names = list(wanted) if wanted else EMBEDDED_TASKS.names()
-    for n in names:
-        EMBEDDED_TASKS.get(n)  # raises naming the unknown task and the known ones
+    names = list(wanted) if wanted else list(TASK_NAMES)
+    check_task_names(names)  # raises naming the unknown task and the known ones
     return names
 
 
 def task_dirs(cfg: dict[str, Any]) -> dict[str, str]:
     """Task name -> HEAR task directory, for every task this configuration evaluates on."""
-    from abt.data.prepare_hear import PREPARED_TASKS_DIR
+    from abt.data.sources import PREPARED_TASKS_DIR
 
     external = dict(cfg.get("data", {}).get("tasks") or {})
     if external:  # prepared from the configured sources by rule prepare_task

@@ -16,7 +16,7 @@ from abt.workflow_io import use_package_from  # noqa: E402
 use_package_from(SRC)
 
 from abt import plan, rundir  # noqa: E402
-from abt.data import prepare_hear  # noqa: E402
+from abt.data import sources as task_sources  # noqa: E402
 from abt.checks import check_config  # noqa: E402
 from abt.codehash import code_digest  # noqa: E402
 from abt.config import ConfigError, read_config_file  # noqa: E402
@@ -84,7 +84,8 @@ CODE = {
     job: code_digest(entries)
     for job, entries in {
         "embedded": "abt.data.embedded.build:build_embedded",
-        "prepare_task": "abt.data.prepare_hear:prepare_task",
+        # the source kinds name their preparing module (abt.data.sources): the csv kind's too
+        "prepare_task": ["abt.data.prepare_hear:prepare_task", "abt.data.csv_task"],
         "pretrain_mels": [
             "abt.jobs.data:compute_pretrain_mels",
             "abt.jobs.data:merge_pretrain_mels",
@@ -117,7 +118,7 @@ CODE = {
 # ---- data
 
 # data.tasks entries resolved to their sources (a HEAR folder or archive, an FSD50K download)
-TASK_SOURCES = prepare_hear.task_sources(config["data"])
+TASK_SOURCES = task_sources.task_sources(config["data"])
 
 
 def task_source_file(wildcards):

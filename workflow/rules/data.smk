@@ -6,8 +6,8 @@ rule prepare_task:
     input:
         source=task_source_file,
     output:
-        metadata=f"{prepare_hear.PREPARED_TASKS_DIR}/{{task}}/task_metadata.json",
-        report=f"{prepare_hear.PREPARED_TASKS_DIR}/{{task}}/{prepare_hear.REPORT}",
+        metadata=f"{task_sources.PREPARED_TASKS_DIR}/{{task}}/task_metadata.json",
+        report=f"{task_sources.PREPARED_TASKS_DIR}/{{task}}/{task_sources.REPORT}",
     log:
         "logs/prepare_task/{task}.log",
     benchmark:

@@ -36,7 +36,7 @@ CATCH_ALL = {
                        "name": not_one_of(TASKS, then=r"\.json$")}),
     "task_baseline": ("task", list(TASKS), "{}", [plan.BASELINE.format(task="{name}")],
                       {"name": not_one_of([*TASKS, "summary"], then=r"\.json$")}),
-    "prepared_task": ("task", list(TASKS), "{}", [f"{prepare_hear.PREPARED_TASKS_DIR}/{{name}}/{{rest}}"],
+    "prepared_task": ("task", list(TASKS), "{}", [f"{task_sources.PREPARED_TASKS_DIR}/{{name}}/{{rest}}"],
                       {"name": not_one_of(TASKS), "rest": ".+"}),
     "report": ("report target", [t[len("report/"):] for t in REPORT_TARGETS], "report/{}",
                ["report/{name}"], {"name": rf"(?!(?:{one_of([t[len('report/'):] for t in REPORT_TARGETS])})$).+"}),

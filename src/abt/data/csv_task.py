@@ -53,15 +53,9 @@ import numpy as np
 import soundfile as sf
 
 from abt.data.hear_tasks import TRAINVALTEST, kfold_splits
-from abt.data.prepare_hear import (
-    SAMPLE_RATE,
-    TASK_SOURCES,
-    FileOutcome,
-    PrepareError,
-    PrepareOptions,
-    SourceKind,
-)
+from abt.data.prepare_hear import FileOutcome, PrepareOptions
 from abt.data.rates import SOURCE_FILES, convert_file
+from abt.data.sources import SAMPLE_RATE, PrepareError
 
 HEADERS = (("file", "label"), ("file", "label", "split"), ("file", "label", "fold"))
 LABEL_SEP = ";"
@@ -90,23 +84,6 @@ class CsvPrepareOptions(PrepareOptions):
             )
         if isinstance(self.split_seed, bool) or not isinstance(self.split_seed, int):
             raise PrepareError(f"split_seed must be an integer, not {self.split_seed!r}")
-
-
-def _header(path: Path) -> list[str] | None:
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            first = next(csv.reader(fh), None)
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return None
-    return None if first is None else [c.strip().lower() for c in first]
-
-
-def is_csv_task(path: Path) -> bool:
-    """A ``.csv`` file whose header starts with ``file`` (a HEAR download's other CSVs do not)."""
-    if not (path.is_file() and path.suffix.lower() == ".csv"):
-        return False
-    head = _header(path)
-    return bool(head) and head[0] == "file"
 
 
 def clip_name(rel: str) -> str:
@@ -391,9 +368,3 @@ def prepare_csv(src: Path, stage: Path, opts: PrepareOptions, log: Callable[...,
     log(f"[abt] {src}: {len(good)} clips, {len(vocab)} classes, splits "
         f"{ {s: len(v) for s, v in labels.items()} } ({record['split']})")  # fmt: skip
     return {"rates_found": [], "outcomes": outcomes, "missing": []}
-
-
-TASK_SOURCES.add(
-    "csv",
-    SourceKind(detect=is_csv_task, input_file=lambda p: p, prepare=prepare_csv),
-)

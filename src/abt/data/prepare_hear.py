@@ -32,7 +32,6 @@ unchanged source does nothing.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -41,7 +40,7 @@ import shutil
 import tarfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,22 +52,26 @@ import soxr
 
 from abt.data.audio import truncation
 from abt.data.hear_tasks import HearTaskError, read_task, read_task_labels
+from abt.data.sources import (  # noqa: F401  (re-exported: the sources are part of this API)
+    ARCHIVE_RE,
+    PREPARED_TASKS_DIR,
+    REPORT,
+    SAMPLE_RATE,
+    TASK_SOURCES,
+    PrepareError,
+    SourceKind,
+    TaskSource,
+    _archive_name,
+    _archive_rate,
+    detect_source,
+    resolve_task_source,
+    task_name_of,
+    task_sources,
+)
 from abt.data.store import Staging
 from abt.outputs import OutputKind, check_output, check_overlap
-from abt.registry import Registry
 
-#: where the workflow writes prepared tasks: ``<PREPARED_TASKS_DIR>/<name>/``
-PREPARED_TASKS_DIR = "results/data/tasks"
-REPORT = "prepare_report.json"
-SAMPLE_RATE = 16000
-ARCHIVE_RE = re.compile(
-    r"^(?:hear2021-)?(?P<name>.+?)(?:-(?P<rate>\d{4,6}))?\.(?:tar\.gz|tgz|tar)$"
-)
 SUBTYPES = ("source", "PCM_16", "FLOAT")
-
-
-class PrepareError(ValueError):
-    """A task cannot be prepared; the message names the task, the files and what to do."""
 
 
 @dataclass(frozen=True)
@@ -104,132 +107,6 @@ class PrepareOptions:
         from abt.config import schema_defaults
 
         return cls.from_config(schema_defaults("data.prepare", dict(options or {})))
-
-
-# --------------------------------------------------------------------------------------------
-# Sources
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TaskSource:
-    """Where a task comes from: its kind (a :data:`TASK_SOURCES` name) and path."""
-
-    kind: str
-    path: Path
-
-    @property
-    def input_file(self) -> str:
-        """The file a workflow rule depends on (the archive, the metadata, the ground truth)."""
-        return str(TASK_SOURCES.get(self.kind).input_file(self.path))
-
-    def signature(self) -> dict[str, Any]:
-        """What identifies this source's content cheaply: size and mtime of its input file and,
-        for folders, the mtime of every sub-folder (a file added, removed or replaced changes
-        its folder's; a file rewritten in place is not seen: ``force`` prepares it again)."""
-        st = os.stat(self.input_file)
-        sig = {"kind": self.kind, "path": str(self.path.resolve()), "input": self.input_file,
-               "size": st.st_size, "mtime_ns": st.st_mtime_ns}  # fmt: skip
-        if self.path.is_dir():
-            h = hashlib.sha256()
-            for root, dirs, _files in os.walk(self.path):
-                dirs.sort()
-                h.update(
-                    f"{os.path.relpath(root, self.path)}\t{os.stat(root).st_mtime_ns}\n".encode()
-                )
-            sig["folders_sha256"] = h.hexdigest()
-        return sig
-
-
-@dataclass
-class SourceKind:
-    """A registered kind of task source: how to recognise it and how to prepare it."""
-
-    detect: Callable[[Path], bool]
-    input_file: Callable[[Path], Path]
-    prepare: Callable[[Path, Path, PrepareOptions, Any], dict[str, Any]]
-
-
-TASK_SOURCES: Registry[SourceKind] = Registry("task source kind")
-
-
-def detect_source(path: str | Path) -> TaskSource:
-    """The kind of the task source at ``path``; a :class:`PrepareError` when none fits."""
-    p = Path(path)
-    for kind in TASK_SOURCES:
-        if TASK_SOURCES.get(kind).detect(p):
-            return TaskSource(kind, p)
-    raise PrepareError(
-        f"{p} is not a task source: expected a HEAR task folder (with task_metadata.json), a "
-        "HEAR task archive (.tar.gz), an FSD50K download (with FSD50K.ground_truth/) or a "
-        "labelled-audio CSV (header file,label[,split|fold])"
-    )
-
-
-def _archive_rate(p: Path) -> int:
-    m = ARCHIVE_RE.match(p.name)
-    return int(m.group("rate")) if m and m.group("rate") else 0
-
-
-def _archive_name(p: Path) -> str | None:
-    """The task name of an archive file name (``hear2021-<name>-<rate>.tar.gz``), else None."""
-    m = ARCHIVE_RE.match(p.name)
-    return m.group("name") if m else None
-
-
-def resolve_task_source(entry: str, root: str | Path | None = None) -> TaskSource:
-    """Resolve a ``data.tasks`` entry: a path (absolute, or relative to ``root``), or the name of
-    a task under ``root`` as published: ``<entry>/``, ``tasks/<entry>/``, or an archive
-    ``hear2021-<entry>-<rate>.tar.gz`` / ``<entry>-<rate>.tar.gz`` / ``<entry>.tar.gz``. An
-    extracted folder is preferred to an archive, a 16 kHz archive to other rates, then the
-    highest rate."""
-    p = Path(entry)
-    if p.is_absolute() or root is None:
-        if not p.exists():
-            raise PrepareError(f"{p} does not exist")
-        return detect_source(p)
-    base = Path(root)
-    if not base.is_dir():
-        raise PrepareError(f"{base} (data.tasks_root) is not a directory")
-    folders = [d for d in (base / entry, base / "tasks" / entry) if d.is_dir()]
-    archives = sorted(
-        (a for d in (base, base / "tasks") if d.is_dir() for a in d.iterdir()
-         if a.is_file() and _archive_name(a) == entry),
-        key=lambda a: (_archive_rate(a) != SAMPLE_RATE, -_archive_rate(a), a.name),
-    )  # fmt: skip
-    for cand in [*folders, *archives]:
-        try:
-            return detect_source(cand)
-        except PrepareError:
-            continue
-    raise PrepareError(
-        f"no task {entry!r} under {base}: looked for the folders {entry}/ and tasks/{entry}/ and "
-        f"the archives hear2021-{entry}-<rate>.tar.gz, {entry}-<rate>.tar.gz, {entry}.tar.gz"
-    )
-
-
-def task_sources(data: Mapping[str, Any]) -> dict[str, TaskSource]:
-    """Every ``data.tasks`` entry of a config resolved to its source (parse-time check: an
-    unresolvable entry is a :class:`~abt.config.ConfigError` naming its key)."""
-    from abt.config import ConfigError
-
-    out = {}
-    for name, entry in (data.get("tasks") or {}).items():
-        try:
-            out[name] = resolve_task_source(str(entry), data.get("tasks_root"))
-        except PrepareError as e:
-            raise ConfigError(
-                f"config key 'data.tasks.{name}' ({entry!r}): {e}; download the task there, fix "
-                "the entry, or set data.tasks_root to the folder holding the HEAR tasks"
-            ) from None
-    return out
-
-
-def task_name_of(source: TaskSource) -> str:
-    """The HEAR folder name of a source (``esc50-v2.0.0-full``), from its path."""
-    if source.kind == "hear_archive":
-        return _archive_name(source.path) or source.path.name
-    return source.path.name
 
 
 # --------------------------------------------------------------------------------------------
@@ -490,32 +367,6 @@ def _fsd50k_vocabulary(path: Path, labels: Mapping[str, Mapping[str, list[str]]]
     return vocab
 
 
-TASK_SOURCES.add(
-    "hear_folder",
-    SourceKind(
-        detect=lambda p: p.is_dir() and (p / "task_metadata.json").is_file(),
-        input_file=lambda p: p / "task_metadata.json",
-        prepare=_prepare_hear_folder,
-    ),
-)
-TASK_SOURCES.add(
-    "hear_archive",
-    SourceKind(
-        detect=lambda p: p.is_file() and ARCHIVE_RE.match(p.name) is not None,
-        input_file=lambda p: p,
-        prepare=_prepare_hear_archive,
-    ),
-)
-TASK_SOURCES.add(
-    "fsd50k",
-    SourceKind(
-        detect=lambda p: p.is_dir() and (p / "FSD50K.ground_truth" / "dev.csv").is_file(),
-        input_file=lambda p: p / "FSD50K.ground_truth" / "dev.csv",
-        prepare=_prepare_fsd50k,
-    ),
-)
-
-
 # --------------------------------------------------------------------------------------------
 # Preparing a task
 # --------------------------------------------------------------------------------------------
@@ -768,7 +619,3 @@ def prepare_tasks(
     if ex is not None:
         ex.shutdown()
     return sorted(out, key=lambda r: names.index(r["task"]))
-
-
-# kinds of task source defined in their own modules register themselves when imported
-from abt.data import csv_task as _csv_task  # noqa: E402, F401  (the ``csv`` kind)

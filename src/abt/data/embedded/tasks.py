@@ -47,6 +47,7 @@ from abt.data.embedded.common import (
 )
 from abt.data.embedded.compose import STYLES, compose
 from abt.data.embedded.music import program_source, render, render_notes
+from abt.data.embedded.names import TASK_NAMES
 from abt.data.embedded.sources import round_robin
 from abt.data.embedded.textures import texture, texture_source
 from abt.data.hear_tasks import TaskSpec
@@ -515,3 +516,10 @@ def office_events(ctx: Context) -> TaskOutput:
         vocabulary=EVENT_CLASSES,
     )
     return TaskOutput(spec, gen(), ("voice:", "tex:"))
+
+
+if tuple(TASKS.names()) != TASK_NAMES:  # the planning's list (names.py) is this registry's
+    raise RuntimeError(
+        f"abt.data.embedded.names.TASK_NAMES {TASK_NAMES} does not list the registered "
+        f"embedded tasks {tuple(TASKS.names())}: update it"
+    )
