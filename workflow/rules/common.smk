@@ -19,6 +19,7 @@ from abt import plan, rundir  # noqa: E402
 from abt.data import sources as task_sources  # noqa: E402
 from abt.checks import check_config  # noqa: E402
 from abt.codehash import code_digest  # noqa: E402
+from abt.jobs import JOBS  # noqa: E402
 from abt.config import ConfigError, read_config_file  # noqa: E402
 
 SCHEMA = plan.load_schema_for_workflow(WORKFLOW_ROOT)
@@ -80,39 +81,7 @@ wildcard_constraints:
 
 # ---- the code each job runs: a rule re-runs when the digest of *its* code changes
 
-CODE = {
-    job: code_digest(entries)
-    for job, entries in {
-        "embedded": "abt.data.embedded.build:build_embedded",
-        # the source kinds name their preparing module (abt.data.sources): the csv kind's too
-        "prepare_task": ["abt.data.prepare_hear:prepare_task", "abt.data.csv_task"],
-        "pretrain_mels": [
-            "abt.jobs.data:compute_pretrain_mels",
-            "abt.jobs.data:merge_pretrain_mels",
-        ],
-        "task_mels": "abt.jobs.data:compute_task_mels",
-        "task_baseline": "abt.jobs.data:task_baseline",
-        "baseline_table": "abt.jobs.data:baseline_summary",
-        "encoder_tables": "abt.encoders.profile:write_thesis_tables",
-        "pretrain": "abt.jobs.pretrain:pretrain_torchrun",
-        "random_init": "abt.jobs.hear:random_init_checkpoint",
-        "hear_env": "abt.jobs.hear:hear_env",
-        # the kit imports abt.hear in its own venv
-        "validate": ["abt.evaluation.heareval_env:run_validator", "abt.hear"],
-        "embeddings": ["abt.jobs.hear:hear_embeddings", "abt.hear"],
-        "predictions": "abt.jobs.hear:hear_predictions",
-        "linear_eval": "abt.jobs.hear:linear_eval",
-        "finetune": "abt.jobs.hear:finetune_eval",
-        "ablation": "abt.jobs.report:ablation_summary",
-        "study": "abt.jobs.report:study_summary",
-        "study_figure": "abt.report.figures:plot_study",
-        "paper_tables": "abt.jobs.report:paper_tables",
-        "curves_figure": "abt.report.figures:plot_training_curves",
-        "report": "abt.report.render:render",
-        "sweep_worker": "abt.jobs.pretrain:sweep_worker",
-        "sweep_summary": "abt.report.sweeps:summarise",
-    }.items()
-}
+CODE = {name: code_digest(job.code) for name, job in JOBS.items()}  # abt.jobs binds them
 
 
 # ---- data

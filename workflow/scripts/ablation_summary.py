@@ -1,12 +1,12 @@
 """Adapter: rule ablation_summary -> abt.jobs.report.ablation_summary."""
 
-from abt.jobs.report import ablation_summary
+from abt.jobs import function
 from abt.workflow_io import run
 
 sm = snakemake  # noqa: F821
 run(
     sm,
-    ablation_summary,
+    function("ablation"),
     name=sm.wildcards.ablation,
     description=sm.params.description,
     run=sm.params.run,

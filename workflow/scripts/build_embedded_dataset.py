@@ -2,13 +2,13 @@
 
 from pathlib import Path
 
-from abt.data.embedded import build_embedded
+from abt.jobs import function
 from abt.workflow_io import run
 
 sm = snakemake  # noqa: F821
 run(
     sm,
-    build_embedded,
+    function("embedded"),
     out_dir=str(Path(sm.output.manifest).parent),
     seed=sm.params.seed,
     scale=sm.params.scale,

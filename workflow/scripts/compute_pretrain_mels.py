@@ -3,7 +3,7 @@ abt.jobs.data.merge_pretrain_mels when the store was built in shards."""
 
 from pathlib import Path
 
-from abt.jobs.data import compute_pretrain_mels, merge_pretrain_mels
+from abt.jobs import function
 from abt.plan import job_preprocess
 from abt.workflow_io import run
 
@@ -13,7 +13,7 @@ shard = sm.wildcards.get("shard")
 if sm.input.get("shards"):
     run(
         sm,
-        merge_pretrain_mels,
+        function("pretrain_mels", "merge_pretrain_mels"),
         shard_dirs=list(sm.input.shards),
         pre=pre,
         out_dir=str(Path(sm.output.stats).parent),
@@ -23,7 +23,7 @@ if sm.input.get("shards"):
 else:
     run(
         sm,
-        compute_pretrain_mels,
+        function("pretrain_mels", "compute_pretrain_mels"),
         data=sm.params.data,
         mels=sm.params.mels,
         pre=pre,

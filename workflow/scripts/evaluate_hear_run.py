@@ -1,13 +1,13 @@
 """Adapter: rule evaluate_hear_run -> abt.jobs.hear.hear_predictions (official runner)."""
 
-from abt.jobs.hear import hear_predictions
+from abt.jobs import function
 from abt.workflow_io import run
 
 sm = snakemake  # noqa: F821
 w = sm.wildcards
 run(
     sm,
-    hear_predictions,
+    function("predictions"),
     env_dir=sm.params.env_dir,
     embeddings=sm.input.embeddings,
     grid=sm.params.grid,

@@ -1,12 +1,12 @@
 """Adapter: rule paper_tables -> abt.jobs.report.paper_tables."""
 
-from abt.jobs.report import paper_tables
+from abt.jobs import function
 from abt.workflow_io import run
 
 sm = snakemake  # noqa: F821
 run(
     sm,
-    paper_tables,
+    function("paper_tables"),
     encoders=list(sm.params.encoders),
     scores_csvs=list(sm.input.scores),
     epoch_metrics=dict(sm.params.epoch_metrics),

@@ -2,13 +2,13 @@
 
 from pathlib import Path
 
-from abt.data.prepare_hear import prepare_task
+from abt.jobs import function
 from abt.workflow_io import run
 
 sm = snakemake  # noqa: F821
 run(
     sm,
-    prepare_task,
+    function("prepare_task"),
     source=sm.params.source,
     out_dir=str(Path(sm.output.metadata).parent),
     options=sm.params.options,

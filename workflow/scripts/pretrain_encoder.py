@@ -5,7 +5,7 @@ configuration. A second job of the same run (snakemake --nolock) waits for the f
 
 from pathlib import Path
 
-from abt.jobs.pretrain import pretrain_torchrun
+from abt.jobs import function
 from abt.runspec import resolve
 from abt.workflow_io import checked_identity, run
 
@@ -13,7 +13,7 @@ sm = snakemake  # noqa: F821
 spec = resolve(sm.config, sm.wildcards.encoder, sm.wildcards.variant, int(sm.wildcards.seed))
 run(
     sm,
-    pretrain_torchrun,
+    function("pretrain"),
     nproc=sm.params.nproc,
     run=checked_identity(spec, sm.params.run),
     store_dir=str(Path(sm.input.stats).parent),

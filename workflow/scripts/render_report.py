@@ -1,12 +1,12 @@
 """Adapter: rules report / report_full -> abt.report.render.render."""
 
-from abt.report.render import render
+from abt.jobs import function
 from abt.workflow_io import run
 
 sm = snakemake  # noqa: F821
 run(
     sm,
-    render,
+    function("report"),
     cfg=dict(sm.config),  # params.config: its canonical form (what decides a re-run)
     scope=sm.params.scope,
     tables_dir=sm.input.tables,

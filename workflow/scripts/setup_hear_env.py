@@ -1,7 +1,7 @@
 """Adapter: rule setup_hear_env -> abt.jobs.hear.hear_env."""
 
-from abt.jobs.hear import hear_env
+from abt.jobs import function
 from abt.workflow_io import run
 
 sm = snakemake  # noqa: F821
-run(sm, hear_env, env_dir=sm.params.env_dir, stamp=sm.output.stamp)
+run(sm, function("hear_env"), env_dir=sm.params.env_dir, stamp=sm.output.stamp)

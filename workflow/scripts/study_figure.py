@@ -1,12 +1,12 @@
 """Adapter: rule study_figure -> abt.report.figures.plot_study."""
 
-from abt.report.figures import plot_study
+from abt.jobs import function
 from abt.workflow_io import run
 
 sm = snakemake  # noqa: F821
 run(
     sm,
-    plot_study,
+    function("study_figure"),
     name=sm.wildcards.study,
     study=dict(sm.params.study),
     summary_csv=sm.input.summary,

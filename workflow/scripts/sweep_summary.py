@@ -2,14 +2,14 @@
 
 from pathlib import Path
 
+from abt.jobs import function
 from abt.plan import SweepFiles
-from abt.report.sweeps import summarise
 from abt.workflow_io import run
 
 sm = snakemake  # noqa: F821
 run(
     sm,
-    summarise,
+    function("sweep_summary"),
     name=sm.wildcards.sweep,
     sweep=dict(sm.params.sweep),
     settings=dict(sm.params.settings),

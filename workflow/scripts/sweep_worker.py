@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from abt.jobs.pretrain import sweep_worker
+from abt.jobs import function
 from abt.plan import SweepFiles
 from abt.sweeps import sweep_run_config
 from abt.workflow_io import checked_identity, run
@@ -12,7 +12,7 @@ spec = sm.params.spec  # the base run's identity: the full run is resolved from 
 base = checked_identity(sweep_run_config(sm.config, sm.wildcards.sweep), spec["run"])
 run(
     sm,
-    sweep_worker,
+    function("sweep_worker"),
     name=sm.wildcards.sweep,
     space=spec["space"],
     settings=spec["settings"],

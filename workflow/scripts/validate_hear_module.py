@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from abt.evaluation.heareval_env import run_validator
+from abt.jobs import function
 from abt.workflow_io import run
 
 sm = snakemake  # noqa: F821
-out = run(sm, run_validator, env_dir=sm.params.env_dir, ckpt=sm.input.ckpt)
+out = run(sm, function("validate"), env_dir=sm.params.env_dir, ckpt=sm.input.ckpt)
 Path(sm.output[0]).write_text(out)
