@@ -90,6 +90,12 @@ def test_an_edit_reruns_exactly_the_jobs_whose_code_changed(repo):
         assert planned(repo) == {"pretrain_encoder"}  # the store and the data stay valid
     finally:
         trainer.write_text(old)
+    tracking = repo / "src/abt/tracking.py"  # imported by the trainer, but result-neutral
+    old = _append(tracking, "\n# a tracker edit\n")
+    try:
+        assert planned(repo) == set()
+    finally:
+        tracking.write_text(old)
     store = repo / "src/abt/data/store.py"
     old = _append(store, "\n# a store edit\n")
     try:

@@ -47,20 +47,38 @@ def _weights(path):
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
-def _as_saved_on_cuda(st):
-    """The checkpoint as a CUDA run would have written it (one process on an H200, bf16)."""
+def _as_saved_on_cuda(st, legacy=False):
+    """The checkpoint as a CUDA run would have written it (one process on an H200, bf16);
+    ``legacy``: as abt wrote it before the pipeline's state left its generator to
+    ``aug_generator`` (the Philox state a second time, inside the pipeline's own state)."""
+    if legacy:
+        extra = {"generator_state": PHILOX.clone(), "generator_device": "cuda:0"}
+        st = {**st, "augment": {**st["augment"], "_extra_state": extra}}
     return {**st, "aug_generator": PHILOX.clone(), "aug_generator_device": "cuda",
             "cuda_rng": [PHILOX.clone()], "scaler": {},
             "hardware": {"type": "cuda", "name": "NVIDIA H200", "capability": [9, 0],
                          "visible": 4, "world": 1, "autocast": "bfloat16"}}  # fmt: skip
 
 
-def test_saved_on_cuda_continues_on_the_cpu_deterministically(store, tmp_path):
+def test_the_augmentation_generator_is_saved_once(store, tmp_path):
+    """Its state is the device-aware ``aug_generator`` entry's (abt.devicestate), not also the
+    pipeline's own state, which keeps the Mixup memory (resuming exactly from it is
+    test_same_device_type_continues_exactly_and_says_nothing)."""
+    st = _checkpoint(store, tmp_path)
+    assert st["aug_generator"].dtype == torch.uint8 and st["aug_generator_device"] == "cpu"
+    assert st["augment"]["_extra_state"] == {"generator_state": None, "generator_device": None}
+    banks = [v for k, v in st["augment"].items() if k.endswith("_extra_state") and "bank" in v]
+    assert banks and banks[0]["count"] > 0  # the Mixup memory is there
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_saved_on_cuda_continues_on_the_cpu_deterministically(store, tmp_path, legacy):
     """The 16-byte Philox state cannot seed the CPU's Mersenne Twister ('RNG state is wrong
     size' before): the augmentation generator is seeded from the seed and the step, the log
     says what changed, every CPU stream and the model continue, and resuming the same
-    checkpoint twice gives the same run."""
-    st = _as_saved_on_cuda(_checkpoint(store, tmp_path))
+    checkpoint twice gives the same run. ``legacy``: a file that also holds the Philox state in
+    the pipeline's own state, as abt wrote them before."""
+    st = _as_saved_on_cuda(_checkpoint(store, tmp_path), legacy)
     ends = []
     for name in ("a", "b"):
         logs = []

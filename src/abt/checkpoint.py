@@ -1,4 +1,6 @@
-"""The encoder checkpoint format ``abt-encoder/1``: write, read, rebuild the encoder.
+"""The checkpoint formats: the encoder's ``abt-encoder/1`` (write, read, rebuild the encoder),
+the trainer's resume checkpoint ``abt-resume/3`` (validated read, atomic write; its content and
+provenance checks are the trainer's), and the exported folder.
 
 A ``model.ckpt`` holds what downstream evaluation needs and nothing else it must guess:
 
@@ -53,6 +55,9 @@ from abt.encoders import ENCODERS, build_encoder_from_spec
 
 ENCODER_CKPT_FORMAT = "abt-encoder/1"
 _REQUIRED_KEYS = ("format", "encoder", "n_mels", "input_frames", "state_dict", "norm", "mels")
+
+
+RESUME_FORMAT = "abt-resume/3"  # 3: sealed with a content digest, kept in _staging/
 
 
 class CheckpointError(ValueError):
@@ -170,6 +175,71 @@ def load_sealed(path: str | os.PathLike[str]) -> Any:
             )
         return body  # the seal is checked; what the writer gave save_sealed
     return obj
+
+
+# -- the resume checkpoint ---------------------------------------------------------------------
+
+
+class ResumeError(RuntimeError):
+    """A resume checkpoint that cannot (or must not) be continued; the message says what to do."""
+
+
+def _start_over(path: Path) -> str:
+    return f"move or delete {path.parent} to start this run over"
+
+
+def write_resume(path: str | os.PathLike[str], state: Mapping[str, Any]) -> Path:
+    """Write a resume checkpoint (``state["format"]`` is :data:`RESUME_FORMAT`) sealed and
+    atomically (:func:`save_sealed`: a full disk is a clear error and leaves the previous
+    checkpoint as it was)."""
+    if state.get("format") != RESUME_FORMAT:
+        raise ValueError(f"a resume checkpoint's format is {RESUME_FORMAT!r}, not "
+                         f"{state.get('format')!r}")  # fmt: skip
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_sealed(path, state)
+
+
+def read_resume(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A resume checkpoint, read on the CPU (RNG states must stay CPU byte tensors;
+    ``load_state_dict`` moves weights and optimiser state to each parameter's device) and
+    checked against its content digest and format; every failure is a :class:`ResumeError`
+    naming the file and the run folder to move."""
+    path = Path(path)
+    try:
+        st = load_sealed(path)
+    except CorruptCheckpointError as e:
+        raise ResumeError(f"{e}. The run cannot continue from it: {_start_over(path)}") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError,
+            AttributeError, ImportError, IndexError, KeyError) as e:  # fmt: skip
+        raise ResumeError(
+            f"{path} cannot be read ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else 'truncated or not a checkpoint'}). "
+            f"The run cannot continue from it: {_start_over(path)}"
+        ) from None
+    if not isinstance(st, dict) or st.get("format") != RESUME_FORMAT:
+        found = st.get("format") if isinstance(st, dict) else type(st).__name__
+        raise ResumeError(
+            f"{path} is not an {RESUME_FORMAT} checkpoint (found {found!r}): {_start_over(path)}"
+        )
+    return st
+
+
+def describe_resume(path: str | os.PathLike[str]) -> str:
+    """What a stopped run keeps: ``<path> (epoch N)``, or why there is no usable checkpoint
+    (for error messages; never raises for a bad file)."""
+    path = Path(path)
+    if not path.exists():
+        return "none yet"
+    try:
+        return f"{path} (epoch {int(load_sealed(path)['epoch'])})"
+    except CorruptCheckpointError:
+        return f"none: {path} is corrupt (changed on disk since it was written)"
+    except (OSError, RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError):
+        return f"none: {path} cannot be read"
+
+
+# -- the encoder checkpoint --------------------------------------------------------------------
 
 
 def encoder_checkpoint(

@@ -16,6 +16,10 @@ What counts as the code of an entry point:
   that are not Python packages (report templates, the transcribed published numbers, the HEAR
   kit shims).
 
+A module that cannot change a result says so with a top-level ``RESULT_NEUTRAL = "<why>"``
+(the experiment trackers, which mirror metric rows the CSV files already hold): it is no part of
+any digest, so editing it re-runs nothing and does not stop a resume.
+
 A run's trainer records the same digest of ``abt.trainer`` so that a resume checkpoint written by
 other code is not continued (:mod:`abt.trainer`).
 """
@@ -81,6 +85,19 @@ def _module_imports(name: str) -> frozenset[str]:
     return frozenset(_imported(ast.parse(path.read_text()), name))
 
 
+@functools.cache
+def result_neutral(name: str) -> bool:
+    """Whether module ``name`` declares ``RESULT_NEUTRAL = "<why>"`` at its top level."""
+    path = module_file(name)
+    assert path is not None, name
+    for n in ast.parse(path.read_text()).body:
+        if isinstance(n, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "RESULT_NEUTRAL" for t in n.targets
+        ):
+            return isinstance(n.value, ast.Constant) and bool(n.value.value)
+    return False
+
+
 def _with_parents(name: str) -> set[str]:
     parts = name.split(".")
     return {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
@@ -132,8 +149,9 @@ def code_modules(entries: str | Iterable[str]) -> list[str]:
         for x in sorted(_with_parents(m)):
             if x not in seen:
                 seen.add(x)
-                todo += sorted(_module_imports(x))
-    return sorted(seen)
+                if not result_neutral(x):  # its code, and what only it imports, count not
+                    todo += sorted(_module_imports(x))
+    return sorted(m for m in seen if not result_neutral(m))
 
 
 def _package_data(folder: Path) -> list[Path]:

@@ -48,6 +48,10 @@ from typing import Any
 
 from abt.registry import Registry
 
+#: no part of any job's code digest (abt.codehash): a tracker mirrors metric rows that the CSV
+#: files already hold, so editing it neither re-runs a job nor stops a run's resume
+RESULT_NEUTRAL = "mirrors the metric CSV rows into a dashboard store"
+
 TRACKERS: Registry[Any] = Registry("tracker (track.backend)")
 #: the ``abt.run`` tag that names an MLflow run's abt run
 RUN_TAG = "abt.run"

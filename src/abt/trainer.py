@@ -8,11 +8,13 @@ the warm-up + cosine schedule.
 Exact resume: after every ``checkpoint_every`` epochs, ``<run_dir>/_staging/last.ckpt`` holds
 the model, optimiser, schedule, grad scaler, every RNG (numpy crop sampler, augmentation
 generator, torch global, CUDA, python), the Mixup memory banks, the epoch, the step and the
-metrics rows so far, sealed with its content digest (:func:`abt.checkpoint.save_sealed`: a file
-changed on disk is an error, never a different result). A run killed at any moment and started
-again continues from there and ends with the same weights and metrics as an uninterrupted run
-(CPU, same seed and thread count; tested). A non-finite loss stops the run with a clear message
-and leaves the last good checkpoint untouched.
+metrics rows so far (the augmentation generator's state once, device-aware:
+:mod:`abt.devicestate`), in the format :mod:`abt.checkpoint` owns (``abt-resume/3``, written and
+read by :func:`~abt.checkpoint.write_resume` / :func:`~abt.checkpoint.read_resume`: sealed with
+its content digest, so a file changed on disk is an error, never a different result). A run
+killed at any moment and started again continues from there and ends with the same weights and
+metrics as an uninterrupted run (CPU, same seed and thread count; tested). A non-finite loss
+stops the run with a clear message and leaves the last good checkpoint untouched.
 
 Nothing lost: an attempt trains in ``_staging/`` and replaces the run's outputs only when it
 finishes (:mod:`abt.rundir`); until then the previous outputs stay as they were.
@@ -37,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import pickle
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -51,13 +52,15 @@ from torch import nn
 
 from abt import devicestate, hardware, rundir
 from abt.augment import AugmentationPipeline
-from abt.checkpoint import (
+from abt.checkpoint import (  # noqa: F401  (RESUME_FORMAT, ResumeError: re-exported)
+    RESUME_FORMAT,
     CheckpointWriteError,
-    CorruptCheckpointError,
+    ResumeError,
+    describe_resume,
     encoder_checkpoint,
-    load_sealed,
-    save_sealed,
+    read_resume,
     write_encoder_checkpoint,
+    write_resume,
 )
 from abt.codehash import code_digest
 from abt.config import ConfigError
@@ -74,17 +77,11 @@ from abt.runlog import CsvLog
 from abt.runspec import RunSpec
 from abt.tracking import Tracker
 
-RESUME_FORMAT = "abt-resume/3"  # 3: sealed with a content digest, kept in _staging/
-
 EpochCallback = Callable[["Trainer", int], Mapping[str, Any] | None]
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN/Inf; the message names the step and the last good checkpoint."""
-
-
-class ResumeError(RuntimeError):
-    """A resume checkpoint that cannot (or must not) be continued; the message says what to do."""
 
 
 class Interrupted(KeyboardInterrupt):
@@ -117,7 +114,6 @@ class Trainer:
         run_dir: str | Path,
         *,
         device: str | None = "auto",
-        seed: int | None = None,
         callbacks: Sequence[EpochCallback] = (),
         progress: bool | None = None,
         log: Callable[[str], None] = print,
@@ -132,7 +128,7 @@ class Trainer:
         self.resume_path = self.files.resume
         self._ckpt_epoch: int | None = None  # the epoch of the resume checkpoint on disk
         self.device = pick_device(device)
-        self.seed = int(self.spec.seed if seed is None else seed)
+        self.seed = self.spec.seed  # the run's one seed (RunSpec): nothing overrides it
         self.callbacks = list(callbacks)
         self.progress = progress
         self.log = log
@@ -384,7 +380,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": devicestate.scaler_state(self.scaler, self._scaler_carried),
-            "augment": self.augment.state_dict(),
+            "augment": _without_generator(self.augment.state_dict()),
             **devicestate.capture(self.augment.generator, cuda_rng),
             "hardware": _hardware(self),
             "np_rng": self.rng.bit_generator.state,
@@ -402,7 +398,9 @@ class Trainer:
         self.scheduler.load_state_dict(st["scheduler"])
         self._scaler_carried, note = devicestate.load_scaler(self.scaler, st["scaler"])
         notes = [note] if note else []
-        self.augment.load_state_dict(st["augment"])
+        # the generator is restored below, device-aware; a file written before the pipeline's
+        # state left it out holds it there too (a CUDA one would not fit a CPU generator)
+        self.augment.load_state_dict(_without_generator(st["augment"]))
         try:  # generator states are CPU byte tensors whatever device the run (or the file) is on
             notes += devicestate.restore(
                 st, aug_generator=self.augment.generator, device=self.device,
@@ -423,52 +421,12 @@ class Trainer:
         self.epoch_metrics.restore(st["metrics"]["epoch"])
 
     def save_resume(self) -> None:
-        """Write the resume checkpoint (sealed, atomic; a full disk is a clear error and leaves
-        the previous checkpoint as it was)."""
+        """Write the resume checkpoint (:func:`abt.checkpoint.write_resume`)."""
         cuda_rng = devicestate.gather_cuda_rng(self.device, self.dist.world)  # every rank's
         if not self.dist.main:
             return
-        self.resume_path.parent.mkdir(parents=True, exist_ok=True)
-        save_sealed(self.resume_path, self.state(cuda_rng))
+        write_resume(self.resume_path, self.state(cuda_rng))
         self._ckpt_epoch = self.epoch
-
-    def _last_good_checkpoint(self) -> str:
-        """The resume checkpoint a stopped run keeps, read back (only for an error message)."""
-        if not self.resume_path.exists():
-            return "none yet"
-        try:
-            return f"{self.resume_path} (epoch {int(load_sealed(self.resume_path)['epoch'])})"
-        except CorruptCheckpointError:
-            return f"none: {self.resume_path} is corrupt (changed on disk since it was written)"
-        except (OSError, RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError):
-            return f"none: {self.resume_path} cannot be read"
-
-    def _read_resume(self) -> dict[str, Any]:
-        """The resume checkpoint, read on the CPU (RNG states must stay CPU byte tensors;
-        ``load_state_dict`` moves weights and optimiser state to each parameter's device) and
-        checked against its content digest."""
-        try:
-            st = load_sealed(self.resume_path)
-        except CorruptCheckpointError as e:
-            raise ResumeError(
-                f"{e}. The run cannot continue from it: move or delete {self.resume_path.parent} "
-                "to start this run over"
-            ) from None
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError,
-                AttributeError, ImportError, IndexError, KeyError) as e:  # fmt: skip
-            raise ResumeError(
-                f"{self.resume_path} cannot be read ({type(e).__name__}: "
-                f"{str(e).splitlines()[0] if str(e) else 'truncated or not a checkpoint'}). "
-                f"The run cannot continue from it: move or delete {self.resume_path.parent} to "
-                "start this run over"
-            ) from None
-        if not isinstance(st, dict) or st.get("format") != RESUME_FORMAT:
-            found = st.get("format") if isinstance(st, dict) else type(st).__name__
-            raise ResumeError(
-                f"{self.resume_path} is not an {RESUME_FORMAT} checkpoint (found {found!r}): "
-                f"move or delete {self.resume_path.parent} to start this run over"
-            )
-        return st
 
     def stale_reasons(self, st: Mapping[str, Any]) -> list[str]:
         """Why a resume checkpoint is not this run's (empty: it is)."""
@@ -501,7 +459,7 @@ class Trainer:
         returns whether the run resumed."""
         if not self.resume_path.exists():
             return False
-        st = self._read_resume()
+        st = read_resume(self.resume_path)
         why = self.stale_reasons(st)
         if why:
             if self.pre["on_stale_resume"] == "error":
@@ -602,7 +560,7 @@ class Trainer:
         return f"interrupted at epoch {at} of {self.epochs}: {kept}{outputs}; {todo}"
 
     def non_finite_error(self, value: float, first_step: int) -> NonFiniteLossError:
-        last = self._last_good_checkpoint()
+        last = describe_resume(self.resume_path)
         return NonFiniteLossError(
             f"non-finite loss ({value}) at epoch {self.epoch + 1}, steps {first_step}-{self.step}; "
             f"the run stopped and the last good checkpoint is kept: {last}. Lower the learning "
@@ -759,6 +717,13 @@ class _MetricWindow:
         self.sums, self.lrs, self.n = None, [], 0
         self.first_step, self.t0 = tr.step + 1, time.perf_counter()
         return row
+
+
+def _without_generator(augment_state: Mapping[str, Any]) -> dict[str, Any]:
+    """The augmentation pipeline's state without its generator's, which the resume checkpoint
+    holds once, device-aware (``aug_generator``, :mod:`abt.devicestate`); the rest (the Mixup
+    memory) as it is."""
+    return {**augment_state, "_extra_state": {"generator_state": None, "generator_device": None}}
 
 
 def _hardware(tr: Trainer) -> dict[str, Any]:
