@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         import soundfile as sf
 
-        from abt.data.store import ClipSpec
+        from abt.data.clips import ClipSpec
         from abt.data.wavestore import WaveStore, build_wave_store
 
         rng = np.random.default_rng(0)

@@ -23,7 +23,9 @@ from abt.jobs.report import paper_tables
 from abt.report import aggregate as agg
 from abt.report.catalogue import reported, task_category, task_label
 from abt.report.figures import plot_study, plot_training_curves
-from abt.report.render import finetune_table, pretraining_verdict, render, tex_escape
+from abt.report.render import render, tex_escape
+from abt.report.tables import finetune_table
+from abt.report.verdicts import pretraining_verdict
 from abt.runspec import resolve
 
 ROOT = Path(__file__).resolve().parents[1]

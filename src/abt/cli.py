@@ -545,9 +545,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # clear one-line error for the known error types
         from abt.checkpoint import CheckpointError, CheckpointWriteError
         from abt.config import ConfigError
+        from abt.data.clips import StoreError
         from abt.data.hear_tasks import HearTaskError
         from abt.data.prepare_hear import PrepareError
-        from abt.data.store import StoreError
         from abt.devices import DeviceError
         from abt.embed import EmbedError
         from abt.export import ExportError

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from abt.data.audiofiles import AUDIO_EXTENSIONS
-from abt.data.store import ClipSpec, StoreError
+from abt.data.clips import ClipSpec, StoreError
 from abt.registry import Registry
 
 #: Stem patterns tried for each AudioSet row, in order (placeholders: ``ytid``, ``start`` and
@@ -379,3 +379,17 @@ def clip_list_from_config(data: Mapping[str, Any]) -> ClipList:
         fmt=data.get("clip_list_format", "abt"),
         options={k: data.get(k) for k in OPTION_KEYS},
     )
+
+
+def read_clip_list(
+    csv_path: str | Path,
+    audio_dir: str | Path,
+    *,
+    fmt: str = "abt",
+    id_column: str = "clip_id",
+    file_patterns: Sequence[str] | None = None,
+) -> list[ClipSpec]:
+    """The clips of a clip list (see :mod:`abt.data.cliplists` for the formats and checks);
+    ids with no audio file get ``path=""`` and end up as ``missing`` in the manifest."""
+    opts = {"id_column": id_column, "file_patterns": file_patterns}
+    return load_clip_list(csv_path, audio_dir, fmt=fmt, options=opts).specs

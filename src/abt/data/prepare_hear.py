@@ -68,7 +68,7 @@ from abt.data.sources import (  # noqa: F401  (re-exported: the sources are part
     task_name_of,
     task_sources,
 )
-from abt.data.store import Staging
+from abt.data.staging import Staging
 from abt.outputs import OutputKind, check_output, check_overlap
 
 SUBTYPES = ("source", "PCM_16", "FLOAT")

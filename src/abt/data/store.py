@@ -59,16 +59,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import errno
 import hashlib
 import io
 import json
 import math
 import os
-import shutil
-import socket
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -80,9 +76,17 @@ import numpy as np
 import torch
 
 from abt.data.audio import NON_FINITE, OK, TRUNCATED, LoadPolicy, LoadResult, load_audio
+from abt.data.cliplists import read_clip_list  # noqa: F401  (re-exported)
+from abt.data.clips import (  # noqa: F401  (re-exported: the store's inputs and error)
+    ClipSpec,
+    StoreError,
+    hear_split_source,
+    list_hear_split,
+    sha256_file,
+)
 from abt.data.mel import LogMelFrontEnd, MelConfig
-from abt.locks import pid_alive
-from abt.outputs import OutputKind, check_output, header_is, mark
+from abt.data.staging import Staging, disk_full  # noqa: F401  (re-exported)
+from abt.outputs import OutputKind, header_is
 
 MISSING = "missing"
 _HEADER_LEN = 128  # fixed .npy header length so the shape can be rewritten in place
@@ -141,62 +145,6 @@ class StoreSettings:
         return dataclasses.replace(self, **changes)
 
 
-@dataclass(frozen=True)
-class ClipSpec:
-    """One input clip: a stable id, the audio file, and the recording/source it comes from."""
-
-    clip_id: str
-    path: str
-    source_id: str = ""
-
-
-class StoreError(RuntimeError):
-    """A store cannot be built or read; the message names the file and what to do."""
-
-
-# --------------------------------------------------------------------------------------------
-# Listing inputs (the clip-list formats live in abt.data.cliplists)
-# --------------------------------------------------------------------------------------------
-
-
-def read_clip_list(
-    csv_path: str | Path,
-    audio_dir: str | Path,
-    *,
-    fmt: str = "abt",
-    id_column: str = "clip_id",
-    file_patterns: Sequence[str] | None = None,
-) -> list[ClipSpec]:
-    """The clips of a clip list (see :mod:`abt.data.cliplists` for the formats and checks);
-    ids with no audio file get ``path=""`` and end up as ``missing`` in the manifest."""
-    from abt.data.cliplists import load_clip_list
-
-    opts = {"id_column": id_column, "file_patterns": file_patterns}
-    return load_clip_list(csv_path, audio_dir, fmt=fmt, options=opts).specs
-
-
-def list_hear_split(task_dir: str | Path, split: str, sample_rate: int = 16000) -> list[ClipSpec]:
-    """Clips of one split of a HEAR-format task (``<split>.json`` keys, ``<sr>/<split>/`` files)."""
-    task_dir = Path(task_dir)
-    labels_path = task_dir / f"{split}.json"
-    if not labels_path.is_file():
-        raise StoreError(f"{labels_path} is missing: is {task_dir} a HEAR task directory?")
-    with open(labels_path) as fh:
-        labels = json.load(fh)
-    audio = task_dir / str(sample_rate) / split
-    specs = []
-    for name in sorted(labels):
-        p = audio / name
-        specs.append(ClipSpec(name, str(p) if p.is_file() else "", name))
-    return specs
-
-
-def hear_split_source(task_dir: str | Path, split: str) -> dict[str, Any]:
-    """The provenance of a task split's store: the task folder and the split file's digest."""
-    p = Path(task_dir) / f"{split}.json"
-    return {"task_dir": str(task_dir), "split": split, "sha256": _sha256_file(p)}
-
-
 # --------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------
@@ -251,15 +199,6 @@ class _RowAppender:
         self.fh.seek(0)
         self.fh.write(_npy_header(self.n_rows, self.n_cols, self.dtype))
         self.fh.close()
-
-
-def _sha256_file(path: Path, skip: int = 0) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        fh.seek(skip)
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 #: a store's ``mels.npy`` up to this size is checked byte for byte whenever it is opened
@@ -343,69 +282,6 @@ def _legacy_store(folder: Path) -> bool:
 STORE_OUTPUT = OutputKind(
     "a log-mel store", entries=(*STORE_FILES, "mels.npy.part"), legacy=_legacy_store
 )
-
-
-def _disk_full(e: BaseException) -> bool:
-    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
-
-
-class Staging:
-    """A folder written next to its destination and moved into place only when complete
-    (a store: :meth:`install`; a whole folder, e.g. a prepared task: :meth:`replace_folder`).
-
-    ``kind`` (what is written) is checked against the destination first
-    (:func:`abt.outputs.check_output`: nothing abt did not write is replaced) and recorded there
-    by the marker. Disk full while writing is a :class:`StoreError` saying so; the staging folder
-    (the partial files) is always removed."""
-
-    def __init__(self, out: Path, kind: OutputKind | None = None) -> None:
-        self.out, self.kind = out, kind
-        if kind is not None:
-            check_output(out, kind, command=f"writing {kind.name}")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        prefix, host = f".{out.name}.tmp-", socket.gethostname()
-        for old in out.parent.glob(f"{prefix}*"):  # left behind by a killed process here
-            h, pid, _ = (old.name[len(prefix) :].rsplit("-", 2) + ["", ""])[:3]
-            if h == host and pid.isdigit() and not pid_alive(int(pid)):
-                shutil.rmtree(old, ignore_errors=True)
-        self.dir = out.parent / f"{prefix}{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.dir.mkdir()
-
-    def __enter__(self) -> Staging:
-        return self
-
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
-        if exc is not None and _disk_full(exc):
-            what = self.kind.name if self.kind else "the output"
-            raise StoreError(
-                f"{self.out}: disk full ({exc.strerror}) while writing {what}; the partial files "
-                f"were removed. Free space on the file system of {self.out.parent} (or point the "
-                "output elsewhere) and run again"
-            ) from None
-
-    def install(self, names: Sequence[str]) -> None:
-        """Replace the store files at the destination by ``names`` (``stats.json`` last); the
-        store files not in ``names`` are removed, other entries of the folder are kept."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "stats.json").unlink(missing_ok=True)  # from here on no reader accepts it
-        if self.kind is not None:
-            mark(self.out, self.kind)
-        for f in (*STORE_FILES, "mels.npy.part"):
-            if f not in names:
-                (self.out / f).unlink(missing_ok=True)
-        for f in sorted(names, key=lambda n: n == "stats.json"):
-            os.replace(self.dir / f, self.out / f)
-
-    def replace_folder(self) -> None:
-        """Make the staging folder the destination (an existing destination is removed)."""
-        if self.kind is not None:
-            mark(self.dir, self.kind)
-        if self.out.exists():
-            old = self.out.parent / f"{self.dir.name}.old"
-            os.replace(self.out, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(self.dir, self.out)
 
 
 def _iter_loaded(
@@ -652,9 +528,9 @@ def _finalise(
                 "data_sha256": writer.data_sha256.hexdigest(),  # the bytes after the header
                 "blocks_sha256": _blocks_sha256(stage.dir / "mels.npy", size),
             },
-            "index.csv": {"sha256": _sha256_file(stage.dir / "index.csv")},
+            "index.csv": {"sha256": sha256_file(stage.dir / "index.csv")},
             "manifest.csv": {
-                "sha256": _sha256_file(stage.dir / "manifest.csv"),
+                "sha256": sha256_file(stage.dir / "manifest.csv"),
                 "bytes": (stage.dir / "manifest.csv").stat().st_size,
             },  # fmt: skip
         },
@@ -864,7 +740,7 @@ class MelStore:
                 f"replaced file): {self._DAMAGED}"
             )
         if size <= FULL_CHECK_BYTES:
-            ok = _sha256_file(mp, skip=_HEADER_LEN) == rec["data_sha256"]
+            ok = sha256_file(mp, skip=_HEADER_LEN) == rec["data_sha256"]
         else:
             ok = _blocks_sha256(mp, size) == rec["blocks_sha256"]
         if not ok:
@@ -882,7 +758,7 @@ class MelStore:
         man = self.path / "manifest.csv"
         if man.is_file() and (
             man.stat().st_size != files["manifest.csv"]["bytes"]
-            or _sha256_file(man) != files["manifest.csv"]["sha256"]
+            or sha256_file(man) != files["manifest.csv"]["sha256"]
         ):
             raise StoreError(f"{where}: manifest.csv does not belong to stats.json: {mixed}")
 

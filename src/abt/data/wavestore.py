@@ -21,7 +21,7 @@ dtype can then overflow; ``rounding_max_abs`` in ``stats.json`` is the largest r
 **Bad input** is handled exactly as for the log-mel store (the same loader and outcomes:
 unreadable, empty, non-finite, too short, silent; missing files), each listed in
 ``manifest.csv`` with its reason; nothing is dropped silently. **Writing** is the log-mel store's
-all-or-nothing staging (:class:`abt.data.store.Staging`), **provenance** its digest of the
+all-or-nothing staging (:class:`abt.data.staging.Staging`), **provenance** its digest of the
 clips, the loading policy, the settings and the caller's ``extra``.
 
 **Crops.** :meth:`WaveStore.crops` reads ``length`` samples from each start plus ``margin``
@@ -49,17 +49,15 @@ import numpy as np
 import torch
 
 from abt.data.audio import OK, LoadPolicy
+from abt.data.clips import ClipSpec, StoreError, sha256_file
 from abt.data.mel import LogMelFrontEnd, MelConfig
+from abt.data.staging import Staging
 from abt.data.store import (
     MANIFEST_COLUMNS,
     MISSING,
-    ClipSpec,
-    Staging,
-    StoreError,
     StoreSettings,
     _excluded_summary,
     _iter_loaded,
-    _sha256_file,
     _write_csv,
     clips_digest,
     digest,
@@ -202,9 +200,8 @@ def build_wave_store(
         log(f"[abt] {out}: {n_ok} of {len(specs)} clips stored as {dtype} waveforms; excluded: "
             f"{summary} (see manifest.csv)")  # fmt: skip
         if n_ok == 0:
-            stage.install(["manifest.csv"])  # removes stats.json first: no reader accepts it
-            for f in WAVE_FILES[:2]:  # Staging.install knows the log-mel store's file names only
-                (out / f).unlink(missing_ok=True)
+            # stats.json goes first (no reader accepts the folder), then the other store files
+            stage.install(["manifest.csv"], owned=WAVE_FILES)
             raise StoreError(
                 f"no usable clip among {len(specs)} inputs for {out}; reasons: {summary}. "
                 f"See {out / 'manifest.csv'}"
@@ -234,7 +231,7 @@ def build_wave_store(
             "provenance": provenance,
             "files": {
                 "waves.npy": {"bytes": (stage.dir / "waves.npy").stat().st_size},
-                "index.csv": {"sha256": _sha256_file(stage.dir / "index.csv")},
+                "index.csv": {"sha256": sha256_file(stage.dir / "index.csv")},
                 "manifest.csv": {"bytes": (stage.dir / "manifest.csv").stat().st_size},
             },
             "seconds": round(time.time() - t0, 2),
@@ -242,7 +239,7 @@ def build_wave_store(
         del store
         with open(stage.dir / "stats.json", "w") as fh:
             json.dump(stats, fh, indent=2)
-        stage.install(WAVE_FILES)
+        stage.install(WAVE_FILES, owned=WAVE_FILES)
     return stats
 
 

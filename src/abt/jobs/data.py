@@ -90,13 +90,11 @@ def compute_task_mels(
     Task clips are never excluded for silence (a "silence" class is legitimate in a labelled task).
     """
     from abt.data.audio import TRUNCATED
+    from abt.data.clips import StoreError, hear_split_source, list_hear_split
     from abt.data.hear_tasks import read_task
     from abt.data.store import (
-        StoreError,
         StoreSettings,
         build_store,
-        hear_split_source,
-        list_hear_split,
         truncated_clips,
     )
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from abt.config import parse_yaml
 
-#: embedded task -> (label, category); the HEAR task each one stands in for is in docs/embedded-data.md
+#: embedded task -> (label, category); the HEAR task each one stands in for is in
+#: docs/embedded-data.md
 EMBEDDED: dict[str, tuple[str, str]] = {
     "embedded_emotion": ("Emotion", "speech"),
     "embedded_keywords": ("Keywords", "speech"),

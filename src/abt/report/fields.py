@@ -46,9 +46,9 @@ DERIVED_FIELDS: dict[str, Callable[[Run], Any]] = {
     "projector_out": lambda r: int(_pre(r)["projector"]["out_dim"]),
     "augment": _augment,
     "mask_mode": lambda r: _mask(r).get("mode", "none"),
-    "mask_ratio": lambda r: float(_mask(r).get("ratio", 0.0))
-    if _mask(r).get("mode") == "fixed"
-    else 0.0,
+    "mask_ratio": lambda r: (
+        float(_mask(r).get("ratio", 0.0)) if _mask(r).get("mode") == "fixed" else 0.0
+    ),
 }
 
 

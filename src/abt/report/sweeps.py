@@ -56,7 +56,9 @@ def summarise(
     if len(complete) < 2:
         note = "fewer than two completed trials, so none computed"
     elif len({t.value for t in complete}) == 1:
-        note = f"all {len(complete)} completed trials scored {complete[0].value:.4g}, so none defined"
+        note = (
+            f"all {len(complete)} completed trials scored {complete[0].value:.4g}, so none defined"
+        )
     else:
         ev = optuna.importance.FanovaImportanceEvaluator(seed=int(settings["seed"]))
         try:
@@ -77,5 +79,3 @@ def summarise(
     plot_sweep(name, sw, trials, best, [files.png, files.pdf])
     Path(files.settings).write_text(json.dumps({"trials": len(rows)}, indent=1))
     return {"trials": files.trials, "importances": files.importances, "best": files.best}
-
-

@@ -21,9 +21,7 @@ import pandas as pd
 from abt.report.catalogue import TablesFiles, encoder_label, task_label
 
 
-def recovered_fractions(
-    vs_random: pd.DataFrame, spec: Mapping[str, Any]
-) -> list[dict[str, Any]]:
+def recovered_fractions(vs_random: pd.DataFrame, spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One row per (encoder, task) of ``spec["tasks"]`` found in ``vs_random`` (the columns of
     ``hear_vs_random.csv``): the run's gain and interval, the reference's gain, the fraction
     recovered with its interval, and whether it reaches ``spec["fraction"]``."""
@@ -46,7 +44,8 @@ def recovered_fractions(
             "trained": float(r["trained"]), "random_init": float(r["random_init"]),
             "gain": float(r["diff"]), "gain_lo": float(r["diff_lo"]),
             "gain_hi": float(r["diff_hi"]),
-            "reference": float(ref["reference"]), "reference_random_init": float(ref["random_init"]),
+            "reference": float(ref["reference"]),
+            "reference_random_init": float(ref["random_init"]),
             "reference_gain": ref_gain, "fraction": frac,
             "fraction_lo": float(r["diff_lo"]) / ref_gain,
             "fraction_hi": float(r["diff_hi"]) / ref_gain, "met": frac >= want,
