@@ -434,6 +434,167 @@ def study_rows(cfg: dict[str, Any], study: str) -> list[str]:
     return [*rows, *(["random_init"] if st["random_init"] else [])]
 
 
+# ------------------------------------------------------------ ablations, studies, reports
+
+#: the variant of an encoder's main run, and the row of an encoder (or a study) without
+#: pre-training: its randomly initialised network, evaluated like a trained one
+MAIN_VARIANT = "baseline"
+RANDOM_INIT = "random_init"
+
+
+def hear_variants(cfg: dict[str, Any]) -> list[str]:
+    """The variants of a main encoder the HEAR kit scores: its main run and, with
+    ``hear.random_init``, its random initialisation."""
+    return [MAIN_VARIANT, RANDOM_INIT] if cfg["hear"]["random_init"] else [MAIN_VARIANT]
+
+
+def ablation_run_dirs(cfg: dict[str, Any], ablation: str) -> list[str]:
+    """The pre-training run folders of one ablation row, one per seed."""
+    enc = ablation_encoder(cfg, ablation)
+    return [run_dir(enc, ablation, s) for s in cfg["run"]["seeds"]]
+
+
+def ablation_inputs(cfg: dict[str, Any], ablation: str) -> dict[str, list[str]]:
+    """What an ablation's summary reads, per seed: the checkpoints, linear evaluations, HEAR
+    scores and predictions."""
+    enc = ablation_encoder(cfg, ablation)
+    runs = [(enc, ablation, s) for s in cfg["run"]["seeds"]]
+    return {
+        "ckpts": [str(run_files(*r).checkpoint) for r in runs],
+        "linear_evals": [LINEAR_EVAL.format(encoder=e, variant=v, seed=s) for e, v, s in runs],
+        "scores": [hear_files(*r).scores for r in runs],
+        "predictions": [hear_files(*r).predictions for r in runs],
+    }
+
+
+def ablation_run_variant(ablation: str) -> str:
+    """The variant whose run an ablation row describes (the random-init row: the main run's
+    architecture and front-end)."""
+    return MAIN_VARIANT if ablation == RANDOM_INIT else ablation
+
+
+def study_inputs(cfg: dict[str, Any], study: str) -> dict[str, list[str]]:
+    """What a study's summary reads: each row's summary and bootstrap."""
+    names = study_rows(cfg, study)
+    return {
+        "summaries": [AblationFiles(a).summary for a in names],
+        "bootstraps": [AblationFiles(a).bootstrap for a in names],
+    }
+
+
+def study_epoch_metrics(cfg: dict[str, Any], study: str) -> dict[str, str]:
+    """The probe curves a study's figure draws (``plot: curves``): each pre-trained row's
+    ``epoch_metrics.csv`` (first seed); none for other plots."""
+    if cfg["studies"][study]["plot"] != "curves":
+        return {}
+    return {
+        a: str(rundir.RunDir(ablation_run_dirs(cfg, a)[0]).epoch_metrics)
+        for a in study_rows(cfg, study)
+        if a != RANDOM_INIT
+    }
+
+
+class ReportScope:
+    """What the report of one scope reads (``main``: ``report/``, the configured encoders,
+    studies and sweeps; ``full``: ``report/full/``, plus ``report.full_encoders`` and every
+    study and sweep). :meth:`params` names the files by role (the report rule's params) and
+    :meth:`inputs` lists the same files (its inputs); the paper tables' job reads
+    :meth:`evaluations`."""
+
+    def __init__(self, cfg: dict[str, Any], scope: str) -> None:
+        if scope not in REPORT_DIRS:
+            raise ValueError(f"unknown report scope {scope!r}; known: {sorted(REPORT_DIRS)}")
+        self.cfg, self.scope = cfg, scope
+        self.seed = cfg["run"]["seeds"][0]
+        main = list(cfg["run"]["encoders"])
+        rep = cfg["report"]
+        if scope == "main":
+            self.encoders = main
+            self.studies = list(rep["studies"])
+            self.sweeps = list(rep["sweeps"])
+        else:
+            self.encoders = main + [e for e in rep["full_encoders"] if e not in main]
+            self.studies = sorted(cfg.get("studies") or {})
+            self.sweeps = sorted(cfg.get("sweeps") or {})
+
+    # -- the runs' files the paper tables read
+
+    def scores(self) -> list[str]:
+        return [hear_files(e, v, s).scores for e in self.encoders for v in hear_variants(self.cfg)
+                for s in self.cfg["run"]["seeds"]]  # fmt: skip
+
+    def run_dirs(self) -> dict[str, str]:
+        return {e: run_dir(e, MAIN_VARIANT, self.seed) for e in self.encoders}
+
+    def predictions(self) -> dict[str, dict[str, str]]:
+        """Per encoder: the trained and random-init runs' HEAR predictions folders (none
+        without ``hear.random_init``)."""
+        if not self.cfg["hear"]["random_init"]:
+            return {}
+        return {e: {v: hear_files(e, v, self.seed).predictions for v in (MAIN_VARIANT, RANDOM_INIT)}
+                for e in self.encoders}  # fmt: skip
+
+    def random_probes(self) -> dict[str, str]:
+        """Per encoder: the random initialisation's linear evaluation (the learning curves'
+        floor; none without a monitoring task)."""
+        if not self.cfg["monitor"]["task"]:
+            return {}
+        return {e: LINEAR_EVAL.format(encoder=e, variant=RANDOM_INIT, seed=self.seed)
+                for e in self.encoders}  # fmt: skip
+
+    def finetune(self) -> dict[str, dict[str, Any]]:
+        return finetune_results(self.cfg, self.encoders)
+
+    def epoch_metrics(self) -> dict[str, str]:
+        """Per encoder: its run's ``epoch_metrics.csv`` (the probe curves of Fig. 4.4)."""
+        return {e: str(rundir.RunDir(d).epoch_metrics) for e, d in self.run_dirs().items()}
+
+    def evaluations(self) -> dict[str, list[str]]:
+        """Every file of :meth:`predictions`, :meth:`random_probes`, :meth:`epoch_metrics` and
+        :meth:`finetune`, by role: the paper tables' inputs."""
+        return {
+            "predictions": [d for runs in self.predictions().values() for d in runs.values()],
+            "random_probes": list(self.random_probes().values()),
+            "epoch_metrics": list(self.epoch_metrics().values()),
+            "finetune": [p for runs in self.finetune().values() for r in runs.values()
+                         for p in r.values()],
+        }  # fmt: skip
+
+    # -- the report itself
+
+    def params(self) -> dict[str, Any]:
+        """What the report reads, by name: sweeps' and studies' summaries, figures, and each
+        pre-training run's ``hparams.yaml`` (the main runs, then the studies' rows)."""
+        figures = {"training_curves": f"{CURVES_FIGURE.format(scope=self.scope)}.png"}
+        figures |= {s: StudyFiles(s).png for s in self.studies}
+        hparams = {f"{e}/{MAIN_VARIANT}": str(run_files(e, MAIN_VARIANT, self.seed).hparams)
+                   for e in self.encoders}  # fmt: skip
+        for s in self.studies:
+            for a in study_rows(self.cfg, s):
+                if a != RANDOM_INIT:
+                    hparams[a] = str(rundir.RunDir(ablation_run_dirs(self.cfg, a)[0]).hparams)
+        return {
+            "sweeps": {s: SweepFiles(s).summary for s in self.sweeps},
+            "studies": {s: StudyFiles(s).summary for s in self.studies},
+            "figures": figures,
+            "hparams": hparams,
+        }
+
+    def inputs(self) -> dict[str, Any]:
+        """Every file the report reads (:meth:`params` names them)."""
+        named = self.params()
+        sweeps = [SweepFiles(s) for s in self.sweeps]
+        pngs = named["figures"].values()
+        return {
+            "sweeps": [f for s in sweeps for f in (s.trials, s.importances, s.best, s.png, s.pdf)],
+            "tables": TABLES_DIR.format(scope=self.scope),
+            "encoders": f"{ENCODER_TABLES}.csv",
+            "studies": list(named["studies"].values()),
+            "figures": [f for png in pngs for f in (png, png[: -len(".png")] + ".pdf")],
+            "hparams": list(dict.fromkeys(named["hparams"].values())),
+        }
+
+
 def unknown_name_error(kind: str, name: str, known: list[str]) -> str:
     """The message for a target naming an ablation, study or sweep that does not exist."""
     import difflib

@@ -235,11 +235,7 @@ def pretrain_runtime(wildcards, attempt, rulename):
     return retry_capped(24 * 60 * attempt, rulename, "runtime")
 
 
-# ---- evaluation and the report
-
-
-def hear_variants():
-    return ["baseline", "random_init"] if config["hear"]["random_init"] else ["baseline"]
+# ---- evaluation and the report (abt.plan plans them; these adapt its functions to wildcards)
 
 
 def main_hear_targets():
@@ -247,53 +243,25 @@ def main_hear_targets():
     return expand(
         HEAR_FILES.scores,
         encoder=config["run"]["encoders"],
-        variant=hear_variants(),
+        variant=plan.hear_variants(config),
         seed=SEEDS,
     ) + expand(
         HEAR_FILES.validator_log,
         encoder=config["run"]["encoders"],
-        variant="baseline",
+        variant=plan.MAIN_VARIANT,
         seed=SEEDS,
     )
 
 
-def scope_encoders(scope):
-    main = list(config["run"]["encoders"])
-    if scope == "main":
-        return main
-    return main + [e for e in config["report"]["full_encoders"] if e not in main]
-
-
-def scope_studies(scope):
-    return list(config["report"]["studies"]) if scope == "main" else STUDIES
-
-
-def scope_sweeps(scope):
-    return list(config["report"]["sweeps"]) if scope == "main" else SWEEPS
-
-
-def ablation_run_dirs(ablation):
-    """The pre-training run folders of one ablation row (one per seed)."""
-    enc = plan.ablation_encoder(config, ablation)
-    return [plan.run_dir(enc, ablation, s) for s in SEEDS]
-
-
 def ablation_inputs(wildcards):
-    enc = plan.ablation_encoder(config, wildcards.ablation)
-    runs = [(enc, wildcards.ablation, s) for s in SEEDS]
-    return {
-        "ckpts": [str(plan.run_files(*r).checkpoint) for r in runs],
-        "linear_evals": [plan.LINEAR_EVAL.format(encoder=e, variant=v, seed=s) for e, v, s in runs],
-        "scores": [plan.hear_files(*r).scores for r in runs],
-        "predictions": [plan.hear_files(*r).predictions for r in runs],
-    }
+    return plan.ablation_inputs(config, wildcards.ablation)
 
 
 def ablation_run(wildcards):
     from abt.runspec import resolve
 
     enc = plan.ablation_encoder(config, wildcards.ablation)
-    variant = "baseline" if wildcards.ablation == "random_init" else wildcards.ablation
+    variant = plan.ablation_run_variant(wildcards.ablation)
     return plan.canonical(resolve(config, enc, variant, SEEDS[0], schema=SCHEMA).identity())
 
 
@@ -315,131 +283,48 @@ def sweep_settings(wildcards):
     return plan.canonical(settings(config, wildcards.sweep))
 
 
-def study_ablations(study):
-    return plan.study_rows(config, study)
-
-
 def study_inputs(wildcards):
-    names = study_ablations(wildcards.study)
-    return {
-        "summaries": [plan.AblationFiles(a).summary for a in names],
-        "bootstraps": [plan.AblationFiles(a).bootstrap for a in names],
-    }
-
-
-def study_epoch_metrics(study):
-    """The probe curves a study's figure draws (plot: curves): each pre-trained row's
-    epoch_metrics.csv (first seed)."""
-    if config["studies"][study]["plot"] != "curves":
-        return {}
-    return {
-        a: str(rundir.RunDir(ablation_run_dirs(a)[0]).epoch_metrics)
-        for a in study_ablations(study)
-        if a != "random_init"
-    }
+    return plan.study_inputs(config, wildcards.study)
 
 
 def study_figure_inputs(wildcards):
-    return {"epoch_metrics": list(study_epoch_metrics(wildcards.study).values())}
+    return {"epoch_metrics": list(plan.study_epoch_metrics(config, wildcards.study).values())}
 
 
 def study_figure_curves(wildcards):
-    return study_epoch_metrics(wildcards.study)
+    return plan.study_epoch_metrics(config, wildcards.study)
+
+
+def report_scope(wildcards):
+    return plan.ReportScope(config, wildcards.scope)
 
 
 def scope_scores(wildcards):
-    return expand(
-        HEAR_FILES.scores,
-        encoder=scope_encoders(wildcards.scope),
-        variant=hear_variants(),
-        seed=SEEDS,
-    )
-
-
-def scope_run_dirs(wildcards):
-    return {e: plan.run_dir(e, "baseline", SEEDS[0]) for e in scope_encoders(wildcards.scope)}
+    return report_scope(wildcards).scores()
 
 
 def scope_predictions(wildcards):
-    """Per encoder of the scope: the trained and random-init runs' HEAR predictions folders."""
-    if not config["hear"]["random_init"]:
-        return {}
-    return {
-        e: {v: plan.hear_files(e, v, SEEDS[0]).predictions for v in ("baseline", "random_init")}
-        for e in scope_encoders(wildcards.scope)
-    }
+    return report_scope(wildcards).predictions()
 
 
 def scope_random_probes(wildcards):
-    """Per encoder: the random initialisation's linear evaluation (the learning curves' floor)."""
-    if not config["monitor"]["task"]:
-        return {}
-    return {
-        e: plan.LINEAR_EVAL.format(encoder=e, variant="random_init", seed=SEEDS[0])
-        for e in scope_encoders(wildcards.scope)
-    }
+    return report_scope(wildcards).random_probes()
 
 
 def scope_finetune(wildcards):
-    """Per encoder of the scope, per variant, per task: its fine-tuning result (none when
-    finetune.tasks is empty)."""
-    return plan.finetune_results(config, scope_encoders(wildcards.scope))
+    return report_scope(wildcards).finetune()
 
 
 def scope_epoch_metrics(wildcards):
-    """Per encoder of the scope: its run's epoch_metrics.csv (the probe curves of Fig. 4.4)."""
-    return {e: str(rundir.RunDir(d).epoch_metrics) for e, d in scope_run_dirs(wildcards).items()}
+    return report_scope(wildcards).epoch_metrics()
 
 
 def scope_evaluations(wildcards):
-    preds = scope_predictions(wildcards)
-    finetuned = scope_finetune(wildcards)
-    return {
-        "predictions": [d for runs in preds.values() for d in runs.values()],
-        "random_probes": list(scope_random_probes(wildcards).values()),
-        "epoch_metrics": list(scope_epoch_metrics(wildcards).values()),
-        "finetune": [p for runs in finetuned.values() for r in runs.values() for p in r.values()],
-    }
+    return report_scope(wildcards).evaluations()
 
 
 def scope_encoder_list(wildcards):
-    return scope_encoders(wildcards.scope)
-
-
-def report_params(scope):
-    """What the report of ``scope`` reads, by name (its params; report_inputs: the same files as
-    inputs)."""
-    studies = scope_studies(scope)
-    figures = {"training_curves": f"{plan.CURVES_FIGURE.format(scope=scope)}.png"}
-    figures |= {s: plan.StudyFiles(s).png for s in studies}
-    hparams = {
-        f"{e}/baseline": str(plan.run_files(e, "baseline", SEEDS[0]).hparams)
-        for e in scope_encoders(scope)
-    }
-    for s in studies:
-        for a in plan.study_rows(config, s):
-            if a != "random_init":
-                hparams[a] = str(rundir.RunDir(ablation_run_dirs(a)[0]).hparams)
-    return {
-        "sweeps": {s: plan.SweepFiles(s).summary for s in scope_sweeps(scope)},
-        "studies": {s: plan.StudyFiles(s).summary for s in studies},
-        "figures": figures,
-        "hparams": hparams,
-    }
-
-
-def report_inputs(scope):
-    """Every file the report of ``scope`` reads (report_params names them)."""
-    named = report_params(scope)
-    sweeps = [plan.SweepFiles(s) for s in scope_sweeps(scope)]
-    return {
-        "sweeps": [f for s in sweeps for f in (s.trials, s.importances, s.best, s.png, s.pdf)],
-        "tables": plan.TABLES_DIR.format(scope=scope),
-        "encoders": f"{plan.ENCODER_TABLES}.csv",
-        "studies": list(named["studies"].values()),
-        "figures": [f for png in named["figures"].values() for f in (png, png[: -len(".png")] + ".pdf")],
-        "hparams": list(dict.fromkeys(named["hparams"].values())),
-    }
+    return report_scope(wildcards).encoders
 
 
 # ---- sweeps

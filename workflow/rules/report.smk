@@ -173,7 +173,7 @@ for scope, rule_name in (("main", "report"), ("full", "report_full")):
         name:
             rule_name
         input:
-            **report_inputs(scope),
+            **plan.ReportScope(config, scope).inputs(),
         output:
             tex=f"{plan.REPORT_DIRS[scope]}/tables.tex",
             html=f"{plan.REPORT_DIRS[scope]}/report.html",
@@ -183,7 +183,7 @@ for scope, rule_name in (("main", "report"), ("full", "report_full")):
         conda:
             "../../envs/report.yaml"
         params:
-            **report_params(scope),
+            **plan.ReportScope(config, scope).params(),
             config=plan.canonical(config),
             scope=scope,
             tasks=TASKS,

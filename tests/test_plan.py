@@ -1,0 +1,134 @@
+"""Planning (abt.plan), tested without Snakemake: what the report of each scope reads, what an
+ablation's and a study's summaries read. The workflow's rules adapt these functions to
+wildcards; tests/test_workflow.py dry-runs the whole DAG."""
+
+import copy
+
+import pytest
+
+from abt import plan
+from abt.config import REPO_ROOT, load_config
+
+CFG = load_config(REPO_ROOT / "config.yaml")
+
+
+def cfg(**changes):
+    c = copy.deepcopy(CFG)
+    for key, value in changes.items():
+        section, name = key.split("__")
+        c[section][name] = value
+    return c
+
+
+def test_the_main_scope_reads_the_configured_encoders_studies_and_sweeps():
+    rs = plan.ReportScope(CFG, "main")
+    assert rs.encoders == CFG["run"]["encoders"] == ["audiontt"]
+    assert rs.studies == CFG["report"]["studies"] == ["augmentations"]
+    assert rs.sweeps == CFG["report"]["sweeps"] == []
+    p = rs.params()
+    assert p["studies"] == {"augmentations": "results/studies/augmentations/summary.csv"}
+    assert p["figures"] == {
+        "training_curves": "results/figures/main/training_curves.png",
+        "augmentations": "results/figures/studies/augmentations.png",
+    }
+    rows = plan.study_rows(CFG, "augmentations")
+    assert rows[-1] == plan.RANDOM_INIT  # a study row without a run of its own
+    assert list(p["hparams"]) == ["audiontt/baseline", *rows[:-1]]
+    assert (
+        p["hparams"]["audiontt/baseline"] == "results/pretrain/audiontt/baseline/seed0/hparams.yaml"
+    )
+
+
+def test_the_full_scope_adds_the_full_encoders_and_every_study_and_sweep():
+    rs = plan.ReportScope(CFG, "full")
+    full = CFG["report"]["full_encoders"]
+    assert rs.encoders == ["audiontt", *[e for e in full if e != "audiontt"]]
+    assert rs.studies == sorted(CFG["studies"]) and rs.sweeps == sorted(CFG["sweeps"])
+    assert set(rs.params()["sweeps"]) == set(CFG["sweeps"])
+
+
+@pytest.mark.parametrize("scope", ["main", "full"])
+def test_the_reports_inputs_are_the_files_its_params_name(scope):
+    rs = plan.ReportScope(CFG, scope)
+    p, i = rs.params(), rs.inputs()
+    assert i["studies"] == list(p["studies"].values())
+    assert set(i["hparams"]) == set(p["hparams"].values())
+    for png in p["figures"].values():
+        assert png in i["figures"] and png.replace(".png", ".pdf") in i["figures"]
+    for name, summary in p["sweeps"].items():
+        files = plan.SweepFiles(name)
+        assert summary == files.summary
+        assert {files.trials, files.importances, files.best, files.png, files.pdf} <= set(
+            i["sweeps"]
+        )
+    assert i["tables"] == f"results/tables/{scope}"
+    assert i["encoders"] == "results/tables/encoders.csv"
+
+
+def test_the_paper_tables_read_each_encoders_trained_and_random_runs():
+    rs = plan.ReportScope(CFG, "main")
+    assert rs.scores() == [
+        "results/hear/audiontt/baseline/seed0/scores.csv",
+        "results/hear/audiontt/random_init/seed0/scores.csv",
+    ]
+    assert rs.predictions() == {"audiontt": {
+        "baseline": "results/hear/audiontt/baseline/seed0/predictions",
+        "random_init": "results/hear/audiontt/random_init/seed0/predictions",
+    }}  # fmt: skip
+    assert rs.random_probes() == {"audiontt": "results/linear_eval/audiontt/random_init/seed0.json"}
+    assert rs.epoch_metrics() == {
+        "audiontt": "results/pretrain/audiontt/baseline/seed0/epoch_metrics.csv"
+    }
+    ev = rs.evaluations()
+    assert ev["predictions"] == list(rs.predictions()["audiontt"].values())
+    assert ev["finetune"] == [
+        f"results/finetune/audiontt/{v}/seed0/{t}.json"
+        for v in ("baseline", "random_init") for t in CFG["finetune"]["tasks"]
+    ]  # fmt: skip
+
+
+def test_without_random_init_or_monitoring_nothing_of_theirs_is_read():
+    c = cfg(hear__random_init=False, monitor__task=None, finetune__tasks=[])
+    rs = plan.ReportScope(c, "main")
+    assert rs.scores() == ["results/hear/audiontt/baseline/seed0/scores.csv"]
+    assert rs.predictions() == {} and rs.random_probes() == {} and rs.finetune() == {}
+    assert rs.evaluations()["predictions"] == rs.evaluations()["finetune"] == []
+    assert plan.hear_variants(c) == ["baseline"]
+
+
+def test_every_seed_is_scored_the_first_one_is_compared():
+    c = copy.deepcopy(CFG)
+    c["run"]["seeds"] = [3, 4]
+    rs = plan.ReportScope(c, "main")
+    assert [s.split("/")[-2] for s in rs.scores()] == ["seed3", "seed4", "seed3", "seed4"]
+    assert rs.run_dirs() == {"audiontt": "results/pretrain/audiontt/baseline/seed3"}
+    a = plan.ablation_inputs(c, "aug_rrc")
+    assert a["ckpts"] == [f"results/pretrain/audiontt/aug_rrc/seed{s}/model.ckpt" for s in (3, 4)]
+    assert len(a["linear_evals"]) == len(a["scores"]) == len(a["predictions"]) == 2
+
+
+def test_an_unknown_scope_is_named():
+    with pytest.raises(
+        ValueError, match="unknown report scope 'nope'; known: \\['full', 'main'\\]"
+    ):
+        plan.ReportScope(CFG, "nope")
+
+
+def test_a_study_reads_each_rows_summary_and_bootstrap_and_draws_its_curves():
+    rows = plan.study_rows(CFG, "augmentations")
+    got = plan.study_inputs(CFG, "augmentations")
+    assert got["summaries"] == [f"results/ablations/{a}/summary.csv" for a in rows]
+    assert got["bootstraps"] == [plan.AblationFiles(a).bootstrap for a in rows]
+    curves = {s for s, st in CFG["studies"].items() if st["plot"] == "curves"}
+    for study in CFG["studies"]:
+        em = plan.study_epoch_metrics(CFG, study)
+        if study in curves:
+            assert set(em) == set(plan.study_rows(CFG, study)) - {plan.RANDOM_INIT}
+        else:
+            assert em == {}
+
+
+def test_the_random_init_row_describes_the_main_runs_architecture():
+    assert plan.ablation_run_variant(plan.RANDOM_INIT) == plan.MAIN_VARIANT
+    assert plan.ablation_run_variant("aug_rrc") == "aug_rrc"
+    assert plan.ablation_encoder(CFG, plan.RANDOM_INIT) == CFG["pretrain"]["encoder"]
