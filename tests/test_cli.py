@@ -223,14 +223,31 @@ def test_build_embedded_scale_zero_is_an_argument_error(tmp_path):
     assert not (tmp_path / "e").exists()
 
 
-def test_evaluation_before_its_venv_exists_names_the_command_to_run(tmp_path):
-    """Regression: the message named a Python function (ensure_env()), not the command."""
+@pytest.mark.parametrize("how", [["-m", "abt.cli", "hear"], ["-m", "abt.evaluation"]])
+def test_evaluation_before_its_venv_exists_names_the_command_to_run(tmp_path, how):
+    """Regression: the message named a Python function (ensure_env()), not the command.
+    ``python -m abt.evaluation`` is ``abt hear``: one command line."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
-    r = subprocess.run([sys.executable, "-m", "abt.evaluation", "validate", str(tmp_path / "venv"),
+    r = subprocess.run([sys.executable, *how, "validate", str(tmp_path / "venv"),
                         str(tmp_path / "model.ckpt")], capture_output=True, text=True, env=env,
                        timeout=300)  # fmt: skip
-    one_line_error(r, "is not a built evaluation venv",
-                   f"python -m abt.evaluation env {tmp_path / 'venv'}")  # fmt: skip
+    one_line_error(r, "is not a built evaluation venv", f"abt hear env {tmp_path / 'venv'}")
+    assert r.stderr.startswith("abt hear validate: error: ")
+
+
+def test_one_command_line_holds_every_command():
+    """The HEAR steps and the sample rates are ``abt`` commands; the module entry points
+    (``python -m abt.evaluation``, ``python -m abt.data.rates``) forward to them."""
+    from abt.cli import COMMANDS
+    from abt.evaluation.commands import HEAR_COMMANDS
+
+    assert {"hear", "add-rates"} <= set(COMMANDS)
+    assert set(HEAR_COMMANDS) == {"env", "random-init", "validate", "embed", "predict", "scores",
+                                  "validate-reference"}  # fmt: skip
+    r = subprocess.run([sys.executable, "-m", "abt.cli", "hear", "--help"], capture_output=True,
+                       text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+                       timeout=300)  # fmt: skip
+    assert r.returncode == 0 and all(c in r.stdout for c in HEAR_COMMANDS)
 
 
 def test_encoders_out_does_not_overwrite_a_foreign_file(tmp_path):

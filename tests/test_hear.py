@@ -457,7 +457,7 @@ def test_shims_for_the_references_in_a_subprocess(tmp_path):
 
 
 def test_unbuilt_env_and_bad_inputs_are_clear_errors(ckpts, tmp_path):
-    with pytest.raises(he.EnvBuildError, match="build it first with `python -m abt.evaluation env"):
+    with pytest.raises(he.EnvBuildError, match="build it first with `abt hear env"):
         he.run_validator(tmp_path / "nope", ckpts["conv"])
     with pytest.raises(ValueError, match="grid must be one of"):
         he.run_predictions(tmp_path / "nope", tmp_path, grid="quick")

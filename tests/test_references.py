@@ -174,7 +174,7 @@ def test_a_task_without_the_models_rate_is_a_clear_error(tmp_path):
                                   sample_rate=44100)  # fmt: skip
     msg = str(ei.value)
     assert "no 44100/ audio folder (it has [16000]); hearbaseline.naive declares" in msg
-    assert f"python -m abt.data.rates {task} --rate 44100" in msg
+    assert f"abt add-rates {task} --rate 44100" in msg
 
 
 # ------------------------------------------------------------------------ the kit (slow)

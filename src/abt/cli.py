@@ -9,6 +9,8 @@
     abt embed RUN_DIR/model.ckpt my_audio/ --out embeddings/
     abt export RUN_DIR exported/
     abt finetune RUN_DIR/model.ckpt TASK_DIR results/mels/tasks/TASK --out finetune.json
+    abt hear env .venv-hear
+    abt add-rates TASK_DIR --rate 44100
 
 Each subcommand is registered in :data:`COMMANDS` (name -> (help, add_arguments, run)).
 """
@@ -521,6 +523,55 @@ COMMANDS.add(
         "with its 95-per-cent bootstrap interval",
         _ft_args,
         _ft,
+    ),
+)
+
+
+# --- hear, add-rates: the HEAR kit's steps and a task's other sample rates -----------------
+
+
+def _hear_args(p: argparse.ArgumentParser) -> None:
+    from abt.evaluation.commands import add_hear_commands
+
+    add_hear_commands(p)
+
+
+def _hear(a: argparse.Namespace) -> int:
+    from abt.evaluation.commands import run_hear_command
+
+    return run_hear_command(a)
+
+
+COMMANDS.add(
+    "hear",
+    (
+        "the workflow's HEAR steps by hand: the kit's venv, random-init checkpoints, "
+        "hear-validator, embeddings, predictions, scores, references",
+        _hear_args,
+        _hear,
+    ),
+)
+
+
+def _rates_args(p: argparse.ArgumentParser) -> None:
+    from abt.data.rates import add_rates_arguments
+
+    add_rates_arguments(p)
+
+
+def _rates(a: argparse.Namespace) -> int:
+    from abt.data.rates import run_add_rates
+
+    return run_add_rates(a, command="abt add-rates")
+
+
+COMMANDS.add(
+    "add-rates",
+    (
+        "write a HEAR task's audio at other sample rates (what a model declaring one reads), "
+        "from the task's source audio",
+        _rates_args,
+        _rates,
     ),
 )
 

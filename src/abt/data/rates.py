@@ -421,25 +421,35 @@ def _write_rate(
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m abt.data.rates TASK_DIR --rate R [--rate R2] [--source PATH]``."""
-    import argparse
+def add_rates_arguments(p: Any) -> None:
+    """The arguments of ``abt add-rates`` (an ``argparse.ArgumentParser``)."""
+    p.add_argument("task_dir")
+    p.add_argument("--rate", type=int, action="append", required=True)
+    p.add_argument("--source", help="the task's source (folder, archive, FSD50K, CSV)")
+    p.add_argument("--quality", default="HQ", choices=QUALITIES)
+    p.add_argument("--workers", type=int, default=2)
+
+
+def run_add_rates(a: Any, command: str = "abt add-rates") -> int:
+    """Run ``abt add-rates`` on its parsed arguments; a bad task is one line naming it."""
     import sys
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("task_dir")
-    ap.add_argument("--rate", type=int, action="append", required=True)
-    ap.add_argument("--source", help="the task's source (folder, archive, FSD50K, CSV)")
-    ap.add_argument("--quality", default="HQ", choices=QUALITIES)
-    ap.add_argument("--workers", type=int, default=2)
-    a = ap.parse_args(argv)
     try:
         rec = add_rates(a.task_dir, a.rate, source=a.source, quality=a.quality, workers=a.workers)
     except (RateError, ValueError, FileNotFoundError) as e:
-        print(f"python -m abt.data.rates: error: {e}", file=sys.stderr)
+        print(f"{command}: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(rec["status"]))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m abt.data.rates ARGS``: the same as ``abt add-rates ARGS``."""
+    import sys
+
+    from abt.cli import main as abt_main
+
+    return abt_main(["add-rates", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":  # pragma: no cover

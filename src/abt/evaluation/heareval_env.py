@@ -337,7 +337,7 @@ def _check_env(env_dir: str | Path) -> Path:
     if not env_python(env_dir).exists() or read_stamp(env_dir) is None:
         raise EnvBuildError(
             f"{env_dir} is not a built evaluation venv: build it first with "
-            f"`python -m abt.evaluation env {env_dir}` (the workflow's setup_hear_env rule does "
+            f"`abt hear env {env_dir}` (the workflow's setup_hear_env rule does "
             "the same)"
         )
     return env_dir
@@ -418,7 +418,7 @@ def _check_tasks(
             raise MissingRateError(
                 f"{t}: no {sample_rate}/ audio folder (it has {sample_rates(t)}); {module} "
                 f"declares sample_rate {sample_rate} and the kit reads <task>/{sample_rate}/: "
-                f"add it with `python -m abt.data.rates {t} --rate {sample_rate}`"
+                f"add it with `abt add-rates {t} --rate {sample_rate}`"
             )
         info = read_task(t, sample_rate=sample_rate)  # raises HearTaskError naming the file
         if not info.labels or all(len(v) == 0 for v in info.labels.values()):
