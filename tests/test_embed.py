@@ -293,10 +293,11 @@ def test_autocast_only_on_cuda_and_bad_device_names(monkeypatch):
 def test_the_trainer_and_the_hear_module_use_the_device_choice(monkeypatch, tmp_path):
     """One owner: the trainer's device and autocast come from abt.devices, and load_model's
     ``device`` option goes through the same choice."""
+    import abt.components
     import abt.trainer
 
     assert abt.trainer.pick_device is devices.pick_device
-    assert abt.trainer.autocast_dtype is devices.autocast_dtype
+    assert abt.components.autocast_dtype is devices.autocast_dtype  # the trainer's components
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     ckpt = defaults.random_init(tmp_path / "m.ckpt", "audiontt", "audiontt", {}, 0.0, 1.0, {})

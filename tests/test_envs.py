@@ -246,6 +246,8 @@ def test_torch_envs_differ_only_in_the_pytorch_build():
     cpu, gpu = (_conda_pins(ROOT / f"envs/torch-{d}.yaml") for d in ("cpu", "gpu"))
     assert cpu["pytorch"][0] == gpu["pytorch"][0]
     assert {**cpu, "pytorch": None} == {**gpu, "pytorch": None}
+    scripts = [(ROOT / f"envs/torch-{d}.post-deploy.sh").read_text() for d in ("cpu", "gpu")]
+    assert scripts[0] == scripts[1]
 
 
 def _rules() -> list[tuple[str, str, bool]]:
@@ -279,21 +281,23 @@ def test_gpu_and_cpu_rules_name_different_envs():
     assert {"pretrain_encoder", "sweep_worker", "linear_eval"} <= gpu_rules
 
 
-def test_audio_pypi_packages_have_their_dependencies_in_conda():
-    """audio.post-deploy.sh installs its PyPI packages with --no-deps (wheels only): every
-    dependency they declare must be a conda pin of audio.yaml that satisfies it, so the conda env
+@pytest.mark.parametrize("env", ["audio", "torch-cpu", "torch-gpu"])
+def test_pypi_packages_have_their_dependencies_in_conda(env):
+    """A post-deploy script installs its PyPI packages with --no-deps (wheels only): every
+    dependency they declare must be a conda pin of the env that satisfies it, so the conda env
     is complete without them."""
-    script = (ROOT / "envs/audio.post-deploy.sh").read_text()
+    script = (ROOT / f"envs/{env}.post-deploy.sh").read_text()
     assert "--no-deps" in script and "--only-binary :all:" in script
-    conda = {_pip_name(n): v for n, (v, _) in _conda_pins(ROOT / "envs/audio.yaml").items()}
-    for name, version in _post_deploy_pins(ROOT / "envs/audio.yaml").items():
+    conda = {_pip_name(n): v for n, (v, _) in _conda_pins(ROOT / f"envs/{env}.yaml").items()}
+    conda = {n: v.split("=")[0] for n, v in conda.items()}  # pytorch=2.13.0=cpu_*: the version
+    for name, version in _post_deploy_pins(ROOT / f"envs/{env}.yaml").items():
         assert importlib.metadata.version(name) == version, name  # the project venv's copy
         for spec in importlib.metadata.requires(name) or []:
             req = Requirement(spec)
             if req.marker and not req.marker.evaluate({"extra": ""}):
                 continue  # an optional extra
             dep = _norm(req.name)
-            assert dep in conda, f"{name} needs {spec}; audio.yaml has no {dep}"
+            assert dep in conda, f"{name} needs {spec}; {env}.yaml has no {dep}"
             assert req.specifier.contains(conda[dep], prereleases=True), (name, spec)
 
 
@@ -324,6 +328,8 @@ def test_env_stage_covers_the_imports_of_its_rules():
         torch_env = {_pip_name(n) for n in _conda_pins(ROOT / f"envs/torch-{device}.yaml")}
         for need in ("torch", "optuna", "soundfile", "soxr", "pandas", "scikit-learn"):
             assert need in torch_env, need
+        # the waveform augmentations' resampler, from PyPI after the env is created
+        assert "julius" in _post_deploy_pins(ROOT / f"envs/torch-{device}.yaml")
     audio = set(_conda_pins(ROOT / "envs/audio.yaml")) | set(_pip_pins(ROOT / "envs/audio.yaml")[0])
     for need in ("librosa", "pytorch", "pretty-midi", "midirenderer", "espeakng-loader"):
         assert need in audio, need

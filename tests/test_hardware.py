@@ -6,8 +6,8 @@ import torch
 
 from abt import hardware
 from abt.config import REPO_ROOT, load_config
+from abt.devices import autocast_dtype
 from abt.runspec import resolve
-from abt.trainer import autocast_dtype
 
 CUDA = torch.device("cuda")
 

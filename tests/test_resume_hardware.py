@@ -239,7 +239,7 @@ def test_fp16_steps_never_read_the_device(store, tmp_path, monkeypatch, encoder)
     """fp16 autocast with gradient scaling (what ``mixed`` is below sm_80), on the CPU: the
     optimiser skips overflowed steps on the device (LARS itself, AdamW fused), so a step
     reads nothing back -- not even the scaler's found_inf."""
-    monkeypatch.setattr("abt.trainer.autocast_dtype", lambda *a: torch.float16)
+    monkeypatch.setattr("abt.components.autocast_dtype", lambda *a: torch.float16)
     tr = _trainer(store, tmp_path / "r", encoder=encoder)
     assert tr.scaler.is_enabled() and tr.optimizer._step_supports_amp_scaling
     if encoder == "audiontt":  # fp16 convolutions crawl on a CPU: the scaled path in float32

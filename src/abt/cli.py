@@ -530,50 +530,32 @@ COMMANDS.add(
 # --- hear, add-rates: the HEAR kit's steps and a task's other sample rates -----------------
 
 
-def _hear_args(p: argparse.ArgumentParser) -> None:
-    from abt.evaluation.commands import add_hear_commands
+def _delegated(name: str, help_: str, module: str, add: str, run: str) -> None:
+    """Register command ``name`` whose arguments (``module.add(parser)``) and run
+    (``module.run(args) -> exit status``) live in ``module``, imported when they are needed."""
+    import importlib
 
-    add_hear_commands(p)
+    def add_args(p: argparse.ArgumentParser) -> None:
+        getattr(importlib.import_module(module), add)(p)
+
+    def run_command(a: argparse.Namespace) -> int:
+        return int(getattr(importlib.import_module(module), run)(a))
+
+    COMMANDS.add(name, (help_, add_args, run_command))
 
 
-def _hear(a: argparse.Namespace) -> int:
-    from abt.evaluation.commands import run_hear_command
-
-    return run_hear_command(a)
-
-
-COMMANDS.add(
+_delegated(
     "hear",
-    (
-        "the workflow's HEAR steps by hand: the kit's venv, random-init checkpoints, "
-        "hear-validator, embeddings, predictions, scores, references",
-        _hear_args,
-        _hear,
-    ),
-)
-
-
-def _rates_args(p: argparse.ArgumentParser) -> None:
-    from abt.data.rates import add_rates_arguments
-
-    add_rates_arguments(p)
-
-
-def _rates(a: argparse.Namespace) -> int:
-    from abt.data.rates import run_add_rates
-
-    return run_add_rates(a, command="abt add-rates")
-
-
-COMMANDS.add(
+    "the workflow's HEAR steps by hand: the kit's venv, random-init checkpoints, "
+    "hear-validator, embeddings, predictions, scores, references",
+    "abt.evaluation.commands", "add_hear_commands", "run_hear_command",
+)  # fmt: skip
+_delegated(
     "add-rates",
-    (
-        "write a HEAR task's audio at other sample rates (what a model declaring one reads), "
-        "from the task's source audio",
-        _rates_args,
-        _rates,
-    ),
-)
+    "write a HEAR task's audio at other sample rates (what a model declaring one reads), "
+    "from the task's source audio",
+    "abt.data.rates", "add_rates_arguments", "run_add_rates",
+)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

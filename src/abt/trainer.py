@@ -45,13 +45,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
-from torch import nn
 
 from abt import devicestate, hardware, rundir
-from abt.augment import AugmentationPipeline
 from abt.checkpoint import (  # noqa: F401  (RESUME_FORMAT, ResumeError: re-exported)
     RESUME_FORMAT,
     CheckpointWriteError,
@@ -63,16 +60,15 @@ from abt.checkpoint import (  # noqa: F401  (RESUME_FORMAT, ResumeError: re-expo
     write_resume,
 )
 from abt.codehash import code_digest
+from abt.components import build_components
 from abt.config import ConfigError
 from abt.data.loader import CropLoader, EpochPlan, plan_epoch
 from abt.data.mel import MelConfig
 from abt.data.store import MelStore
-from abt.devices import autocast_dtype, pick_device
-from abt.distributed import barrier, broadcast, convert_sync_batchnorm, init_from_env
-from abt.encoders import MASK_SCHEDULES, build_encoder_from_spec
+from abt.devices import pick_device
+from abt.distributed import barrier, broadcast, init_from_env
+from abt.encoders import MASK_SCHEDULES
 from abt.locks import folder_lock
-from abt.methods import build_method
-from abt.optim import WarmupCosine, build_optimizer
 from abt.runlog import CsvLog
 from abt.runspec import RunSpec
 from abt.tracking import Tracker
@@ -137,90 +133,16 @@ class Trainer:
         self.dist = init_from_env(self.device)
         if not self.dist.main:  # one copy of every log line: rank 0's (errors still raise)
             self.log, self.progress = _silent, False
-        self.batch_size = int(self.pre["batch_size"])
-        self.crop_frames = int(self.pre["crop_frames"])
-        self.epochs = int(self.pre["epochs"])
-        if len(self.store) < self.batch_size:
-            raise ConfigError(
-                f"the pre-training store {self.store.path} has {len(self.store)} clips, fewer than "
-                f"one batch of {self.batch_size}: lower pretrain.batch_size or add data"
-            )
-        if self.batch_size % self.dist.world:
-            raise ConfigError(
-                f"pretrain.batch_size {self.batch_size} is not divisible by the {self.dist.world} "
-                "processes; the global batch is split evenly across ranks"
-            )
-        self.local_batch = self.batch_size // self.dist.world
-        self.steps_per_epoch = len(self.store) // self.batch_size
-        self.total_steps = self.epochs * self.steps_per_epoch
-
-        torch.manual_seed(self.seed)
-        random.seed(self.seed)
-        enc_spec = self.spec.encoder
-        self.encoder = build_encoder_from_spec(enc_spec, self.store.n_mels, self.crop_frames)
-        self.amp_dtype = autocast_dtype(self.pre["precision"], enc_spec["precision"], self.device)
-        self.masking = self.pre["masking"]
-        # the sine schedule's warm-up: warmup_epochs, or warmup_epochs of reference_epochs
-        warm_epochs = float(self.masking["warmup_epochs"])
-        if self.masking["reference_epochs"]:
-            warm_epochs *= self.epochs / float(self.masking["reference_epochs"])
-        self.mask_warmup_steps = int(round(warm_epochs * self.steps_per_epoch))
-        if self.masking["mode"] != "none" and self.encoder.unit_frames is None:
-            raise ConfigError(
-                f"pretrain.masking.mode={self.masking['mode']!r} needs a ViT encoder; "
-                f"{enc_spec['arch']!r} has no patch tokens"
-            )
-        self.method = build_method(
-            self.encoder,
-            self.pre["method"],
-            self.pre["projector"],
-            self.pre["objective"],
-            distributed=self.dist.active,
-        ).to(self.device)
-        self.speed = self._apply_speed(self.pre["speed"])
-        self.forward_module: nn.Module = self.method
-        if self.dist.active:
-            from torch.nn.parallel import DistributedDataParallel
-
-            if self.pre["sync_batchnorm"] and self.device.type == "cuda":
-                self.method = convert_sync_batchnorm(self.method)  # no host sync per layer
-                self.encoder = self.method.encoder
-                self.speed["sync_batchnorm"] = True
-            cuda = self.device.type == "cuda"
-            self.forward_module = DistributedDataParallel(
-                self.method,
-                device_ids=[self.device.index or self.dist.local_rank] if cuda else None,
-                find_unused_parameters=False,
-            )
-        opt = {k: v for k, v in self.spec.optimizer.items() if k not in ("key", "name")}
-        self.optimizer = build_optimizer(
-            self.spec.optimizer["name"],
-            self.method,
-            batch_size=self.batch_size,
-            reference_batch_size=int(self.pre["reference_batch_size"]),
-            grad_scaling=self.amp_dtype == torch.float16,
-            **opt,
-        )
-        sched = self.pre["schedule"]
-        self.warmup_steps = int(round(float(sched["warmup_epochs"]) * self.steps_per_epoch))
-        self.scheduler = WarmupCosine(
-            self.optimizer,
-            warmup_steps=self.warmup_steps,
-            total_steps=self.total_steps,
-            final_lr=float(sched["final_lr"]),
-        )
-        aug = self.pre["augment"]
-        norm = aug["norm"]
-        self.augment = AugmentationPipeline(
-            blocks=aug["blocks"],
-            norm=norm,
-            mean=self.store.mean if norm == "dataset" else None,
-            std=self.store.std if norm == "dataset" else None,
-            post_norm_scope=aug["post_norm_scope"],
-        ).to(self.device)
-        self.augment.manual_seed(self.seed + 1, device=self.device)
-        self.rng = np.random.default_rng(self.seed + 2)
-        self.scaler, self._scaler_carried = self._make_scaler()
+        c = build_components(self.spec, self.store, self.device, self.dist, self.log)
+        self.batch_size, self.local_batch = c.batch_size, c.local_batch
+        self.crop_frames, self.epochs = c.crop_frames, c.epochs
+        self.steps_per_epoch, self.total_steps = c.steps_per_epoch, c.total_steps
+        self.encoder, self.method, self.forward_module = c.encoder, c.method, c.forward_module
+        self.amp_dtype, self.speed = c.amp_dtype, c.speed
+        self.masking, self.mask_warmup_steps = c.masking, c.mask_warmup_steps
+        self.optimizer, self.scheduler, self.warmup_steps = c.optimizer, c.scheduler, c.warmup_steps
+        self.augment, self.rng = c.augment, c.rng
+        self.scaler, self._scaler_carried = c.scaler, None  # none carried from an fp16 segment
         self.epoch = 0  # completed epochs
         self.step = 0  # completed optimiser steps
         # the optional experiment tracker mirrors the rows the CSVs store (rank 0 only)
@@ -260,63 +182,6 @@ class Trainer:
         warm = self.mask_warmup_steps
         value = self.masking["ratio"] if mode == "fixed" else self.masking["beta"]
         return float(fn(step, self.total_steps, warm, float(value)))
-
-    def _apply_speed(self, speed: Mapping[str, Any]) -> dict[str, Any]:
-        """Apply ``pretrain.speed`` (options that change speed, not the method) and return it
-        with every ``auto`` resolved (recorded in ``summary.json``).
-
-        ``channels_last: auto``: convolutional encoders on CUDA. ``compile: auto``: ViT encoders on
-        CUDA, unless the sine masking schedule changes the token count every step; an explicit
-        ``compile`` with the sine schedule is refused (one recompile per token count, then
-        torch's recompile limit and eager). ``cudnn_benchmark``: cuDNN picks the fastest
-        convolution for the fixed crop size (evaluations turn it off:
-        :func:`abt.hardware.exact_float32`). On CUDA, ``pretrain.tf32`` sets TF32
-        (:func:`abt.hardware.set_tf32`).
-        """
-        cuda = self.device.type == "cuda"
-        conv = self.encoder.unit_frames is None
-        cl = speed["channels_last"]
-        channels_last = (cuda and conv) if cl == "auto" else bool(cl)
-        mode = speed["compile"]
-        if mode == "auto":
-            mode = "default" if cuda and not conv and self.masking["mode"] != "sine" else "none"
-        elif mode != "none" and self.masking["mode"] == "sine":
-            raise ConfigError(
-                f"pretrain.speed.compile: {mode} with pretrain.masking.mode: sine: the kept token "
-                "count changes with the ratio, so torch.compile recompiles for each count and "
-                "falls back to eager at its recompile limit (8). Set pretrain.speed.compile: "
-                "auto or none for the sine schedule"
-            )
-        if channels_last:
-            self.method.to(memory_format=torch.channels_last)
-        if mode != "none":  # in place: parameter names (and checkpoints) stay the same
-            self.method.online.compile(mode=None if mode == "default" else mode)
-        if cuda and speed["cudnn_benchmark"]:
-            torch.backends.cudnn.benchmark = True
-        if cuda:
-            hardware.set_tf32(self.pre["tf32"])
-        return {
-            "channels_last": channels_last,
-            "compile": mode,
-            "prefetch_batches": int(speed["prefetch_batches"]),
-            "autocast": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "fp32",
-            "tf32": self.pre["tf32"] if cuda else "none",
-            "sync_batchnorm": False,
-        }
-
-    def _make_scaler(self) -> tuple[torch.amp.GradScaler, dict | None]:
-        """The gradient scaler (enabled for float16 autocast) and the scaler state carried from
-        an earlier fp16 segment of the run (none yet). The optimiser is built to skip an
-        overflowed step on the device (``build_optimizer(grad_scaling=True)``), so the scaler
-        never reads ``found_inf`` on the host; the log says when it cannot."""
-        scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        if scaler.is_enabled() and not getattr(self.optimizer, "_step_supports_amp_scaling", 0):
-            self.log(
-                f"[abt] {type(self.optimizer).__name__} cannot skip an overflowed fp16 step on "
-                "the device: the gradient scaler reads the GPU once per step (set the "
-                "optimizer's fused: true where it has one)"
-            )
-        return scaler, None
 
     def plan_epoch(self) -> EpochPlan:
         """This epoch's clip order and crop starts (draws from ``self.rng``)."""
