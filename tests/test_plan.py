@@ -132,3 +132,18 @@ def test_the_random_init_row_describes_the_main_runs_architecture():
     assert plan.ablation_run_variant(plan.RANDOM_INIT) == plan.MAIN_VARIANT
     assert plan.ablation_run_variant("aug_rrc") == "aug_rrc"
     assert plan.ablation_encoder(CFG, plan.RANDOM_INIT) == CFG["pretrain"]["encoder"]
+
+
+def test_each_variant_name_has_a_kind_and_the_kind_chooses_the_store():
+    assert plan.variant_kind(CFG, "baseline") == plan.MAIN
+    assert plan.variant_kind(CFG, plan.RANDOM_INIT) == plan.RANDOM
+    assert plan.variant_kind(CFG, "aug_rrc") == plan.ABLATION
+    with pytest.raises(Exception, match="unknown variant 'nope'; known: baseline, random_init, "):
+        plan.variant_kind(CFG, "nope")
+    c = copy.deepcopy(CFG)
+    assert c["data"].get("ablation_pretrain") is None  # the default: one store for every run
+    assert {plan.kind_corpus(c, k) for k in (plan.MAIN, plan.ABLATION, plan.SWEEP)} == {"train"}
+    c["data"]["ablation_pretrain"] = {"source": "folder"}  # FSD50K dev in the thesis
+    assert plan.kind_corpus(c, plan.MAIN) == plan.kind_corpus(c, plan.RANDOM) == "train"
+    assert plan.kind_corpus(c, plan.ABLATION) == plan.kind_corpus(c, plan.SWEEP) == "ablation"
+    assert plan.variant_corpus(c, "aug_rrc") == "ablation"

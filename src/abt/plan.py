@@ -46,6 +46,15 @@ REPORT_DIRS = {"main": "report", "full": "report/full"}
 #: pre-training corpora: the main runs' data, and the ablations' (when configured separately)
 CORPORA = ("train", "ablation")
 
+#: the kinds of run a variant name stands for (:func:`variant_kind`): an encoder's main run
+#: (the configuration as is), a named ablation (the base with its overrides), the encoder at
+#: random initialisation (no pre-training: evaluated like a trained run, the floor of every
+#: comparison), and a sweep's trials (the base with each trial's parameters)
+MAIN, ABLATION, RANDOM, SWEEP = "main", "ablation", "random_init", "sweep"
+#: the variant names of the main run and of the random initialisation (path segments)
+MAIN_VARIANT = "baseline"
+RANDOM_INIT = "random_init"
+
 
 def run_dir(encoder: str, variant: str, seed: int | str) -> str:
     return PRETRAIN_RUN.format(encoder=encoder, variant=variant, seed=seed)
@@ -255,11 +264,31 @@ def corpus_data(cfg: dict[str, Any], corpus: str) -> dict[str, Any]:
     return dict(cfg["data"]["pretrain"])
 
 
+def variant_kind(cfg: dict[str, Any], variant: str) -> str:
+    """What a variant name stands for: :data:`MAIN`, :data:`RANDOM` or :data:`ABLATION` (a
+    ``ConfigError`` for a name that is none of them)."""
+    if variant == MAIN_VARIANT:
+        return MAIN
+    if variant == RANDOM_INIT:
+        return RANDOM
+    if variant in (cfg.get("ablations") or {}):
+        return ABLATION
+    known = [MAIN_VARIANT, RANDOM_INIT, *sorted(cfg.get("ablations") or {})]
+    raise ConfigError(f"unknown variant {variant!r}; known: {', '.join(known)}")
+
+
+def kind_corpus(cfg: dict[str, Any], kind: str) -> str:
+    """Store a kind of run pre-trains on: ablations and sweeps use ``data.ablation_pretrain``
+    when it is set (FSD50K dev in the thesis), the main runs (and their random initialisations'
+    statistics) ``data.pretrain``."""
+    if kind in (ABLATION, SWEEP) and cfg["data"].get("ablation_pretrain"):
+        return "ablation"
+    return "train"
+
+
 def variant_corpus(cfg: dict[str, Any], variant: str) -> str:
-    """Store a variant pre-trains on: ablations use ``data.ablation_pretrain`` when it is set."""
-    if variant in ("baseline", "random_init") or not cfg["data"].get("ablation_pretrain"):
-        return "train"
-    return "ablation"
+    """Store a variant pre-trains on (:func:`kind_corpus` of its :func:`variant_kind`)."""
+    return kind_corpus(cfg, variant_kind(cfg, variant))
 
 
 def pretrain_clip_list_path(cfg: dict[str, Any], corpus: str = "train") -> str:
@@ -314,7 +343,7 @@ def run_tasks(cfg: dict[str, Any], variant: str) -> list[str]:
     """The tasks a run is evaluated on with the HEAR kit: every task for the main runs
     (``baseline``) and the random initialisations, the HEAR-L tasks (``report.hear_l``) for an
     ablation (thesis §4.3)."""
-    if variant in ("baseline", "random_init"):
+    if variant_kind(cfg, variant) in (MAIN, RANDOM):
         return list(task_dirs(cfg))
     return list(cfg["report"]["hear_l"])
 
@@ -336,7 +365,7 @@ def finetune_variants(cfg: dict[str, Any]) -> list[str]:
     ft = cfg["finetune"]
     if not ft["tasks"]:
         return []
-    return ["baseline", "random_init"] if ft["random_init"] else ["baseline"]
+    return [MAIN_VARIANT, RANDOM_INIT] if ft["random_init"] else [MAIN_VARIANT]
 
 
 def finetune_results(cfg: dict[str, Any], encoders: list[str]) -> dict[str, dict[str, Any]]:
@@ -402,25 +431,25 @@ def job_preprocess(params: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any
 
 def variants(cfg: dict[str, Any]) -> list[str]:
     """``baseline`` (the configuration as is) plus every named ablation."""
-    return ["baseline", *sorted(cfg.get("ablations") or {})]
+    return [MAIN_VARIANT, *sorted(cfg.get("ablations") or {})]
 
 
 def ablation_names(cfg: dict[str, Any]) -> list[str]:
     """Valid ``results/ablations/<name>/summary.csv`` names: every ablation and ``random_init``."""
-    return [*sorted(cfg.get("ablations") or {}), "random_init"]
+    return [*sorted(cfg.get("ablations") or {}), RANDOM_INIT]
 
 
 def ablation_encoder(cfg: dict[str, Any], name: str) -> str:
     """Encoder an ablation (or ``random_init``, the study's no-pre-training row) runs with."""
     from abt.runspec import variant_config
 
-    if name == "random_init":
+    if name == RANDOM_INIT:
         return str(cfg["pretrain"]["encoder"])
     return str(variant_config(cfg, name)["pretrain"]["encoder"])
 
 
 def ablation_description(cfg: dict[str, Any], name: str) -> str:
-    if name == "random_init":
+    if name == RANDOM_INIT:
         return "Random initialisation (no pre-training)"
     return str((cfg.get("ablations") or {})[name].get("description", name))
 
@@ -431,15 +460,10 @@ def study_rows(cfg: dict[str, Any], study: str) -> list[str]:
     ``random_init`` when the study has that row."""
     st = cfg["studies"][study]
     rows = list((cfg["report"]["study_subset"] or {}).get(study) or st["ablations"])
-    return [*rows, *(["random_init"] if st["random_init"] else [])]
+    return [*rows, *([RANDOM_INIT] if st["random_init"] else [])]
 
 
 # ------------------------------------------------------------ ablations, studies, reports
-
-#: the variant of an encoder's main run, and the row of an encoder (or a study) without
-#: pre-training: its randomly initialised network, evaluated like a trained one
-MAIN_VARIANT = "baseline"
-RANDOM_INIT = "random_init"
 
 
 def hear_variants(cfg: dict[str, Any]) -> list[str]:

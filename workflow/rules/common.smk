@@ -190,14 +190,14 @@ def random_init_run(wildcards):
     """The baseline run of an encoder (its architecture and front-end), as its identity."""
     from abt.runspec import resolve
 
-    run = resolve(config, wildcards.encoder, "baseline", int(wildcards.seed), schema=SCHEMA)
+    run = resolve(config, wildcards.encoder, plan.MAIN_VARIANT, int(wildcards.seed), schema=SCHEMA)
     return plan.canonical(run.identity())
 
 
 def sweep_params_input(wildcards):
     """best_params.yaml of the sweep that run.from_sweeps assigns to this encoder (main runs)."""
     sweep = (config["run"].get("from_sweeps") or {}).get(wildcards.encoder)
-    if not sweep or wildcards.variant != "baseline":
+    if not sweep or wildcards.variant != plan.MAIN_VARIANT:
         return {}
     return {"sweep_params": plan.SweepFiles(sweep).best}
 
@@ -332,7 +332,7 @@ def scope_encoder_list(wildcards):
 
 def sweep_stats(wildcards):
     """Sweeps pre-train on the ablations' data (FSD50K dev in the thesis) when it is set."""
-    corpus = plan.variant_corpus(config, "sweep")
+    corpus = plan.kind_corpus(config, plan.SWEEP)
     return f"{PRETRAIN_STORE.format(corpus=corpus)}/stats.json"
 
 

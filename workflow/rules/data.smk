@@ -185,8 +185,8 @@ rule data:
         tasks=[plan.task_input_path(config, t) for t in TASKS],
         stores=sorted(
             {
-                f"{PRETRAIN_STORE.format(corpus=plan.variant_corpus(config, v))}/stats.json"
-                for v in ("baseline", "sweep")
+                f"{PRETRAIN_STORE.format(corpus=plan.kind_corpus(config, k))}/stats.json"
+                for k in (plan.MAIN, plan.SWEEP)
             }
         ),
         monitor=list(plan.monitor_inputs(config).values()),

@@ -1,7 +1,7 @@
 # Stage 3: evaluation with the official HEAR kit (unmodified, in its own pinned environment),
 # random-initialisation baselines, per-run score tables.
 
-HEAR_VARIANT = one_of([*VARIANTS, "random_init"])
+HEAR_VARIANT = one_of([*VARIANTS, plan.RANDOM_INIT])
 
 
 rule setup_hear_env:
@@ -27,7 +27,7 @@ rule random_init_encoder:
     input:
         stats=TRAIN_STATS,
     output:
-        ckpt=str(plan.run_files(variant="random_init").checkpoint),
+        ckpt=str(plan.run_files(variant=plan.RANDOM_INIT).checkpoint),
     log:
         "logs/random_init_encoder/{encoder}/seed{seed}.log",
     conda:

@@ -22,7 +22,7 @@ CATCH_ALL = {
                  "name": not_one_of(ENCODERS), "rest": ".+"}),
     "variant": ("variant", VARIANTS, "{}", ["results/{stage}/{encoder}/{name}/seed{seed}/{rest}"],
                 {"stage": one_of(["pretrain", "hear", "finetune"]),
-                 "name": not_one_of([*VARIANTS, "random_init"]), "rest": ".+"}),
+                 "name": not_one_of([*VARIANTS, plan.RANDOM_INIT]), "rest": ".+"}),
     "seed": ("seed", SEED_DIRS, "{}", ["results/{stage}/{encoder}/{variant}/{name}/{rest}"],
              {"stage": one_of(["pretrain", "hear", "finetune"]), "variant": "[^/]+",
               "name": r"(?!seed\d+/)[^/]+", "rest": ".+"}),

@@ -1,5 +1,6 @@
 """Adapter: rule ablation_summary -> abt.jobs.report.ablation_summary."""
 
+from abt import plan
 from abt.jobs import function
 from abt.workflow_io import run
 
@@ -17,5 +18,5 @@ run(
     hear_l=list(sm.params.hear_l),
     out_csv=sm.output.summary,
     out_bootstrap=sm.output.bootstrap,
-    trained=sm.wildcards.ablation != "random_init",
+    trained=sm.wildcards.ablation != plan.RANDOM_INIT,  # the row without pre-training
 )
