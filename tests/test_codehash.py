@@ -10,7 +10,7 @@ from abt.codehash import code_digest, code_modules, result_neutral
 def test_a_jobs_code_follows_its_imports_through_the_package():
     mods = code_modules("abt.jobs.pretrain:pretrain_torchrun")
     # the trainer, and what it imports in turn (the objective, the encoders, the store)
-    assert {"abt.trainer", "abt.objective", "abt.encoders", "abt.data.store"} <= set(mods)
+    assert {"abt.trainer", "abt.objective", "abt.encoders", "abt.data.melstore"} <= set(mods)
     assert "abt.report.render" not in mods  # a caption edit re-runs no pre-training
 
 

@@ -659,7 +659,7 @@ def test_same_size_changes_of_the_store_files_are_errors(audio_dir, tmp_path):
 def test_a_large_store_checks_sampled_blocks(audio_dir, tmp_path, monkeypatch):
     """Above FULL_CHECK_BYTES only SAMPLE_BLOCKS blocks are read: a change inside one is seen,
     one between them is not (documented)."""
-    import abt.data.store as store_mod
+    import abt.data.storeformat as store_mod  # the format owns the check's sizes
 
     monkeypatch.setattr(store_mod, "SAMPLE_BYTES", 256)
     s = _small_store(audio_dir, tmp_path / "s")

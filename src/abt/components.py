@@ -24,7 +24,7 @@ from torch import nn
 from abt import hardware
 from abt.augment import AugmentationPipeline
 from abt.config import ConfigError
-from abt.data.store import MelStore
+from abt.data.melstore import MelStore
 from abt.devices import autocast_dtype
 from abt.distributed import DistInfo, convert_sync_batchnorm
 from abt.encoders import build_encoder_from_spec

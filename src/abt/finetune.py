@@ -62,7 +62,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from abt.data.store import MelStore
+from abt.data.melstore import MelStore
 from abt.hear import HearModel
 from abt.optim import WarmupCosine, build_optimizer, param_groups
 from abt.probe import _fit_length, _split_roles, embed_logmels

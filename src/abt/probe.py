@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from abt.data.store import MelStore
+from abt.data.melstore import MelStore
 from abt.hear import HearModel
 
 

@@ -64,7 +64,7 @@ from abt.components import build_components
 from abt.config import ConfigError
 from abt.data.loader import CropLoader, EpochPlan, plan_epoch
 from abt.data.mel import MelConfig
-from abt.data.store import MelStore
+from abt.data.melstore import MelStore
 from abt.devices import pick_device
 from abt.distributed import barrier, broadcast, init_from_env
 from abt.encoders import MASK_SCHEDULES

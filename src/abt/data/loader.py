@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from abt.data.store import MelStore
+from abt.data.melstore import MelStore
 
 
 @dataclass(frozen=True)
