@@ -273,3 +273,49 @@ def load_audio(path: str | Path, policy: LoadPolicy) -> LoadResult:
         res.notes.append(f"silent (peak {peak:.2e}), kept")
     res.wave = wave
     return res
+
+
+# -- writing converted task audio (abt.data.prepare_hear, abt.data.rates) ----------------------
+
+
+def link_or_copy(src: str | bytes, dst: Path) -> str:
+    """Put ``src`` (a path or a file's bytes) at ``dst`` unchanged: a hard link where the file
+    system allows, else a copy; returns ``"linked"`` or ``"copied"``."""
+    import os
+    import shutil
+
+    if isinstance(src, bytes):
+        dst.write_bytes(src)
+        return "copied"
+    try:
+        os.link(src, dst)
+        return "linked"
+    except OSError:
+        shutil.copyfile(src, dst)
+        return "copied"
+
+
+def mono_at(data: np.ndarray, rate: int, want: int, quality: str) -> np.ndarray:
+    """``data`` ``(n, channels)`` at ``rate`` as mono (the channels' mean) at ``want`` Hz
+    (soxr at ``quality``)."""
+    import soxr
+
+    y = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if rate != want and len(y):
+        y = soxr.resample(y, rate, want, quality=quality).astype(np.float32)
+    return y
+
+
+def write_wav(dst: Path, y: np.ndarray, rate: int, subtype: str, source_subtype: str) -> int:
+    """Write ``y`` to ``dst`` as WAV with ``subtype`` (``source``: ``source_subtype``, where WAV
+    can hold it; else float); a PCM subtype clips to [-1, 1]. Returns how many samples were
+    clipped."""
+    out_subtype = source_subtype if subtype == "source" else subtype
+    if not sf.check_format("WAV", out_subtype):
+        out_subtype = "FLOAT"
+    clipped = 0
+    if out_subtype.startswith("PCM"):
+        clipped = int(np.count_nonzero(np.abs(y) > 1.0))
+        y = np.clip(y, -1.0, 1.0)
+    sf.write(str(dst), y, rate, subtype=out_subtype, format="WAV")
+    return clipped

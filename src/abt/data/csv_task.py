@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -53,7 +52,7 @@ import numpy as np
 import soundfile as sf
 
 from abt.data.hear_tasks import TRAINVALTEST, kfold_splits
-from abt.data.prepare_hear import FileOutcome, PrepareOptions
+from abt.data.prepare_hear import FileOutcome, PrepareOptions, write_task_files
 from abt.data.rates import SOURCE_FILES, convert_file
 from abt.data.sources import SAMPLE_RATE, PrepareError
 
@@ -353,13 +352,7 @@ def prepare_csv(src: Path, stage: Path, opts: PrepareOptions, log: Callable[...,
     }
     if given == "fold":
         md["nfolds"] = len(splits)
-    (stage / "task_metadata.json").write_text(json.dumps(md, indent=2) + "\n")
-    with open(stage / "labelvocabulary.csv", "w", newline="") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(["idx", "label"])
-        w.writerows(enumerate(vocab))
-    for split, lab in labels.items():
-        (stage / f"{split}.json").write_text(json.dumps(lab, indent=1, sort_keys=True) + "\n")
+    write_task_files(stage, md, vocab, labels)
     with open(stage / SOURCE_FILES, "w", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(["split", "filename", "source", "line"])

@@ -34,7 +34,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import shutil
 import tarfile
@@ -48,9 +47,8 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
-import soxr
 
-from abt.data.audio import truncation
+from abt.data.audio import link_or_copy, mono_at, truncation, write_wav
 from abt.data.hear_tasks import HearTaskError, read_task, read_task_labels
 from abt.data.sources import (  # noqa: F401  (re-exported: the sources are part of this API)
     ARCHIVE_RE,
@@ -141,26 +139,9 @@ def _convert(
         return FileOutcome(key, "undecodable", "holds NaN/Inf samples", rate)
     dst.parent.mkdir(parents=True, exist_ok=True)
     if rate == SAMPLE_RATE and data.shape[1] == 1 and opts.subtype in ("source", subtype):
-        if isinstance(src, bytes):
-            dst.write_bytes(src)
-            return FileOutcome(key, "copied", source_rate=rate)
-        try:
-            os.link(src, dst)
-            return FileOutcome(key, "linked", source_rate=rate)
-        except OSError:
-            shutil.copyfile(src, dst)
-            return FileOutcome(key, "copied", source_rate=rate)
-    y = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if rate != SAMPLE_RATE and len(y):
-        y = soxr.resample(y, rate, SAMPLE_RATE, quality=opts.quality).astype(np.float32)
-    out_subtype = subtype if opts.subtype == "source" else opts.subtype
-    if not sf.check_format("WAV", out_subtype):
-        out_subtype = "FLOAT"
-    clipped = 0
-    if out_subtype.startswith("PCM"):
-        clipped = int(np.count_nonzero(np.abs(y) > 1.0))
-        y = np.clip(y, -1.0, 1.0)
-    sf.write(str(dst), y, SAMPLE_RATE, subtype=out_subtype, format="WAV")
+        return FileOutcome(key, link_or_copy(src, dst), source_rate=rate)
+    y = mono_at(data, rate, SAMPLE_RATE, opts.quality)
+    clipped = write_wav(dst, y, SAMPLE_RATE, opts.subtype, subtype)
     return FileOutcome(key, "converted", source_rate=rate, clipped=clipped)
 
 
@@ -339,14 +320,25 @@ def _prepare_fsd50k(src: Path, stage: Path, opts: PrepareOptions, log: Any) -> d
             else:
                 missing.append(f"{split}/{fname}")
     vocab = _fsd50k_vocabulary(gt / "vocabulary.csv", labels)
-    (stage / "task_metadata.json").write_text(json.dumps(fsd50k_metadata(), indent=2) + "\n")
+    write_task_files(stage, fsd50k_metadata(), vocab, labels)
+    return {"rates_found": [], "outcomes": conv.finish(), "missing": missing}
+
+
+def write_task_files(
+    stage: Path,
+    metadata: Mapping[str, Any],
+    vocab: Iterable[str],
+    labels: Mapping[str, Mapping[str, Any]],
+) -> None:
+    """A HEAR task folder's metadata files: ``task_metadata.json``, ``labelvocabulary.csv``
+    (``idx,label``, in ``vocab``'s order) and one ``<split>.json`` per split of ``labels``."""
+    (stage / "task_metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
     with open(stage / "labelvocabulary.csv", "w", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(["idx", "label"])
         w.writerows(enumerate(vocab))
     for split, lab in labels.items():
         (stage / f"{split}.json").write_text(json.dumps(lab, indent=1, sort_keys=True) + "\n")
-    return {"rates_found": [], "outcomes": conv.finish(), "missing": missing}
 
 
 def _fsd50k_vocabulary(path: Path, labels: Mapping[str, Mapping[str, list[str]]]) -> list[str]:

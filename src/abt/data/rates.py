@@ -48,9 +48,8 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
-import soxr
 
-from abt.data.audio import truncation
+from abt.data.audio import link_or_copy, mono_at, truncation, write_wav
 from abt.data.hear_tasks import HearTaskError, read_task, read_task_labels, sample_rates
 from abt.registry import Registry
 
@@ -248,28 +247,11 @@ def convert_file(
     dst.parent.mkdir(parents=True, exist_ok=True)
     if (sr == rate and fmt == "WAV" and data.shape[1] == 1 and n == want
             and subtype in ("source", st)):  # fmt: skip
-        if isinstance(src, bytes):
-            dst.write_bytes(src)
-            return "copied", sr, "", 0
-        try:
-            os.link(src, dst)
-            return "linked", sr, "", 0
-        except OSError:
-            shutil.copyfile(src, dst)
-            return "copied", sr, "", 0
-    y = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if sr != rate and len(y):
-        y = soxr.resample(y, sr, rate, quality=quality).astype(np.float32)
+        return link_or_copy(src, dst), sr, "", 0
+    y = mono_at(data, sr, rate, quality)
     if len(y) != want:
         y = np.pad(y, (0, max(0, want - len(y))))[:want]
-    out_subtype = st if subtype == "source" else subtype
-    if not sf.check_format("WAV", out_subtype):
-        out_subtype = "FLOAT"
-    clipped = 0
-    if out_subtype.startswith("PCM"):
-        clipped = int(np.count_nonzero(np.abs(y) > 1.0))
-        y = np.clip(y, -1.0, 1.0)
-    sf.write(str(dst), y, rate, subtype=out_subtype, format="WAV")
+    clipped = write_wav(dst, y, rate, subtype, st)
     return ("resampled" if sr != rate else "written"), sr, "", clipped
 
 
