@@ -1,7 +1,7 @@
 """Which code a job runs (abt.codehash): followed through the package's imports, leaving out
 the modules that declare themselves result-neutral."""
 
-import ast
+import re
 
 from abt import codehash
 from abt.codehash import code_digest, code_modules, result_neutral
@@ -34,7 +34,6 @@ def test_only_a_true_top_level_marker_counts(tmp_path, monkeypatch):
     }
     for name, src in cases.items():
         (tmp_path / f"{name}.py").write_text(src)
-        ast.parse(src)
     monkeypatch.setattr(codehash, "module_file", lambda name: tmp_path / f"{name[4:]}.py")
     codehash.result_neutral.cache_clear()
     try:
@@ -46,4 +45,4 @@ def test_only_a_true_top_level_marker_counts(tmp_path, monkeypatch):
 
 def test_a_digest_is_short_hex_and_stable():
     d = code_digest("abt.trainer")
-    assert len(d) == 16 and int(d, 16) >= 0 and d == code_digest(["abt.trainer"])
+    assert re.fullmatch(r"[0-9a-f]{16}", d) and d == code_digest(["abt.trainer"])

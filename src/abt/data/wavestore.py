@@ -51,6 +51,7 @@ import torch
 from abt.data.audio import OK, LoadPolicy
 from abt.data.clips import ClipSpec, StoreError, sha256_file
 from abt.data.mel import LogMelFrontEnd, MelConfig
+from abt.data.melstore import uniform_starts
 from abt.data.staging import Staging
 from abt.data.store import (
     MANIFEST_COLUMNS,
@@ -363,8 +364,7 @@ class WaveStore:
         self, rng: np.random.Generator, indices: np.ndarray, length: int
     ) -> np.ndarray:
         """Uniform starts in ``[0, samples - length]`` (inclusive); 0 for short clips."""
-        span = np.maximum(self.lengths[np.asarray(indices)] - length, 0) + 1
-        return (rng.random(len(span)) * span).astype(np.int64)
+        return uniform_starts(rng, self.lengths[np.asarray(indices)], length)
 
     def random_crops(
         self,
