@@ -237,7 +237,8 @@ def test_evaluation_before_its_venv_exists_names_the_command_to_run(tmp_path, ho
 
 def test_one_command_line_holds_every_command():
     """The HEAR steps and the sample rates are ``abt`` commands; the module entry points
-    (``python -m abt.evaluation``, ``python -m abt.data.rates``) forward to them."""
+    (``python -m abt.evaluation``, ``abt.evaluation.heareval_env``, ``abt.data.rates``) forward
+    to them."""
     from abt.cli import COMMANDS
     from abt.evaluation.commands import HEAR_COMMANDS
 
@@ -248,6 +249,12 @@ def test_one_command_line_holds_every_command():
                        text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
                        timeout=300)  # fmt: skip
     assert r.returncode == 0 and all(c in r.stdout for c in HEAR_COMMANDS)
+    for module, usage in (("abt.evaluation.heareval_env", "usage: abt hear env"),
+                          ("abt.data.rates", "usage: abt add-rates")):  # fmt: skip
+        r = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
+                           text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+                           timeout=300)  # fmt: skip
+        assert r.returncode == 0 and r.stdout.startswith(usage), (module, r.stdout[:200])
 
 
 def test_encoders_out_does_not_overwrite_a_foreign_file(tmp_path):

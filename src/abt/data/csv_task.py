@@ -17,7 +17,7 @@ multi-label: ``prediction_type multilabel``, scored ``mAP`` first). The optional
 ``split_fractions`` of :class:`CsvPrepareOptions` (defaults 0 and 0.6/0.2/0.2), both recorded in
 ``task_metadata.json`` (key ``csv``). The split does not depend on the order of the rows.
 
-It is a kind of :data:`abt.data.prepare_hear.TASK_SOURCES`: ``abt prepare-task`` and the
+It is a kind of :data:`abt.data.sources.TASK_SOURCES`: ``abt prepare-task`` and the
 ``prepare_task`` rule accept a ``.csv`` whose header starts with ``file``, and write the same
 layout as for the HEAR tasks: ``task_metadata.json``, ``labelvocabulary.csv`` (labels sorted),
 ``<split>.json`` and ``16000/<split>/<name>.wav`` (mono, soxr ``HQ``; a WAV already mono at 16 kHz

@@ -78,7 +78,7 @@ class RatePlan:
     source_rates: list[int]  # the rates the source offers (informative)
 
 
-#: by task-source kind (:data:`abt.data.prepare_hear.TASK_SOURCES`), plus ``task``: the folder
+#: by task-source kind (:data:`abt.data.sources.TASK_SOURCES`), plus ``task``: the folder
 RateSourceFn = Callable[[Path, Path | None, dict[str, dict[str, list]], int], RatePlan]
 RATE_SOURCES: Registry[RateSourceFn] = Registry("sample-rate source")
 

@@ -46,14 +46,17 @@ def _command(name: str, help_: str, add: Callable[[argparse.ArgumentParser], Non
 
 
 def _env_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("env_dir")
+    from abt.config import REPO_ROOT
+
+    p.add_argument("env_dir", nargs="?", default=str(REPO_ROOT / ".venv-hear"))
+    p.add_argument("--python", default=sys.executable, help="the Python the venv is made with")
 
 
 @_command("env", "build (or reuse) the HEAR kit's pinned evaluation venv", _env_args)
 def _env(a: argparse.Namespace) -> int:
     from abt.evaluation.heareval_env import ensure_env
 
-    print(ensure_env(a.env_dir))
+    print(ensure_env(a.env_dir, python=a.python))
     return 0
 
 

@@ -667,17 +667,11 @@ def _prediction_target(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m abt.evaluation.heareval_env ENV_DIR``: build (or check) the venv."""
-    import argparse
+    """``python -m abt.evaluation.heareval_env [ENV_DIR] [--python P]``: the same as
+    ``abt hear env``."""
+    from abt.cli import main as abt_main
 
-    ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("env_dir", nargs="?", default=str(REPO_ROOT / ".venv-hear"))
-    ap.add_argument("--python", default=sys.executable)
-    a = ap.parse_args(argv)
-    t0 = time.perf_counter()
-    p = ensure_env(a.env_dir, python=a.python)
-    print(f"{p} ready ({time.perf_counter() - t0:.1f} s; stamp {read_stamp(p)})")
-    return 0
+    return abt_main(["hear", "env", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":  # pragma: no cover
