@@ -552,11 +552,13 @@ def test_collect_scores_trainvaltest(tmp_path):
         "variant",
         "seed",
         "grid",
+        "grid_points",
         "split",
         "metric",
         "value",
         "primary",
     ]
+    assert df["grid_points"].isna().all()  # a folder without the runner's record
     test = df[df.split == "test"].set_index("metric")["value"]
     assert test["top1_acc"] == 0.75 and math.isinf(test["d_prime"]) and math.isnan(test["aucroc"])
     assert set(test.index) == {
@@ -605,6 +607,24 @@ def test_collect_scores_kfold(tmp_path):
     mean = df[(df.split == "mean") & df.primary]
     assert len(mean) == 1 and mean.value.item() == pytest.approx(0.6)
     assert "score" not in set(df.metric)
+
+
+def test_collect_scores_records_the_runners_grid_and_refuses_another(tmp_path):
+    """The rows carry the grid and grid points the runner recorded next to the scores; a
+    folder predicted on another grid than the one asked for is stale, and an error."""
+    from abt.evaluation.heareval_env import PREDICTION_SETTINGS
+
+    _write_scores(tmp_path, {"test": {"test_top1_acc": 0.5, "test_score": 0.5}}, ["top1_acc"])
+    (tmp_path / PREDICTION_SETTINGS).write_text(json.dumps({"grid": "fast", "grid_points": 3}))
+    df = scores_table(
+        collect_scores(tmp_path, task="t", encoder="e", variant="v", seed=0, grid="fast")
+    )
+    assert (df["grid"] == "fast").all() and (df["grid_points"] == 3).all()
+    with pytest.raises(ScoresError, match="made on the 'fast' grid.*not on the 'default'"):
+        collect_scores(tmp_path, task="t", encoder="e", variant="v", seed=0, grid="default")
+    (tmp_path / PREDICTION_SETTINGS).write_text("[1]")
+    with pytest.raises(ScoresError, match="expected a JSON object; re-run the predictions"):
+        collect_scores(tmp_path, task="t", encoder="e", variant="v", seed=0, grid="fast")
 
 
 def test_collect_scores_errors(tmp_path):

@@ -356,13 +356,54 @@ def test_report_renders_compilable_latex_and_html(tmp_path):
     assert "&amp; 50% _x_" in page  # HTML-escaped
 
 
+def test_the_report_states_the_grid_and_epochs_its_runs_recorded(tmp_path):
+    """The scale paragraph reads what the runs recorded, not the configuration: the grids the
+    scores were predicted on (all of them when they differ) and the epochs in the runs'
+    hparams.yaml; a run's missing hparams.yaml is an error naming it."""
+    cfg, tables, enc, summ, figs, hp = _fake_outputs(tmp_path)
+    cfg = copy.deepcopy(cfg)
+    cfg["hear"]["grid"], cfg["pretrain"]["epochs"] = "default", 999  # not what the runs did
+    scores = pd.read_csv(tmp_path / "scores.csv")
+    scores["grid_points"] = 3
+    other = scores.assign(encoder="vitc_b", grid="default", grid_points=8)
+    both = tmp_path / "both.csv"
+    pd.concat([scores, other]).to_csv(both, index=False)
+    curves = {"audiontt": str(tmp_path / "run" / "epoch_metrics.csv")}
+    paper_tables(["audiontt"], [str(both)], curves, str(tables))
+    assert pd.read_csv(tables / "hear_settings.csv").values.tolist() == [
+        ["default", 8, 2, 3], ["fast", 3, 2, 3]]  # trained and random init, 3 tasks  # fmt: skip
+    run = yaml.safe_load(hp.read_text())
+    run["pretrain"]["epochs"] = 7
+    hp.write_text(yaml.safe_dump(run))
+    out = tmp_path / "report"
+    out.mkdir()
+    args = (str(enc), {"augmentations": str(summ)}, {}, {"audiontt/baseline": str(hp)},
+            str(out / "tables.tex"), str(out / "report.html"))  # fmt: skip
+    render(cfg, "main", str(tables), *args)
+    tex = " ".join((out / "tables.tex").read_text().split())
+    assert "pre-training for 7 epochs," in tex and "999" not in tex
+    assert r"on the default, fast grid (8 points, 3 points)" in tex
+    page = " ".join((out / "report.html").read_text().split())
+    assert "pre-training for 7 epochs, HEAR evaluation" in page and "(8 points, 3 points)" in page
+    (tables / "hear_settings.csv").unlink()
+    with pytest.raises(FileNotFoundError, match="hear_settings.csv is missing; re-run the paper"):
+        render(cfg, "main", str(tables), *args)
+    paper_tables(["audiontt"], [str(tmp_path / "scores.csv")], curves, str(tables))
+    render(cfg, "main", str(tables), *args)
+    assert "fast grid (points not recorded)" in (out / "tables.tex").read_text()
+    hp.unlink()
+    with pytest.raises(FileNotFoundError, match="hparams.yaml of run 'audiontt/baseline'"):
+        render(cfg, "main", str(tables), *args)
+
+
 def _finetune_result(path, task, test, lo, hi, **more):
     """A fine-tuning result JSON as abt.finetune.finetune writes it (the fields the table reads,
     plus what it ignores)."""
     path.write_text(json.dumps({
         "checkpoint": "model.ckpt", "task": task, "metric": "top1_acc", "test": test,
         "ci_low": lo, "ci_high": hi, "n_test": 60, "valid": 0.5, "best_epoch": 3,
-        "epochs_run": 6, "history": [], "settings": {}, **more,
+        "epochs_run": 6, "history": [], "settings": {"epochs": 8, "patience": 3,
+        "encoder_lr_ratio": 0.1, "freeze_encoder": False, "batch_size": 32}, **more,
     }))  # fmt: skip
     return str(path)
 
@@ -380,7 +421,7 @@ def test_the_fine_tuning_table_from_two_results(tmp_path):
     csv = pd.read_csv(tables / "finetune.csv")
     assert csv[["variant", "test", "ci_low", "n_test", "best_epoch"]].values.tolist() == [
         ["baseline", 0.625, 0.5, 60, 3], ["random_init", 0.375, 0.25, 60, 3]]  # fmt: skip
-    [t] = finetune_table(str(tables), "embedded-default", cfg["finetune"])
+    [t] = finetune_table(str(tables), "embedded-default")
     assert t.key == "finetune" and t.title == "Fine-tuning (beyond the thesis)"
     assert t.columns == ["Model", "EnvSounds (top1_acc)"] and not t.reported
     assert t.rows == [["[ABT] AudioNTT", "0.625 [0.500, 0.750]"],

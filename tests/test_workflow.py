@@ -319,6 +319,7 @@ def test_report_end_to_end(tiny_run):
     t41 = pd.read_csv(tiny_run / "results/tables/main/table_4_1.csv")
     assert set(t41["kind"]) == {"trained", "random_init"}
     tex = (tiny_run / "report/tables.tex").read_text()
+    assert "on the smoke grid (1 point)" in " ".join(tex.split())  # as the runner recorded it
     ft = pd.read_csv(tiny_run / "results/tables/main/finetune.csv")  # beyond the thesis
     assert ft[["encoder", "variant", "task"]].values.tolist() == [
         ["audiontt", "baseline", "embedded_envsounds"],

@@ -10,7 +10,11 @@ File layout (heareval 2021.1.3 ``predictions/runner.py``)::
 It may contain the non-standard JSON tokens ``Infinity``/``NaN`` (e.g. ``d_prime`` is inf when an
 AUC is 1; a std over one fold is NaN); Python's json reads them as float inf/nan and they are kept.
 
-One row per (split, metric): ``task, encoder, variant, seed, grid, split, metric, value, primary``.
+One row per (split, metric): ``task, encoder, variant, seed, grid, grid_points, split, metric,
+value, primary``. ``grid`` and ``grid_points`` are what the predictions runner recorded next to
+the scores (``abt-prediction-settings.json``, written by
+:func:`abt.evaluation.heareval_env.run_predictions_many`); ``grid_points`` is empty for a folder
+without that record.
 ``split`` is the test split (``"test"``) or fold name, or ``"mean"`` / ``"std"`` for the k-fold
 aggregate. ``metric`` is the bare score name (``top1_acc``, ``event_onset_200ms_fms``, ...) plus
 ``loss``, ``validation_score`` and ``epoch``. ``primary`` marks the task's primary score (the first
@@ -27,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 SCORES_FILE = "test.predicted-scores.json"
-COLUMNS = ("task", "encoder", "variant", "seed", "grid", "split", "metric", "value", "primary")
+COLUMNS = ("task", "encoder", "variant", "seed", "grid", "grid_points", "split", "metric", "value",
+           "primary")  # fmt: skip
 #: per-split entries that are not metrics
 _SKIP = {"time_in_min", "score"}
 _EXTRA = {"loss", "validation_score", "epoch"}
@@ -75,6 +80,23 @@ def _split_rows(entry: dict[str, Any]) -> Iterable[tuple[str, float]]:
         yield name, _value(v)
 
 
+def prediction_settings(embedding_task_dir: str | Path) -> dict[str, Any]:
+    """The settings the predictions runner recorded in a task's folder (grid, grid points, kit
+    versions); empty when the folder has no record (predictions made outside abt)."""
+    from abt.evaluation.heareval_env import PREDICTION_SETTINGS
+
+    path = Path(embedding_task_dir) / PREDICTION_SETTINGS
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ScoresError(f"{path}: not valid JSON ({e}); re-run the predictions") from None
+    if not isinstance(data, dict):
+        raise ScoresError(f"{path}: expected a JSON object; re-run the predictions")
+    return data
+
+
 def collect_scores(
     embedding_task_dir: str | Path,
     *,
@@ -84,12 +106,23 @@ def collect_scores(
     seed: int,
     grid: str,
 ) -> list[dict[str, Any]]:
-    """Tidy rows from ``<embedding_task_dir>/test.predicted-scores.json`` (see the module doc)."""
+    """Tidy rows from ``<embedding_task_dir>/test.predicted-scores.json`` (see the module doc).
+
+    ``grid`` is the grid the caller asked for; when the folder records another one, its
+    predictions are not the ones asked for (stale) and this is an error."""
     tdir = Path(embedding_task_dir)
     path = tdir / SCORES_FILE
     data = read_scores_json(path)
     primary = primary_metric(tdir)
-    base = {"task": task, "encoder": encoder, "variant": variant, "seed": int(seed), "grid": grid}
+    settings = prediction_settings(tdir)
+    if settings.get("grid", grid) != grid:
+        raise ScoresError(
+            f"{tdir}: its predictions were made on the {settings['grid']!r} grid (recorded in "
+            f"its prediction settings), not on the {grid!r} grid asked for; re-run the predictions"
+        )
+    points = settings.get("grid_points")
+    base = {"task": task, "encoder": encoder, "variant": variant, "seed": int(seed), "grid": grid,
+            "grid_points": int(points) if points is not None else None}  # fmt: skip
     rows: list[dict[str, Any]] = []
     splits = [k for k, v in data.items() if isinstance(v, dict) and any(
         str(x).startswith("test_") for x in v) and k != "aggregated_scores"]  # fmt: skip
@@ -124,6 +157,7 @@ def scores_table(rows: Iterable[dict[str, Any]]):  # -> pandas.DataFrame
     df = pd.DataFrame(list(rows), columns=list(COLUMNS))
     if not df.empty:
         df["seed"] = df["seed"].astype(int)
+        df["grid_points"] = df["grid_points"].astype("Int64")
         df["value"] = df["value"].astype(float)
         df["primary"] = df["primary"].astype(bool)
     return df

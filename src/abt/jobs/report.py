@@ -120,7 +120,9 @@ def paper_tables(
     ``random_init_probes``: per encoder the random init's linear-evaluation JSON, the level the
     learning curves are drawn against (``random_init_probe.csv``).
     ``finetune``: per encoder, variant and task the fine-tuning result JSON (beyond the thesis)
-    -> ``finetune.csv`` (:func:`abt.report.aggregate.finetune_rows`); none when empty."""
+    -> ``finetune.csv`` (:func:`abt.report.aggregate.finetune_rows`); none when empty.
+    The grids the scores were predicted on, as recorded with them -> ``hear_settings.csv``
+    (what the report states)."""
     import json
 
     import pandas as pd
@@ -128,6 +130,7 @@ def paper_tables(
     from abt.report.aggregate import (
         finetune_rows,
         hear_category_tables,
+        hear_settings,
         hear_vs_random,
         probe_curves,
         read_scores,
@@ -137,7 +140,9 @@ def paper_tables(
     out = TablesFiles(out_dir)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     written = {}
-    tables = hear_category_tables(read_scores(scores_csvs), encoders)
+    scores = read_scores(scores_csvs)
+    hear_settings(scores).to_csv(out.hear_settings, index=False)
+    tables = hear_category_tables(scores, encoders)
     for cat, df in tables.items():
         df.to_csv(out.hear(cat), index=False)
         written[out.hear_key(cat)] = out.hear(cat)

@@ -45,6 +45,22 @@ def read_scores(paths: Iterable[str | Path]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def hear_settings(scores: pd.DataFrame) -> pd.DataFrame:
+    """The grids the scores were predicted on, as the runner recorded them: one row per
+    distinct (``grid``, ``grid_points``) with the number of runs and tasks scored on it
+    (``grid_points`` empty where a folder had no record)."""
+    df = scores.copy()
+    if "grid_points" not in df:
+        df["grid_points"] = pd.NA
+    df["grid_points"] = df["grid_points"].astype("Int64")
+    df["run"] = df["encoder"].astype(str) + "/" + df["variant"].astype(str) + "/" + \
+        df["seed"].astype(str)  # fmt: skip
+    out = df.groupby(["grid", "grid_points"], dropna=False, sort=True).agg(
+        runs=("run", "nunique"), tasks=("task", "nunique")
+    )
+    return out.reset_index()
+
+
 def primary_scores(scores: pd.DataFrame) -> pd.DataFrame:
     """One row per (encoder, variant, seed, task): the primary metric's fold mean."""
     df = scores[(scores["split"] == "mean") & scores["primary"].astype(bool)]
@@ -198,26 +214,32 @@ def hear_vs_random(
 #: the columns of ``finetune.csv`` (:func:`finetune_rows`)
 FINETUNE_COLUMNS = ("encoder", "variant", "task", "metric", "test", "ci_low", "ci_high", "n_test",
                     "best_epoch", "epochs_run")  # fmt: skip
+#: the settings a fine-tuning result recorded that its table's caption states
+FINETUNE_SETTINGS = ("epochs", "patience", "encoder_lr_ratio", "freeze_encoder")
 
 
 def finetune_rows(results: Mapping[str, Mapping[str, Mapping[str, str | Path]]]) -> pd.DataFrame:
-    """The fine-tuning results as one tidy table (:data:`FINETUNE_COLUMNS`): ``results`` maps
-    encoder -> variant (``baseline``, ``random_init``) -> task -> the result JSON that
-    :func:`abt.finetune.finetune` wrote; rows in that order."""
+    """The fine-tuning results as one tidy table (:data:`FINETUNE_COLUMNS`, then the recorded
+    :data:`FINETUNE_SETTINGS`): ``results`` maps encoder -> variant (``baseline``,
+    ``random_init``) -> task -> the result JSON that :func:`abt.finetune.finetune` wrote; rows in
+    that order."""
     rows = []
     for enc, runs in results.items():
         for variant, tasks in runs.items():
             for task, path in tasks.items():
                 res = read_json(path)
+                recorded = res.get("settings") if isinstance(res.get("settings"), dict) else {}
                 missing = [k for k in FINETUNE_COLUMNS[3:] if k not in res]
+                missing += [f"settings.{k}" for k in FINETUNE_SETTINGS if k not in recorded]
                 if missing:
                     raise ValueError(
                         f"{path}: not a fine-tuning result (no {', '.join(missing)}); run the "
                         "finetune job again"
                     )
                 rows.append({"encoder": enc, "variant": variant, "task": task,
-                             **{k: res[k] for k in FINETUNE_COLUMNS[3:]}})  # fmt: skip
-    return pd.DataFrame(rows, columns=list(FINETUNE_COLUMNS))
+                             **{k: res[k] for k in FINETUNE_COLUMNS[3:]},
+                             **{k: recorded[k] for k in FINETUNE_SETTINGS}})  # fmt: skip
+    return pd.DataFrame(rows, columns=[*FINETUNE_COLUMNS, *FINETUNE_SETTINGS])
 
 
 def hear_l_replicates(

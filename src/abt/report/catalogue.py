@@ -57,11 +57,11 @@ class TablesFiles:
     ``results/tables/<scope>/`` in the workflow, :data:`abt.plan.TABLES_DIR`; rule
     ``paper_tables``): Tables 4.1-4.4 (one CSV per HEAR category), Table 4.5, the training
     curves behind Fig. 4.4, trained vs random init per task, the random inits' probe levels, the
-    fine-tuning scores."""
+    fine-tuning scores, and the grids the HEAR scores were predicted on (as recorded)."""
 
     TABLE_4_5, CURVES = "table_4_5.csv", "training_curves.csv"
     VS_RANDOM, RANDOM_PROBES = "hear_vs_random.csv", "random_init_probe.csv"
-    FINETUNE = "finetune.csv"
+    FINETUNE, HEAR_SETTINGS = "finetune.csv", "hear_settings.csv"
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = os.fspath(root)
@@ -80,6 +80,7 @@ class TablesFiles:
     vs_random = property(lambda self: f"{self.root}/{self.VS_RANDOM}")
     random_probes = property(lambda self: f"{self.root}/{self.RANDOM_PROBES}")
     finetune = property(lambda self: f"{self.root}/{self.FINETUNE}")
+    hear_settings = property(lambda self: f"{self.root}/{self.HEAR_SETTINGS}")
 
 
 _EXTRA: dict[str, str] = {}  # task -> category, registered from task metadata (event tasks)

@@ -21,13 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import pandas as pd
 import yaml
 
-from abt.plan import SweepFiles
-from abt.report.catalogue import (
-    task_category,
-    task_label,
-)
+from abt.plan import SweepFiles, study_rows
+from abt.report.catalogue import TablesFiles, task_category, task_label
 from abt.report.tables import (
     Table,
     encoder_tables,
@@ -143,7 +141,7 @@ def render(
     tables += hear_tables(tables_dir, scale)
     tables += vs_random_table(tables_dir)
     tables += table_45(tables_dir)
-    tables += finetune_table(tables_dir, scale, cfg.get("finetune"))
+    tables += finetune_table(tables_dir, scale)
     for name, csv in studies.items():
         tables += study_tables(name, cfg["studies"][name], csv)
     figures = dict(figures)
@@ -174,8 +172,14 @@ def render(
 
     runs = {}
     for label, p in hparams.items():
-        text = Path(p).read_text() if Path(p).is_file() else ""
-        runs[label] = {"yaml": text, "sha": hashlib.sha256(text.encode()).hexdigest()[:12]}
+        if not Path(p).is_file():
+            raise FileNotFoundError(f"{p} (the hparams.yaml of run {label!r}) is missing; "
+                                    "re-run that run's pre-training")  # fmt: skip
+        text = Path(p).read_text()
+        recorded = (yaml.safe_load(text) or {}).get("pretrain") or {}
+        runs[label] = {"yaml": text, "sha": hashlib.sha256(text.encode()).hexdigest()[:12],
+                       "epochs": recorded.get("epochs")}  # fmt: skip
+    studied = {a for name in studies for a in study_rows(cfg, name)}
     targets = (cfg.get("report") or {}).get("targets") or {}
     ctx = {
         "scale": scale,
@@ -187,15 +191,12 @@ def render(
         + reference_gain_verdict(tables_dir, targets.get("reference_gain"))
         + study_verdicts(studies, cfg),
         "software": software_versions(),
-        "hear": _hear_settings(cfg),
+        "hear": _hear_settings(tables_dir),
         "runs": runs,
         "config_yaml": yaml.safe_dump(json.loads(json.dumps(cfg, default=str)), sort_keys=False),
         "tasks": _task_rows(tasks if tasks is not None else _configured_tasks(cfg)),
         "hear_l": [task_label(t) for t in (cfg.get("report") or {}).get("hear_l", [])],
-        "epochs": cfg["pretrain"]["epochs"],
-        "ablation_epochs": ((cfg.get("ablation_defaults") or {}).get("pretrain") or {}).get(
-            "epochs", cfg["pretrain"]["epochs"]
-        ),
+        **_recorded_epochs(runs, set(hparams) - set(studied)),
     }
     Path(out_tex).write_text(latex.get_template("tables.tex.j2").render(**ctx))
     html = _env(latex=False).get_template("report.html.j2")
@@ -214,10 +215,30 @@ def _figure_caption(cfg: Mapping[str, Any], name: str) -> str:
     return f"{num}{st.get('title', name)}"
 
 
-def _hear_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    h = cfg.get("hear") or {}
-    pts = h.get("grid_points") or (8 if h.get("grid") == "default" else 1)
-    return {"grid": h.get("grid"), "grid_points": pts}
+def _hear_settings(tables_dir: str) -> dict[str, str]:
+    """The grid(s) the report's HEAR scores were predicted on, as the runner recorded them
+    (``hear_settings.csv`` of the paper tables); several are listed, never one picked."""
+    path = TablesFiles(tables_dir).hear_settings
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} is missing; re-run the paper tables (rule paper_tables)")
+    df = pd.read_csv(path, dtype={"grid": str})
+    if df.empty:
+        raise ValueError(f"{path} lists no grid: the report has no HEAR scores")
+    points = ["points not recorded" if pd.isna(p) else f"{int(p)} point{'s' * (int(p) != 1)}"
+              for p in df["grid_points"]]  # fmt: skip
+    return {"grid": ", ".join(df["grid"]), "points": ", ".join(points)}
+
+
+def _recorded_epochs(runs: Mapping[str, Mapping[str, Any]], main: set[str]) -> dict[str, str]:
+    """The pre-training epochs the report's runs recorded (their ``hparams.yaml``): the main
+    runs' and the studies' rows (empty without such rows), distinct values listed."""
+
+    def listed(labels):
+        vals = sorted({int(runs[k]["epochs"]) for k in labels if runs[k]["epochs"] is not None})
+        return ", ".join(str(v) for v in vals)
+
+    return {"epochs": listed(k for k in runs if k in main),
+            "ablation_epochs": listed(k for k in runs if k not in main)}  # fmt: skip
 
 
 def _configured_tasks(cfg: Mapping[str, Any]) -> dict[str, str]:

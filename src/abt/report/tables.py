@@ -236,10 +236,10 @@ def table_45(tables_dir: str) -> list[Table]:
     return out
 
 
-def finetune_table(tables_dir: str, scale_name: str,
-                   settings: Mapping[str, Any] | None = None) -> list[Table]:  # fmt: skip
+def finetune_table(tables_dir: str, scale_name: str) -> list[Table]:
     """Fine-tuning (beyond the thesis): one row per encoder (trained, then random init), one
-    column per task, the test score with its 95 % interval; none without ``finetune.csv``."""
+    column per task, the test score with its 95 % interval; none without ``finetune.csv``. The
+    caption states the settings the results recorded (every value, where they differ)."""
     p = Path(TablesFiles(tables_dir).finetune)
     if not p.is_file() or p.stat().st_size <= 1:
         return []
@@ -256,15 +256,21 @@ def finetune_table(tables_dir: str, scale_name: str,
         if variant == "baseline":
             bold.add(len(rows))
         rows.append([f"[ABT] {label}", *(cells.get(t, "--") for t in tasks)])
-    s = dict(settings or {})
-    how = ""
-    if {"epochs", "patience", "encoder_lr_ratio"} <= set(s):
-        how = (
-            f" (at most {s['epochs']} epochs, early stopping on the validation split after "
-            f"{s['patience']} without a better score; the encoder at {s['encoder_lr_ratio']} "
-            "times the head's learning rate"
-        )
-        how += ", encoder frozen)" if s.get("freeze_encoder") else ")"
+
+    def recorded(key):
+        return " or ".join(str(v) for v in dict.fromkeys(df[key].tolist()))
+
+    how = (
+        f" (at most {recorded('epochs')} epochs, early stopping on the validation split after "
+        f"{recorded('patience')} without a better score; the encoder at "
+        f"{recorded('encoder_lr_ratio')} times the head's learning rate"
+    )
+    frozen = set(df["freeze_encoder"].astype(bool))
+    if frozen == {True}:
+        how += ", encoder frozen"
+    elif len(frozen) > 1:
+        how += ", the encoder frozen in some runs"
+    how += ")"
     return [Table(
         "finetune", "Fine-tuning (beyond the thesis)", f"Measured here at scale '{scale_name}', "
         "not in the thesis (which evaluates by linear probes and the HEAR kit): each encoder "
