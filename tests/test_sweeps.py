@@ -45,6 +45,11 @@ def test_parameter_paths():
         == run["pretrain"]["augment"]["blocks"][1]["virtual_scale"][0]
     )
     assert run["optimizer"]["lr_weights"] == 0.4  # the input is not modified
+    assert out["from_sweep"] is None
+    best = apply_params(run, {"optimizer.lr_weights": 0.1}, record="best_params.yaml")
+    assert best["from_sweep"] == {"file": "best_params.yaml",
+                                  "params": {"optimizer.lr_weights": 0.1}}  # fmt: skip
+    assert best.to_dict()["from_sweep"]["params"] == {"optimizer.lr_weights": 0.1}
     with pytest.raises(SweepError, match="no list item named 'noise'"):
         apply_params(run, {"pretrain.augment.blocks.noise.alpha": 0.1})
     with pytest.raises(SweepError, match="no key 'lamda'"):
@@ -281,3 +286,25 @@ def test_sweep_targets_dry_run_with_parallel_workers(tmp_path):
     out = r.stdout + r.stderr
     assert out.count("rule sweep_worker:") == 3 and "rule sweep_summary:" in out
     assert "results/sweeps/audiontt_lars/summary/best_params.yaml" in out
+
+
+def test_the_pretraining_job_trains_with_a_sweeps_best_parameters_and_records_them(tmp_path):
+    """``sweep_params`` (a best_params.yaml) set on the resolved run once: the run trains with
+    them and its hparams.yaml records them and their file (``from_sweep``)."""
+    from fakedata import tone_store
+
+    from abt.jobs.pretrain import pretrain
+    from abt.runspec import resolve
+
+    (tmp_path / "pool").mkdir()
+    store = tone_store(tmp_path / "pool", 16, seed=0, seconds=(0.6, 1.2), noise=0.02,
+                       stats_crops=50)  # fmt: skip
+    tiny = {"epochs": 1, "batch_size": 8, "projector": {"hidden_dims": [32], "out_dim": 16}}
+    run = resolve(_cfg(), overrides=tiny)
+    best = tmp_path / "best_params.yaml"
+    best.write_text(yaml.safe_dump({"params": {"optimizer.lr_weights": 0.123}}))
+    out = tmp_path / "run"
+    pretrain(run, str(store), str(out), sweep_params=str(best))
+    hp = yaml.safe_load((out / "hparams.yaml").read_text())
+    assert hp["optimizer"]["lr_weights"] == 0.123 != run["optimizer"]["lr_weights"]
+    assert hp["from_sweep"] == {"file": str(best), "params": {"optimizer.lr_weights": 0.123}}

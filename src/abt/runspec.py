@@ -157,14 +157,14 @@ def resolve(
     seed: int = 0,
     *,
     overrides: Mapping[str, Any] | None = None,
-    sweep_params: Mapping[str, Any] | None = None,
     label: str | None = None,
     schema: Mapping[str, Any] | None = None,
 ) -> RunSpec:
     """The run of ``encoder`` (default: ``pretrain.encoder``) in ``variant`` with seed index
     ``seed`` (added to ``run.seed``). ``overrides`` are merged into ``pretrain`` (sweeps, tests;
-    ``pretrain.optimizer`` names another optimiser); ``sweep_params`` are a sweep's dotted
-    parameters (see :func:`apply_params`); ``label`` replaces the variant name in the outputs."""
+    ``pretrain.optimizer`` names another optimiser); ``label`` replaces the variant name in the
+    outputs. A sweep's best parameters are set on the resolved run by :func:`apply_params` (in
+    the pre-training job, which records them)."""
     vc = variant_config(cfg, variant)
     fixed = (cfg.get("ablations") or {}).get(variant, {}).get("pretrain", {}).get("encoder")
     key = encoder or (overrides or {}).get("encoder") or vc["pretrain"]["encoder"]
@@ -195,8 +195,6 @@ def resolve(
         "seed": int(cfg["run"]["seed"]) + int(seed),
         "variant": label or variant,
     }
-    if sweep_params:
-        spec = apply_params(spec, sweep_params)
     return RunSpec.from_dict(spec, schema or load_schema())
 
 
@@ -230,11 +228,16 @@ def _set_path(obj: Any, parts: list[str], value: Any, full: str) -> None:
         obj[key] = value
 
 
-def apply_params(run: Mapping[str, Any] | RunSpec, params: Mapping[str, Any]) -> Any:
+def apply_params(
+    run: Mapping[str, Any] | RunSpec, params: Mapping[str, Any], *, record: str | None = None
+) -> Any:
     """A copy of a run with sweep parameters (dotted paths) set: ``optimizer.<key>`` or
     ``pretrain.<path>`` (inside ``augment.blocks`` a block is addressed by its name, list items by
-    index). A :class:`RunSpec` gives a validated :class:`RunSpec`; a mapping gives a mapping."""
+    index). A :class:`RunSpec` gives a :class:`RunSpec`, validated once; a mapping gives a
+    mapping. ``record``: the file the parameters came from, kept in the run's ``from_sweep``."""
     out = run.to_dict() if isinstance(run, RunSpec) else copy.deepcopy(plain(run))
+    if record is not None:
+        out["from_sweep"] = {"file": record, "params": plain(params)}
     for path, value in params.items():
         parts = path.split(".")
         if parts[0] not in ("optimizer", "pretrain"):

@@ -78,10 +78,7 @@ def pretrain(
     if sweep_params:
         from abt.sweeps import best_params
 
-        params = best_params(sweep_params)
-        spec = apply_params(spec, params).replace(
-            from_sweep={"file": sweep_params, "params": params}
-        )
+        spec = apply_params(spec, best_params(sweep_params), record=sweep_params)
     rundir.RunDir(run_dir).check_usable()  # creates it, or a one-line error (read-only, a file)
     mark(run_dir, RUN_OUTPUT)  # the folder is a run's from now on
     from abt.tracking import open_tracker, run_name
