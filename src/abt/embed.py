@@ -31,7 +31,9 @@ error before anything is written.
 
 **Batching.** ``--batch N`` files are decoded at a time and files of equal length among them go
 through the encoder together; files of different lengths are never padded to each other, so
-every embedding equals the one-file-at-a-time result (tested).
+every embedding equals the one-file-at-a-time result (tested) up to float32 rounding: on CPUs
+whose kernels depend on the batch size (seen on an AMD EPYC) a batch can differ in the last bits;
+``--batch 1`` is the HEAR API's one-clip pass bit for bit.
 
 **An existing ``--out``.** A folder that is not empty is refused, unless ``--force``: then the
 files the previous run listed in its ``index.csv`` are removed first (nothing else is touched),
