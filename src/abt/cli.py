@@ -405,19 +405,21 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _to_stderr(message: str) -> None:
+    """Progress and warnings of a command go to stderr; its result (JSON) to stdout."""
+    print(message, file=sys.stderr)
+
+
+def _options(a: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The named command-line options, as keyword arguments of the command's function."""
+    return {name: getattr(a, name) for name in names}
+
+
 def _embed(a: argparse.Namespace) -> int:
     from abt.embed import OK, run_embed
 
-    res = run_embed(
-        a.model,
-        a.inputs,
-        a.out,
-        timestamps=a.timestamps,
-        batch=a.batch,
-        device=a.device,
-        force=a.force,
-        log=lambda m: print(m, file=sys.stderr),
-    )
+    opts = _options(a, "timestamps", "batch", "device", "force")
+    res = run_embed(a.model, a.inputs, a.out, log=_to_stderr, **opts)
     print(json.dumps(res, indent=2))
     return 0 if res["counts"].get(OK, 0) else 1
 
@@ -458,12 +460,7 @@ def _export(a: argparse.Namespace) -> int:
     from abt.export import export_run
 
     res = export_run(
-        a.run_dir,
-        a.out,
-        force=a.force,
-        hear_dir=a.hear,
-        store=a.store,
-        log=lambda m: print(m, file=sys.stderr),
+        a.run_dir, a.out, force=a.force, hear_dir=a.hear, store=a.store, log=_to_stderr
     )
     print(json.dumps(res, indent=2))
     return 0

@@ -30,6 +30,8 @@ LINEAR_EVAL = f"results/linear_eval/{RUN}.json"
 FINETUNE = f"results/finetune/{RUN}/{{task}}.json"
 FINETUNE_PREDICTIONS = f"results/finetune/{RUN}/{{task}}.predictions.npz"
 PRETRAIN_STORE = "results/mels/pretrain/{corpus}"
+#: the waveform store of the same clips, for runs whose augmentation starts with waveform blocks
+PRETRAIN_WAVES = "results/waves/pretrain/{corpus}"
 TASK_STORES = "results/mels/tasks/{task}"
 BASELINE = "results/baselines/{task}.json"  # a task's sanity baseline
 BASELINE_TABLE = "results/baselines/summary"  # .csv, .md
@@ -54,6 +56,11 @@ MAIN, ABLATION, RANDOM, SWEEP = "main", "ablation", "random_init", "sweep"
 #: the variant names of the main run and of the random initialisation (path segments)
 MAIN_VARIANT = "baseline"
 RANDOM_INIT = "random_init"
+
+
+def layout_file(folder: str, name: str) -> property:
+    """A layout class's file: the path ``<self.<folder>>/<name>``, read-only."""
+    return property(lambda self: f"{getattr(self, folder)}/{name}")
 
 
 def run_dir(encoder: str, variant: str, seed: int | str) -> str:
@@ -84,10 +91,10 @@ class HearRun:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = os.fspath(root)
 
-    validator_log = property(lambda self: f"{self.root}/{self.VALIDATOR_LOG}")
-    embeddings = property(lambda self: f"{self.root}/{self.EMBEDDINGS}")
-    predictions = property(lambda self: f"{self.root}/{self.PREDICTIONS}")
-    scores = property(lambda self: f"{self.root}/{self.SCORES}")
+    validator_log = layout_file("root", VALIDATOR_LOG)
+    embeddings = layout_file("root", EMBEDDINGS)
+    predictions = layout_file("root", PREDICTIONS)
+    scores = layout_file("root", SCORES)
 
     def task_predictions(self, task: str) -> str:
         return f"{self.predictions}/{task}"
@@ -108,8 +115,8 @@ class AblationFiles:
     def __init__(self, ablation: str = "{ablation}") -> None:
         self.root = ABLATION_DIR.format(ablation=ablation)
 
-    summary = property(lambda self: f"{self.root}/{self.SUMMARY}")
-    bootstrap = property(lambda self: f"{self.root}/{self.BOOTSTRAP}")
+    summary = layout_file("root", SUMMARY)
+    bootstrap = layout_file("root", BOOTSTRAP)
 
 
 class StudyFiles:
@@ -119,7 +126,7 @@ class StudyFiles:
         self.root = STUDY_DIR.format(study=study)
         self.figure = STUDY_FIGURE.format(study=study)
 
-    summary = property(lambda self: f"{self.root}/summary.csv")
+    summary = layout_file("root", "summary.csv")
     png = property(lambda self: f"{self.figure}.png")
     pdf = property(lambda self: f"{self.figure}.pdf")
 

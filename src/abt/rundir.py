@@ -148,6 +148,30 @@ class RunDir:
             todo = "check the run directory, then run again"
         return RunDirError(f"{e.strerror or e}: cannot write {path}; {todo}")
 
+    # ---- writing an attempt
+
+    def stage_hparams(self, run: Mapping[str, Any]) -> None:
+        """The resolved run (:meth:`abt.runspec.RunSpec.to_dict`) as the attempt's
+        ``hparams.yaml``, in the run's key order."""
+        import yaml
+
+        with open(self.staged("hparams"), "w") as fh:
+            yaml.safe_dump(dict(run), fh, sort_keys=False)
+
+    def publish(
+        self,
+        summary: Mapping[str, Any],
+        record: Mapping[str, Any],
+        write_checkpoint: Callable[[Path], None],
+    ) -> None:
+        """Finish the attempt: its encoder checkpoint (``write_checkpoint(path)``, the
+        trainer's format, :mod:`abt.checkpoint`) and ``summary.json`` staged, then the attempt
+        recorded and published (:meth:`finish`)."""
+        write_checkpoint(self.staged("checkpoint"))
+        with open(self.staged("summary"), "w") as fh:
+            json.dump(dict(summary), fh, indent=2)
+        self.finish(record)
+
     # ---- the finished attempt
 
     def record(self) -> dict[str, Any] | None:

@@ -37,7 +37,7 @@ def uniform_starts(rng: np.random.Generator, lengths: np.ndarray, length: int) -
     return (rng.random(len(span)) * span).astype(np.int64)
 
 
-class MelStore:
+class MelStore(storeformat.StoredStatistics):
     """Read side of a store: memory-mapped mels, index arrays, statistics, batched crops.
 
     Opening checks every file against what ``stats.json`` recorded when the store was written
@@ -52,6 +52,9 @@ class MelStore:
     ``bench/bench_store_io.py`` measures both (bench/RESULTS.md); ``advise=False`` keeps the
     kernel default throughout. The crops are the same either way.
     """
+
+    #: what its crops hold (the augmentation blocks' ``domain``): log-mel frames
+    domain = "spectrogram"
 
     #: threads gathering one batch of crops (I/O bound: page faults of a cold store)
     READ_THREADS = 8
@@ -165,21 +168,6 @@ class MelStore:
     def dtype(self) -> str:
         """On-disk dtype (``float32`` or ``float16``); reads are float32 either way."""
         return "float16" if self.mels.dtype == np.float16 else "float32"
-
-    @property
-    def fingerprint(self) -> str | None:
-        """Hex digest of what made the store (``stats.json["provenance"]``); ``None`` for a
-        store written before stores recorded one."""
-        fp = self.stats.get("fingerprint")
-        return str(fp) if fp else None
-
-    @property
-    def mean(self) -> float:
-        return float(self.stats["mean"])
-
-    @property
-    def std(self) -> float:
-        return float(self.stats["std"])
 
     @property
     def silence_value(self) -> float:

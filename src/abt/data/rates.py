@@ -100,18 +100,23 @@ def _listed(labels: Mapping[str, Mapping[str, list]]) -> Iterator[tuple[str, str
             yield split, fname
 
 
+def _rate_folder_plan(what: str, root: Path, rate: int, labels: dict, rates: list) -> RatePlan:
+    """Every listed file of ``root/<rate>/<split>/`` (a HEAR task folder's layout)."""
+
+    def files() -> Iterator[SourceFile]:
+        for split, fname in _listed(labels):
+            yield split, fname, str(root / str(rate) / split / fname)
+
+    return RatePlan(what, files, rates)
+
+
 @RATE_SOURCES.register("task")
 def _from_task(task_dir: Path, _src: Path | None, labels: dict, target: int) -> RatePlan:
     rates = [r for r in sample_rates(task_dir) if r != target]
     if not rates:
         raise RateError(f"{task_dir}: no audio folder to make {target}/ from")
     rate = _pick(rates, target)
-
-    def files() -> Iterator[SourceFile]:
-        for split, fname in _listed(labels):
-            yield split, fname, str(task_dir / str(rate) / split / fname)
-
-    return RatePlan(f"the task's own {rate}/ files", files, rates)
+    return _rate_folder_plan(f"the task's own {rate}/ files", task_dir, rate, labels, rates)
 
 
 @RATE_SOURCES.register("hear_folder")
@@ -119,12 +124,7 @@ def _from_hear_folder(task_dir: Path, src: Path | None, labels: dict, target: in
     assert src is not None
     rates = _rate_dirs(src)
     rate = _pick(rates, target, src)
-
-    def files() -> Iterator[SourceFile]:
-        for split, fname in _listed(labels):
-            yield split, fname, str(src / str(rate) / split / fname)
-
-    return RatePlan(f"hear_folder {src} ({rate}/)", files, rates)
+    return _rate_folder_plan(f"hear_folder {src} ({rate}/)", src, rate, labels, rates)
 
 
 @RATE_SOURCES.register("hear_archive")

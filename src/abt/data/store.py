@@ -158,6 +158,16 @@ class StoreSettings:
     def replace(self, **changes: Any) -> StoreSettings:
         return dataclasses.replace(self, **changes)
 
+    def load_policy(self) -> LoadPolicy:
+        """How a builder loads each clip: :attr:`policy`, checked against the front-end's
+        sample rate, with its minimum duration raised to one analysis window (a shorter clip
+        has no frame). Both stores, log-mel and waveform, load by it."""
+        mel_cfg, policy = self.mels, self.policy
+        if policy.sample_rate != mel_cfg.sample_rate:
+            raise StoreError("preprocess sample rate and mels.sample_rate differ")
+        min_s = max(policy.min_duration_s, (mel_cfg.n_fft // 2 + 1) / mel_cfg.sample_rate)
+        return LoadPolicy(**{**policy.__dict__, "min_duration_s": min_s})
+
 
 # --------------------------------------------------------------------------------------------
 # Writing
@@ -317,19 +327,9 @@ def build_store(
     shard of a larger store: its excluded clips are still listed).
     """
     t0 = time.time()
-    mel_cfg, policy = settings.mels, settings.policy
-    dtype, workers = settings.dtype, settings.workers
+    mel_cfg, dtype, workers = settings.mels, settings.dtype, settings.workers
     np_dtype = _check_dtype(dtype)
-    if policy.sample_rate != mel_cfg.sample_rate:
-        raise StoreError("preprocess sample rate and mels.sample_rate differ")
-    policy = LoadPolicy(
-        **{
-            **policy.__dict__,
-            "min_duration_s": max(
-                policy.min_duration_s, (mel_cfg.n_fft // 2 + 1) / mel_cfg.sample_rate
-            ),
-        }
-    )
+    policy = settings.load_policy()
     out = Path(out_dir)
     provenance = _provenance(dtype, mel_cfg.to_dict(), settings.stats.to_dict(), extra,
                              policy=dict(policy.__dict__), source=dict(source or {}),

@@ -60,3 +60,27 @@ def digest(obj: Any) -> str:
 
 
 MIXED = "a mixed or partial store (e.g. an interrupted rebuild); delete it and rebuild"
+
+
+class StoredStatistics:
+    """What a store's ``stats.json`` (``self.stats``) says of its contents, for both readers
+    (:class:`abt.data.melstore.MelStore`, :class:`abt.data.wavestore.WaveStore`)."""
+
+    stats: dict[str, Any]
+
+    @property
+    def fingerprint(self) -> str | None:
+        """Hex digest of what made the store (``stats.json["provenance"]``); ``None`` for a
+        store written before stores recorded one."""
+        fp = self.stats.get("fingerprint")
+        return str(fp) if fp else None
+
+    @property
+    def mean(self) -> float:
+        """The normalisation mean of the store's log-mels (the training crops' statistics)."""
+        return float(self.stats["mean"])
+
+    @property
+    def std(self) -> float:
+        """The normalisation standard deviation of the store's log-mels."""
+        return float(self.stats["std"])

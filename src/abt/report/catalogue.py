@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from abt.config import parse_yaml
+from abt.plan import layout_file
 
 #: embedded task -> (label, category); the HEAR task each one stands in for is in
 #: docs/embedded-data.md
@@ -75,12 +76,12 @@ class TablesFiles:
     def hear(self, category: str) -> str:
         return f"{self.root}/{self.hear_key(category)}.csv"
 
-    table_4_5 = property(lambda self: f"{self.root}/{self.TABLE_4_5}")
-    curves = property(lambda self: f"{self.root}/{self.CURVES}")
-    vs_random = property(lambda self: f"{self.root}/{self.VS_RANDOM}")
-    random_probes = property(lambda self: f"{self.root}/{self.RANDOM_PROBES}")
-    finetune = property(lambda self: f"{self.root}/{self.FINETUNE}")
-    hear_settings = property(lambda self: f"{self.root}/{self.HEAR_SETTINGS}")
+    table_4_5 = layout_file("root", TABLE_4_5)
+    curves = layout_file("root", CURVES)
+    vs_random = layout_file("root", VS_RANDOM)
+    random_probes = layout_file("root", RANDOM_PROBES)
+    finetune = layout_file("root", FINETUNE)
+    hear_settings = layout_file("root", HEAR_SETTINGS)
 
 
 _EXTRA: dict[str, str] = {}  # task -> category, registered from task metadata (event tasks)
