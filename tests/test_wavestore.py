@@ -185,3 +185,89 @@ def test_epoch_planning_and_the_pipeline_take_the_store(audio, tmp_path):
     v1, v2 = pipe.views(torch.from_numpy(x), 2)
     assert v1.shape == (2, 1, 64, 96) and torch.isfinite(v1).all() and not torch.equal(v1, v2)
     assert defaults.policy().sample_rate == store.sample_rate
+
+
+# ---- pre-training on a waveform store (the trainer's waveform path)
+
+WAVE_AUG = {"norm": "dataset", "post_norm_scope": "joint",
+            "blocks": [{"name": "time_shift"}, {"name": "gain"}, {"name": "rlf"}]}  # fmt: skip
+
+
+def _tiny_run(**over):
+    from abt.config import REPO_ROOT, load_config
+    from abt.runspec import resolve
+
+    tiny = {"epochs": 2, "batch_size": 8, "projector": {"hidden_dims": [64], "out_dim": 32},
+            "log_every": 1, "augment": WAVE_AUG}  # fmt: skip
+    return resolve(load_config(REPO_ROOT / "config.yaml"), overrides={**tiny, **over})
+
+
+@pytest.fixture(scope="module")
+def wave_pool(tmp_path_factory):
+    from fakedata import tone_clips
+
+    d = tmp_path_factory.mktemp("wavepool")
+    specs = tone_clips(d, 16, seed=0, seconds=(0.6, 1.6), noise=0.02)
+    build_wave_store(specs, d / "waves", defaults.wave_settings(64), **QUIET)
+    return d / "waves"
+
+
+def test_a_run_pre_trains_on_a_waveform_store_and_resumes_exactly(wave_pool, tmp_path):
+    from abt.checkpoint import load_encoder
+    from abt.trainer import Trainer
+
+    opts = {"progress": False, "log": lambda *_: None}
+    full = Trainer(_tiny_run(), wave_pool, tmp_path / "full", **opts)
+    assert full.store.domain == "wave" and full.augment.n_wave == 2
+    # a planned crop is the samples of crop_frames frames; the loader adds the blocks' margins
+    assert full.crop_length == full.augment.out_samples
+    plan = full.plan_epoch()
+    with full.loader(plan, depth=0) as batches:
+        x = next(iter(batches))
+    assert x.shape == (8, full.augment.input_samples())
+    full = Trainer(_tiny_run(), wave_pool, tmp_path / "full", **opts)  # the same rng draws again
+    s = full.fit()
+    assert s["steps"] == 2 * (16 // 8)
+    part = Trainer(_tiny_run(), wave_pool, tmp_path / "split", **opts)
+    part.fit(stop_after_epochs=1)
+    Trainer(_tiny_run(), wave_pool, tmp_path / "split", **opts).fit()
+    a = torch.load(tmp_path / "full" / "model.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "split" / "model.ckpt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the encoder is a log-mel encoder, normalised with the store's log-mel statistics
+    enc, ck = load_encoder(tmp_path / "full" / "model.ckpt")
+    store = WaveStore(wave_pool)
+    assert ck["norm"]["mean"] == pytest.approx(store.mean) and store.n_mels == 64
+    assert enc(torch.zeros(2, 1, 64, 96)).shape[0] == 2
+
+
+def test_waveform_blocks_on_a_log_mel_store_are_a_config_error(tmp_path):
+    from fakedata import tone_store
+
+    from abt.config import ConfigError
+    from abt.trainer import Trainer
+
+    mel = tone_store(tmp_path, 16, seed=0, seconds=(0.6, 1.6), noise=0.02, stats_crops=50)
+    with pytest.raises(
+        ConfigError, match=r"waveform blocks \['TimeShift', 'Gain'\].*results/waves"
+    ):
+        Trainer(_tiny_run(), mel, tmp_path / "run", progress=False, log=lambda *_: None)
+
+
+def test_the_workflow_knows_which_runs_read_waveforms():
+    """plan.reads_waves (parse time, no torch) names exactly the registry's waveform blocks."""
+    import abt.wave_augment  # noqa: F401  (registers the waveform blocks)
+    from abt import plan
+    from abt.augment import AUGMENTATIONS
+
+    wave = {
+        n for n in AUGMENTATIONS.names() if getattr(AUGMENTATIONS.get(n), "domain", "") == "wave"
+    }
+    assert wave and all(plan.reads_waves([{"name": n}]) for n in wave)
+    assert not any(plan.reads_waves([{"name": n}]) for n in set(AUGMENTATIONS.names()) - wave)
+    cfg = {"data": {"ablation_pretrain": None}}
+    stats = plan.pretrain_store_stats(cfg, "baseline", [{"name": "pitch_shift"}, {"name": "rrc"}])
+    assert stats == "results/waves/pretrain/train/stats.json"
+    assert plan.pretrain_store_stats(cfg, "baseline", [{"name": "rrc"}]) == (
+        "results/mels/pretrain/train/stats.json"
+    )

@@ -364,6 +364,52 @@ def test_spreads_end_to_end(tiny_run):
     assert rand["run"].tolist() == ["audiontt"] and rand["probe_100"].between(0, 1).all()
 
 
+@pytest.mark.slow
+def test_the_studies_beyond_the_thesis_run(tiny_run):
+    """Beyond the thesis, in the same working directory, two rows of each study (+ random init):
+    waveform_augment (its waveform ablation pre-trains on the waveform store of the same pool,
+    built by its own rule), cvt and encoder_scale; each scored like every other row, and the
+    rows the augmentation study already ran are reused."""
+    import pandas as pd
+
+    from abt.rundir import RunDir
+
+    cfg = yaml.safe_load((tiny_run.parent / "tiny.yaml").read_text())
+    rows = {"waveform_augment": ["wav_time_shift", "aug_mixup_rrc_rlf"],
+            "cvt": ["cvt_13", "aug_mixup_rrc_rlf"], "encoder_scale": ["vitc_t_16x8"]}  # fmt: skip
+    cfg["report"]["study_subset"].update(rows)
+    cfg["report"]["studies"] = [*cfg["report"]["studies"], *rows]
+    p = tiny_run.parent / "tiny_beyond.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    targets = [*(f"results/studies/{study}/summary.csv" for study in rows), "report/tables.tex"]
+    args = ("--configfile", str(p), "--directory", str(tiny_run), "--snakefile",
+            str(ROOT / "Snakefile"))  # fmt: skip
+    plan = smk(*targets, *args, "--dry-run", "--quiet", "rules")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    jobs = plan.stdout + plan.stderr
+    assert "compute_pretrain_waves" in jobs and "compute_pretrain_mels" not in jobs
+    assert not re.search(r"^random_init_encoder\s", jobs, re.M)  # AudioNTT's: reused
+    r = smk(*targets, "--cores", "2", *args, timeout=2400)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-6000:]
+    waves = json.loads((tiny_run / "results/waves/pretrain/train/stats.json").read_text())
+    mels = json.loads((tiny_run / "results/mels/pretrain/train/stats.json").read_text())
+    assert waves["n_clips"] == mels["n_clips"] and waves["mels"] == mels["mels"]
+    run = tiny_run / "results/pretrain/audiontt/wav_time_shift/seed0"
+    hp = yaml.safe_load((run / "hparams.yaml").read_text())
+    assert [b["name"] for b in hp["pretrain"]["augment"]["blocks"]] == ["time_shift"]
+    assert RunDir(run).record()["provenance"]["store"] == waves["fingerprint"]
+    for study, names in rows.items():
+        df = pd.read_csv(tiny_run / f"results/studies/{study}/summary.csv")
+        assert df["ablation"].tolist() == [*names, "random_init"], study
+        assert df["hear_l_avg_pct"].between(0, 100).all(), study
+        assert df["linear_eval_100"].between(0, 1).all(), study
+    assert (tiny_run / "results/pretrain/cvt_13/cvt_13/seed0/model.ckpt").is_file()
+    tex = (tiny_run / "report/tables.tex").read_text()
+    for study in rows:  # each study's table in the report, beside the thesis's
+        assert rf"\input{{tables/study_{study}}}" in tex, study
+        assert (tiny_run / f"report/tables/study_{study}.tex").is_file(), study
+
+
 EVENT_TASKS = ("dcase2016_task2", "maestro")
 
 
@@ -440,6 +486,7 @@ def test_paper_configuration_dry_runs(tmp_path):
     assert "build_embedded_dataset" not in counts  # real data only
     assert counts["prepare_task"] == n_tasks  # 16 kHz task folders from the downloaded release
     assert counts["compute_pretrain_mels"] == 2  # AudioSet and FSD50K dev stores
+    assert counts["compute_pretrain_waves"] == 1  # FSD50K dev's, for waveform_augment
     shards = cfg["preprocess"]["shards"]
     assert shards == 64 and counts["compute_pretrain_mels_shard"] == 2 * shards  # merged in order
     assert counts["pretrain_encoder"] == n_enc + len(trained)
@@ -467,7 +514,8 @@ def test_paper_configuration_dry_runs(tmp_path):
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert job_counts(r.stdout + r.stderr) == {
         "prepare_task": n_tasks, "compute_pretrain_mels_shard": 2 * shards,
-        "compute_pretrain_mels": 2, "compute_task_mels": 2, "data": 1, "total": 151,
+        "compute_pretrain_mels": 2, "compute_task_mels": 2, "data": 1, "total": 152,
+        "compute_pretrain_waves": 1,  # FSD50K dev's, for the waveform_augment study
     }  # fmt: skip
 
 
@@ -515,8 +563,9 @@ def test_paper_data_preparation_runs(tmp_path):
 
 
 def test_gpu_demo_configuration_dry_runs():
-    """config/gpu-demo.yaml (one GPU, about an hour): the paper's six encoders with their random
-    inits, the augmentation and lambda studies, on a larger embedded data set."""
+    """config/gpu-demo.yaml (one GPU, about an hour and a half): the paper's six encoders with
+    their random inits, the augmentation and lambda studies and the three beyond the thesis, on a
+    larger embedded data set."""
     r = smk("report/tables.tex", "--dry-run", "--forceall", "--quiet", "rules", "--configfile",
             "config/gpu-demo.yaml")  # fmt: skip
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
@@ -524,13 +573,14 @@ def test_gpu_demo_configuration_dry_runs():
     base = yaml.safe_load((ROOT / "config.yaml").read_text())
     demo = yaml.safe_load((ROOT / "config/gpu-demo.yaml").read_text())
     studies = demo["report"]["studies"]
-    assert studies == ["augmentations", "lambda"]
+    assert studies == ["augmentations", "lambda", "encoder_scale", "cvt", "waveform_augment"]
     trained = _study_ablations(base, studies) - {"random_init"}
     n_enc = len(demo["run"]["encoders"])
     assert n_enc == 6 and counts["pretrain_encoder"] == n_enc + len(trained)
     assert counts["random_init_encoder"] == n_enc
     assert counts["evaluate_hear_run"] == 2 * n_enc + len(trained)
-    assert counts["study_summary"] == 2 and counts["report"] == 1
+    assert counts["study_summary"] == 5 and counts["report"] == 1
+    assert counts["compute_pretrain_waves"] == 1  # the pool's, for waveform_augment
     hyper = {k for k in demo.get("pretrain", {}) if k != "epochs"}
     assert not hyper and set(demo) <= {
         "run",

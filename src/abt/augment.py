@@ -781,6 +781,13 @@ class AugmentationPipeline(nn.Module):
 
         return plan_lengths(self.wave_blocks, self.out_samples)[0]
 
+    def input_margins(self) -> tuple[int, int]:
+        """Samples a crop reads before and after its :attr:`out_samples` (the margins of
+        :meth:`input_samples`, split evenly, the odd sample after): the crop's planned start is
+        that of its output, so the waveform blocks see context on both sides."""
+        m = self.input_samples() - self.out_samples
+        return m // 2, m - m // 2
+
     @torch.no_grad()
     def wave_to_logmel(self, x: Tensor, n_views: int = 1) -> Tensor:
         """``n_views`` waveform-augmented copies of ``x`` ``(B, N)`` as un-normalised log-mels

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from abt import hardware
+from abt import hardware, plan
 from abt.augment import AugmentationPipeline
 from abt.config import ConfigError
-from abt.data.melstore import MelStore
+from abt.data.loader import Store
 from abt.devices import autocast_dtype
 from abt.distributed import DistInfo, convert_sync_batchnorm
 from abt.encoders import build_encoder_from_spec
@@ -60,7 +60,7 @@ class RunComponents:
 
 def build_components(
     spec: RunSpec,
-    store: MelStore,
+    store: Store,
     device: torch.device,
     dist: DistInfo,
     log: Callable[[str], None] = print,
@@ -136,15 +136,7 @@ def build_components(
         total_steps=total_steps,
         final_lr=float(sched["final_lr"]),
     )
-    aug = pre["augment"]
-    norm = aug["norm"]
-    augment = AugmentationPipeline(
-        blocks=aug["blocks"],
-        norm=norm,
-        mean=store.mean if norm == "dataset" else None,
-        std=store.std if norm == "dataset" else None,
-        post_norm_scope=aug["post_norm_scope"],
-    ).to(device)
+    augment = build_augment(spec, store).to(device)
     augment.manual_seed(spec.seed + 1, device=device)
     rng = np.random.default_rng(spec.seed + 2)
     return RunComponents(
@@ -155,6 +147,32 @@ def build_components(
         scheduler=scheduler, warmup_steps=warmup_steps, augment=augment, rng=rng,
         scaler=make_scaler(device, amp_dtype, optimizer, log),
     )  # fmt: skip
+
+
+def build_augment(spec: RunSpec, store: Store) -> AugmentationPipeline:
+    """The run's AA module for its store: on a waveform store it starts with the log-mel
+    front-end (``mels``; waveform blocks first, then the spectrogram blocks); waveform blocks on
+    a log-mel store are a :class:`~abt.config.ConfigError`."""
+    aug = spec.pretrain["augment"]
+    norm = aug["norm"]
+    wave_input = store.domain == "wave"
+    front = {"mels": spec.mels, "crop_frames": int(spec.pretrain["crop_frames"])}
+    augment = AugmentationPipeline(
+        blocks=aug["blocks"],
+        norm=norm,
+        mean=store.mean if norm == "dataset" else None,
+        std=store.std if norm == "dataset" else None,
+        post_norm_scope=aug["post_norm_scope"],
+        **(front if wave_input else {}),
+    )
+    if augment.n_wave and not wave_input:
+        names = [type(b).__name__ for b in augment.wave_blocks]
+        raise ConfigError(
+            f"pretrain.augment.blocks start with waveform blocks {names}, but {store.path} is a "
+            f"log-mel store: pre-train on the waveform store of the same clips (the workflow "
+            f"builds it, {plan.PRETRAIN_WAVES}, for such a run)"
+        )
+    return augment
 
 
 def apply_speed(

@@ -145,13 +145,13 @@ class SweepFiles:
     def worker(self, slot: int | str = "{slot}") -> str:
         return f"{self.root}/workers/{slot}.json"
 
-    journal = property(lambda self: f"{self.root}/{self.JOURNAL}")
-    trials = property(lambda self: f"{self.summary}/trials.csv")
-    importances = property(lambda self: f"{self.summary}/importances.csv")
-    best = property(lambda self: f"{self.summary}/best_params.yaml")
-    png = property(lambda self: f"{self.summary}/figure.png")
-    pdf = property(lambda self: f"{self.summary}/figure.pdf")
-    settings = property(lambda self: f"{self.summary}/settings.json")
+    journal = layout_file("root", JOURNAL)
+    trials = layout_file("summary", "trials.csv")
+    importances = layout_file("summary", "importances.csv")
+    best = layout_file("summary", "best_params.yaml")
+    png = layout_file("summary", "figure.png")
+    pdf = layout_file("summary", "figure.pdf")
+    settings = layout_file("summary", "settings.json")
 
     @classmethod
     def of_summary(cls, summary_dir: str | os.PathLike[str]) -> SweepFiles:
@@ -296,6 +296,32 @@ def kind_corpus(cfg: dict[str, Any], kind: str) -> str:
 def variant_corpus(cfg: dict[str, Any], variant: str) -> str:
     """Store a variant pre-trains on (:func:`kind_corpus` of its :func:`variant_kind`)."""
     return kind_corpus(cfg, variant_kind(cfg, variant))
+
+
+def reads_waves(blocks: list[dict[str, Any]]) -> bool:
+    """Whether an augmentation chain has waveform blocks (the schema's ``wave_block_names``;
+    :mod:`abt.wave_augment` registers them, a test checks the two agree)."""
+    names = set(load_schema()["$defs"]["wave_block_names"]["enum"])
+    return any(dict(b).get("name") in names for b in blocks)
+
+
+def pretrain_store_stats(cfg: dict[str, Any], variant: str, blocks: list[dict[str, Any]]) -> str:
+    """The ``stats.json`` of the store a variant pre-trains on: its corpus's log-mel store,
+    or its waveform store when the augmentation chain ``blocks`` reads waveforms."""
+    template = PRETRAIN_WAVES if reads_waves(blocks) else PRETRAIN_STORE
+    return f"{template.format(corpus=variant_corpus(cfg, variant))}/stats.json"
+
+
+def study_wave_stores(cfg: dict[str, Any]) -> list[str]:
+    """The ``stats.json`` of every waveform store the report's studies pre-train on (rows whose
+    augmentation reads waveforms); what the ``data`` target prepares besides the log-mel
+    stores."""
+    from abt.runspec import variant_config
+
+    rows = {a for study in cfg["report"]["studies"] for a in study_rows(cfg, study)}
+    trained = rows - {RANDOM_INIT}
+    blocks = {a: variant_config(cfg, a)["pretrain"]["augment"]["blocks"] for a in trained}
+    return sorted({pretrain_store_stats(cfg, a, b) for a, b in blocks.items() if reads_waves(b)})
 
 
 def pretrain_clip_list_path(cfg: dict[str, Any], corpus: str = "train") -> str:

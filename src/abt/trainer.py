@@ -5,6 +5,11 @@ One step: sample B clips (shuffled epoch, last incomplete batch dropped), take o
 training device, run the method (encoder + projector, Barlow Twins loss), step the optimiser with
 the warm-up + cosine schedule.
 
+Beyond the thesis (§5): on a waveform store (:class:`abt.data.wavestore.WaveStore`, opened by
+:func:`abt.data.loader.open_store`) each crop is the samples of ``crop_frames`` frames plus the
+margins the waveform blocks need; the AA module then augments the waveforms, computes the log-mels
+on the training device and goes on with the spectrogram blocks (:mod:`abt.wave_augment`).
+
 Exact resume: after every ``checkpoint_every`` epochs, ``<run_dir>/_staging/last.ckpt`` holds
 the model, optimiser, schedule, grad scaler, every RNG (numpy crop sampler, augmentation
 generator, torch global, CUDA, python), the Mixup memory banks, the epoch, the step and the
@@ -31,7 +36,9 @@ holder, and when that one finished this very run (same provenance) returns its s
 training.
 
 Outputs in ``run_dir``: ``model.ckpt`` (:mod:`abt.checkpoint`), ``train_metrics.csv``,
-``epoch_metrics.csv`` (callbacks, e.g. linear probes), ``hparams.yaml``, ``summary.json``.
+``epoch_metrics.csv`` (callbacks, e.g. linear probes), ``hparams.yaml``, ``summary.json``; their
+names, formats and publication are :mod:`abt.rundir`'s (the trainer hands it the run, the
+summary and its checkpoint writer).
 """
 
 from __future__ import annotations
@@ -46,7 +53,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from abt import devicestate, hardware, rundir
 from abt.checkpoint import (  # noqa: F401  (RESUME_FORMAT, ResumeError: re-exported)
@@ -62,9 +68,8 @@ from abt.checkpoint import (  # noqa: F401  (RESUME_FORMAT, ResumeError: re-expo
 from abt.codehash import code_digest
 from abt.components import build_components
 from abt.config import ConfigError
-from abt.data.loader import CropLoader, EpochPlan, plan_epoch
+from abt.data.loader import CropLoader, EpochPlan, Store, open_store, plan_epoch
 from abt.data.mel import MelConfig
-from abt.data.melstore import MelStore
 from abt.devices import pick_device
 from abt.distributed import barrier, broadcast, init_from_env
 from abt.encoders import MASK_SCHEDULES
@@ -88,7 +93,7 @@ def _silent(*_: Any) -> None:
     return None
 
 
-def store_fingerprint(store: MelStore) -> str:
+def store_fingerprint(store: Store) -> str:
     """The store's provenance digest (``stats.json``), or, for a store written before stores
     recorded one, a digest of its statistics and index."""
     if store.fingerprint:
@@ -106,7 +111,7 @@ class Trainer:
     def __init__(
         self,
         run: RunSpec | Mapping[str, Any],
-        store: str | Path | MelStore,
+        store: str | Path | Store,
         run_dir: str | Path,
         *,
         device: str | None = "auto",
@@ -118,7 +123,7 @@ class Trainer:
         self.spec = RunSpec.from_dict(run)
         self.cfg = self.spec.to_dict()  # what hparams.yaml and the checkpoints hold
         self.pre = self.spec.pretrain
-        self.store = store if isinstance(store, MelStore) else MelStore(store)
+        self.store = open_store(store)
         self.run_dir = Path(run_dir)
         self.files = rundir.RunDir(self.run_dir)
         self.resume_path = self.files.resume
@@ -183,21 +188,31 @@ class Trainer:
         value = self.masking["ratio"] if mode == "fixed" else self.masking["beta"]
         return float(fn(step, self.total_steps, warm, float(value)))
 
+    @property
+    def crop_length(self) -> int:
+        """A crop's length in the store's unit: ``crop_frames`` log-mel frames, or on a
+        waveform store the samples the front-end turns into them (margins aside)."""
+        if self.store.domain == "wave":
+            return self.augment.out_samples
+        return self.crop_frames
+
     def plan_epoch(self) -> EpochPlan:
         """This epoch's clip order and crop starts (draws from ``self.rng``)."""
         return plan_epoch(
-            self.store, self.rng, self.batch_size, self.steps_per_epoch, self.crop_frames
+            self.store, self.rng, self.batch_size, self.steps_per_epoch, self.crop_length
         )
 
     def loader(self, plan: EpochPlan, depth: int | None = None) -> CropLoader:
         """The epoch's batches on the training device, gathered ahead on a thread."""
+        wave = self.store.domain == "wave"
         return CropLoader(
             self.store,
             plan,
-            self.crop_frames,
+            self.crop_length,
             self.store.pad_value(self.pre["pad"]),
             self.device,
             depth=self.speed["prefetch_batches"] if depth is None else depth,
+            margin=self.augment.input_margins() if wave else (0, 0),
         )
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -474,8 +489,7 @@ class Trainer:
             self.epoch_metrics.restore("")
         if main:
             self.tracker.log_params(self.cfg)
-            with open(self.files.staged("hparams"), "w") as fh:
-                yaml.safe_dump(self.cfg, fh, sort_keys=False)
+            self.files.stage_hparams(self.cfg)
         barrier(self.dist)
         log_every = int(self.pre["log_every"])
         ckpt_every = int(self.pre["checkpoint_every"])
@@ -535,10 +549,8 @@ class Trainer:
             "provenance": self.provenance,
         }
         if self.epoch >= self.epochs and main:  # finished: publish the outputs (abt.rundir)
-            self.save_encoder(self.files.staged("checkpoint"))
-            with open(self.files.staged("summary"), "w") as fh:
-                json.dump(summary, fh, indent=2)
-            self.files.finish({"provenance": self.provenance, "config": self.cfg})
+            record = {"provenance": self.provenance, "config": self.cfg}
+            self.files.publish(summary, record, self.save_encoder)
         barrier(self.dist)
         return summary
 

@@ -38,6 +38,7 @@ EMBEDDED_DIR = plan.EMBEDDED_DIR
 PRETRAIN_RUN = plan.PRETRAIN_RUN
 HEAR_RUN = plan.HEAR_RUN
 PRETRAIN_STORE = plan.PRETRAIN_STORE
+PRETRAIN_WAVES = plan.PRETRAIN_WAVES
 RUN_FILES = plan.run_files()  # one run's files (abt.rundir), with the wildcards
 HEAR_FILES = plan.hear_files()  # one run's HEAR evaluation
 SWEEP_FILES = plan.SweepFiles()
@@ -127,9 +128,12 @@ def corpus_data(wildcards):
 
 
 def pretrain_stats(wildcards):
-    """The store a run pre-trains on (ablations: data.ablation_pretrain when set)."""
-    corpus = plan.variant_corpus(config, wildcards.variant)
-    return f"{PRETRAIN_STORE.format(corpus=corpus)}/stats.json"
+    """The store a run pre-trains on (ablations: data.ablation_pretrain when set): the
+    waveform store of those clips when its augmentation starts with waveform blocks."""
+    from abt.runspec import resolve
+
+    run = resolve(config, wildcards.encoder, wildcards.variant, int(wildcards.seed), schema=SCHEMA)
+    return plan.pretrain_store_stats(config, wildcards.variant, run.pretrain["augment"]["blocks"])
 
 
 def pretrain_shards(wildcards):

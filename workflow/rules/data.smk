@@ -112,6 +112,36 @@ rule compute_pretrain_mels:
         "../scripts/compute_pretrain_mels.py"
 
 
+rule compute_pretrain_waves:
+    input:
+        clips=pretrain_clip_list,
+    output:
+        waves=f"{PRETRAIN_WAVES}/waves.npy",
+        index=f"{PRETRAIN_WAVES}/index.csv",
+        manifest=f"{PRETRAIN_WAVES}/manifest.csv",
+        stats=f"{PRETRAIN_WAVES}/stats.json",
+    log:
+        "logs/compute_pretrain_waves/{corpus}.log",
+    benchmark:
+        "benchmarks/compute_pretrain_waves/{corpus}.tsv"
+    conda:
+        "../../envs/audio.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=240,
+    params:
+        data=corpus_data,
+        audio=corpus_audio,
+        mels=plan.canonical(config["mels"]),
+        preprocess=plan.preprocess_params(config),
+        waves=plan.canonical(config.get("waves", {})),
+        embedded_dir=EMBEDDED_DIR,
+        code=CODE["pretrain_waves"],
+    script:
+        "../scripts/compute_pretrain_waves.py"
+
+
 rule compute_task_mels:
     input:
         task=task_input,
@@ -180,7 +210,8 @@ rule baseline_table:
 
 rule data:
     """Everything the runs read, prepared: the evaluation tasks, the pre-training stores (and
-    the ablations' and sweeps' store), the monitoring and fine-tuning tasks' stores."""
+    the ablations' and sweeps' store, and the waveform store of waveform-augmented study rows),
+    the monitoring and fine-tuning tasks' stores."""
     input:
         tasks=[plan.task_input_path(config, t) for t in TASKS],
         stores=sorted(
@@ -189,6 +220,7 @@ rule data:
                 for k in (plan.MAIN, plan.SWEEP)
             }
         ),
+        waves=plan.study_wave_stores(config),  # of the studies' waveform-augmented rows
         monitor=list(plan.monitor_inputs(config).values()),
         finetune=[plan.TASK_STORES.format(task=t) for t in config["finetune"]["tasks"]],
     localrule: True

@@ -10,6 +10,11 @@ gathered.
 thread, ``depth`` batches ahead, into pinned host memory when the target is a CUDA device, and
 hands them over with a non-blocking copy. The batches are identical to gathering them
 synchronously (``depth=0``; tested).
+
+The store is a log-mel store (batches ``(B, 1, n_mels, frames)``) or a waveform store
+(:class:`abt.data.wavestore.WaveStore`, for waveform augmentation blocks: batches ``(B, N)``,
+each crop read with the margins the blocks need around its planned start); :func:`open_store`
+opens either.
 """
 
 from __future__ import annotations
@@ -18,11 +23,23 @@ import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from abt.data.melstore import MelStore
+from abt.data.wavestore import WaveStore
+
+Store = MelStore | WaveStore
+
+
+def open_store(path: str | Path | Store) -> Store:
+    """The pre-training store at ``path``: a waveform store where it holds ``waves.npy``, else
+    a log-mel store (each checks its own files on opening)."""
+    if isinstance(path, MelStore | WaveStore):
+        return path
+    return WaveStore(path) if (Path(path) / "waves.npy").is_file() else MelStore(path)
 
 
 @dataclass(frozen=True)
@@ -37,9 +54,10 @@ class EpochPlan:
 
 
 def plan_epoch(
-    store: MelStore, rng: np.random.Generator, batch_size: int, steps: int, crop_frames: int
+    store: Store, rng: np.random.Generator, batch_size: int, steps: int, crop_frames: int
 ) -> EpochPlan:
-    """Shuffle the store (last incomplete batch dropped) and draw every batch's crop starts."""
+    """Shuffle the store (last incomplete batch dropped) and draw every batch's crop starts
+    (``crop_frames``: the crop's length in the store's unit, frames or samples)."""
     perm = rng.permutation(len(store))
     idx = np.empty((steps, batch_size), dtype=np.int64)
     starts = np.empty((steps, batch_size), dtype=np.int64)
@@ -51,7 +69,8 @@ def plan_epoch(
 
 class CropLoader:
     """Iterate the batches of an :class:`EpochPlan` as ``(B, 1, n_mels, crop_frames)`` float32
-    tensors on ``device``, gathered ``depth`` batches ahead on a background thread.
+    tensors on ``device`` (a waveform store: ``(B, left + crop_frames + right)`` samples, with
+    ``margin = (left, right)``), gathered ``depth`` batches ahead on a background thread.
 
     Use as a context manager (or call :meth:`close`) so that a run that stops mid-epoch (an error,
     ``stop_after_epochs``) also stops the thread.
@@ -59,16 +78,19 @@ class CropLoader:
 
     def __init__(
         self,
-        store: MelStore,
+        store: Store,
         plan: EpochPlan,
         crop_frames: int,
         pad_value: float,
         device: torch.device,
         depth: int = 2,
+        margin: tuple[int, int] = (0, 0),
     ) -> None:
         if depth < 0:
             raise ValueError(f"depth must be >= 0, got {depth}")
-        self.store, self.plan = store, plan
+        if margin != (0, 0) and not isinstance(store, WaveStore):
+            raise ValueError(f"crop margins {margin} need a waveform store; {store.path} is not")
+        self.store, self.plan, self.margin = store, plan, margin
         self.crop_frames, self.pad_value = int(crop_frames), float(pad_value)
         self.device = torch.device(device)
         self.depth = int(depth)
@@ -80,11 +102,16 @@ class CropLoader:
         self._thread: threading.Thread | None = None
 
     def host_batch(self, i: int) -> torch.Tensor:
-        """Batch ``i`` on the host, laid out ``(B, 1, F, T)`` (pinned when feeding a GPU)."""
-        crops = self.store.crops(
-            self.plan.indices[i], self.plan.starts[i], self.crop_frames, self.pad_value
-        )  # (B, T, F)
-        x = torch.from_numpy(crops).transpose(1, 2).unsqueeze(1)
+        """Batch ``i`` on the host, laid out ``(B, 1, F, T)`` or ``(B, N)`` (pinned when
+        feeding a GPU)."""
+        idx, starts = self.plan.indices[i], self.plan.starts[i]
+        if isinstance(self.store, WaveStore):
+            x = torch.from_numpy(
+                self.store.crops(idx, starts, self.crop_frames, self.pad_value, self.margin)
+            )
+        else:  # (B, T, F) -> (B, 1, F, T)
+            crops = self.store.crops(idx, starts, self.crop_frames, self.pad_value)
+            x = torch.from_numpy(crops).transpose(1, 2).unsqueeze(1)
         out = torch.empty(x.shape, dtype=torch.float32, pin_memory=self.pin)
         out.copy_(x)
         return out

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from abt.data.audio import OK, LoadPolicy
+from abt.data.audio import OK
 from abt.data.clips import ClipSpec, StoreError, sha256_file
 from abt.data.mel import LogMelFrontEnd, MelConfig
 from abt.data.melstore import uniform_starts
@@ -63,10 +63,14 @@ from abt.data.store import (
     clips_digest,
     digest,
 )
+from abt.data.storeformat import StoredStatistics
+from abt.outputs import OutputKind
 
 WAVE_FORMAT = 1
 WAVE_DTYPES = {"int16": "<i2", "float16": "<f2"}
 WAVE_FILES = ("waves.npy", "index.csv", "manifest.csv", "stats.json")
+#: what a waveform store build writes (and replaces) in its folder: see :mod:`abt.outputs`
+WAVE_OUTPUT = OutputKind("a waveform store", entries=WAVE_FILES)
 WAVE_INDEX_COLUMNS = ["clip_id", "offset", "samples", "scale", "source_id", "path", "duration_s",
                       "notes"]  # fmt: skip
 _HEADER_LEN = 128
@@ -146,14 +150,9 @@ def build_wave_store(
     beyond a clip. Returns ``stats.json``. Raises :class:`StoreError` when no clip survives
     (only ``manifest.csv`` is left)."""
     t0 = time.time()
-    mel_cfg, policy = settings.mels, settings.policy
-    dtype, workers = settings.dtype, settings.workers
+    mel_cfg, dtype, workers = settings.mels, settings.dtype, settings.workers
     np_dtype = _check_dtype(dtype)
-    if policy.sample_rate != mel_cfg.sample_rate:
-        raise StoreError("preprocess sample rate and mels.sample_rate differ")
-    # as the log-mel store: a clip must hold at least one analysis window
-    min_s = max(policy.min_duration_s, (mel_cfg.n_fft // 2 + 1) / mel_cfg.sample_rate)
-    policy = LoadPolicy(**{**policy.__dict__, "min_duration_s": min_s})
+    policy = settings.load_policy()  # as the log-mel store's
     out = Path(out_dir)
     stats_opts = {**settings.stats.to_dict(), "pad": "silence"}  # zeros beyond a clip
     provenance = {"store": "wave", "wave_format": WAVE_FORMAT, "dtype": dtype,
@@ -244,13 +243,16 @@ def build_wave_store(
     return stats
 
 
-class WaveStore:
+class WaveStore(StoredStatistics):
     """Read side: memory-mapped waveforms, the index, statistics, batched crops with margins.
 
     The interface of :class:`abt.data.store.MelStore` (``len``, ``clip_ids``, ``source_ids``,
     ``offsets``, ``fingerprint``, ``mean``/``std``, ``pad_value``, ``crops``,
     ``random_starts``, ``random_crops``, ``clip``) in samples instead of frames
     (``lengths``; ``frames`` is the same array, so epoch planning works unchanged)."""
+
+    #: what its crops hold (the augmentation blocks' ``domain``): waveform samples
+    domain = "wave"
 
     def __init__(self, path: str | Path, *, require_stats: bool = True) -> None:
         self.path = Path(path)
@@ -311,17 +313,9 @@ class WaveStore:
         return int(self.stats.get("sample_rate", 16000))
 
     @property
-    def fingerprint(self) -> str | None:
-        fp = self.stats.get("fingerprint")
-        return str(fp) if fp else None
-
-    @property
-    def mean(self) -> float:
-        return float(self.stats["mean"])
-
-    @property
-    def std(self) -> float:
-        return float(self.stats["std"])
+    def n_mels(self) -> int:
+        """Mel bins of the log-mels its front-end makes (``stats.json["mels"]``)."""
+        return int(self.stats["mels"]["n_mels"])
 
     def pad_value(self, pad: str) -> float:
         """Waveforms are padded with digital silence (0.0); ``pad`` must be ``"silence"`` (the

@@ -43,6 +43,7 @@ JOBS: dict[str, Job] = {
     "pretrain_mels": Job(
         ("abt.jobs.data:compute_pretrain_mels", "abt.jobs.data:merge_pretrain_mels")
     ),
+    "pretrain_waves": Job(("abt.jobs.data:compute_pretrain_waves",), ("abt.data.wavestore",)),
     "task_mels": Job(("abt.jobs.data:compute_task_mels",)),
     "task_baseline": Job(("abt.jobs.data:task_baseline",)),
     "baseline_table": Job(("abt.jobs.data:baseline_summary",)),

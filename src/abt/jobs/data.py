@@ -14,12 +14,35 @@ from abt.outputs import check_output, check_overlap
 #: what holds a store folder's lock while it is written (one builder at a time)
 STORE_BUILD = "log-mel store build"
 BUILDING = "building a log-mel store"
+WAVE_BUILD = "waveform store build"
+WAVE_BUILDING = "building a waveform store"
 
 
 def _checked(mels: dict[str, Any] | None, pre: dict[str, Any] | None) -> tuple[dict, dict]:
     """The ``mels`` and ``preprocess`` sections a job was given, checked against the schema and
     completed with its defaults (where configuration enters a job)."""
     return schema_defaults("mels", dict(mels or {})), schema_defaults("preprocess", dict(pre or {}))
+
+
+def _pretrain_clips(
+    data: dict[str, Any], embedded_dir: str, out_dir: str, kind: Any, command: str
+) -> Any:
+    """The clip list of a pre-training corpus (the embedded pool, or a folder + clip list),
+    after checking that ``out_dir`` may be written (:func:`abt.outputs.check_output`)."""
+    from abt.data.cliplists import clip_list_from_config, load_clip_list
+
+    if data["source"] == "embedded":
+        pool = Path(embedded_dir) / "pool"
+        inputs = {"audio folder": pool, "clip list": pool / "clips.csv"}
+    else:
+        inputs = {"audio folder": data["audio_dir"], "clip list": data["clip_list"]}
+    check_output(out_dir, kind, inputs=inputs, command=command)
+    if data["source"] == "embedded":
+        clips = load_clip_list(pool / "clips.csv", pool, fmt="abt")
+    else:
+        clips = clip_list_from_config(data)
+    print(f"[abt] clip list {clips.summary()}", flush=True)
+    return clips
 
 
 def compute_pretrain_mels(
@@ -37,21 +60,10 @@ def compute_pretrain_mels(
     ``shard`` only that contiguous slice of the clip list (a shard may be empty). The dataset
     statistics pad short crops with ``pad`` (``pretrain.pad``), as the training crops are.
     ``extra`` enters the store's fingerprint (the digest of this stage's code)."""
-    from abt.data.cliplists import clip_list_from_config, load_clip_list
     from abt.data.store import STORE_OUTPUT, StoreSettings, build_store, shard_specs
 
     mels, pre = _checked(mels, pre)
-    if data["source"] == "embedded":
-        pool = Path(embedded_dir) / "pool"
-        inputs = {"audio folder": pool, "clip list": pool / "clips.csv"}
-    else:
-        inputs = {"audio folder": data["audio_dir"], "clip list": data["clip_list"]}
-    check_output(out_dir, STORE_OUTPUT, inputs=inputs, command=BUILDING)
-    if data["source"] == "embedded":
-        clips = load_clip_list(pool / "clips.csv", pool, fmt="abt")
-    else:
-        clips = clip_list_from_config(data)
-    print(f"[abt] clip list {clips.summary()}", flush=True)
+    clips = _pretrain_clips(data, embedded_dir, out_dir, STORE_OUTPUT, BUILDING)
     specs = clips.specs
     if shard is not None:
         specs = shard_specs(specs, int(shard), int(n_shards))
@@ -60,6 +72,31 @@ def compute_pretrain_mels(
             specs, out_dir, StoreSettings.from_config(mels, pre, pad),
             allow_empty=shard is not None, source=clips.provenance(), extra=extra,
         )  # fmt: skip
+
+
+def compute_pretrain_waves(
+    data: dict[str, Any],
+    mels: dict[str, Any],
+    pre: dict[str, Any],
+    waves: dict[str, Any],
+    embedded_dir: str,
+    out_dir: str,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build the waveform store of a pre-training corpus (the clips of
+    :func:`compute_pretrain_mels`' store, loaded by the same ``preprocess`` policy; samples as
+    ``waves.dtype``), for runs whose augmentation starts with waveform blocks."""
+    from abt.data.store import StoreSettings
+    from abt.data.wavestore import WAVE_OUTPUT, build_wave_store
+
+    mels, pre = _checked(mels, pre)
+    waves = schema_defaults("waves", dict(waves or {}))
+    clips = _pretrain_clips(data, embedded_dir, out_dir, WAVE_OUTPUT, WAVE_BUILDING)
+    settings = StoreSettings.from_config(mels, pre, "silence").replace(dtype=waves["dtype"])
+    with folder_lock(out_dir, WAVE_BUILD):
+        return build_wave_store(
+            clips.specs, out_dir, settings, source=clips.provenance(), extra=extra
+        )
 
 
 def merge_pretrain_mels(
