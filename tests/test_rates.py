@@ -172,3 +172,55 @@ def test_a_clip_written_at_a_new_rate_keeps_its_bytes_when_nothing_changes(tmp_p
     assert dst.read_bytes() == buf.getvalue()
     assert convert_file(buf.getvalue(), tmp_path / "y.wav", 16000, n_out=15999)[0] == "written"
     assert sf.info(str(tmp_path / "y.wav")).frames == 15999
+
+
+# ---- the workflow's view of a task at a reference's rate (rule task_at_rate)
+
+
+def test_a_task_seen_at_another_rate_leaves_the_prepared_folder_alone(tmp_path):
+    """The view links the prepared folder's files (its 16000/ too) and holds 44100/ made from
+    them, recorded as upsampled; the prepared folder gains nothing; a second job replaces the
+    view whole; a folder that is not a task is named."""
+    from abt.jobs.hear import task_at_rate
+
+    task = _task(tmp_path / "tasks")
+    before = sorted(p.relative_to(task) for p in task.rglob("*"))
+    view = tmp_path / "rates" / "44100" / "t"
+    rec = task_at_rate(str(task), str(view), 44100)
+    assert rec["rate"] == 44100 and rec["status"] == "added" and rec["upsampled_files"] == 6
+    assert sorted(p.relative_to(task) for p in task.rglob("*")) == before
+    assert (view / "16000").is_symlink() and (view / "task_metadata.json").is_symlink()
+    assert not os.path.isabs(os.readlink(view / "16000"))  # relative: the tree can move
+    info = read_task(view, sample_rate=44100, check_audio=True)
+    assert sum(len(v) for v in info.labels.values()) == 6
+    (view / "stale").write_text("x")
+    task_at_rate(str(task), str(view), 44100)
+    assert not (view / "stale").exists() and not list(view.parent.glob(".tmp-*"))
+    with pytest.raises(FileNotFoundError, match="not a prepared HEAR task folder"):
+        task_at_rate(str(tmp_path / "rates"), str(tmp_path / "v2"), 44100)
+
+
+def test_a_reference_the_workflow_cannot_prepare_tasks_for_is_a_config_error():
+    """A user's module needs its sample rate in the configuration: the workflow makes every
+    task's folder at that rate before the module is ever imported."""
+    from abt import plan
+    from abt.config import ConfigError
+
+    cfg = {"hear": {"references": ["naive", {"name": "mine", "module": "my_pkg.hear"}]}}
+    with pytest.raises(ConfigError, match=r"hear.references\[1\].*sample_rate for 'mine'"):
+        plan.references(cfg)
+    cfg["hear"]["references"][1]["sample_rate"] = 32000
+    refs = plan.references(cfg)
+    assert [(r.name, r.sample_rate) for r in refs] == [("naive", 44100), ("mine", 32000)]
+    with pytest.raises(ConfigError, match=r"hear.references\[0\].*unknown reference 'crepes'"):
+        plan.references({"hear": {"references": ["crepes"]}})
+    missing = {"name": "mine", "module": "my_pkg.hear", "model": "/no/such/w.pt",
+               "sample_rate": 16000}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"hear.references\[0\].model.*/no/such/w.pt"):
+        plan.check_inputs_exist({"data": {"pretrain": {"source": "embedded"}, "tasks": {}},
+                                 "hear": {"references": [missing]}})  # fmt: skip
+    tasks = {"data": {"tasks": {}}, "embedded": {"tasks": ["embedded_pitch"]}}
+    assert plan.reference_task_dirs(tasks, 32000) == {
+        "embedded_pitch": "results/data/rates/32000/embedded_pitch"
+    }
+    assert plan.reference_task_dirs(tasks, 16000) == plan.task_dirs(tasks)

@@ -362,3 +362,15 @@ def test_the_command_line_validates_a_users_module(env_dir, user_modules, tmp_pa
         16000,
         3,
     )
+
+
+def test_a_reference_round_trips_through_its_configuration_entry(tmp_path):
+    """What the workflow hands a job (``Reference.to_entry``) parses back to the same
+    reference: a shipped one by its name, a user's by its fields."""
+    from abt.evaluation.references import parse_references
+
+    mine = {"name": "mine", "module": "my_pkg.hear", "model": str(tmp_path / "w.pt"),
+            "sample_rate": 32000}  # fmt: skip
+    refs = parse_references(["naive", "crepe", mine])
+    assert [r.to_entry() for r in refs][:2] == ["naive", "crepe"]
+    assert parse_references([r.to_entry() for r in refs]) == refs

@@ -410,6 +410,59 @@ def test_the_studies_beyond_the_thesis_run(tiny_run):
         assert (tiny_run / f"report/tables/study_{study}.tex").is_file(), study
 
 
+@pytest.mark.slow
+def test_measured_references_run_beside_the_runs(tiny_run):
+    """hear.references: the HEAR naive baseline (44.1 kHz) measured on every task of the same
+    working directory, with nothing of the runs redone: each task gets a 44100/ view from its
+    16 kHz files (recorded as upsampled), the kit scores the reference like a run, and the report
+    shows its rows in Tables 4.1-4.4 and its paired comparison with the trained run."""
+    import pandas as pd
+    import soundfile as sf
+
+    cfg = yaml.safe_load((tiny_run.parent / "tiny.yaml").read_text())
+    cfg["hear"]["references"] = ["naive"]
+    p = tiny_run.parent / "tiny_refs.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    args = ("--configfile", str(p), "--directory", str(tiny_run), "--snakefile",
+            str(ROOT / "Snakefile"))  # fmt: skip
+    plan = smk("report/tables.tex", *args, "--dry-run", "--quiet", "rules")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    counts = job_counts(plan.stdout + plan.stderr)
+    from abt.plan import embedded_task_names
+
+    n_tasks = len(embedded_task_names(cfg))
+    assert counts["task_at_rate"] == n_tasks and counts["evaluate_reference"] == 1
+    for rule in ("pretrain_encoder", "extract_hear_embeddings", "setup_hear_env"):
+        assert rule not in counts, rule  # the runs and the kit's venv are reused
+    r = smk("report/tables.tex", "--cores", "2", *args, timeout=2400)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-6000:]
+    views = sorted((tiny_run / "results/data/rates/44100").iterdir())
+    assert len(views) == n_tasks
+    for view in views:
+        wav = next((view / "44100").rglob("*.wav"))
+        assert sf.info(wav).samplerate == 44100 and (view / "16000").is_symlink()
+        rec = json.loads((view / "sample_rates.json").read_text())["44100"]
+        assert rec["upsampled_files"] == rec["files"] > 0  # said, not hidden
+    ref = tiny_run / "results/hear/references/naive"
+    assert json.loads((ref / "check.json").read_text())["sample_rate"] == 44100
+    scores = pd.read_csv(ref / "scores.csv")
+    assert set(scores["encoder"]) == {"naive"} and set(scores["variant"]) == {"reference"}
+    vs = pd.read_csv(tiny_run / "results/tables/main/hear_vs_references.csv")
+    assert len(vs) == n_tasks and set(vs["reference"]) == {"naive"}
+    assert ((vs["score_lo"] <= vs["score"] + 1e-9) & (vs["score"] <= vs["score_hi"] + 1e-9)).all()
+    prim = scores[scores["primary"] & (scores["split"] == "mean")]
+    by_task = dict(zip(vs["task"], vs["score"], strict=True))
+    for _, row in prim.iterrows():  # the bootstrap's point estimate is the kit's score
+        assert by_task[row["task"]] == pytest.approx(row["value"], abs=1e-6)
+    t41 = pd.read_csv(tiny_run / "results/tables/main/table_4_1.csv")
+    assert (t41["kind"] == "reference").sum() == 1
+    assert "HEAR naive baseline (measured here)" in set(t41["model"])
+    tex = (tiny_run / "report/tables.tex").read_text()
+    assert r"\input{tables/hear_vs_references}" in tex
+    row = "HEAR naive baseline (measured here) & "  # its row, after the encoders' rows
+    assert row in (tiny_run / "report/tables/table_4_1.tex").read_text()
+
+
 EVENT_TASKS = ("dcase2016_task2", "maestro")
 
 
@@ -487,6 +540,11 @@ def test_paper_configuration_dry_runs(tmp_path):
     assert counts["prepare_task"] == n_tasks  # 16 kHz task folders from the downloaded release
     assert counts["compute_pretrain_mels"] == 2  # AudioSet and FSD50K dev stores
     assert counts["compute_pretrain_waves"] == 1  # FSD50K dev's, for waveform_augment
+    # the measured references (naive at 44.1 kHz, crepe at 16 kHz) on every task, like a run
+    assert cfg["hear"]["references"] == ["naive", "crepe"]
+    for rule in ("validate_reference", "extract_reference_embeddings", "evaluate_reference"):
+        assert counts[rule] == 2, rule
+    assert counts["task_at_rate"] == n_tasks  # each task's 44100/ from its 48 kHz release
     shards = cfg["preprocess"]["shards"]
     assert shards == 64 and counts["compute_pretrain_mels_shard"] == 2 * shards  # merged in order
     assert counts["pretrain_encoder"] == n_enc + len(trained)
@@ -514,8 +572,9 @@ def test_paper_configuration_dry_runs(tmp_path):
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert job_counts(r.stdout + r.stderr) == {
         "prepare_task": n_tasks, "compute_pretrain_mels_shard": 2 * shards,
-        "compute_pretrain_mels": 2, "compute_task_mels": 2, "data": 1, "total": 152,
+        "compute_pretrain_mels": 2, "compute_task_mels": 2, "data": 1, "total": 170,
         "compute_pretrain_waves": 1,  # FSD50K dev's, for the waveform_augment study
+        "task_at_rate": n_tasks,  # the naive baseline's 44.1 kHz folders
     }  # fmt: skip
 
 
@@ -589,7 +648,10 @@ def test_gpu_demo_configuration_dry_runs():
         "pretrain",
         "ablation_defaults",
         "report",
-    }  # scale knobs only
+        "hear",
+    }  # scale knobs only, and the measured references (what is compared, not how runs train)
+    assert set(demo["hear"]) == {"references"}
+    assert counts["evaluate_reference"] == 2 and counts["task_at_rate"] == 7  # naive's 44.1 kHz
 
 
 def test_rule_params_are_canonical_and_leave_out_what_cannot_change_a_result():

@@ -64,6 +64,9 @@ def check_references(cfg: dict[str, Any], schema: Mapping[str, Any]) -> None:
                 f"({sorted(task_dirs(cfg))}); fine-tune on one of them, or set finetune.tasks "
                 "to [] for no fine-tuning"
             )
+    from abt.plan import references
+
+    references(cfg)  # hear.references: each a reference the workflow can prepare tasks for
     for key, enc in cfg["encoders"].items():
         if enc["optimizer"] not in cfg["optimizers"]:
             raise ConfigError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,14 @@ PRETRAIN_STORE = "results/mels/pretrain/{corpus}"
 #: the waveform store of the same clips, for runs whose augmentation starts with waveform blocks
 PRETRAIN_WAVES = "results/waves/pretrain/{corpus}"
 TASK_STORES = "results/mels/tasks/{task}"
+#: a task folder at another sample rate than its own 16 kHz: its files linked, plus ``<rate>/``
+#: (:func:`abt.jobs.hear.task_at_rate`), for the references that declare that rate
+RATE_TASK = "results/data/rates/{rate}/{task}"
+#: the HEAR evaluation of a measured reference (:mod:`abt.evaluation.references`), laid out as a
+#: run's (:class:`HearRun`)
+REFERENCE_RUN = "results/hear/references/{reference}"
+#: the rate abt's encoders, and every task folder as prepared, are at
+TASK_RATE = 16000
 BASELINE = "results/baselines/{task}.json"  # a task's sanity baseline
 BASELINE_TABLE = "results/baselines/summary"  # .csv, .md
 ABLATION_DIR = "results/ablations/{ablation}"
@@ -87,6 +96,8 @@ class HearRun:
     VALIDATOR_LOG, EMBEDDINGS, PREDICTIONS, SCORES = (
         "validator.log", "embeddings", "predictions", "scores.csv"
     )  # fmt: skip
+    #: a measured reference's check (:func:`abt.jobs.hear.reference_check`)
+    CHECK = "check.json"
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = os.fspath(root)
@@ -95,6 +106,7 @@ class HearRun:
     embeddings = layout_file("root", EMBEDDINGS)
     predictions = layout_file("root", PREDICTIONS)
     scores = layout_file("root", SCORES)
+    check = layout_file("root", CHECK)
 
     def task_predictions(self, task: str) -> str:
         return f"{self.predictions}/{task}"
@@ -104,6 +116,67 @@ def hear_files(
     encoder: str = "{encoder}", variant: str = "{variant}", seed: int | str = "{seed}"
 ) -> HearRun:
     return HearRun(hear_dir(encoder, variant, seed))
+
+
+def reference_files(reference: str = "{reference}") -> HearRun:
+    """The HEAR evaluation of a measured reference: the same files as a run's."""
+    return HearRun(REFERENCE_RUN.format(reference=reference))
+
+
+#: the variant and seed a reference's scores are recorded under (``scores.csv``)
+REFERENCE_VARIANT, REFERENCE_SEED = "reference", 0
+
+
+def scored_as(wildcards: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``encoder``, ``variant`` and ``seed`` a HEAR evaluation's scores are recorded under:
+    a run's wildcards, or a measured reference's name (variant :data:`REFERENCE_VARIANT`)."""
+    if "reference" in wildcards:
+        return {"encoder": wildcards["reference"], "variant": REFERENCE_VARIANT,
+                "seed": REFERENCE_SEED}  # fmt: skip
+    return {"encoder": wildcards["encoder"], "variant": wildcards["variant"],
+            "seed": int(wildcards["seed"])}  # fmt: skip
+
+
+def references(cfg: dict[str, Any]) -> list[Any]:
+    """The measured references of ``hear.references``
+    (:class:`abt.evaluation.references.Reference`), each with the sample rate the workflow
+    gives its tasks: a :class:`~abt.config.ConfigError` naming the entry when it is not a
+    reference, or is a user's module without ``sample_rate``."""
+    from abt.config import ConfigError
+    from abt.evaluation.references import parse_references
+
+    refs = parse_references(cfg["hear"].get("references") or [])
+    for i, ref in enumerate(refs):
+        if ref.sample_rate is None:
+            raise ConfigError(
+                f"config key 'hear.references[{i}]': give sample_rate for {ref.name!r} (the "
+                "rate its model declares; 'abt hear validate-reference' prints it): the "
+                "workflow prepares every task at that rate before the module is imported"
+            )
+    return refs
+
+
+def reference_task_dirs(cfg: dict[str, Any], rate: int) -> dict[str, str]:
+    """Task name -> a HEAR task folder holding ``<rate>/`` (each task is a reference's): the
+    prepared folder at 16 kHz, its :data:`RATE_TASK` view at any other rate."""
+    if int(rate) == TASK_RATE:
+        return task_dirs(cfg)
+    return {t: RATE_TASK.format(rate=rate, task=t) for t in task_dirs(cfg)}
+
+
+def reference_task_inputs(cfg: dict[str, Any], rate: int) -> list[str]:
+    """What a reference's embeddings job reads at ``rate``: the tasks as prepared, or their
+    rate views (each a rule's folder)."""
+    if int(rate) == TASK_RATE:
+        return sorted({task_input_path(cfg, t) for t in task_dirs(cfg)})
+    return sorted(reference_task_dirs(cfg, rate).values())
+
+
+def reference_rate_views(cfg: dict[str, Any]) -> list[str]:
+    """Every task view (:data:`RATE_TASK`) the measured references read: what the ``data``
+    target prepares for them."""
+    rates = {r.sample_rate for r in references(cfg)} - {TASK_RATE}
+    return sorted(d for rate in rates for d in reference_task_dirs(cfg, rate).values())
 
 
 class AblationFiles:
@@ -232,6 +305,13 @@ def check_inputs_exist(cfg: dict[str, Any]) -> None:
     from abt.data.sources import task_sources
 
     task_sources(cfg["data"])  # raises ConfigError naming data.tasks.<name>
+    for i, ref in enumerate(references(cfg)):
+        if ref.model is not None and not os.path.exists(ref.model):
+            raise ConfigError(
+                f"config key 'hear.references[{i}].model': {ref.model!r} (the weights of "
+                f"{ref.module}) does not exist; fix the path, or set model to null for a module "
+                "whose load_model takes none"
+            )
 
 
 def embedded_task_names(cfg: dict[str, Any]) -> list[str]:
@@ -577,8 +657,10 @@ class ReportScope:
     # -- the runs' files the paper tables read
 
     def scores(self) -> list[str]:
-        return [hear_files(e, v, s).scores for e in self.encoders for v in hear_variants(self.cfg)
+        """Every run's and every measured reference's ``scores.csv``."""
+        runs = [hear_files(e, v, s).scores for e in self.encoders for v in hear_variants(self.cfg)
                 for s in self.cfg["run"]["seeds"]]  # fmt: skip
+        return runs + [reference_files(r).scores for r in self.references()]
 
     def run_dirs(self) -> dict[str, str]:
         return {e: run_dir(e, MAIN_VARIANT, self.seed) for e in self.encoders}
@@ -590,6 +672,19 @@ class ReportScope:
             return {}
         return {e: {v: hear_files(e, v, self.seed).predictions for v in (MAIN_VARIANT, RANDOM_INIT)}
                 for e in self.encoders}  # fmt: skip
+
+    def references(self) -> dict[str, dict[str, str]]:
+        """Per measured reference (``hear.references``): its row label and its predictions
+        folder, compared task by task with every encoder's trained run."""
+        return {r.name: {"label": r.row_label, "predictions": reference_files(r.name).predictions}
+                for r in references(self.cfg)}  # fmt: skip
+
+    def trained_predictions(self) -> dict[str, str]:
+        """Per encoder: its trained run's HEAR predictions folder (what a reference is paired
+        with; none without references)."""
+        if not self.cfg["hear"].get("references"):
+            return {}
+        return {e: hear_files(e, MAIN_VARIANT, self.seed).predictions for e in self.encoders}
 
     def random_probes(self) -> dict[str, str]:
         """Per encoder: the random initialisation's linear evaluation (the learning curves'
@@ -615,6 +710,8 @@ class ReportScope:
             "epoch_metrics": list(self.epoch_metrics().values()),
             "finetune": [p for runs in self.finetune().values() for r in runs.values()
                          for p in r.values()],
+            "references": [r["predictions"] for r in self.references().values()]
+            + [d for d in self.trained_predictions().values()],
         }  # fmt: skip
 
     # -- the report itself

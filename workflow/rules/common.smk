@@ -51,6 +51,9 @@ TASKS = plan.task_dirs(config)  # task name -> task directory
 ENCODERS = sorted(config["encoders"])
 VARIANTS = plan.variants(config)
 ABLATIONS = plan.ablation_names(config)  # every ablation + random_init (a study row)
+# hear.references: other HEAR modules, measured here beside the runs
+REFERENCES = {r.name: r for r in plan.references(config)}
+REFERENCE_NAMES = list(REFERENCES)
 STUDIES = sorted(config.get("studies") or {})
 SWEEPS = sorted(config.get("sweeps") or {})
 SEEDS = list(config["run"]["seeds"])
@@ -78,6 +81,8 @@ wildcard_constraints:
     encoder=one_of(ENCODERS),
     variant=one_of(VARIANTS),
     seed=r"\d+",
+    rate=r"\d+",
+    reference=one_of(REFERENCE_NAMES) if REFERENCE_NAMES else "$^",
 
 
 # ---- the code each job runs: a rule re-runs when the digest of *its* code changes
@@ -170,6 +175,35 @@ def run_task_audio(wildcards):
 
 def run_task_inputs(wildcards):
     return {"tasks": sorted({plan.task_input_path(config, t) for t in run_task_names(wildcards)})}
+
+
+# ---- measured references (hear.references)
+
+
+def task_at_rate_source(wildcards):
+    """The source a prepared task came from (its data.tasks entry); none for embedded tasks."""
+    src = TASK_SOURCES.get(wildcards.task)
+    return None if src is None else str(src.path)
+
+
+def reference_entry(wildcards):
+    """The reference as configured: a shipped name, or the user's module's fields."""
+    return REFERENCES[wildcards.reference].to_entry()
+
+
+def reference_model(wildcards):
+    """A user's weights file (a re-run when it changes); none for the shipped references."""
+    model = REFERENCES[wildcards.reference].model
+    return [model] if model else []
+
+
+def reference_task_inputs(wildcards):
+    return plan.reference_task_inputs(config, REFERENCES[wildcards.reference].sample_rate)
+
+
+def reference_task_dirs(wildcards):
+    dirs = plan.reference_task_dirs(config, REFERENCES[wildcards.reference].sample_rate)
+    return [dirs[t] for t in TASKS]
 
 
 def monitor_inputs(wildcards):

@@ -211,7 +211,7 @@ rule baseline_table:
 rule data:
     """Everything the runs read, prepared: the evaluation tasks, the pre-training stores (and
     the ablations' and sweeps' store, and the waveform store of waveform-augmented study rows),
-    the monitoring and fine-tuning tasks' stores."""
+    the monitoring and fine-tuning tasks' stores, the tasks at the references' rates."""
     input:
         tasks=[plan.task_input_path(config, t) for t in TASKS],
         stores=sorted(
@@ -221,6 +221,7 @@ rule data:
             }
         ),
         waves=plan.study_wave_stores(config),  # of the studies' waveform-augmented rows
+        rates=plan.reference_rate_views(config),  # the tasks at the references' rates
         monitor=list(plan.monitor_inputs(config).values()),
         finetune=[plan.TASK_STORES.format(task=t) for t in config["finetune"]["tasks"]],
     localrule: True

@@ -18,6 +18,8 @@ rule setup_hear_env:
         "../../envs/hear.yaml"
     params:
         env_dir=config["hear"]["env_dir"],
+        # the users' references with a pip requirement (the shipped ones are always installed)
+        references=[r.to_entry() for r in REFERENCES.values() if r.pip],
         code=CODE["hear_env"],
     script:
         "../scripts/setup_hear_env.py"
@@ -125,6 +127,119 @@ rule evaluate_hear_run:
         grid=config["hear"]["grid"],
         grid_points=config["hear"]["grid_points"],
         tasks=run_task_names,
+        code=CODE["predictions"],
+    script:
+        "../scripts/evaluate_hear_run.py"
+
+
+# ---- measured references (hear.references): other HEAR modules, evaluated like the runs
+
+REF_FILES = plan.reference_files()
+
+
+rule task_at_rate:
+    # a task folder with the <rate>/ folder a reference reads, from the task's source
+    input:
+        task=lambda w: plan.task_input_path(config, w.task),
+    output:
+        directory(plan.RATE_TASK),
+    log:
+        "logs/task_at_rate/{rate}/{task}.log",
+    benchmark:
+        "benchmarks/task_at_rate/{rate}/{task}.tsv"
+    conda:
+        "../../envs/audio.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    params:
+        task_dir=lambda w: TASKS[w.task],
+        source=task_at_rate_source,
+        code=CODE["task_at_rate"],
+    script:
+        "../scripts/task_at_rate.py"
+
+
+rule validate_reference:
+    # import, hear-validator, one short clip through both embedding functions: before any task
+    input:
+        env=rules.setup_hear_env.output.stamp,
+        model=reference_model,
+    output:
+        REF_FILES.check,
+    log:
+        "logs/validate_reference/{reference}.log",
+    benchmark:
+        "benchmarks/validate_reference/{reference}.tsv"
+    conda:
+        "../../envs/hear.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    params:
+        env_dir=config["hear"]["env_dir"],
+        reference=reference_entry,
+        code=CODE["reference_check"],
+    script:
+        "../scripts/validate_reference.py"
+
+
+rule extract_reference_embeddings:
+    input:
+        tasks=reference_task_inputs,
+        check=REF_FILES.check,
+        env=rules.setup_hear_env.output.stamp,
+        model=reference_model,
+    output:
+        directory(REF_FILES.embeddings),
+    log:
+        "logs/extract_reference_embeddings/{reference}.log",
+    benchmark:
+        "benchmarks/extract_reference_embeddings/{reference}.tsv"
+    conda:
+        "../../envs/hear.yaml"
+    threads: 2
+    resources:
+        gpu=GPU,
+        mem_mb=16000,
+        runtime=240,
+    params:
+        env_dir=config["hear"]["env_dir"],
+        reference=reference_entry,
+        tasks=list(TASKS),
+        task_dirs=reference_task_dirs,
+        audio={t: plan.task_audio_fingerprint(config, t) for t in TASKS},
+        code=CODE["reference_embeddings"],
+    script:
+        "../scripts/extract_reference_embeddings.py"
+
+
+rule evaluate_reference:
+    # the kit's predictions on a reference's embeddings, exactly as on a run's
+    input:
+        embeddings=REF_FILES.embeddings,
+        env=rules.setup_hear_env.output.stamp,
+    output:
+        scores=REF_FILES.scores,
+        predictions=directory(REF_FILES.predictions),
+    log:
+        "logs/evaluate_reference/{reference}.log",
+    benchmark:
+        "benchmarks/evaluate_reference/{reference}.tsv"
+    conda:
+        "../../envs/hear.yaml"
+    threads: 1
+    resources:
+        gpu=GPU,
+        mem_mb=16000,
+        runtime=600,
+    params:
+        env_dir=config["hear"]["env_dir"],
+        grid=config["hear"]["grid"],
+        grid_points=config["hear"]["grid_points"],
+        tasks=list(TASKS),
         code=CODE["predictions"],
     script:
         "../scripts/evaluate_hear_run.py"

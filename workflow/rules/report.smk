@@ -142,6 +142,8 @@ rule paper_tables:
         predictions=scope_predictions,
         random_init_probes=scope_random_probes,
         finetune=scope_finetune,
+        references=lambda w: report_scope(w).references(),
+        trained_predictions=lambda w: report_scope(w).trained_predictions(),
         code=CODE["paper_tables"],
     script:
         "../scripts/paper_tables.py"

@@ -1,10 +1,11 @@
-"""Adapter: rule evaluate_hear_run -> abt.jobs.hear.hear_predictions (official runner)."""
+"""Adapter: rules evaluate_hear_run and evaluate_reference -> abt.jobs.hear.hear_predictions
+(official runner)."""
 
 from abt.jobs import function
+from abt.plan import scored_as
 from abt.workflow_io import run
 
 sm = snakemake  # noqa: F821
-w = sm.wildcards
 run(
     sm,
     function("predictions"),
@@ -15,8 +16,6 @@ run(
     out_dir=sm.output.predictions,
     scores_csv=sm.output.scores,
     tasks=list(sm.params.tasks),
-    encoder=w.encoder,
-    variant=w.variant,
-    seed=int(w.seed),
+    **scored_as(dict(sm.wildcards.items())),  # a run's, or a reference's rows
     log=sm.log[0] + ".kit",
 )

@@ -16,5 +16,7 @@ run(
         e: {v: dict(r) for v, r in dict(runs).items()}
         for e, runs in dict(sm.params.finetune).items()
     },  # fmt: skip
+    references={n: dict(r) for n, r in dict(sm.params.references).items()},
+    trained_predictions=dict(sm.params.trained_predictions),
     out_dir=sm.output[0],
 )

@@ -78,6 +78,12 @@ class Reference:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def to_entry(self) -> str | dict[str, Any]:
+        """The configuration entry :func:`parse_references` reads back as this reference: a
+        shipped reference's name, else its fields."""
+        shipped = self.name in REFERENCES and REFERENCES.get(self.name) == self
+        return self.name if shipped else self.to_dict()
+
 
 #: the shipped references, by config name
 REFERENCES: Registry[Reference] = Registry("HEAR reference")

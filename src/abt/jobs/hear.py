@@ -11,11 +11,14 @@ from pathlib import Path
 from typing import Any
 
 
-def hear_env(env_dir: str, stamp: str) -> str:
-    """Create (or reuse) the kit's pinned virtual environment; write a stamp for the DAG."""
-    from abt.evaluation.heareval_env import ensure_env, read_stamp
+def hear_env(env_dir: str, stamp: str, references: Sequence[Any] = ()) -> str:
+    """Create (or reuse) the kit's pinned virtual environment, with the pip requirements of the
+    measured ``references`` (``hear.references`` entries; the shipped ones are always there);
+    write a stamp for the DAG."""
+    from abt.evaluation.heareval_env import read_stamp
+    from abt.evaluation.references import ensure_reference_env, parse_references
 
-    ensure_env(env_dir)
+    ensure_reference_env(env_dir, parse_references(references))
     with open(stamp, "w") as fh:
         json.dump(read_stamp(env_dir), fh, indent=2, default=str)
     return stamp
@@ -47,13 +50,82 @@ def hear_embeddings(
     :func:`hear_predictions` and the report look for them."""
     from abt.evaluation.heareval_env import run_embeddings_of
 
+    return _move_by_task(
+        tasks, out_dir, lambda dirs, tmp: run_embeddings_of(env_dir, ckpt, dirs, tmp, log=log)
+    )
+
+
+def task_at_rate(task_dir: str, out_dir: str, rate: int, source: str | None = None) -> dict:
+    """``task_dir`` seen at ``rate``: ``out_dir`` links every entry of the prepared task folder
+    (metadata, splits, its ``16000/``; relative links) and gets ``<rate>/`` from the task's
+    source (:func:`abt.data.rates.add_rates`: ``source`` is the ``data.tasks`` entry it was
+    prepared from, ``None`` for an embedded task). Written beside ``out_dir`` and moved into
+    place, so an interrupted job leaves no half folder; returns the rate's record."""
+    from abt.data.rates import RECORD, add_rates
+
+    src, out = Path(task_dir), Path(out_dir)
+    if not (src / "task_metadata.json").is_file():
+        raise FileNotFoundError(f"{src} is not a prepared HEAR task folder (no task_metadata.json)")
+    tmp = out.parent / f".tmp-{out.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for entry in sorted(src.iterdir()):
+        if entry.name == RECORD or entry.name.startswith("."):
+            continue
+        if entry.is_dir() and entry.name.isdigit() and entry.name not in ("16000", str(rate)):
+            continue  # another rate of the prepared folder: not this view's
+        os.symlink(os.path.relpath(entry, tmp), tmp / entry.name)
+    record = add_rates(tmp, [int(rate)], source=source)  # "present": the prepared folder's own
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return {"rate": int(rate), "status": record["status"][str(rate)], **record.get(str(rate), {})}
+
+
+def reference_check(env_dir: str, reference: Mapping[str, Any] | str, out_json: str) -> dict:
+    """A measured reference checked before any task: it imports, passes ``hear-validator`` and
+    returns well-shaped embeddings (:func:`abt.evaluation.references.validate_reference`);
+    what it declared, as ``out_json``."""
+    from abt.evaluation.references import parse_references, validate_reference
+
+    (ref,) = parse_references([reference])
+    check = validate_reference(env_dir, ref, log=f"{out_json}.validator.log").to_dict()
+    with open(out_json, "w") as fh:
+        json.dump(check, fh, indent=2, default=str)
+    return check
+
+
+def reference_embeddings(
+    env_dir: str,
+    reference: Mapping[str, Any] | str,
+    tasks: Mapping[str, str],
+    out_dir: str,
+    log: str | None = None,
+) -> str:
+    """The official embedding runner with a measured reference's module on every task (``tasks``:
+    name -> a task folder holding the reference's rate, :func:`abt.plan.reference_task_dirs`),
+    in one kit process; embeddings in ``out_dir/<name>/``, as :func:`hear_embeddings` lays out
+    a run's."""
+    from abt.evaluation.references import parse_references
+    from abt.evaluation.references import reference_embeddings as run_reference
+
+    (ref,) = parse_references([reference])
+    return _move_by_task(
+        tasks, out_dir,
+        lambda dirs, tmp: run_reference(env_dir, ref, dirs, tmp, sample_rate=int(ref.sample_rate),
+                                        log=log),
+    )  # fmt: skip
+
+
+def _move_by_task(tasks: Mapping[str, str], out_dir: str, embed: Any) -> str:
+    """Run ``embed(task_dirs, tmp)`` (-> task dir name -> its embeddings folder) and move each
+    task's folder to ``out_dir/<task name>/``."""
     by_dir = {Path(d).name: name for name, d in tasks.items()}
     if len(by_dir) != len(tasks):
         raise ValueError(f"two tasks share a directory name: {dict(tasks)}")
     out = Path(out_dir)
     tmp = out.parent / f".tmp-{out.name}"
     shutil.rmtree(tmp, ignore_errors=True)
-    made = run_embeddings_of(env_dir, ckpt, list(tasks.values()), tmp, log=log)
+    made = embed(list(tasks.values()), tmp)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     for dir_name, path in made.items():

@@ -109,6 +109,8 @@ def paper_tables(
     predictions: Mapping[str, Mapping[str, str]] | None = None,
     random_init_probes: Mapping[str, str] | None = None,
     finetune: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None,
+    references: Mapping[str, Mapping[str, str]] | None = None,
+    trained_predictions: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Tables 4.1-4.4 (HEAR by category, trained vs random init) and 4.5 (linear evaluation
     during pre-training) as CSVs in ``out_dir`` (file names: :class:`abt.plan.TablesFiles`); the
@@ -121,6 +123,11 @@ def paper_tables(
     learning curves are drawn against (``random_init_probe.csv``).
     ``finetune``: per encoder, variant and task the fine-tuning result JSON (beyond the thesis)
     -> ``finetune.csv`` (:func:`abt.report.aggregate.finetune_rows`); none when empty.
+    ``references``: per measured reference (``hear.references``) its row ``label`` and its
+    ``predictions`` folder: its rows in Tables 4.1-4.4 (``scores_csvs`` hold its scores) and,
+    paired task by task with each encoder's trained run (``trained_predictions``: encoder ->
+    predictions folder), ``hear_vs_references.csv``
+    (:func:`abt.report.aggregate.hear_vs_reference`).
     The grids the scores were predicted on, as recorded with them -> ``hear_settings.csv``
     (what the report states)."""
     import json
@@ -132,6 +139,7 @@ def paper_tables(
         hear_category_tables,
         hear_settings,
         hear_vs_random,
+        hear_vs_reference,
         probe_curves,
         read_scores,
         table_4_5,
@@ -142,7 +150,9 @@ def paper_tables(
     written = {}
     scores = read_scores(scores_csvs)
     hear_settings(scores).to_csv(out.hear_settings, index=False)
-    tables = hear_category_tables(scores, encoders)
+    references = dict(references or {})
+    labels = {name: ref["label"] for name, ref in references.items()}
+    tables = hear_category_tables(scores, encoders, references=labels)
     for cat, df in tables.items():
         df.to_csv(out.hear(cat), index=False)
         written[out.hear_key(cat)] = out.hear(cat)
@@ -159,6 +169,16 @@ def paper_tables(
                                          enc))  # fmt: skip
         pd.concat(frames, ignore_index=True).to_csv(out.vs_random, index=False)
         written["hear_vs_random"] = out.vs_random
+    if references and trained_predictions:
+        frames = []
+        for enc, trained in trained_predictions.items():
+            tasks = sorted(p.name for p in Path(trained).iterdir() if p.is_dir())
+            for name, ref in references.items():
+                frames.append(hear_vs_reference({t: Path(trained) / t for t in tasks},
+                                                {t: Path(ref["predictions"]) / t for t in tasks},
+                                                enc, name, ref["label"]))  # fmt: skip
+        pd.concat(frames, ignore_index=True).to_csv(out.vs_references, index=False)
+        written["hear_vs_references"] = out.vs_references
     if random_init_probes:
         rows = []
         for enc, path in random_init_probes.items():

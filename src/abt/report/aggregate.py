@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,37 +90,49 @@ def hear_category_tables(
     trained_variant: str = "baseline",
     random_variant: str = "random_init",
     seed: int = 0,
+    references: Mapping[str, str] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Tables 4.1-4.4: per category, one row per encoder (trained, then its random init).
 
     Columns: ``model``, ``kind`` (``trained`` / ``random_init``), one column per task (its label),
     ``avg`` and ``pct_rand`` (trained rows). Timestamp tables add the secondary metrics
     (error rate, onset+offset FMS) as extra columns, which do not enter the average.
+    ``references`` (name -> row label): the measured references' rows after the encoders'
+    (``kind`` ``reference``, ``model`` the label; scored as variant ``reference``, seed 0).
     """
-    prim = primary_scores(scores)
-    prim = prim[prim["seed"] == seed]
+    from abt.plan import REFERENCE_SEED, REFERENCE_VARIANT
+
+    everything = primary_scores(scores)
+    prim = everything[everything["seed"] == seed]
     tasks = sorted(prim["task"].unique())
     by_cat: dict[str, list[str]] = {}
     for t in tasks:
         by_cat.setdefault(task_category(t), []).append(t)
+    # (scores' encoder, row label, seed, ((kind, variant), ...)): the encoders, then the references
+    models = [(enc, enc, seed, (("trained", trained_variant), ("random_init", random_variant)))
+              for enc in encoders]  # fmt: skip
+    models += [(name, label, REFERENCE_SEED, (("reference", REFERENCE_VARIANT),))
+               for name, label in (references or {}).items()]  # fmt: skip
     out: dict[str, pd.DataFrame] = {}
     for cat in CATEGORIES:
         if cat not in by_cat:
             continue
         cat_tasks = by_cat[cat]
         rows = []
-        for enc in encoders:
+        for enc, label, run_seed, kinds in models:
             avgs = {}
-            for kind, variant in (("trained", trained_variant), ("random_init", random_variant)):
-                sub = prim[(prim["encoder"] == enc) & (prim["variant"] == variant)]
+            for kind, variant in kinds:
+                sub = everything[(everything["encoder"] == enc) & (everything["variant"] == variant)
+                                 & (everything["seed"] == run_seed)]  # fmt: skip
                 if sub.empty:
                     continue
                 vals = {task_label(t): _lookup(sub, t) for t in cat_tasks}
-                row: dict[str, Any] = {"model": enc, "kind": kind, **vals}
+                row: dict[str, Any] = {"model": label, "kind": kind, **vals}
                 if cat == "timestamp":
                     for t in cat_tasks:
                         for m in _TIMESTAMP_EXTRA:
-                            v = metric_value(scores, t, m, encoder=enc, variant=variant, seed=seed)
+                            v = metric_value(scores, t, m, encoder=enc, variant=variant,
+                                             seed=run_seed)  # fmt: skip
                             if math.isfinite(v):
                                 row[f"{task_label(t)} {m}"] = v
                 avg = float(pd.Series(list(vals.values()), dtype=float).mean())
@@ -196,15 +208,44 @@ def hear_vs_random(
     """Per task: the trained and random-init scores with their 95 % bootstrap intervals, and the
     paired bootstrap interval of the difference (``trained``/``random_init``: task -> the run's
     ``predictions/<task>`` folder). ``significant``: the interval of the difference excludes 0."""
-    from abt.report.stats import compare, load_task_items
-
     rows = []
-    for task in sorted(set(trained) & set(random_init)):
-        c = compare(load_task_items(trained[task], task), load_task_items(random_init[task], task))
+    for task, c in _paired(trained, random_init):
         rows.append({
             "encoder": encoder, "task": task, "metric": c["metric"],
             "trained": c["score_a"], "trained_lo": c["ci_a"][0], "trained_hi": c["ci_a"][1],
             "random_init": c["score_b"], "random_lo": c["ci_b"][0], "random_hi": c["ci_b"][1],
+            "diff": c["diff"], "diff_lo": c["diff_lo"], "diff_hi": c["diff_hi"],
+            "significant": c["significant"], "better": c["significant"] and c["diff"] > 0,
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _paired(a: Mapping[str, str | Path], b: Mapping[str, str | Path]) -> Iterator[tuple[str, dict]]:
+    """Each task both ``a`` and ``b`` (task -> predictions folder) scored, with
+    :func:`abt.report.stats.compare`'s paired bootstrap of the two."""
+    from abt.report.stats import compare, load_task_items
+
+    for task in sorted(set(a) & set(b)):
+        yield task, compare(load_task_items(a[task], task), load_task_items(b[task], task))
+
+
+def hear_vs_reference(
+    trained: Mapping[str, str | Path],
+    reference: Mapping[str, str | Path],
+    encoder: str,
+    name: str,
+    label: str,
+) -> pd.DataFrame:
+    """Per task: a trained run and a measured reference (task -> predictions folder each), with
+    their 95 % bootstrap intervals and the paired interval of the difference (run minus
+    reference), as :func:`hear_vs_random` compares a run with its random initialisation."""
+    rows = []
+    for task, c in _paired(trained, reference):
+        rows.append({
+            "encoder": encoder, "reference": name, "label": label, "task": task,
+            "metric": c["metric"],
+            "trained": c["score_a"], "trained_lo": c["ci_a"][0], "trained_hi": c["ci_a"][1],
+            "score": c["score_b"], "score_lo": c["ci_b"][0], "score_hi": c["ci_b"][1],
             "diff": c["diff"], "diff_lo": c["diff_lo"], "diff_hi": c["diff_hi"],
             "significant": c["significant"], "better": c["significant"] and c["diff"] > 0,
         })  # fmt: skip

@@ -58,11 +58,13 @@ class TablesFiles:
     ``results/tables/<scope>/`` in the workflow, :data:`abt.plan.TABLES_DIR`; rule
     ``paper_tables``): Tables 4.1-4.4 (one CSV per HEAR category), Table 4.5, the training
     curves behind Fig. 4.4, trained vs random init per task, the random inits' probe levels, the
-    fine-tuning scores, and the grids the HEAR scores were predicted on (as recorded)."""
+    fine-tuning scores, the trained runs against the measured references per task, and the
+    grids the HEAR scores were predicted on (as recorded)."""
 
     TABLE_4_5, CURVES = "table_4_5.csv", "training_curves.csv"
     VS_RANDOM, RANDOM_PROBES = "hear_vs_random.csv", "random_init_probe.csv"
     FINETUNE, HEAR_SETTINGS = "finetune.csv", "hear_settings.csv"
+    VS_REFERENCES = "hear_vs_references.csv"
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = os.fspath(root)
@@ -82,6 +84,7 @@ class TablesFiles:
     random_probes = layout_file("root", RANDOM_PROBES)
     finetune = layout_file("root", FINETUNE)
     hear_settings = layout_file("root", HEAR_SETTINGS)
+    vs_references = layout_file("root", VS_REFERENCES)
 
 
 _EXTRA: dict[str, str] = {}  # task -> category, registered from task metadata (event tasks)

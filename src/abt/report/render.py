@@ -35,6 +35,7 @@ from abt.report.tables import (
     sweep_tables,
     table_45,
     vs_random_table,
+    vs_references_table,
 )
 from abt.report.targets import reference_gain_verdict
 from abt.report.verdicts import pretraining_verdict, study_verdicts
@@ -140,6 +141,7 @@ def render(
     tables: list[Table] = encoder_tables(encoder_table)
     tables += hear_tables(tables_dir, scale)
     tables += vs_random_table(tables_dir)
+    tables += vs_references_table(tables_dir)
     tables += table_45(tables_dir)
     tables += finetune_table(tables_dir, scale)
     for name, csv in studies.items():

@@ -127,8 +127,11 @@ def hear_tables(tables_dir: str, scale_name: str) -> list[Table]:
         task_cols = [c for c in df.columns if c not in ("model", "kind", "avg", "pct_rand")]
         rows, bold = [], set()
         for _, r in df.iterrows():
-            label = encoder_label(r["model"]) + (" (random init)" if r["kind"] != "trained" else "")
             avg = fmt(r["avg"])
+            if r["kind"] == "reference":  # measured here with the same kit: not abt's
+                rows.append([f"[HEAR] {r['model']}", *(fmt(r[c]) for c in task_cols), avg])
+                continue
+            label = encoder_label(r["model"]) + (" (random init)" if r["kind"] != "trained" else "")
             if r["kind"] == "trained":
                 avg += f" ({pct(r['pct_rand'])})"
                 bold.add(len(rows))
@@ -136,7 +139,8 @@ def hear_tables(tables_dir: str, scale_name: str) -> list[Table]:
         out.append(Table(
             key, f"Results on {title}", f"Measured at scale '{scale_name}' with the official "
             "hear-eval kit. Avg: mean of the primary scores (timestamp tasks: onset FMS only); "
-            "in brackets the change from the same encoder's random initialisation (%↑RAND).",
+            "in brackets the change from the same encoder's random initialisation (%↑RAND). "
+            "[HEAR] rows: other HEAR modules measured here the same way (hear.references).",
             ["Model", *task_cols, "Avg (%↑RAND)"], rows, number=num, bold_rows=bold,
             csv=str(p),
         ))  # fmt: skip
@@ -188,14 +192,8 @@ def vs_random_table(tables_dir: str) -> list[Table]:
     if not p.is_file() or p.stat().st_size <= 1:
         return []
     df = pd.read_csv(p)
-
-    def ci(r: Any, v: str, lo: str, hi: str) -> str:
-        return f"{fmt(r[v])} [{fmt(r[lo])}, {fmt(r[hi])}]"
-
     rows = [[encoder_label(r["encoder"]), task_label(r["task"]), str(r["metric"]),
-             ci(r, "trained", "trained_lo", "trained_hi"),
-             ci(r, "random_init", "random_lo", "random_hi"), ci(r, "diff", "diff_lo", "diff_hi"),
-             ("better" if r["better"] else "worse") if r["significant"] else "within spread"]
+             *_paired_cells(r, "random_init", "random_lo", "random_hi")]
             for _, r in df.iterrows()]  # fmt: skip
     return [Table(
         "hear_vs_random", "Pre-training vs random initialisation, per task",
@@ -203,6 +201,39 @@ def vs_random_table(tables_dir: str) -> list[Table]:
         "items, resampled within each test split), and the paired bootstrap interval of the "
         "difference (the same resampled items for both models): 'better' when it lies above 0.",
         ["Encoder", "Task", "Metric", "Trained", "Random init", "Difference", "Verdict"],
+        rows, csv=str(p),
+    )]  # fmt: skip
+
+
+def _ci(r: Any, v: str, lo: str, hi: str) -> str:
+    return f"{fmt(r[v])} [{fmt(r[lo])}, {fmt(r[hi])}]"
+
+
+def _paired_cells(r: Any, other: str, lo: str, hi: str) -> list[str]:
+    """A paired comparison's cells: the trained run, the other, their difference, the verdict."""
+    verdict = ("better" if r["better"] else "worse") if r["significant"] else "within spread"
+    return [_ci(r, "trained", "trained_lo", "trained_hi"), _ci(r, other, lo, hi),
+            _ci(r, "diff", "diff_lo", "diff_hi"), verdict]  # fmt: skip
+
+
+def vs_references_table(tables_dir: str) -> list[Table]:
+    """Per task: each trained run against each measured reference, with their intervals and
+    the paired difference (``hear_vs_references.csv``)."""
+    p = Path(TablesFiles(tables_dir).vs_references)
+    if not p.is_file() or p.stat().st_size <= 1:
+        return []
+    df = pd.read_csv(p)
+    rows = [[encoder_label(r["encoder"]), str(r["label"]), task_label(r["task"]), str(r["metric"]),
+             *_paired_cells(r, "score", "score_lo", "score_hi")]
+            for _, r in df.iterrows()]  # fmt: skip
+    return [Table(
+        "hear_vs_references", "Pre-trained runs vs the measured references, per task",
+        "Other HEAR modules (hear.references) evaluated here with the same kit, tasks, grid and "
+        "bootstrap as abt's runs, apart from the thesis's reported rows: each task's primary "
+        "score with its 95 % interval, and the paired interval of the difference (run minus "
+        "reference, the same resampled test items): 'better' when it lies above 0.",
+        ["Encoder", "Reference", "Task", "Metric", "Trained", "Reference score", "Difference",
+         "Verdict"],
         rows, csv=str(p),
     )]  # fmt: skip
 
