@@ -22,6 +22,8 @@ GPU_RULES = {
     "sweep_worker",
     "extract_hear_embeddings",
     "evaluate_hear_run",
+    "extract_reference_embeddings",
+    "evaluate_reference",
     "linear_eval",
     "finetune",
 }
