@@ -251,3 +251,31 @@ def test_other_rates_come_from_the_original_files(clips, tmp_path):
     y16, _ = sf.read(str(out / "16000" / split / "bright.wav"))
     assert np.sqrt(np.mean(y16**2)) < 0.01 < np.sqrt(np.mean(y**2))  # 16 kHz cannot hold it
     assert read_record(out)["44100"]["signature"]["origin"] == rec["44100"]["from"]
+
+
+def test_a_changed_listed_file_changes_the_tasks_fingerprint(tmp_path):
+    """The workflow re-prepares a CSV task when a file it lists changes (the rule's params
+    carry the listed files' stat fingerprint), wherever the file lives; a file the CSV does not
+    list, in the same folder, changes nothing."""
+    from abt.data.sources import resolve_task_source
+    from abt.plan import task_source_fingerprint
+
+    d = tmp_path / "a"
+    elsewhere = tmp_path / "elsewhere"
+    rows = [(_write(d, f"{i}.wav", _tone(300 + 100 * i, SR), SR), "xy"[i % 2]) for i in range(6)]
+    far = elsewhere / "far.wav"
+    _write(elsewhere, "far.wav", _tone(700, SR), SR)
+    src = _csv(d / "mine.csv", ["file", "label"], [*rows, (str(far), "x")])
+    source = resolve_task_source(str(src))
+    assert source.kind == "csv"
+    before = task_source_fingerprint(source)
+    assert before.startswith("7:")
+    _write(d, "unlisted.wav", _tone(900, SR), SR)
+    assert task_source_fingerprint(source) == before
+    _write(d, "0.wav", _tone(300, SR, seconds=2.0), SR)  # rewritten: another size
+    after = task_source_fingerprint(source)
+    assert after != before
+    os.utime(far, ns=(1, 1))  # re-timed
+    assert task_source_fingerprint(source) != after
+    far.unlink()  # missing: recorded, and the preparation names the row
+    assert task_source_fingerprint(source) not in (before, after)

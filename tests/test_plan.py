@@ -70,7 +70,11 @@ def test_the_paper_tables_read_each_encoders_trained_and_random_runs():
     assert rs.scores() == [
         "results/hear/audiontt/baseline/seed0/scores.csv",
         "results/hear/audiontt/random_init/seed0/scores.csv",
+        "results/hear/references/naive/scores.csv",  # the measured reference's rows
     ]
+    assert rs.trained_predictions() == {
+        "audiontt": "results/hear/audiontt/baseline/seed0/predictions"
+    }  # what the reference is paired with
     assert rs.predictions() == {"audiontt": {
         "baseline": "results/hear/audiontt/baseline/seed0/predictions",
         "random_init": "results/hear/audiontt/random_init/seed0/predictions",
@@ -90,7 +94,10 @@ def test_the_paper_tables_read_each_encoders_trained_and_random_runs():
 def test_without_random_init_or_monitoring_nothing_of_theirs_is_read():
     c = cfg(hear__random_init=False, monitor__task=None, finetune__tasks=[])
     rs = plan.ReportScope(c, "main")
-    assert rs.scores() == ["results/hear/audiontt/baseline/seed0/scores.csv"]
+    assert rs.scores() == [
+        "results/hear/audiontt/baseline/seed0/scores.csv",
+        "results/hear/references/naive/scores.csv",
+    ]
     assert rs.predictions() == {} and rs.random_probes() == {} and rs.finetune() == {}
     assert rs.evaluations()["predictions"] == rs.evaluations()["finetune"] == []
     assert plan.hear_variants(c) == ["baseline"]
@@ -100,7 +107,8 @@ def test_every_seed_is_scored_the_first_one_is_compared():
     c = copy.deepcopy(CFG)
     c["run"]["seeds"] = [3, 4]
     rs = plan.ReportScope(c, "main")
-    assert [s.split("/")[-2] for s in rs.scores()] == ["seed3", "seed4", "seed3", "seed4"]
+    runs = [s.split("/")[-2] for s in rs.scores()]
+    assert runs == ["seed3", "seed4", "seed3", "seed4", "naive"]  # a reference: one, seedless
     assert rs.run_dirs() == {"audiontt": "results/pretrain/audiontt/baseline/seed3"}
     a = plan.ablation_inputs(c, "aug_rrc")
     assert a["ckpts"] == [f"results/pretrain/audiontt/aug_rrc/seed{s}/model.ckpt" for s in (3, 4)]

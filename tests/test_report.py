@@ -212,6 +212,9 @@ def test_every_configured_study_and_the_paper_report_resolve():
         (lambda c: c["studies"]["augmentations"].update(delta_from="bs_32"),
          "studies.augmentations.delta_from"),
         (lambda c: c["report"]["full_encoders"].append("nope"), "report.full_encoders.6"),
+        # results/hear/references/ holds the measured references: no encoder may be named so
+        (lambda c: c["encoders"].update(references=dict(c["encoders"]["audiontt"])),
+         "encoders.references"),
     ],
 )  # fmt: skip
 def test_bad_study_references_fail_naming_the_key(edit, key):

@@ -119,6 +119,26 @@ def test_dry_run_of_the_main_report():
     assert (
         cfg["report"]["sweeps"] == [] and "sweep_worker" not in counts
     )  # own targets, full report
+    # a measured reference (the HEAR naive baseline, 44.1 kHz: each task's view at that rate)
+    assert cfg["hear"]["references"] == ["naive"]
+    assert counts["validate_reference"] == counts["evaluate_reference"] == 1
+    assert counts["extract_reference_embeddings"] == 1 and counts["task_at_rate"] == n
+
+
+def test_the_readmes_crepe_command_adds_crepe_and_nothing_else():
+    """README: CREPE beside the default run is one command (a --config override of
+    hear.references); it plans CREPE's three jobs (16 kHz: no task view) beside naive's."""
+    import shlex
+
+    (line,) = [ln for ln in (ROOT / "README.md").read_text().splitlines()
+               if "--config 'hear={references:" in ln]  # fmt: skip
+    args = shlex.split(line)[1:]  # without .venv/bin/snakemake
+    assert args[:3] == ["--cores", "2", "report/tables.tex"]
+    r = smk("report/tables.tex", "--dry-run", "--forceall", "--quiet", "rules", *args[3:])
+    assert r.returncode == 0, r.stdout + r.stderr
+    counts = job_counts(r.stdout + r.stderr)
+    assert counts["validate_reference"] == counts["evaluate_reference"] == 2
+    assert counts["task_at_rate"] == 7  # naive's 44.1 kHz views only
 
 
 def test_one_ablation_is_one_target():
@@ -172,6 +192,7 @@ def test_unknown_ablation_fails_when_the_dag_is_built():
          "unknown variant 'basline'", "baseline"),
         ("results/finetune/audiontx/baseline/seed0/embedded_envsounds.json",
          "unknown encoder 'audiontx'", "audiontt"),
+        ("results/hear/references/naiv/scores.csv", "unknown reference 'naiv'", "naive"),
     ],
 )  # fmt: skip
 def test_other_misspelt_targets_name_the_nearest_known_ones(target, message, close):
@@ -244,6 +265,7 @@ def tiny_run(tmp_path_factory):
     cfg["report"]["hear_l"] = ["embedded_emotion", "embedded_envsounds"]
     cfg["sweep_defaults"].update(trials=2, epochs=2)  # a sweep in the report: 2 short trials
     cfg["report"]["sweeps"] = ["audiontt_lars"]
+    cfg["hear"]["references"] = []  # added afterwards (test_measured_references_run_beside_...)
     p = tmp / "tiny.yaml"
     p.write_text(yaml.safe_dump(cfg))
     wd = tmp / "wd"
@@ -461,6 +483,89 @@ def test_measured_references_run_beside_the_runs(tiny_run):
     assert r"\input{tables/hear_vs_references}" in tex
     row = "HEAR naive baseline (measured here) & "  # its row, after the encoders' rows
     assert row in (tiny_run / "report/tables/table_4_1.tex").read_text()
+
+
+def _csv_task(folder):
+    """A user's labelled audio: 15 clips of three classes in three formats and two rates (the
+    44.1 kHz ones in a sub-folder), listed in ``sounds.csv`` with a header and no split."""
+    import soundfile as sf
+    from fakedata import tone
+
+    rows = []
+    for i in range(5):
+        for k, (label, sr, name) in enumerate((("low", 44100, f"low/{i}.wav"),
+                                               ("mid", 16000, f"mid {i}.flac"),
+                                               ("high", 22050, f"high_{i}.ogg"))):  # fmt: skip
+            p = folder / name
+            p.parent.mkdir(parents=True, exist_ok=True)
+            x = tone(0.5, sr, f=300.0 * (k + 1) * (1 + 0.05 * i))[:, 0]
+            sf.write(p, x, sr, **({"format": "OGG", "subtype": "VORBIS"} if sr == 22050 else {}))
+            rows.append(f"{name},{label}")
+    (folder / "sounds.csv").write_text("file,label\n" + "\n".join(rows) + "\n")
+    return folder / "sounds.csv"
+
+
+@pytest.mark.slow
+def test_a_users_module_on_a_users_csv_task_through_the_workflow(tmp_path):
+    """Bring your own model and your own labelled audio, through Snakemake: a CSV task in
+    data.tasks is prepared (rule prepare_task), a tiny HEAR module shipped as a wheel is
+    installed into a kit venv of its own (setup_hear_env), validated and scored by the kit
+    beside the naive baseline (whose 44.1 kHz view of the task is made from the user's original
+    files, upsampling only those below that rate). A changed clip re-prepares the task and
+    re-scores both; a CSV with a bad row fails at its preparation, naming the line."""
+    import numpy as np
+    import pandas as pd
+    import soundfile as sf
+    from hearmodules import GOOD, make_wheel
+
+    wheel = make_wheel(tmp_path, {"byo_good": GOOD})
+    csv = _csv_task(tmp_path / "sounds")
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg["data"]["tasks"] = {"my_sounds": str(csv)}  # the tasks the runs name: the user's
+    cfg["monitor"]["task"], cfg["finetune"]["tasks"] = "my_sounds", ["my_sounds"]
+    cfg["report"]["hear_l"] = ["my_sounds"]
+    cfg["hear"].update(grid="smoke", env_dir=str(tmp_path / "venv-hear"), references=[
+        "naive", {"name": "mine", "module": "byo_good", "pip": str(wheel), "label": "My model",
+                  "sample_rate": 16000}])  # fmt: skip
+    p = tmp_path / "byo.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    args = ("--configfile", str(p), "--directory", str(wd), "--snakefile", str(ROOT / "Snakefile"))
+    targets = [f"results/hear/references/{n}/scores.csv" for n in ("mine", "naive")]
+    r = smk(*targets, "--cores", "2", *args, timeout=1800)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-6000:]
+    stamp = json.loads((tmp_path / "venv-hear" / ".abt-hear-env.json").read_text())
+    assert stamp["extra"] == [str(wheel)]  # the user's wheel, installed with the kit's pins
+    meta = json.loads((wd / "results/data/tasks/my_sounds/task_metadata.json").read_text())
+    assert meta["prediction_type"] == "multiclass" and meta["csv"]["split"]["seed"] == 0
+    assert json.loads((wd / "results/hear/references/mine/check.json").read_text())[
+        "sample_rate"] == 16000  # fmt: skip
+    view = wd / "results/data/rates/44100/my_sounds"
+    rec = json.loads((view / "sample_rates.json").read_text())["44100"]
+    assert rec["files"] == 15 and rec["upsampled_files"] == 10  # the 44.1 kHz clips are not
+    assert {sf.info(w).samplerate for w in (view / "44100").rglob("*.wav")} == {44100}
+    for name in ("mine", "naive"):
+        scores = pd.read_csv(wd / f"results/hear/references/{name}/scores.csv")
+        prim = scores[scores["primary"] & (scores["split"] == "mean")]
+        assert list(prim["task"]) == ["my_sounds"] and prim["value"].between(0, 1).all()
+
+    # a clip of the CSV re-recorded: the task is prepared again and both references re-scored
+    x, sr = sf.read(tmp_path / "sounds" / "mid 0.flac")
+    sf.write(tmp_path / "sounds" / "mid 0.flac", np.concatenate([x, x]), sr)
+    plan = smk(*targets, "--dry-run", "--quiet", "rules", *args)
+    counts = job_counts(plan.stdout + plan.stderr)
+    assert counts.get("prepare_task") == 1 and counts.get("evaluate_reference") == 2, plan.stdout
+    assert "setup_hear_env" not in counts
+
+    bad = tmp_path / "sounds" / "bad.csv"
+    bad.write_text(csv.read_text() + "gone.wav,low\n")  # line 17: a missing file
+    cfg["data"]["tasks"]["bad_sounds"] = str(bad)
+    p.write_text(yaml.safe_dump(cfg))
+    r = smk("results/data/tasks/bad_sounds/task_metadata.json", "--cores", "1", *args)
+    assert r.returncode != 0
+    log = (wd / "logs/prepare_task/bad_sounds.log").read_text()
+    assert "line 17: file 'gone.wav' does not exist" in log, log[-2000:]
 
 
 EVENT_TASKS = ("dcase2016_task2", "maestro")

@@ -64,9 +64,14 @@ def check_references(cfg: dict[str, Any], schema: Mapping[str, Any]) -> None:
                 f"({sorted(task_dirs(cfg))}); fine-tune on one of them, or set finetune.tasks "
                 "to [] for no fine-tuning"
             )
-    from abt.plan import references
+    from abt.plan import REFERENCES_FOLDER, references
 
     references(cfg)  # hear.references: each a reference the workflow can prepare tasks for
+    if REFERENCES_FOLDER in cfg["encoders"]:
+        raise ConfigError(
+            f"config key 'encoders.{REFERENCES_FOLDER}': the name is taken (results/hear/"
+            f"{REFERENCES_FOLDER}/ holds the measured references); name the encoder otherwise"
+        )
     for key, enc in cfg["encoders"].items():
         if enc["optimizer"] not in cfg["optimizers"]:
             raise ConfigError(

@@ -39,7 +39,8 @@ TASK_STORES = "results/mels/tasks/{task}"
 RATE_TASK = "results/data/rates/{rate}/{task}"
 #: the HEAR evaluation of a measured reference (:mod:`abt.evaluation.references`), laid out as a
 #: run's (:class:`HearRun`)
-REFERENCE_RUN = "results/hear/references/{reference}"
+REFERENCES_FOLDER = "references"  # beside the encoders' folders: no encoder may be named so
+REFERENCE_RUN = f"results/hear/{REFERENCES_FOLDER}/{{reference}}"
 #: the rate abt's encoders, and every task folder as prepared, are at
 TASK_RATE = 16000
 BASELINE = "results/baselines/{task}.json"  # a task's sanity baseline
@@ -438,6 +439,21 @@ def audio_fingerprint(folder: str | Path, anchor: str | Path | None = None) -> s
     return _fingerprint(str(folder), stamps)
 
 
+def task_source_fingerprint(source: Any) -> str:
+    """The fingerprint of the audio a task source (:class:`abt.data.sources.TaskSource`) is
+    prepared from: the files it lists (a CSV task), its folder (a HEAR folder, FSD50K), or
+    ``archive`` (an archive: its own modification time is the rule's input)."""
+    from abt.data.audiofiles import listed_fingerprint
+    from abt.data.sources import TASK_SOURCES
+
+    listed = TASK_SOURCES.get(source.kind).listed_audio
+    if listed is not None:
+        return listed_fingerprint(listed(source.path))
+    if not source.path.is_dir():
+        return "archive"
+    return audio_fingerprint(source.path, source.input_file)
+
+
 def corpus_audio_fingerprint(cfg: dict[str, Any], corpus: str) -> str:
     """The fingerprint of a pre-training corpus's audio folder (a rule parameter: a changed,
     added or removed file rebuilds the store)."""
@@ -674,9 +690,13 @@ class ReportScope:
                 for e in self.encoders}  # fmt: skip
 
     def references(self) -> dict[str, dict[str, str]]:
-        """Per measured reference (``hear.references``): its row label and its predictions
-        folder, compared task by task with every encoder's trained run."""
-        return {r.name: {"label": r.row_label, "predictions": reference_files(r.name).predictions}
+        """Per measured reference (``hear.references``): its row label, its predictions
+        folder (compared task by task with every encoder's trained run) and the thesis's
+        printed model it is (``reported``, :func:`abt.evaluation.references.reported_as`)."""
+        from abt.evaluation.references import reported_as
+
+        return {r.name: {"label": r.row_label, "predictions": reference_files(r.name).predictions,
+                         "reported": reported_as(r)}
                 for r in references(self.cfg)}  # fmt: skip
 
     def trained_predictions(self) -> dict[str, str]:

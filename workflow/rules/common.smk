@@ -110,10 +110,7 @@ def task_source_path(wildcards):
 
 
 def task_source_audio(wildcards):
-    src = TASK_SOURCES[wildcards.task]
-    if not src.path.is_dir():  # an archive: its own mtime is the rule's input
-        return "archive"
-    return plan.audio_fingerprint(src.path, src.input_file)
+    return plan.task_source_fingerprint(TASK_SOURCES[wildcards.task])
 
 
 def corpus_audio(wildcards):

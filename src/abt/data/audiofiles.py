@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 
 #: the file name endings read as audio (any format soundfile reads)
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au")
@@ -51,4 +52,20 @@ def audio_fingerprint(folder: str | os.PathLike[str]) -> str:
         return ABSENT
     h = hashlib.sha256()
     n = _walk(root, "", h)
+    return f"{n}:{h.hexdigest()}"
+
+
+def listed_fingerprint(paths: Iterable[str | os.PathLike[str]]) -> str:
+    """SHA-256 over the path, size and ``st_mtime_ns`` of each listed file, in the given order
+    (a missing file is recorded as such): the fingerprint of audio named by a list (a CSV
+    task's rows) rather than found in one folder."""
+    h = hashlib.sha256()
+    n = 0
+    for path in paths:
+        try:
+            st = os.stat(path)
+            h.update(f"{os.fspath(path)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{os.fspath(path)}\t-1\t-1\n".encode())
+        n += 1
     return f"{n}:{h.hexdigest()}"

@@ -71,6 +71,10 @@ class SourceKind:
     detect: Callable[[Path], bool]
     input_file: Callable[[Path], Path]
     prepare_entry: str
+    #: the audio files the source names one by one (a CSV task's rows), whose stat fingerprint
+    #: re-prepares the task when one changes; None: the audio is the source's folder (walked)
+    #: or inside its archive (the input file)
+    listed_audio: Callable[[Path], list[Path]] | None = None
 
     def prepare(self, src: Path, stage: Path, options: Any, log: Any) -> dict[str, Any]:
         module, _, name = self.prepare_entry.partition(":")
@@ -203,9 +207,21 @@ def is_csv_task(path: Path) -> bool:
     return bool(head) and head[0] == "file"
 
 
+def csv_task_files(path: Path) -> list[Path]:
+    """The files a CSV task lists (its ``file`` column, relative to the CSV's folder), in row
+    order; rows without a file are left to the preparation, which names them."""
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        rows = csv.reader(fh)
+        next(rows, None)
+        return [path.parent / row[0].strip() for row in rows if row and row[0].strip()]
+
+
 TASK_SOURCES.add(
     "csv",
     SourceKind(
-        detect=is_csv_task, input_file=lambda p: p, prepare_entry="abt.data.csv_task:prepare_csv"
+        detect=is_csv_task,
+        input_file=lambda p: p,
+        prepare_entry="abt.data.csv_task:prepare_csv",
+        listed_audio=csv_task_files,
     ),
 )

@@ -127,7 +127,10 @@ def paper_tables(
     ``predictions`` folder: its rows in Tables 4.1-4.4 (``scores_csvs`` hold its scores) and,
     paired task by task with each encoder's trained run (``trained_predictions``: encoder ->
     predictions folder), ``hear_vs_references.csv``
-    (:func:`abt.report.aggregate.hear_vs_reference`).
+    (:func:`abt.report.aggregate.hear_vs_reference`); a reference that is a model the thesis
+    prints (``reported``: its key in ``reported.yaml``) is also set against its published
+    scores on the tasks both have -> ``references_vs_reported.csv``
+    (:func:`abt.report.aggregate.reference_vs_reported`).
     The grids the scores were predicted on, as recorded with them -> ``hear_settings.csv``
     (what the report states)."""
     import json
@@ -142,8 +145,10 @@ def paper_tables(
         hear_vs_reference,
         probe_curves,
         read_scores,
+        reference_vs_reported,
         table_4_5,
     )
+    from abt.report.catalogue import reported_primary
 
     out = TablesFiles(out_dir)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -179,6 +184,14 @@ def paper_tables(
                                                 enc, name, ref["label"]))  # fmt: skip
         pd.concat(frames, ignore_index=True).to_csv(out.vs_references, index=False)
         written["hear_vs_references"] = out.vs_references
+    published = [
+        reference_vs_reported({t.name: t for t in Path(ref["predictions"]).iterdir() if t.is_dir()},
+                              reported_primary(ref["reported"]), name, ref["label"])
+        for name, ref in references.items() if ref.get("reported")
+    ]  # fmt: skip
+    if any(len(df) for df in published):
+        pd.concat(published, ignore_index=True).to_csv(out.vs_reported, index=False)
+        written["references_vs_reported"] = out.vs_reported
     if random_init_probes:
         rows = []
         for enc, path in random_init_probes.items():

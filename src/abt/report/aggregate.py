@@ -252,6 +252,37 @@ def hear_vs_reference(
     return pd.DataFrame(rows)
 
 
+def reference_vs_reported(
+    predictions: Mapping[str, str | Path],
+    published: Mapping[str, float],
+    name: str,
+    label: str,
+) -> pd.DataFrame:
+    """Per task both have: a measured reference (task -> predictions folder) against the score
+    the thesis prints for the same model (task -> value, :func:`abt.report.catalogue.
+    reported_primary`). ``beyond`` when the published score lies outside the measured score's
+    95 % interval (a bootstrap of the test items: it covers the test set's sampling, not the
+    kit's grid search, a different pre-processing or a different version of the model)."""
+    from abt.report.stats import load_task_items, score_interval
+
+    rows = []
+    for task in sorted(set(predictions) & set(published)):
+        c = score_interval(load_task_items(predictions[task], task))
+        lo, hi = c["ci"]
+        pub = float(published[task])
+        rows.append({
+            "reference": name, "label": label, "task": task, "metric": c["metric"],
+            "score": c["score"], "score_lo": lo, "score_hi": hi, "reported": pub,
+            "diff": c["score"] - pub, "beyond": not lo <= pub <= hi,
+        })  # fmt: skip
+    return pd.DataFrame(rows, columns=REPORTED_COLUMNS)
+
+
+#: the columns of ``references_vs_reported.csv`` (:func:`reference_vs_reported`)
+REPORTED_COLUMNS = ("reference", "label", "task", "metric", "score", "score_lo", "score_hi",
+                    "reported", "diff", "beyond")  # fmt: skip
+
+
 #: the columns of ``finetune.csv`` (:func:`finetune_rows`)
 FINETUNE_COLUMNS = ("encoder", "variant", "task", "metric", "test", "ci_low", "ci_high", "n_test",
                     "best_epoch", "epochs_run")  # fmt: skip

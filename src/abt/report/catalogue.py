@@ -64,7 +64,7 @@ class TablesFiles:
     TABLE_4_5, CURVES = "table_4_5.csv", "training_curves.csv"
     VS_RANDOM, RANDOM_PROBES = "hear_vs_random.csv", "random_init_probe.csv"
     FINETUNE, HEAR_SETTINGS = "finetune.csv", "hear_settings.csv"
-    VS_REFERENCES = "hear_vs_references.csv"
+    VS_REFERENCES, VS_REPORTED = "hear_vs_references.csv", "references_vs_reported.csv"
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = os.fspath(root)
@@ -85,6 +85,7 @@ class TablesFiles:
     finetune = layout_file("root", FINETUNE)
     hear_settings = layout_file("root", HEAR_SETTINGS)
     vs_references = layout_file("root", VS_REFERENCES)
+    vs_reported = layout_file("root", VS_REPORTED)
 
 
 _EXTRA: dict[str, str] = {}  # task -> category, registered from task metadata (event tasks)
@@ -95,6 +96,20 @@ def reported() -> dict[str, Any]:
     """The thesis's published numbers (``reported.yaml``), never measured by this workflow."""
     text = (resources.files("abt.report") / "reported.yaml").read_text()
     return parse_yaml(text, "abt/report/reported.yaml")
+
+
+#: the timestamp tasks' primary score among Table 4.4's columns (the kit's onset-only FMS)
+REPORTED_ONSET = {"dcase2016_task2": "dcase_onset_fms", "maestro": "maestro_onset_fms"}
+
+
+def reported_primary(model: str) -> dict[str, float]:
+    """A model's published primary score per HEAR task (Tables 4.1-4.3, and Table 4.4's onset
+    FMS for the two timestamp tasks); empty for a model the thesis does not print."""
+    rep = reported()
+    out = {t: float(v) for t, v in (rep["hear_scores"].get(model) or {}).items()}
+    stamps = rep["hear_timestamp"].get(model) or {}
+    out.update({t: float(stamps[k]) for t, k in REPORTED_ONSET.items() if k in stamps})
+    return out
 
 
 def register_task_metadata(task: str, task_dir: str | Path) -> None:

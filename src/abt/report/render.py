@@ -36,9 +36,10 @@ from abt.report.tables import (
     table_45,
     vs_random_table,
     vs_references_table,
+    vs_reported_table,
 )
 from abt.report.targets import reference_gain_verdict
-from abt.report.verdicts import pretraining_verdict, study_verdicts
+from abt.report.verdicts import pretraining_verdict, reported_reference_verdict, study_verdicts
 
 SOFTWARE = ("abt", "torch", "numpy", "librosa", "pandas", "seaborn", "matplotlib", "jinja2",
             "optuna", "snakemake", "scikit-learn", "scipy", "soundfile")  # fmt: skip
@@ -142,6 +143,7 @@ def render(
     tables += hear_tables(tables_dir, scale)
     tables += vs_random_table(tables_dir)
     tables += vs_references_table(tables_dir)
+    tables += vs_reported_table(tables_dir)
     tables += table_45(tables_dir)
     tables += finetune_table(tables_dir, scale)
     for name, csv in studies.items():
@@ -191,6 +193,7 @@ def render(
         "figures": figs,
         "verdict": pretraining_verdict(tables_dir, targets.get("beats_random_tasks"))
         + reference_gain_verdict(tables_dir, targets.get("reference_gain"))
+        + reported_reference_verdict(tables_dir)
         + study_verdicts(studies, cfg),
         "software": software_versions(),
         "hear": _hear_settings(tables_dir),

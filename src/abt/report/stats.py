@@ -167,6 +167,13 @@ def interval(replicates: np.ndarray, level: float = 0.95) -> tuple[float, float]
     return float(lo), float(hi)
 
 
+def score_interval(items: TaskItems, n_boot: int = N_BOOT, seed: int = 0) -> dict[str, Any]:
+    """One run's task score and its 95 % interval, with the same draws as :func:`compare` (so
+    the interval is the one its paired comparisons print for that run)."""
+    lo, hi = interval(items.replicates(n_boot, seed))
+    return {"task": items.task, "metric": items.metric, "score": items.score(), "ci": (lo, hi)}
+
+
 def compare(a: TaskItems, b: TaskItems, n_boot: int = N_BOOT, seed: int = 0) -> dict[str, Any]:
     """Scores of two runs on the same task and the paired bootstrap of ``a - b``."""
     if [s.n for s in a.splits] != [s.n for s in b.splits] or a.metric != b.metric:

@@ -238,6 +238,29 @@ def vs_references_table(tables_dir: str) -> list[Table]:
     )]  # fmt: skip
 
 
+def vs_reported_table(tables_dir: str) -> list[Table]:
+    """Per task: a measured reference against the score the thesis prints for the same model
+    (``references_vs_reported.csv``)."""
+    p = Path(TablesFiles(tables_dir).vs_reported)
+    if not p.is_file() or p.stat().st_size <= 1:
+        return []
+    df = pd.read_csv(p)
+    rows = [[str(r["label"]), task_label(r["task"]), str(r["metric"]),
+             _ci(r, "score", "score_lo", "score_hi"), fmt(r["reported"]), f"{r['diff']:+.3f}",
+             "differs beyond the spread" if r["beyond"] else "within the spread"]
+            for _, r in df.iterrows()]  # fmt: skip
+    return [Table(
+        "references_vs_reported", "Measured references vs the thesis's reported scores",
+        "A reference measured here that the thesis also prints (its Tables 4.1-4.4, the HEAR "
+        "2021 results): the measured primary score with its 95 % interval (a bootstrap of the "
+        "test items) against the published one. 'Differs beyond the spread' when the published "
+        "score lies outside that interval; the interval covers the test items only, not the "
+        "grid search, a different download or preparation of the task, or the model's version.",
+        ["Reference", "Task", "Metric", "Measured", "Reported", "Difference", "Verdict"],
+        rows, csv=str(p),
+    )]  # fmt: skip
+
+
 def table_45(tables_dir: str) -> list[Table]:
     p = Path(TablesFiles(tables_dir).table_4_5)
     if not p.is_file():

@@ -63,6 +63,28 @@ def pretraining_verdict(tables_dir: str, target: int | None = None) -> list[str]
     return lines
 
 
+def reported_reference_verdict(tables_dir: str) -> list[str]:
+    """Per measured reference the thesis also prints: on how many tasks its published score lies
+    within the measured score's interval, and where it does not (``references_vs_reported.csv``)."""
+    p = Path(TablesFiles(tables_dir).vs_reported)
+    if not p.is_file() or p.stat().st_size <= 1:
+        return []
+    lines = []
+    for label, g in pd.read_csv(p).groupby("label", sort=False):
+        off = g[g["beyond"].astype(bool)]
+        line = (
+            f"{label} against the scores the thesis reports for it: within the spread on "
+            f"{len(g) - len(off)} of {len(g)} tasks"
+        )
+        if len(off):
+            line += "; differs beyond it on " + ", ".join(
+                f"{task_label(r['task'])} (measured {fmt(r['score'])} "
+                f"[{fmt(r['score_lo'])}, {fmt(r['score_hi'])}], reported {fmt(r['reported'])})"
+                for _, r in off.iterrows())  # fmt: skip
+        lines.append(line + ".")
+    return lines
+
+
 def study_verdicts(studies: Mapping[str, str], cfg: Mapping[str, Any]) -> list[str]:
     """Per study with a highlighted (default) row: its rank with uncertainty."""
     lines = []
