@@ -557,6 +557,15 @@ def test_a_users_module_on_a_users_csv_task_through_the_workflow(tmp_path):
     counts = job_counts(plan.stdout + plan.stderr)
     assert counts.get("prepare_task") == 1 and counts.get("evaluate_reference") == 2, plan.stdout
     assert "setup_hear_env" not in counts
+    # the user's wheel rebuilt at the same path (a new version of the module, same pin): the
+    # kit's venv is rebuilt and the module validated and scored again
+    import time
+
+    time.sleep(0.01)
+    make_wheel(tmp_path, {"byo_good": GOOD.replace("audio.std(1", "2 * audio.std(1")})
+    plan = smk(*targets, "--dry-run", "--quiet", "rules", *args)
+    counts = job_counts(plan.stdout + plan.stderr)
+    assert counts.get("setup_hear_env") == 1 and counts.get("validate_reference") == 2
 
     bad = tmp_path / "sounds" / "bad.csv"
     bad.write_text(csv.read_text() + "gone.wav,low\n")  # line 17: a missing file

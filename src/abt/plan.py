@@ -157,6 +157,12 @@ def references(cfg: dict[str, Any]) -> list[Any]:
     return refs
 
 
+def reference_wheels(cfg: dict[str, Any]) -> list[str]:
+    """The wheel files users' references install (``pip: path.whl``): inputs of the kit venv's
+    set-up, so that a wheel rebuilt at the same path rebuilds the venv and re-scores."""
+    return [r.pip for r in references(cfg) if r.pip and r.pip.endswith(".whl")]
+
+
 def reference_task_dirs(cfg: dict[str, Any], rate: int) -> dict[str, str]:
     """Task name -> a HEAR task folder holding ``<rate>/`` (each task is a reference's): the
     prepared folder at 16 kHz, its :data:`RATE_TASK` view at any other rate."""

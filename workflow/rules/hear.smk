@@ -7,6 +7,7 @@ HEAR_VARIANT = one_of([*VARIANTS, plan.RANDOM_INIT])
 rule setup_hear_env:
     input:
         constraints=HEAR_CONSTRAINTS,
+        wheels=plan.reference_wheels(config),
     output:
         stamp="results/envs/hear-eval.json",
     log:
