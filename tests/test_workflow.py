@@ -535,8 +535,11 @@ def test_a_users_module_on_a_users_csv_task_through_the_workflow(tmp_path):
     targets = [f"results/hear/references/{n}/scores.csv" for n in ("mine", "naive")]
     r = smk(*targets, "--cores", "2", *args, timeout=1800)
     assert r.returncode == 0, (r.stdout + r.stderr)[-6000:]
-    stamp = json.loads((tmp_path / "venv-hear" / ".abt-hear-env.json").read_text())
-    assert stamp["extra"] == [str(wheel)]  # the user's wheel, installed with the kit's pins
+    # the user's wheel, installed with the kit's pins into a venv of its own: the one abt's runs
+    # are scored with (and naive is) does not change when a user's package is added or rebuilt
+    users = json.loads((tmp_path / "venv-hear-users" / ".abt-hear-env.json").read_text())
+    kit = json.loads((tmp_path / "venv-hear" / ".abt-hear-env.json").read_text())
+    assert users["extra"] == [str(wheel)] and kit["extra"] == []
     meta = json.loads((wd / "results/data/tasks/my_sounds/task_metadata.json").read_text())
     assert meta["prediction_type"] == "multiclass" and meta["csv"]["split"]["seed"] == 0
     assert json.loads((wd / "results/hear/references/mine/check.json").read_text())[
@@ -551,21 +554,28 @@ def test_a_users_module_on_a_users_csv_task_through_the_workflow(tmp_path):
         assert list(prim["task"]) == ["my_sounds"] and prim["value"].between(0, 1).all()
 
     # a clip of the CSV re-recorded: the task is prepared again and both references re-scored
-    x, sr = sf.read(tmp_path / "sounds" / "mid 0.flac")
-    sf.write(tmp_path / "sounds" / "mid 0.flac", np.concatenate([x, x]), sr)
+    clip = tmp_path / "sounds" / "mid 0.flac"
+    original, st = clip.read_bytes(), clip.stat()
+    x, sr = sf.read(clip)
+    sf.write(clip, np.concatenate([x, x]), sr)
     plan = smk(*targets, "--dry-run", "--quiet", "rules", *args)
     counts = job_counts(plan.stdout + plan.stderr)
     assert counts.get("prepare_task") == 1 and counts.get("evaluate_reference") == 2, plan.stdout
-    assert "setup_hear_env" not in counts
+    assert "setup_hear_env" not in counts and "setup_users_hear_env" not in counts
+    clip.write_bytes(original)  # put back as it was (bytes, size and time): nothing to do
+    os.utime(clip, ns=(st.st_atime_ns, st.st_mtime_ns))
+    plan = smk(*targets, "--dry-run", "--quiet", "rules", *args)
+    assert "Nothing to be done" in plan.stdout + plan.stderr, plan.stdout + plan.stderr
     # the user's wheel rebuilt at the same path (a new version of the module, same pin): the
-    # kit's venv is rebuilt and the module validated and scored again
+    # users' venv is rebuilt and the module validated and scored again; naive is not
     import time
 
     time.sleep(0.01)
     make_wheel(tmp_path, {"byo_good": GOOD.replace("audio.std(1", "2 * audio.std(1")})
     plan = smk(*targets, "--dry-run", "--quiet", "rules", *args)
     counts = job_counts(plan.stdout + plan.stderr)
-    assert counts.get("setup_hear_env") == 1 and counts.get("validate_reference") == 2
+    assert counts.get("setup_users_hear_env") == 1 and "setup_hear_env" not in counts
+    assert counts.get("validate_reference") == counts.get("evaluate_reference") == 1
 
     bad = tmp_path / "sounds" / "bad.csv"
     bad.write_text(csv.read_text() + "gone.wav,low\n")  # line 17: a missing file

@@ -157,10 +157,37 @@ def references(cfg: dict[str, Any]) -> list[Any]:
     return refs
 
 
+#: the kit's venv as the working directory records it: the kit with the shipped references, what
+#: abt's runs are scored with (``hear.env_dir``)
+KIT_ENV_STAMP = "results/envs/hear-eval.json"
+#: a second venv of the kit with the users' references' packages (``pip``), beside the first
+#: (``hear.env_dir`` + :data:`USERS_ENV_SUFFIX`): adding, changing or removing a user's package
+#: never touches the venv the runs were scored with, so nothing of theirs is redone
+USERS_ENV_STAMP, USERS_ENV_SUFFIX = "results/envs/hear-users.json", "-users"
+
+
+def users_env_dir(cfg: dict[str, Any]) -> str:
+    return str(cfg["hear"]["env_dir"]).rstrip("/") + USERS_ENV_SUFFIX
+
+
+def users_pip_references(cfg: dict[str, Any]) -> list[Any]:
+    """The references that install a package of their own (``pip``): the users' venv's."""
+    return [r for r in references(cfg) if r.pip]
+
+
+def reference_env(cfg: dict[str, Any], name: str) -> tuple[str, str]:
+    """The venv a reference runs in and its stamp: the users' venv for a reference with a
+    ``pip`` requirement, else the kit's."""
+    ref = {r.name: r for r in references(cfg)}[name]
+    if ref.pip:
+        return users_env_dir(cfg), USERS_ENV_STAMP
+    return str(cfg["hear"]["env_dir"]), KIT_ENV_STAMP
+
+
 def reference_wheels(cfg: dict[str, Any]) -> list[str]:
-    """The wheel files users' references install (``pip: path.whl``): inputs of the kit venv's
-    set-up, so that a wheel rebuilt at the same path rebuilds the venv and re-scores."""
-    return [r.pip for r in references(cfg) if r.pip and r.pip.endswith(".whl")]
+    """The wheel files users' references install (``pip: path.whl``): inputs of the users'
+    venv's set-up, so that a wheel rebuilt at the same path rebuilds it and re-scores."""
+    return [r.pip for r in users_pip_references(cfg) if r.pip.endswith(".whl")]
 
 
 def reference_task_dirs(cfg: dict[str, Any], rate: int) -> dict[str, str]:

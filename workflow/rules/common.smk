@@ -188,10 +188,25 @@ def reference_entry(wildcards):
     return REFERENCES[wildcards.reference].to_entry()
 
 
+def reference_env_dir(wildcards):
+    return plan.reference_env(config, wildcards.reference)[0]
+
+
+def reference_env_stamp(wildcards):
+    return plan.reference_env(config, wildcards.reference)[1]
+
+
 def reference_model(wildcards):
     """A user's weights file (a re-run when it changes); none for the shipped references."""
     model = REFERENCES[wildcards.reference].model
     return [model] if model else []
+
+
+def reference_task_audio(wildcards):
+    """A function, so that it is evaluated when the job is planned, after the tasks exist (a
+    value computed when the Snakefile is parsed would record them as absent, and the next
+    invocation would embed again)."""
+    return {t: plan.task_audio_fingerprint(config, t) for t in TASKS}
 
 
 def reference_task_inputs(wildcards):

@@ -5,11 +5,11 @@ HEAR_VARIANT = one_of([*VARIANTS, plan.RANDOM_INIT])
 
 
 rule setup_hear_env:
+    # the kit and the shipped references: what abt's runs are scored with
     input:
         constraints=HEAR_CONSTRAINTS,
-        wheels=plan.reference_wheels(config),
     output:
-        stamp="results/envs/hear-eval.json",
+        stamp=plan.KIT_ENV_STAMP,
     log:
         "logs/setup_hear_env.log",
     benchmark:
@@ -19,8 +19,29 @@ rule setup_hear_env:
         "../../envs/hear.yaml"
     params:
         env_dir=config["hear"]["env_dir"],
-        # the users' references with a pip requirement (the shipped ones are always installed)
-        references=[r.to_entry() for r in REFERENCES.values() if r.pip],
+        references=[],
+        code=CODE["hear_env"],
+    script:
+        "../scripts/setup_hear_env.py"
+
+
+rule setup_users_hear_env:
+    # the kit again, with the users' references' packages (pip): the runs' venv is never touched
+    input:
+        constraints=HEAR_CONSTRAINTS,
+        wheels=plan.reference_wheels(config),
+    output:
+        stamp=plan.USERS_ENV_STAMP,
+    log:
+        "logs/setup_users_hear_env.log",
+    benchmark:
+        "benchmarks/setup_users_hear_env.tsv"
+    localrule: True
+    conda:
+        "../../envs/hear.yaml"
+    params:
+        env_dir=plan.users_env_dir(config),
+        references=[r.to_entry() for r in plan.users_pip_references(config)],
         code=CODE["hear_env"],
     script:
         "../scripts/setup_hear_env.py"
@@ -165,7 +186,7 @@ rule task_at_rate:
 rule validate_reference:
     # import, hear-validator, one short clip through both embedding functions: before any task
     input:
-        env=rules.setup_hear_env.output.stamp,
+        env=reference_env_stamp,
         model=reference_model,
     output:
         REF_FILES.check,
@@ -180,7 +201,7 @@ rule validate_reference:
         mem_mb=8000,
         runtime=30,
     params:
-        env_dir=config["hear"]["env_dir"],
+        env_dir=reference_env_dir,
         reference=reference_entry,
         code=CODE["reference_check"],
     script:
@@ -191,7 +212,7 @@ rule extract_reference_embeddings:
     input:
         tasks=reference_task_inputs,
         check=REF_FILES.check,
-        env=rules.setup_hear_env.output.stamp,
+        env=reference_env_stamp,
         model=reference_model,
     output:
         directory(REF_FILES.embeddings),
@@ -207,11 +228,11 @@ rule extract_reference_embeddings:
         mem_mb=16000,
         runtime=240,
     params:
-        env_dir=config["hear"]["env_dir"],
+        env_dir=reference_env_dir,
         reference=reference_entry,
         tasks=list(TASKS),
         task_dirs=reference_task_dirs,
-        audio={t: plan.task_audio_fingerprint(config, t) for t in TASKS},
+        audio=reference_task_audio,
         code=CODE["reference_embeddings"],
     script:
         "../scripts/extract_reference_embeddings.py"
@@ -221,7 +242,7 @@ rule evaluate_reference:
     # the kit's predictions on a reference's embeddings, exactly as on a run's
     input:
         embeddings=REF_FILES.embeddings,
-        env=rules.setup_hear_env.output.stamp,
+        env=reference_env_stamp,
     output:
         scores=REF_FILES.scores,
         predictions=directory(REF_FILES.predictions),
@@ -237,7 +258,7 @@ rule evaluate_reference:
         mem_mb=16000,
         runtime=600,
     params:
-        env_dir=config["hear"]["env_dir"],
+        env_dir=reference_env_dir,
         grid=config["hear"]["grid"],
         grid_points=config["hear"]["grid_points"],
         tasks=list(TASKS),
