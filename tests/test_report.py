@@ -317,6 +317,14 @@ class _StrictHTML(html.parser.HTMLParser):
 
 def test_report_renders_compilable_latex_and_html(tmp_path):
     cfg, tables, enc, summ, figs, hp = _fake_outputs(tmp_path)
+    # a measured CREPE against the thesis's CREPE, as paper_tables writes it at paper scale
+    pd.DataFrame([
+        {"reference": "crepe", "label": "CREPE (measured here)", "task": t, "metric": "top1_acc",
+         "score": v, "score_lo": v - 0.02, "score_hi": v + 0.02, "reported": r, "diff": v - r,
+         "beyond": abs(v - r) > 0.02}
+        for t, v, r in (("crema_d", 0.39, 0.383), ("esc50", 0.35, 0.301))
+    ], columns=agg.REPORTED_COLUMNS).to_csv(tables / "references_vs_reported.csv",
+                                            index=False)  # fmt: skip
     out = tmp_path / "report"
     out.mkdir()
     render(
@@ -337,6 +345,11 @@ def test_report_renders_compilable_latex_and_html(tmp_path):
     assert r"\textbf{aug\_mixup\_rrc\_rlf}" in frags["table_4_6"]  # the highlighted default row
     assert "embedded-default" in tex and (out / "figures" / "augmentations.pdf").is_file()
     assert "scored above random initialisation on 3 of 3 tasks (point estimates, no spread)" in tex
+    assert "differs beyond the spread" in frags["references_vs_reported"]
+    crepe = ("CREPE (measured here) against the scores the thesis reports for it: within the "
+             "spread on 1 of 2 tasks; differs beyond it on ESC-50 (measured 0.350 [0.330, 0.370], "
+             "reported 0.301).")  # fmt: skip
+    assert crepe.replace("[", "{[}").replace("]", "{]}") in tex  # LaTeX-escaped brackets
     if shutil.which("pdflatex"):
         r = subprocess.run(
             ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "tables.tex"],
@@ -357,6 +370,7 @@ def test_report_renders_compilable_latex_and_html(tmp_path):
     assert "[Reported, not measured]" in page and "embedded-default" in page
     assert "torch" in page and "hparams.yaml sha256" in page
     assert "&amp; 50% _x_" in page  # HTML-escaped
+    assert crepe in page
 
 
 def test_the_report_states_the_grid_and_epochs_its_runs_recorded(tmp_path):
