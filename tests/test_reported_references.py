@@ -108,3 +108,27 @@ def test_the_report_scope_says_which_reference_the_thesis_prints():
     refs = plan.ReportScope(cfg, "main").references()
     assert refs["crepe"]["reported"] == "crepe" and refs["naive"]["reported"] is None
     assert refs["crepe"]["predictions"] == plan.reference_files("crepe").predictions
+
+
+def test_a_run_against_its_random_init_and_a_reference_hand_computed(tmp_path):
+    """The paired tables' rows: every item right against half right on one task (difference
+    0.5, beyond the spread), nothing on a task only one side scored."""
+    from abt.report.aggregate import hear_vs_random, hear_vs_reference
+
+    trained = {"esc50": _predictions(tmp_path / "t" / "esc50", 40, 40),
+               "crema_d": _predictions(tmp_path / "t" / "crema_d", 10, 20)}  # fmt: skip
+    other = {"esc50": _predictions(tmp_path / "o" / "esc50", 20, 40)}
+    vr = hear_vs_random(trained, other, "audiontt")
+    assert list(vr.columns) == [
+        "encoder", "task", "metric", "trained", "trained_lo", "trained_hi", "random_init",
+        "random_lo", "random_hi", "diff", "diff_lo", "diff_hi", "significant", "better",
+    ]  # fmt: skip
+    (row,) = vr.to_dict("records")
+    assert (row["encoder"], row["task"], row["trained"], row["random_init"]) == (
+        "audiontt", "esc50", 1.0, 0.5)  # fmt: skip
+    assert row["diff"] == 0.5 and row["diff_lo"] > 0 and row["significant"] and row["better"]
+    vs = hear_vs_reference(trained, other, "audiontt", "naive", "HEAR naive baseline")
+    assert list(vs.columns[:6]) == ["encoder", "reference", "label", "task", "metric", "trained"]
+    (ref,) = vs.to_dict("records")
+    assert (ref["score"], ref["score_lo"], ref["score_hi"]) == (
+        row["random_init"], row["random_lo"], row["random_hi"])  # the same draws  # fmt: skip

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -208,25 +208,8 @@ def hear_vs_random(
     """Per task: the trained and random-init scores with their 95 % bootstrap intervals, and the
     paired bootstrap interval of the difference (``trained``/``random_init``: task -> the run's
     ``predictions/<task>`` folder). ``significant``: the interval of the difference excludes 0."""
-    rows = []
-    for task, c in _paired(trained, random_init):
-        rows.append({
-            "encoder": encoder, "task": task, "metric": c["metric"],
-            "trained": c["score_a"], "trained_lo": c["ci_a"][0], "trained_hi": c["ci_a"][1],
-            "random_init": c["score_b"], "random_lo": c["ci_b"][0], "random_hi": c["ci_b"][1],
-            "diff": c["diff"], "diff_lo": c["diff_lo"], "diff_hi": c["diff_hi"],
-            "significant": c["significant"], "better": c["significant"] and c["diff"] > 0,
-        })  # fmt: skip
-    return pd.DataFrame(rows)
-
-
-def _paired(a: Mapping[str, str | Path], b: Mapping[str, str | Path]) -> Iterator[tuple[str, dict]]:
-    """Each task both ``a`` and ``b`` (task -> predictions folder) scored, with
-    :func:`abt.report.stats.compare`'s paired bootstrap of the two."""
-    from abt.report.stats import compare, load_task_items
-
-    for task in sorted(set(a) & set(b)):
-        yield task, compare(load_task_items(a[task], task), load_task_items(b[task], task))
+    return _paired_frame(trained, random_init, {"encoder": encoder},
+                         ("random_init", "random_lo", "random_hi"))  # fmt: skip
 
 
 def hear_vs_reference(
@@ -239,13 +222,28 @@ def hear_vs_reference(
     """Per task: a trained run and a measured reference (task -> predictions folder each), with
     their 95 % bootstrap intervals and the paired interval of the difference (run minus
     reference), as :func:`hear_vs_random` compares a run with its random initialisation."""
+    ident = {"encoder": encoder, "reference": name, "label": label}
+    return _paired_frame(trained, reference, ident, ("score", "score_lo", "score_hi"))
+
+
+def _paired_frame(
+    trained: Mapping[str, str | Path],
+    other: Mapping[str, str | Path],
+    ident: Mapping[str, str],
+    columns: tuple[str, str, str],
+) -> pd.DataFrame:
+    """One row per task both scored: ``ident``, the task and metric, the trained run's score and
+    interval, the other's (under ``columns``: score, low, high), the paired difference."""
+    from abt.report.stats import compare, load_task_items
+
+    value, lo, hi = columns
     rows = []
-    for task, c in _paired(trained, reference):
+    for task in sorted(set(trained) & set(other)):
+        c = compare(load_task_items(trained[task], task), load_task_items(other[task], task))
         rows.append({
-            "encoder": encoder, "reference": name, "label": label, "task": task,
-            "metric": c["metric"],
+            **ident, "task": task, "metric": c["metric"],
             "trained": c["score_a"], "trained_lo": c["ci_a"][0], "trained_hi": c["ci_a"][1],
-            "score": c["score_b"], "score_lo": c["ci_b"][0], "score_hi": c["ci_b"][1],
+            value: c["score_b"], lo: c["ci_b"][0], hi: c["ci_b"][1],
             "diff": c["diff"], "diff_lo": c["diff_lo"], "diff_hi": c["diff_hi"],
             "significant": c["significant"], "better": c["significant"] and c["diff"] > 0,
         })  # fmt: skip
