@@ -155,3 +155,16 @@ def test_each_variant_name_has_a_kind_and_the_kind_chooses_the_store():
     assert plan.kind_corpus(c, plan.MAIN) == plan.kind_corpus(c, plan.RANDOM) == "train"
     assert plan.kind_corpus(c, plan.ABLATION) == plan.kind_corpus(c, plan.SWEEP) == "ablation"
     assert plan.variant_corpus(c, "aug_rrc") == "ablation"
+
+
+def test_a_reference_with_a_package_of_its_own_runs_in_the_users_venv(tmp_path):
+    wheel = tmp_path / "mine-1.0-py3-none-any.whl"
+    wheel.write_bytes(b"")
+    mine = {"name": "mine", "module": "my_pkg.hear", "pip": str(wheel), "sample_rate": 16000}
+    c = cfg(hear__references=["naive", mine, {**mine, "name": "pinned", "pip": "my-pkg==1.0"}])
+    naive, own, pinned = plan.references(c)
+    assert plan.reference_env(c, naive) == (".venv-hear", plan.KIT_ENV_STAMP)
+    for ref in (own, pinned):
+        assert plan.reference_env(c, ref) == (".venv-hear-users", plan.USERS_ENV_STAMP)
+    assert plan.users_pip_references(c) == [own, pinned]
+    assert plan.reference_wheels(c) == [str(wheel.absolute())]  # the set-up's inputs

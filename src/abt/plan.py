@@ -175,10 +175,9 @@ def users_pip_references(cfg: dict[str, Any]) -> list[Any]:
     return [r for r in references(cfg) if r.pip]
 
 
-def reference_env(cfg: dict[str, Any], name: str) -> tuple[str, str]:
-    """The venv a reference runs in and its stamp: the users' venv for a reference with a
-    ``pip`` requirement, else the kit's."""
-    ref = {r.name: r for r in references(cfg)}[name]
+def reference_env(cfg: dict[str, Any], ref: Any) -> tuple[str, str]:
+    """The venv a reference (one of :func:`references`) runs in and its stamp: the users' venv
+    for a reference with a ``pip`` requirement, else the kit's."""
     if ref.pip:
         return users_env_dir(cfg), USERS_ENV_STAMP
     return str(cfg["hear"]["env_dir"]), KIT_ENV_STAMP

@@ -189,11 +189,11 @@ def reference_entry(wildcards):
 
 
 def reference_env_dir(wildcards):
-    return plan.reference_env(config, wildcards.reference)[0]
+    return plan.reference_env(config, REFERENCES[wildcards.reference])[0]
 
 
 def reference_env_stamp(wildcards):
-    return plan.reference_env(config, wildcards.reference)[1]
+    return plan.reference_env(config, REFERENCES[wildcards.reference])[1]
 
 
 def reference_model(wildcards):

@@ -88,6 +88,17 @@ class TablesFiles:
     vs_reported = layout_file("root", VS_REPORTED)
 
 
+def read_written(path: str | os.PathLike[str]) -> Any:
+    """A table the paper tables' job wrote (a pandas DataFrame), or None where it wrote none: no
+    file, or an empty one (a comparison with nothing to compare)."""
+    import pandas as pd
+
+    p = Path(path)
+    if not p.is_file() or p.stat().st_size <= 1:
+        return None
+    return pd.read_csv(p)
+
+
 _EXTRA: dict[str, str] = {}  # task -> category, registered from task metadata (event tasks)
 
 

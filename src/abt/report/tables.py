@@ -21,6 +21,7 @@ from abt.report.catalogue import (
     CATEGORY_TITLES,
     TablesFiles,
     encoder_label,
+    read_written,
     reported,
     task_label,
 )
@@ -188,10 +189,10 @@ def _model_row_label(key: str, models: Mapping[str, Any]) -> str:
 
 def vs_random_table(tables_dir: str) -> list[Table]:
     """Per task: trained vs random init with bootstrap intervals and the paired difference."""
-    p = Path(TablesFiles(tables_dir).vs_random)
-    if not p.is_file() or p.stat().st_size <= 1:
+    p = TablesFiles(tables_dir).vs_random
+    df = read_written(p)
+    if df is None:
         return []
-    df = pd.read_csv(p)
     rows = [[encoder_label(r["encoder"]), task_label(r["task"]), str(r["metric"]),
              *_paired_cells(r, "random_init", "random_lo", "random_hi")]
             for _, r in df.iterrows()]  # fmt: skip
@@ -219,10 +220,10 @@ def _paired_cells(r: Any, other: str, lo: str, hi: str) -> list[str]:
 def vs_references_table(tables_dir: str) -> list[Table]:
     """Per task: each trained run against each measured reference, with their intervals and
     the paired difference (``hear_vs_references.csv``)."""
-    p = Path(TablesFiles(tables_dir).vs_references)
-    if not p.is_file() or p.stat().st_size <= 1:
+    p = TablesFiles(tables_dir).vs_references
+    df = read_written(p)
+    if df is None:
         return []
-    df = pd.read_csv(p)
     rows = [[encoder_label(r["encoder"]), str(r["label"]), task_label(r["task"]), str(r["metric"]),
              *_paired_cells(r, "score", "score_lo", "score_hi")]
             for _, r in df.iterrows()]  # fmt: skip
@@ -241,10 +242,10 @@ def vs_references_table(tables_dir: str) -> list[Table]:
 def vs_reported_table(tables_dir: str) -> list[Table]:
     """Per task: a measured reference against the score the thesis prints for the same model
     (``references_vs_reported.csv``)."""
-    p = Path(TablesFiles(tables_dir).vs_reported)
-    if not p.is_file() or p.stat().st_size <= 1:
+    p = TablesFiles(tables_dir).vs_reported
+    df = read_written(p)
+    if df is None:
         return []
-    df = pd.read_csv(p)
     rows = [[str(r["label"]), task_label(r["task"]), str(r["metric"]),
              _ci(r, "score", "score_lo", "score_hi"), fmt(r["reported"]), f"{r['diff']:+.3f}",
              "differs beyond the spread" if r["beyond"] else "within the spread"]
@@ -294,10 +295,10 @@ def finetune_table(tables_dir: str, scale_name: str) -> list[Table]:
     """Fine-tuning (beyond the thesis): one row per encoder (trained, then random init), one
     column per task, the test score with its 95 % interval; none without ``finetune.csv``. The
     caption states the settings the results recorded (every value, where they differ)."""
-    p = Path(TablesFiles(tables_dir).finetune)
-    if not p.is_file() or p.stat().st_size <= 1:
+    p = TablesFiles(tables_dir).finetune
+    df = read_written(p)
+    if df is None:
         return []
-    df = pd.read_csv(p)
     if df.empty:
         return []
     tasks = list(dict.fromkeys(df["task"]))

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from abt.report.catalogue import TablesFiles, encoder_label, task_label
+from abt.report.catalogue import TablesFiles, encoder_label, read_written, task_label
 
 
 def recovered_fractions(vs_random: pd.DataFrame, spec: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -59,10 +59,10 @@ def reference_gain_verdict(tables_dir: str | Path, spec: Mapping[str, Any] | Non
     statement when the target is not set or the run compared no predictions."""
     if not spec or not spec.get("tasks"):
         return []
-    p = Path(TablesFiles(tables_dir).vs_random)
-    if not p.is_file() or p.stat().st_size <= 1:
+    df = read_written(TablesFiles(tables_dir).vs_random)
+    if df is None:
         return []
-    rows = recovered_fractions(pd.read_csv(p), spec)
+    rows = recovered_fractions(df, spec)
     want = float(spec["fraction"])
     lines = []
     for enc in dict.fromkeys(r["encoder"] for r in rows):

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from abt.report.catalogue import TablesFiles, encoder_label, task_label
+from abt.report.catalogue import TablesFiles, encoder_label, read_written, task_label
 from abt.report.tables import fmt
 
 
@@ -18,10 +18,9 @@ def pretraining_verdict(tables_dir: str, target: int | None = None) -> list[str]
     """Plain statements: on how many tasks pre-training beat the random initialisation -- by more
     than the spread (the paired bootstrap interval of the difference above 0) when the runs'
     predictions were compared (``hear_vs_random.csv``), else by the point estimates only."""
-    stats = Path(TablesFiles(tables_dir).vs_random)
-    if stats.is_file() and stats.stat().st_size > 1:
+    df = read_written(TablesFiles(tables_dir).vs_random)
+    if df is not None:
         lines = []
-        df = pd.read_csv(stats)
         for enc, g in df.groupby("encoder", sort=False):
             won = [task_label(t) for t in g.loc[g["better"], "task"]]
             worse = [task_label(t) for t in g.loc[g["significant"] & ~g["better"], "task"]]
@@ -66,11 +65,11 @@ def pretraining_verdict(tables_dir: str, target: int | None = None) -> list[str]
 def reported_reference_verdict(tables_dir: str) -> list[str]:
     """Per measured reference the thesis also prints: on how many tasks its published score lies
     within the measured score's interval, and where it does not (``references_vs_reported.csv``)."""
-    p = Path(TablesFiles(tables_dir).vs_reported)
-    if not p.is_file() or p.stat().st_size <= 1:
+    df = read_written(TablesFiles(tables_dir).vs_reported)
+    if df is None:
         return []
     lines = []
-    for label, g in pd.read_csv(p).groupby("label", sort=False):
+    for label, g in df.groupby("label", sort=False):
         off = g[g["beyond"].astype(bool)]
         line = (
             f"{label} against the scores the thesis reports for it: within the spread on "
