@@ -7,7 +7,8 @@ import copy
 import pytest
 
 from abt import plan
-from abt.config import REPO_ROOT, load_config
+from abt.checks import check_references
+from abt.config import REPO_ROOT, ConfigError, load_config, load_schema
 
 CFG = load_config(REPO_ROOT / "config.yaml")
 
@@ -168,3 +169,35 @@ def test_a_reference_with_a_package_of_its_own_runs_in_the_users_venv(tmp_path):
         assert plan.reference_env(c, ref) == (".venv-hear-users", plan.USERS_ENV_STAMP)
     assert plan.users_pip_references(c) == [own, pinned]
     assert plan.reference_wheels(c) == [str(wheel.absolute())]  # the set-up's inputs
+
+
+def test_the_input_duration_rows_are_scored_on_fig_4_9s_tasks_every_other_row_on_hear_l():
+    """Fig. 4.9 scores ESC-50, Speech Commands 5h, GTZAN, FSD50K and CREMA-D (its caption), not
+    HEAR-L's LibriCount: the crop rows are evaluated on and averaged over the study's tasks."""
+    fig_4_9 = ["embedded_envsounds", "embedded_keywords", "embedded_genre", "embedded_emotion"]
+    assert plan.study_tasks(CFG, "input_duration") == fig_4_9
+    for row in plan.study_rows(CFG, "input_duration"):
+        assert plan.row_tasks(CFG, row) == plan.run_tasks(CFG, row) == fig_4_9
+    hear_l = CFG["report"]["hear_l"]
+    assert "embedded_speakercount" in hear_l and "embedded_speakercount" not in fig_4_9
+    assert plan.study_tasks(CFG, "augmentations") == hear_l
+    for row in ("aug_rrc", "bs_32", plan.RANDOM_INIT):
+        assert plan.row_tasks(CFG, row) == hear_l
+    assert plan.run_tasks(CFG, plan.RANDOM_INIT) == list(plan.task_dirs(CFG))  # every task
+    paper = load_config(REPO_ROOT / "config.yaml", overrides=[REPO_ROOT / "config/paper.yaml"])
+    fig_4_9_paper = "esc50 speech_commands_5h gtzan_genre fsd50k crema_d".split()
+    assert plan.row_tasks(paper, "crop_160") == fig_4_9_paper
+    assert plan.row_tasks(paper, "aug_rrc") == "crema_d libricount fsd50k esc50 gtzan_genre".split()
+
+
+def test_a_row_two_studies_score_on_different_tasks_is_an_error_naming_both():
+    c = copy.deepcopy(CFG)
+    c["studies"]["lambda"]["ablations"].append("crop_32")
+    both = r"\(studies\.lambda: .*; studies\.input_duration: "
+    with pytest.raises(ConfigError, match=r"ablation row 'crop_32' is compared by studies that "
+                       r"score different tasks " + both):  # fmt: skip
+        plan.row_tasks(c, "crop_32")
+    with pytest.raises(ConfigError, match="ablation row 'crop_32'"):
+        check_references(c, load_schema(REPO_ROOT / "workflow/schemas/config.schema.yaml"))
+    c["studies"]["lambda"]["tasks"] = list(c["studies"]["input_duration"]["tasks"])
+    assert plan.row_tasks(c, "crop_32") == c["studies"]["input_duration"]["tasks"]

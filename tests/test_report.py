@@ -208,6 +208,8 @@ def test_every_configured_study_and_the_paper_report_resolve():
         (lambda c: c["studies"]["lambda"]["ablations"].append("lambda_7"),
          "studies.lambda.ablations.7"),
         (lambda c: c["report"]["hear_l"].append("nope"), "report.hear_l.4"),
+        (lambda c: c["studies"]["input_duration"]["tasks"].append("nope"),
+         "studies.input_duration.tasks.4"),
         (lambda c: c["report"]["studies"].append("nope"), "report.studies.1"),
         (lambda c: c["studies"]["augmentations"].update(delta_from="bs_32"),
          "studies.augmentations.delta_from"),
@@ -661,6 +663,49 @@ def _study_rows(tmp_path, names):
         csvs.append(str(d / "summary.csv"))
         boots.append(str(d / "hear_l_bootstrap.npy"))
     return csvs, boots
+
+
+def test_the_input_duration_figure_and_table_show_its_own_tasks_and_their_average(
+    tmp_path, monkeypatch
+):
+    """Fig. 4.9: each of the study's tasks min-max scaled over the crop lengths (best 1, worst
+    0) and their average, labelled as the average of these tasks, not as HEAR-L's; the table
+    names the same average and its tasks."""
+    from abt.report.tables import study_tables
+
+    cfg = _cfg()
+    study = cfg["studies"]["input_duration"]
+    tasks = plan.study_tasks(cfg, "input_duration")
+    crops = [32, 160, 320, 480]
+    scores = {t: [0.5 + 0.01 * ((i * (j + 1)) % 4) for i in range(4)] for j, t in enumerate(tasks)}
+    rows = [{"ablation": f"crop_{c}", "description": f"crop {c}", "crop_frames": c,
+             "linear_eval_task": "embedded_envsounds", "linear_eval_metric": "top1_acc",
+             "linear_eval_100": 0.6, **{f"hear_l_{t}": scores[t][i] for t in tasks}}
+            for i, c in enumerate(crops)]  # fmt: skip
+    for r in rows:
+        r["hear_l_avg_pct"] = 100 * sum(r[f"hear_l_{t}"] for t in tasks) / len(tasks)
+    summ = tmp_path / "summary.csv"
+    agg.study_table(rows, delta_from=None).to_csv(summ, index=False)
+    import matplotlib.pyplot as plt
+
+    from abt.report import figures
+
+    made = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, outs: made.setdefault("fig", fig))
+    plot_study("input_duration", study, str(summ), {}, tasks, [str(tmp_path / "f.png")])
+    (ax,) = made["fig"].axes
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == [*(task_label(t) for t in tasks), "Task avg"]
+    for line, t in zip(ax.get_lines(), [*tasks, None], strict=False):
+        ys = list(line.get_ydata())
+        if t is not None and len(set(scores[t])) > 1:
+            assert min(ys) == 0.0 and max(ys) == 1.0
+    plt.close(made["fig"])
+    (table,) = study_tables("input_duration", study, str(summ))
+    assert "Task avg (%)" in table.columns and "HEAR-L avg (%)" not in table.columns
+    assert ", ".join(task_label(t) for t in tasks) in table.caption
+    aug = study_tables("augmentations", cfg["studies"]["augmentations"], str(summ))[0]
+    assert "HEAR-L avg (%)" in aug.columns
 
 
 def test_a_study_orders_its_rows_with_the_bootstraps_it_is_given(tmp_path):

@@ -502,11 +502,35 @@ def task_audio_fingerprint(cfg: dict[str, Any], task: str) -> str:
 
 def run_tasks(cfg: dict[str, Any], variant: str) -> list[str]:
     """The tasks a run is evaluated on with the HEAR kit: every task for the main runs
-    (``baseline``) and the random initialisations, the HEAR-L tasks (``report.hear_l``) for an
-    ablation (thesis §4.3)."""
+    (``baseline``) and the random initialisations, its row's tasks (:func:`row_tasks`: HEAR-L,
+    thesis §4.3, unless its studies name their own) for an ablation."""
     if variant_kind(cfg, variant) in (MAIN, RANDOM):
         return list(task_dirs(cfg))
-    return list(cfg["report"]["hear_l"])
+    return row_tasks(cfg, variant)
+
+
+def study_tasks(cfg: dict[str, Any], study: str) -> list[str]:
+    """The tasks a study's rows are scored on and averaged over: the study's own ``tasks``
+    (Fig. 4.9 scores ESC-50, Speech Commands 5h, GTZAN, FSD50K and CREMA-D) or, without them,
+    the HEAR-L tasks (``report.hear_l``, thesis §4.3)."""
+    return list(cfg["studies"][study].get("tasks") or cfg["report"]["hear_l"])
+
+
+def row_tasks(cfg: dict[str, Any], name: str) -> list[str]:
+    """The tasks an ablation row (or ``random_init``) is scored on: those of the studies that
+    compare it (:func:`study_tasks`), HEAR-L for a row no study compares. A row compared by two
+    studies that score different tasks is a ``ConfigError`` naming them: its one summary cannot
+    hold two averages."""
+    owners = {s: study_tasks(cfg, s) for s in (cfg.get("studies") or {})
+              if name in study_rows(cfg, s)}  # fmt: skip
+    sets = {tuple(t) for t in owners.values()}
+    if len(sets) > 1:
+        listed = "; ".join(f"studies.{s}: {t}" for s, t in owners.items())
+        raise ConfigError(
+            f"ablation row {name!r} is compared by studies that score different tasks ({listed}); "
+            "give them the same 'tasks' or compare the row in one of them"
+        )
+    return list(sets.pop()) if sets else list(cfg["report"]["hear_l"])
 
 
 def monitor_inputs(cfg: dict[str, Any]) -> dict[str, str]:

@@ -319,8 +319,16 @@ def ablation_description(wildcards):
     return plan.ablation_description(config, wildcards.ablation)
 
 
+def ablation_tasks(wildcards):
+    return plan.row_tasks(config, wildcards.ablation)
+
+
 def study_config(wildcards):
     return plan.canonical(config["studies"][wildcards.study])
+
+
+def study_tasks(wildcards):
+    return plan.study_tasks(config, wildcards.study)
 
 
 def sweep_config(wildcards):

@@ -78,7 +78,7 @@ rule ablation_summary:
     params:
         description=ablation_description,
         run=ablation_run,
-        hear_l=config["report"]["hear_l"],
+        hear_l=ablation_tasks,
         seeds=SEEDS,
         code=CODE["ablation"],
     script:
@@ -117,7 +117,7 @@ rule study_figure:
     params:
         study=study_config,
         epoch_metrics=study_figure_curves,
-        hear_l=config["report"]["hear_l"],
+        hear_l=study_tasks,
         code=CODE["study_figure"],
     script:
         "../scripts/study_figure.py"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,12 @@ def task_label(task: str) -> str:
         return EMBEDDED[task][0]
     hear = reported()["hear_tasks"]
     return hear[task]["label"] if task in hear else task
+
+
+def average_label(study: Mapping[str, Any]) -> str:
+    """What a study's average score is called: the HEAR-L average (thesis §4.3) unless the
+    study scores its own tasks (``studies.<name>.tasks``)."""
+    return "Task avg" if study.get("tasks") else "HEAR-L avg"
 
 
 def encoder_label(key: str) -> str:

@@ -26,7 +26,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from abt.report.aggregate import minmax_scaled, probe_curves  # noqa: E402
-from abt.report.catalogue import encoder_label, task_label  # noqa: E402
+from abt.report.catalogue import average_label, encoder_label, task_label  # noqa: E402
 
 PALETTE = {"linear eval": "tab:blue", "HEAR-L avg": "tab:red"}
 
@@ -48,19 +48,20 @@ def _label(row: Mapping[str, Any]) -> str:
     return d if d and len(d) <= 32 else name
 
 
-def _measures(df: pd.DataFrame) -> pd.DataFrame:
+def _measures(df: pd.DataFrame, average: str = "HEAR-L avg") -> pd.DataFrame:
     """One row per (ablation, measure): the score and, where the study has them, its 95 %
-    interval (``lo``/``hi``; the HEAR-L average's bootstrap interval, none for linear eval)."""
+    interval (``lo``/``hi``; the average's bootstrap interval, none for linear eval);
+    ``average`` names the average (:func:`abt.report.catalogue.average_label`)."""
     task = df["linear_eval_task"].iloc[0]
     nan = float("nan")
     lin = df[["ablation"]].assign(measure=f"linear eval ({task})", score=df["linear_eval_100"],
                                   lo=nan, hi=nan)  # fmt: skip
-    hl = df[["ablation"]].assign(measure="HEAR-L avg", score=df["hear_l_avg_pct"] / 100.0,
+    hl = df[["ablation"]].assign(measure=average, score=df["hear_l_avg_pct"] / 100.0,
                                  lo=nan, hi=nan)  # fmt: skip
     if {"hear_l_avg_lo", "hear_l_avg_hi"} <= set(df.columns):
         hl["lo"], hl["hi"] = df["hear_l_avg_lo"] / 100.0, df["hear_l_avg_hi"] / 100.0
         if hl["lo"].notna().any():
-            hl["measure"] = "HEAR-L avg (95 % interval)"
+            hl["measure"] = f"{average} (95 % interval)"
     return pd.concat([lin, hl], ignore_index=True)
 
 
@@ -88,7 +89,7 @@ def _study_axes(df: pd.DataFrame, study: Mapping[str, Any]) -> Any:
     """The bar or line figure of a study's linear-eval and HEAR-L scores, with intervals."""
     kind = study["plot"]
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    m = _measures(df)
+    m = _measures(df, average_label(study))
     palette = dict(zip(m["measure"].unique(), PALETTE.values(), strict=False))
     if kind == "line":
         x = study["x"]
@@ -133,7 +134,7 @@ def plot_study(
     if kind == "curves":
         fig = _curves(df, epoch_metrics)
     elif kind == "minmax":
-        fig = _minmax(df, study["x"], hear_l, bool(study.get("log_x")))
+        fig = _minmax(df, study["x"], hear_l, bool(study.get("log_x")), average_label(study))
     else:
         fig = _study_axes(df, study)
     fig.suptitle(title, fontsize="medium")
@@ -159,10 +160,12 @@ def _curves(df: pd.DataFrame, epoch_metrics: Mapping[str, str]) -> Any:
     return fig
 
 
-def _minmax(df: pd.DataFrame, x: str, hear_l: Sequence[str], log_x: bool) -> Any:
-    cols = [f"hear_l_{t}" for t in hear_l] + ["hear_l_avg_pct"]
+def _minmax(df: pd.DataFrame, x: str, tasks: Sequence[str], log_x: bool, average: str) -> Any:
+    """Fig. 4.9: each scored task's score and their average (``average``: its legend label),
+    min-max scaled over the study's settings."""
+    cols = [f"hear_l_{t}" for t in tasks] + ["hear_l_avg_pct"]
     long = minmax_scaled(df.sort_values(x), x, cols)
-    names = {f"hear_l_{t}": task_label(t) for t in hear_l} | {"hear_l_avg_pct": "HEAR-L avg"}
+    names = {f"hear_l_{t}": task_label(t) for t in tasks} | {"hear_l_avg_pct": average}
     long["series"] = long["series"].map(names)
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     sns.lineplot(data=long, x=x, y="scaled", hue="series", marker="o", ax=ax)

@@ -20,6 +20,7 @@ from abt.plan import SweepFiles
 from abt.report.catalogue import (
     CATEGORY_TITLES,
     TablesFiles,
+    average_label,
     encoder_label,
     read_written,
     reported,
@@ -343,7 +344,10 @@ def study_tables(study_name: str, study: Mapping[str, Any], csv: str) -> list[Ta
     metric = df["linear_eval_metric"].iloc[0]
     has_delta = "delta_pts" in df.columns
     has_spread = "p_best" in df.columns
-    cols = ["Ablation", "Setting", f"{task} ({metric})", "HEAR-L avg (%)"]
+    own = study.get("tasks")
+    scored = (f"the average over its tasks ({', '.join(task_label(t) for t in own)})" if own
+              else "the HEAR-L average")  # fmt: skip
+    cols = ["Ablation", "Setting", f"{task} ({metric})", f"{average_label(study)} (%)"]
     cols += ["95 % interval", "P(best)", "Rank"] if has_spread else []
     cols += [f"Δ {study['delta_from']}"] if has_delta else []
     rows, bold = [], set()
@@ -365,8 +369,8 @@ def study_tables(study_name: str, study: Mapping[str, Any], csv: str) -> list[Ta
     key = f"table_{num.replace('.', '_')}" if num else f"study_{study_name}"
     out = [Table(
         key, study["title"], "Linear evaluation on the monitoring task (FSD50K in the thesis) and "
-        "the HEAR-L average; the highlighted row is the default set-up."
-        + (" 95 % interval: a stratified bootstrap of the HEAR-L tasks' test items; P(best): the "
+        f"{scored}; the highlighted row is the default set-up."
+        + (" 95 % interval: a stratified bootstrap of the scored tasks' test items; P(best): the "
            "share of paired bootstrap replicates in which the row has the highest average; a rank "
            "with '=' ties the best row within the spread." if has_spread else "")
         + (f" Δ: percentage points from {study['delta_from']}." if has_delta else ""),

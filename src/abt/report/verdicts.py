@@ -95,9 +95,10 @@ def study_verdicts(studies: Mapping[str, str], cfg: Mapping[str, Any]) -> list[s
         h = df[df["ablation"] == st["highlight"]].iloc[0]
         best = df.loc[df["hear_l_avg_pct"].idxmax()]
         met = "met" if bool(h["ties_best"]) else "NOT met"
+        by = "the average of its tasks" if st.get("tasks") else "HEAR-L average"
         lines.append(
-            f"{st['title']}: {h['description']} ranks {int(h['rank'])} of {len(df)} by HEAR-L "
-            f"average ({fmt(h['hear_l_avg_pct'], 1)} %, 95 % interval "
+            f"{st['title']}: {h['description']} ranks {int(h['rank'])} of {len(df)} by {by} "
+            f"({fmt(h['hear_l_avg_pct'], 1)} %, 95 % interval "
             f"[{fmt(h['hear_l_avg_lo'], 1)}, {fmt(h['hear_l_avg_hi'], 1)}]); the best is "
             f"{best['description']} "
             f"({fmt(best['hear_l_avg_pct'], 1)} %, P(best) = {fmt(best['p_best'], 2)}); the "
