@@ -74,7 +74,12 @@ class Table:
 
 
 def reported_table(
-    what: str, title: str, source: str, columns: list[str], rows: list[list[str]], number: str
+    what: str,
+    title: str,
+    source: str,
+    columns: list[str],
+    rows: list[list[str]],
+    number: str | None,
 ) -> Table:
     """A table of the thesis's published numbers, labelled so and never mixed with measured
     ones (``source`` says where they are printed and how they were obtained)."""
@@ -417,4 +422,26 @@ def sweep_tables(name: str, sweep: Mapping[str, Any], summary_dir: str) -> list[
         or [["--", "--"]],
         csv=files.importances,
     ))  # fmt: skip
+    out += sweep_reported_table(name, sweep)
     return out
+
+
+def sweep_reported_table(name: str, sweep: Mapping[str, Any]) -> list[Table]:
+    """What the thesis reports of a sweep in its text (§4.1.1; Figs. 4.1-4.3 are scatter plots
+    without a table): the best trial's score and parameters and the fANOVA importances, where
+    stated; none for a sweep beyond the thesis."""
+    rep = (reported().get("sweeps") or {}).get(name)
+    if not rep:
+        return []
+    about = "about " if rep.get("approximate") else ""
+    rows = ([["best trial: score (FSD50K test mAP)", f"{about}{fmt(rep['best_score'], 3)}"]]
+            if rep.get("best_score") is not None else [])  # fmt: skip
+    rows += [[f"best trial: {k.split('.', 1)[-1]}", f"{v:g}"]
+             for k, v in (rep.get("best_params") or {}).items()]  # fmt: skip
+    rows += [[f"importance: {k.split('.', 1)[-1]}", fmt(v, 2)]
+             for k, v in (rep.get("importances") or {}).items()]  # fmt: skip
+    fig = f"Fig. {sweep['figure']}{sweep.get('panel') or ''}, " if sweep.get("figure") else ""
+    return [reported_table(
+        f"sweep_{name}", f"sweep {name}", f"thesis {fig}§{rep['section']}: {rep['source']}",
+        ["Reported", "Value"], rows, None,
+    )]  # fmt: skip
