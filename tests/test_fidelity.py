@@ -221,6 +221,28 @@ def test_augmentation_sweep_uses_the_thesis_lars_weight_decay():
     assert resolve(c).optimizer["weight_decay"] == 1e-5  # the reported runs (§4.1)
 
 
+@pytest.mark.parametrize("encoder, arch", [("audiontt_bt_lars", "audiontt"),
+                                           ("resnet18_bt_lars", "resnet18")])  # fmt: skip
+def test_the_side_runs_with_barlow_twins_lars_are_targets_of_their_own(encoder, arch):
+    """Fig. 4.4's dashed AudioNTT curve and footnote 17's ResNet-18 run: the same encoder and
+    pre-training with (lr weights, lr biases, wd) = (0.1, 0.0024, 1.5e-6), Barlow Twins' LARS
+    defaults scaled to batch 128; everything else as the encoder's main run."""
+    from abt import plan
+
+    c = cfg()
+    side, main = resolve(c, encoder, "baseline", 0), resolve(c, arch, "baseline", 0)
+    assert side.encoder["arch"] == main.encoder["arch"] == arch
+    opt = {k: side.optimizer[k] for k in ("name", "lr_weights", "lr_biases", "weight_decay")}
+    assert opt == {"name": "lars", "lr_weights": 0.1, "lr_biases": 0.0024, "weight_decay": 1.5e-6}
+    assert (side.optimizer["momentum"], side.optimizer["eta"]) == (0.9, 0.001)
+    assert main.optimizer["lr_weights"] == 0.4  # the thesis's tuned LARS for the reported runs
+    assert side.pretrain["encoder"] == encoder and side.mels == main.mels
+    assert side.pretrain["optimizer"] == "lars_barlowtwins"
+    same = [k for k in main.pretrain if k not in ("encoder", "optimizer")]
+    assert {k: side.pretrain[k] for k in same} == {k: main.pretrain[k] for k in same}
+    assert plan.run_dir(encoder, "baseline", 0) == f"results/pretrain/{encoder}/baseline/seed0"
+
+
 @pytest.mark.parametrize("encoder, every", [("audiontt", 5), ("vitc_b_16x8", 2)])
 def test_vit_c_is_probed_every_two_epochs(monkeypatch, tmp_path, encoder, every):
     """Finding 9: ViT_C was probed every 5 epochs; the thesis probes it every 2."""

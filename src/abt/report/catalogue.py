@@ -43,6 +43,8 @@ ENCODER_LABELS: dict[str, str] = {
     "vitc_b_8x8": "ViT_C-B (8x8)",
     "vitc_b_64x2": "ViT_C-B (64x2)",
     "vit_b_16x16": "ViT-B (16x16)",
+    "audiontt_bt_lars": "AudioNTT (Barlow Twins' LARS)",
+    "resnet18_bt_lars": "ResNet-18 (Barlow Twins' LARS)",
 }
 
 CATEGORY_TITLES = {
