@@ -1,5 +1,6 @@
 # Shared helpers: the configuration checks, path templates, what each job runs, wildcard
 # constraints. Planning lives in abt.plan (torch-free); the job functions in abt.jobs.
+import functools
 import os
 import re
 import sys
@@ -129,12 +130,19 @@ def corpus_data(wildcards):
     return plan.canonical(plan.corpus_data(config, wildcards.corpus))
 
 
+@functools.cache
+def resolved_run(encoder, variant, seed):
+    """A run's specification, resolved and validated once per invocation (the configuration
+    does not change while Snakemake plans); every input and params function of a run reads it."""
+    from abt.runspec import resolve
+
+    return resolve(config, encoder, variant, int(seed), schema=SCHEMA)
+
+
 def pretrain_stats(wildcards):
     """The store a run pre-trains on (ablations: data.ablation_pretrain when set): the
     waveform store of those clips when its augmentation starts with waveform blocks."""
-    from abt.runspec import resolve
-
-    run = resolve(config, wildcards.encoder, wildcards.variant, int(wildcards.seed), schema=SCHEMA)
+    run = resolved_run(wildcards.encoder, wildcards.variant, wildcards.seed)
     return plan.pretrain_store_stats(config, wildcards.variant, run.pretrain["augment"]["blocks"])
 
 
@@ -230,17 +238,13 @@ def run_identity(wildcards):
     """What decides a re-run of one pre-training job: the identity of its resolved run (base +
     ablation; RunSpec.identity, without the speed, logging and checkpointing knobs), canonical
     (key order does not matter). The job resolves the full run from the configuration."""
-    from abt.runspec import resolve
-
-    run = resolve(config, wildcards.encoder, wildcards.variant, int(wildcards.seed), schema=SCHEMA)
+    run = resolved_run(wildcards.encoder, wildcards.variant, wildcards.seed)
     return plan.canonical(run.identity())
 
 
 def random_init_run(wildcards):
     """The baseline run of an encoder (its architecture and front-end), as its identity."""
-    from abt.runspec import resolve
-
-    run = resolve(config, wildcards.encoder, plan.MAIN_VARIANT, int(wildcards.seed), schema=SCHEMA)
+    run = resolved_run(wildcards.encoder, plan.MAIN_VARIANT, wildcards.seed)
     return plan.canonical(run.identity())
 
 
@@ -308,11 +312,9 @@ def ablation_inputs(wildcards):
 
 
 def ablation_run(wildcards):
-    from abt.runspec import resolve
-
     enc = plan.ablation_encoder(config, wildcards.ablation)
     variant = plan.ablation_run_variant(wildcards.ablation)
-    return plan.canonical(resolve(config, enc, variant, SEEDS[0], schema=SCHEMA).identity())
+    return plan.canonical(resolved_run(enc, variant, SEEDS[0]).identity())
 
 
 def ablation_description(wildcards):
