@@ -49,6 +49,19 @@ def test_lint_is_clean():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_the_snakefiles_are_formatted():
+    """snakefmt (pinned in the test extra, line length from pyproject.toml) leaves them as they
+    are: the Snakefile and every rule file read like the Python beside them."""
+    import shutil
+
+    here = str(Path(sys.executable).parent)
+    exe = shutil.which("snakefmt", path=here) or shutil.which("snakefmt")
+    assert exe, "snakefmt is not installed: pip install -e '.[test]'"
+    r = subprocess.run([exe, "--check", "Snakefile", "workflow/"], cwd=ROOT, capture_output=True,
+                       text=True)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_dry_run_builds_the_data_dag():
     r = smk("--dry-run", "--forceall", "--quiet", "rules")
     assert r.returncode == 0, r.stdout + r.stderr

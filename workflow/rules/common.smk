@@ -401,11 +401,13 @@ def sweep_spec(wildcards):
     base run (canonical; the job resolves the full run from the configuration)."""
     from abt.sweeps import sweep_run_config
 
-    return plan.canonical({
-        "space": config["sweeps"][wildcards.sweep]["space"],
-        "settings": sweep_settings(wildcards),
-        "run": sweep_run_config(config, wildcards.sweep).identity(),
-    })
+    return plan.canonical(
+        {
+            "space": config["sweeps"][wildcards.sweep]["space"],
+            "settings": sweep_settings(wildcards),
+            "run": sweep_run_config(config, wildcards.sweep).identity(),
+        }
+    )
 
 
 # ---- targets that name nothing the configuration defines

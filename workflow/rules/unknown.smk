@@ -5,7 +5,9 @@
 # real rule produces (tests/test_workflow.py checks that the full DAG builds without it).
 
 SEED_DIRS = [f"seed{s}" for s in SEEDS]
-REPORT_TARGETS = [f"{d}/{f}" for d in plan.REPORT_DIRS.values() for f in ("tables.tex", "report.html")]
+REPORT_TARGETS = [
+    f"{d}/{f}" for d in plan.REPORT_DIRS.values() for f in ("tables.tex", "report.html")
+]
 TARGET_NAME = r"[A-Za-z0-9_-]+"  # a bare target, e.g. `snakemake papr`: no folder, no suffix
 
 # label: (kind, the valid names, how a name is shown, outputs, wildcard constraints)
