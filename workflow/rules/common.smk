@@ -130,13 +130,18 @@ def corpus_data(wildcards):
     return plan.canonical(plan.corpus_data(config, wildcards.corpus))
 
 
-@functools.cache
 def resolved_run(encoder, variant, seed):
     """A run's specification, resolved and validated once per invocation (the configuration
-    does not change while Snakemake plans); every input and params function of a run reads it."""
+    does not change while Snakemake plans); every input and params function of a run reads it.
+    """
+    return _resolved_run(encoder, variant, int(seed))  # wildcards give the seed as a string
+
+
+@functools.cache
+def _resolved_run(encoder, variant, seed):
     from abt.runspec import resolve
 
-    return resolve(config, encoder, variant, int(seed), schema=SCHEMA)
+    return resolve(config, encoder, variant, seed, schema=SCHEMA)
 
 
 def pretrain_stats(wildcards):
