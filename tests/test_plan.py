@@ -201,3 +201,7 @@ def test_a_row_two_studies_score_on_different_tasks_is_an_error_naming_both():
         check_references(c, load_schema(REPO_ROOT / "workflow/schemas/config.schema.yaml"))
     c["studies"]["lambda"]["tasks"] = list(c["studies"]["input_duration"]["tasks"])
     assert plan.row_tasks(c, "crop_32") == c["studies"]["input_duration"]["tasks"]
+    # what a row is scored on does not depend on which rows a report shows (a SCALE knob)
+    c = copy.deepcopy(CFG)
+    c["report"]["study_subset"] = {"input_duration": ["crop_32"]}
+    assert plan.row_tasks(c, "crop_160") == plan.row_tasks(CFG, "crop_160")

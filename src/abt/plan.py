@@ -518,16 +518,18 @@ def study_tasks(cfg: dict[str, Any], study: str) -> list[str]:
 
 def row_tasks(cfg: dict[str, Any], name: str) -> list[str]:
     """The tasks an ablation row (or ``random_init``) is scored on: those of the studies that
-    compare it (:func:`study_tasks`), HEAR-L for a row no study compares. A row compared by two
-    studies that score different tasks is a ``ConfigError`` naming them: its one summary cannot
-    hold two averages."""
-    owners = {s: study_tasks(cfg, s) for s in (cfg.get("studies") or {})
-              if name in study_rows(cfg, s)}  # fmt: skip
+    list it (:func:`study_tasks`; every row a study lists, whatever ``report.study_subset``
+    shows), HEAR-L for a row no study lists. A row listed by two studies that score different
+    tasks is a ``ConfigError`` naming them: its one summary cannot hold two averages."""
+    studies = cfg.get("studies") or {}
+    listed = {s for s, st in studies.items()
+              if name in st["ablations"] or (name == RANDOM_INIT and st["random_init"])}  # fmt: skip
+    owners = {s: study_tasks(cfg, s) for s in studies if s in listed}
     sets = {tuple(t) for t in owners.values()}
     if len(sets) > 1:
-        listed = "; ".join(f"studies.{s}: {t}" for s, t in owners.items())
+        named = "; ".join(f"studies.{s}: {t}" for s, t in owners.items())
         raise ConfigError(
-            f"ablation row {name!r} is compared by studies that score different tasks ({listed}); "
+            f"ablation row {name!r} is compared by studies that score different tasks ({named}); "
             "give them the same 'tasks' or compare the row in one of them"
         )
     return list(sets.pop()) if sets else list(cfg["report"]["hear_l"])
