@@ -522,9 +522,11 @@ def row_tasks(cfg: dict[str, Any], name: str) -> list[str]:
     shows), HEAR-L for a row no study lists. A row listed by two studies that score different
     tasks is a ``ConfigError`` naming them: its one summary cannot hold two averages."""
     studies = cfg.get("studies") or {}
-    listed = {s for s, st in studies.items()
-              if name in st["ablations"] or (name == RANDOM_INIT and st["random_init"])}  # fmt: skip
-    owners = {s: study_tasks(cfg, s) for s in studies if s in listed}
+
+    def lists(st: Mapping[str, Any]) -> bool:
+        return name in st["ablations"] or (name == RANDOM_INIT and bool(st["random_init"]))
+
+    owners = {s: study_tasks(cfg, s) for s, st in studies.items() if lists(st)}
     sets = {tuple(t) for t in owners.values()}
     if len(sets) > 1:
         named = "; ".join(f"studies.{s}: {t}" for s, t in owners.items())
