@@ -46,3 +46,51 @@ def test_only_a_true_top_level_marker_counts(tmp_path, monkeypatch):
 def test_a_digest_is_short_hex_and_stable():
     d = code_digest("abt.trainer")
     assert re.fullmatch(r"[0-9a-f]{16}", d) and d == code_digest(["abt.trainer"])
+
+
+def test_a_report_edit_re_runs_no_pre_training_and_does_not_stop_a_resume():
+    """Found from a re-run after a report change: the pre-training job's digest (and the
+    trainer's, which guards a resume) followed abt.cli's lazy imports of every command, so a
+    caption edit re-ran every pre-training and refused to continue its checkpoints."""
+    from abt.jobs import JOBS
+
+    report = {"abt.report.render", "abt.report.tables", "abt.report.figures",
+              "abt.report.catalogue", "abt.report.verdicts", "abt.report.aggregate"}  # fmt: skip
+    other_commands = {"abt.export", "abt.embed", "abt.finetune", "abt.jobs.hear"}
+    for code in (JOBS["pretrain"].code, "abt.trainer"):
+        mods = set(code_modules(code))
+        assert not mods & (report | other_commands), sorted(mods & (report | other_commands))
+    assert "abt.evaluation.heareval_env" not in code_modules("abt.trainer")
+    # the command the job runs under torchrun still counts, with what it imports
+    job = set(code_modules(JOBS["pretrain"].code))
+    assert {"abt.cli", "abt.jobs.pretrain", "abt.runspec"} <= job
+    assert codehash.by_function("abt.cli") and not codehash.by_function("abt.trainer")
+
+
+def test_a_dispatcher_counts_by_function(tmp_path, monkeypatch):
+    """A module marked CODE_BY_FUNCTION counts, when imported, its file and its top-level
+    imports; one of its functions named as an entry counts what that function imports."""
+    files = {
+        "abt": "",
+        "abt.disp": 'from abt import base\nCODE_BY_FUNCTION = "why"\n'
+                    "def a():\n    from abt import heavy_a\n"
+                    "def b():\n    from abt import heavy_b\n",
+        "abt.user": "def f():\n    from abt import disp\n",
+        "abt.base": "", "abt.heavy_a": "", "abt.heavy_b": "",
+    }  # fmt: skip
+    paths = {}
+    for name, src in files.items():
+        p = tmp_path / f"{name}.py"
+        p.write_text(src)
+        paths[name] = p
+    monkeypatch.setattr(codehash, "module_file", lambda name: paths.get(name))
+    caches = (codehash.result_neutral, codehash.by_function, codehash._module_imports)
+    for c in caches:
+        c.cache_clear()
+    try:
+        user, entry = code_modules("abt.user"), code_modules("abt.disp:a")
+    finally:
+        for c in caches:
+            c.cache_clear()
+    assert user == ["abt", "abt.base", "abt.disp", "abt.user"]
+    assert entry == ["abt", "abt.base", "abt.disp", "abt.heavy_a"]

@@ -249,7 +249,7 @@ def test_waveform_blocks_on_a_log_mel_store_are_a_config_error(tmp_path):
 
     mel = tone_store(tmp_path, 16, seed=0, seconds=(0.6, 1.6), noise=0.02, stats_crops=50)
     with pytest.raises(
-        ConfigError, match=r"waveform blocks \['TimeShift', 'Gain'\].*results/waves"
+        ConfigError, match=r"waveform blocks \['TimeShift', 'Gain'\].*rule compute_pretrain_waves"
     ):
         Trainer(_tiny_run(), mel, tmp_path / "run", progress=False, log=lambda *_: None)
 

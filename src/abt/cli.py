@@ -26,6 +26,10 @@ from typing import Any
 
 from abt.registry import Registry
 
+#: :mod:`abt.codehash`: a job's digest counts this file and the command it runs (its function,
+#: named in :data:`abt.jobs.JOBS`), not what every other command imports
+CODE_BY_FUNCTION = "a dispatcher: each command imports its own code when it runs"
+
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 COMMANDS: Registry[Command] = Registry("command")
 

@@ -20,6 +20,12 @@ A module that cannot change a result says so with a top-level ``RESULT_NEUTRAL =
 (the experiment trackers, which mirror metric rows the CSV files already hold): it is no part of
 any digest, so editing it re-runs nothing and does not stop a resume.
 
+A module that dispatches to code it imports lazily, one function per command (the command
+line, :mod:`abt.cli`), says so with a top-level ``CODE_BY_FUNCTION = "<why>"``: reached through
+another module's import, its file and its top-level imports count, not what each command's
+function imports; a job that runs one of its commands names that function as an entry point
+(``abt.cli:_pre``: the pre-training job runs ``abt pretrain`` under torchrun).
+
 A run's trainer records the same digest of ``abt.trainer`` so that a resume checkpoint written by
 other code is not continued (:mod:`abt.trainer`).
 """
@@ -80,22 +86,40 @@ def _imported(node: ast.AST, current: str) -> set[str]:
 
 @functools.cache
 def _module_imports(name: str) -> frozenset[str]:
+    """The ``abt`` modules module ``name`` imports: anywhere in it, or only at its top level
+    when it declares ``CODE_BY_FUNCTION`` (:func:`by_function`)."""
     path = module_file(name)
     assert path is not None, name
-    return frozenset(_imported(ast.parse(path.read_text()), name))
+    tree = ast.parse(path.read_text())
+    if not by_function(name):
+        return frozenset(_imported(tree, name))
+    top = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+    return frozenset(m for n in top for m in _imported(n, name))
+
+
+def _marked(name: str, marker: str) -> bool:
+    """Whether module ``name`` assigns a non-empty string constant to ``marker`` at its top
+    level."""
+    path = module_file(name)
+    assert path is not None, name
+    for n in ast.parse(path.read_text()).body:
+        if isinstance(n, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == marker for t in n.targets
+        ):
+            return isinstance(n.value, ast.Constant) and bool(n.value.value)
+    return False
 
 
 @functools.cache
 def result_neutral(name: str) -> bool:
     """Whether module ``name`` declares ``RESULT_NEUTRAL = "<why>"`` at its top level."""
-    path = module_file(name)
-    assert path is not None, name
-    for n in ast.parse(path.read_text()).body:
-        if isinstance(n, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "RESULT_NEUTRAL" for t in n.targets
-        ):
-            return isinstance(n.value, ast.Constant) and bool(n.value.value)
-    return False
+    return _marked(name, "RESULT_NEUTRAL")
+
+
+@functools.cache
+def by_function(name: str) -> bool:
+    """Whether module ``name`` declares ``CODE_BY_FUNCTION = "<why>"`` at its top level."""
+    return _marked(name, "CODE_BY_FUNCTION")
 
 
 def _with_parents(name: str) -> set[str]:

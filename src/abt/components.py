@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from abt import hardware, plan
+from abt import hardware
 from abt.augment import AugmentationPipeline
 from abt.config import ConfigError
 from abt.data.loader import Store
@@ -169,8 +169,8 @@ def build_augment(spec: RunSpec, store: Store) -> AugmentationPipeline:
         names = [type(b).__name__ for b in augment.wave_blocks]
         raise ConfigError(
             f"pretrain.augment.blocks start with waveform blocks {names}, but {store.path} is a "
-            f"log-mel store: pre-train on the waveform store of the same clips (the workflow "
-            f"builds it, {plan.PRETRAIN_WAVES}, for such a run)"
+            "log-mel store: pre-train on the waveform store of the same clips (the workflow's "
+            "rule compute_pretrain_waves builds it for such a run)"
         )
     return augment
 

@@ -48,7 +48,10 @@ JOBS: dict[str, Job] = {
     "task_baseline": Job(("abt.jobs.data:task_baseline",)),
     "baseline_table": Job(("abt.jobs.data:baseline_summary",)),
     "encoder_tables": Job(("abt.encoders.profile:write_thesis_tables",)),
-    "pretrain": Job(("abt.jobs.pretrain:pretrain_torchrun",)),
+    # several processes: torchrun runs `abt pretrain` (abt.cli's command) in each
+    "pretrain": Job(
+        ("abt.jobs.pretrain:pretrain_torchrun",), ("abt.cli:_pre", "abt.cli:_pre_args")
+    ),
     "random_init": Job(("abt.jobs.hear:random_init_checkpoint",)),
     "hear_env": Job(("abt.jobs.hear:hear_env",)),
     "validate": Job(("abt.evaluation.heareval_env:run_validator",), ("abt.hear",)),
