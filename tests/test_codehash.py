@@ -94,3 +94,16 @@ def test_a_dispatcher_counts_by_function(tmp_path, monkeypatch):
             c.cache_clear()
     assert user == ["abt", "abt.base", "abt.disp", "abt.user"]
     assert entry == ["abt", "abt.base", "abt.disp", "abt.heavy_a"]
+
+
+def test_the_job_binding_and_the_digest_code_re_run_nothing():
+    """abt.jobs (the binding of rules to code, every job module's parent package) and
+    abt.codehash are no part of any digest: adding a job or changing how digests are taken
+    re-ran every job of every stage; each job's own module still counts."""
+    from abt.jobs import JOBS
+
+    assert result_neutral("abt.jobs") and result_neutral("abt.codehash")
+    for name, job in JOBS.items():
+        mods = code_modules(job.code)
+        assert not {"abt.jobs", "abt.codehash"} & set(mods), name
+        assert {e.partition(":")[0] for e in job.functions} <= set(mods), name

@@ -38,6 +38,10 @@ import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
+#: this module decides which code a job's digest covers; it changes no result (a change of what
+#: it counts changes the digests it computes, and so re-runs what it should)
+RESULT_NEUTRAL = "computes which code a job runs, never a result"
+
 PACKAGE = "abt"
 SRC = Path(__file__).resolve().parent  # .../src/abt
 

@@ -18,6 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+#: :mod:`abt.codehash`: this binding is no part of any job's code (a rule's digest is of the
+#: functions it names here); as the parent package of every job module it would otherwise be part
+#: of all of them, and adding one job would re-run every other
+RESULT_NEUTRAL = "the binding of rules to code, not code a job runs"
+
 
 @dataclass(frozen=True)
 class Job:
