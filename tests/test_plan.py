@@ -199,6 +199,11 @@ def test_a_row_two_studies_score_on_different_tasks_is_an_error_naming_both():
         plan.row_tasks(c, "crop_32")
     with pytest.raises(ConfigError, match="ablation row 'crop_32'"):
         check_references(c, load_schema(REPO_ROOT / "workflow/schemas/config.schema.yaml"))
+    bad = copy.deepcopy(CFG)
+    bad["studies"]["input_duration"]["tasks"][1] = "embedded_keywrds"
+    with pytest.raises(ConfigError, match=r"'studies\.input_duration\.tasks\.1': "
+                       r"'embedded_keywrds' .* \(did you mean embedded_keywords\b"):  # fmt: skip
+        check_references(bad, load_schema(REPO_ROOT / "workflow/schemas/config.schema.yaml"))
     c["studies"]["lambda"]["tasks"] = list(c["studies"]["input_duration"]["tasks"])
     assert plan.row_tasks(c, "crop_32") == c["studies"]["input_duration"]["tasks"]
     # what a row is scored on does not depend on which rows a report shows (a SCALE knob)

@@ -179,7 +179,7 @@ def check_references(cfg: dict[str, Any], schema: Mapping[str, Any]) -> None:
             if t not in known_tasks:
                 raise ConfigError(
                     f"config key 'studies.{study}.tasks.{i}': {t!r} is not one of the evaluated "
-                    f"tasks ({sorted(known_tasks)})"
+                    f"tasks ({sorted(known_tasks)})" + _did_you_mean(t, sorted(known_tasks))
                 )
     for name in ablation_names(cfg):
         row_tasks(cfg, name)  # a row two studies score on different tasks: a ConfigError
