@@ -434,11 +434,11 @@ def sweep_reported_table(name: str, sweep: Mapping[str, Any]) -> list[Table]:
     if not rep:
         return []
     about = "about " if rep.get("approximate") else ""
-    rows = ([["best trial: score (FSD50K test mAP)", f"{about}{fmt(rep['best_score'], 3)}"]]
+    rows = ([["best trial: score (FSD50K test mAP)", f"{about}{rep['best_score']:g}"]]
             if rep.get("best_score") is not None else [])  # fmt: skip
     rows += [[f"best trial: {k.split('.', 1)[-1]}", f"{v:g}"]
              for k, v in (rep.get("best_params") or {}).items()]  # fmt: skip
-    rows += [[f"importance: {k.split('.', 1)[-1]}", fmt(v, 2)]
+    rows += [[f"importance: {k.split('.', 1)[-1]}", f"{v:.2f}"]
              for k, v in (rep.get("importances") or {}).items()]  # fmt: skip
     fig = f"Fig. {sweep['figure']}{sweep.get('panel') or ''}, " if sweep.get("figure") else ""
     return [reported_table(
