@@ -199,11 +199,28 @@ def test_a_row_two_studies_score_on_different_tasks_is_an_error_naming_both():
         plan.row_tasks(c, "crop_32")
     with pytest.raises(ConfigError, match="ablation row 'crop_32'"):
         check_references(c, load_schema(REPO_ROOT / "workflow/schemas/config.schema.yaml"))
+    # a task the configuration does not evaluate: named when the study's jobs are planned (or
+    # at parse time for a study of the report), not for every study of a smaller configuration
+    schema = load_schema(REPO_ROOT / "workflow/schemas/config.schema.yaml")
     bad = copy.deepcopy(CFG)
     bad["studies"]["input_duration"]["tasks"][1] = "embedded_keywrds"
-    with pytest.raises(ConfigError, match=r"'studies\.input_duration\.tasks\.1': "
-                       r"'embedded_keywrds' .* \(did you mean embedded_keywords\b"):  # fmt: skip
-        check_references(bad, load_schema(REPO_ROOT / "workflow/schemas/config.schema.yaml"))
+    check_references(bad, schema)  # input_duration is not in report.studies
+    typo = (r"'studies\.input_duration\.tasks\.1': 'embedded_keywrds' is not one of the "
+            r"evaluated tasks .* \(did you mean embedded_keywords\b")  # fmt: skip
+    for planned in (lambda: plan.run_tasks(bad, "crop_32"),
+                    lambda: plan.study_tasks(bad, "input_duration")):  # fmt: skip
+        with pytest.raises(ConfigError, match=typo):
+            planned()
+    bad["report"]["studies"] = ["augmentations", "input_duration"]
+    with pytest.raises(ConfigError, match=typo):
+        check_references(bad, schema)
+    fewer = copy.deepcopy(CFG)  # one task evaluated, as the re-run and SLURM tests configure
+    fewer["embedded"]["tasks"] = ["embedded_envsounds"]
+    fewer["report"].update(studies=[], hear_l=["embedded_envsounds"])
+    check_references(fewer, schema)  # input_duration's tasks are not checked: it is not run
+    with pytest.raises(ConfigError, match=r"studies\.input_duration\.tasks\.1': "
+                       r"'embedded_keywords' is not one of the evaluated tasks"):  # fmt: skip
+        plan.run_tasks(fewer, "crop_32")
     c["studies"]["lambda"]["tasks"] = list(c["studies"]["input_duration"]["tasks"])
     assert plan.row_tasks(c, "crop_32") == c["studies"]["input_duration"]["tasks"]
     # what a row is scored on does not depend on which rows a report shows (a SCALE knob)

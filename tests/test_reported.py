@@ -54,6 +54,7 @@ def test_top_level_keys(reported):
         "hear_timestamp",
         "table_4_5",
         "table_4_6",
+        "sweeps",
         "encoders",
     }
 

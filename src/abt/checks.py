@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from abt.config import ConfigError, load_schema, validate_config
-from abt.plan import ablation_names, check_inputs_exist, row_tasks, task_dirs, variants
+from abt.plan import check_inputs_exist, check_row_tasks, study_tasks, task_dirs, variants
 from abt.report.fields import DERIVED_FIELDS
 from abt.runspec import resolve
 from abt.sweeps import SweepError, sweep_run_config
@@ -174,15 +174,9 @@ def check_references(cfg: dict[str, Any], schema: Mapping[str, Any]) -> None:
         )
     if (cfg.get("studies") or rep.get("studies")) and not rep.get("hear_l"):
         raise ConfigError("config key 'report.hear_l' must list the tasks ablations are scored on")
-    for study, st in (cfg.get("studies") or {}).items():
-        for i, t in enumerate(st.get("tasks") or []):
-            if t not in known_tasks:
-                raise ConfigError(
-                    f"config key 'studies.{study}.tasks.{i}': {t!r} is not one of the evaluated "
-                    f"tasks ({sorted(known_tasks)})" + _did_you_mean(t, sorted(known_tasks))
-                )
-    for name in ablation_names(cfg):
-        row_tasks(cfg, name)  # a row two studies score on different tasks: a ConfigError
+    check_row_tasks(cfg)  # no row that two studies score on different tasks
+    for name in rep.get("studies") or []:
+        study_tasks(cfg, name)  # the report's studies' tasks are evaluated here (others: planned)
 
     for v in variants(cfg):
         try:

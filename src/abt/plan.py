@@ -509,32 +509,62 @@ def run_tasks(cfg: dict[str, Any], variant: str) -> list[str]:
     return row_tasks(cfg, variant)
 
 
-def study_tasks(cfg: dict[str, Any], study: str) -> list[str]:
-    """The tasks a study's rows are scored on and averaged over: the study's own ``tasks``
-    (Fig. 4.9 scores ESC-50, Speech Commands 5h, GTZAN, FSD50K and CREMA-D) or, without them,
-    the HEAR-L tasks (``report.hear_l``, thesis §4.3)."""
+def _listed_tasks(cfg: dict[str, Any], study: str) -> list[str]:
     return list(cfg["studies"][study].get("tasks") or cfg["report"]["hear_l"])
 
 
-def row_tasks(cfg: dict[str, Any], name: str) -> list[str]:
-    """The tasks an ablation row (or ``random_init``) is scored on: those of the studies that
-    list it (:func:`study_tasks`; every row a study lists, whatever ``report.study_subset``
-    shows), HEAR-L for a row no study lists. A row listed by two studies that score different
-    tasks is a ``ConfigError`` naming them: its one summary cannot hold two averages."""
+def study_tasks(cfg: dict[str, Any], study: str) -> list[str]:
+    """The tasks a study's rows are scored on and averaged over: the study's own ``tasks``
+    (Fig. 4.9 scores ESC-50, Speech Commands 5h, GTZAN, FSD50K and CREMA-D) or, without them,
+    the HEAR-L tasks (``report.hear_l``, thesis §4.3). A task that is not evaluated in this
+    configuration is a ``ConfigError`` naming the key, raised when the study's jobs are planned:
+    a configuration with fewer tasks need not rewrite the studies it does not run."""
+    import difflib
+
+    tasks = _listed_tasks(cfg, study)
+    known = sorted(task_dirs(cfg))
+    for i, t in enumerate(cfg["studies"][study].get("tasks") or []):
+        if t not in known:
+            close = difflib.get_close_matches(t, known, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(
+                f"config key 'studies.{study}.tasks.{i}': {t!r} is not one of the evaluated "
+                f"tasks ({known}){hint}; set the study's tasks (null: report.hear_l) to tasks "
+                "this configuration evaluates"
+            )
+    return tasks
+
+
+def _row_owners(cfg: dict[str, Any], name: str) -> list[str]:
+    """The studies that list ablation row ``name`` (every row a study lists, whatever
+    ``report.study_subset`` shows), all scoring the same tasks: two that do not are a
+    ``ConfigError`` naming them (the row's one summary cannot hold two averages)."""
     studies = cfg.get("studies") or {}
 
     def lists(st: Mapping[str, Any]) -> bool:
         return name in st["ablations"] or (name == RANDOM_INIT and bool(st["random_init"]))
 
-    owners = {s: study_tasks(cfg, s) for s, st in studies.items() if lists(st)}
-    sets = {tuple(t) for t in owners.values()}
-    if len(sets) > 1:
+    owners = {s: _listed_tasks(cfg, s) for s, st in studies.items() if lists(st)}
+    if len({tuple(t) for t in owners.values()}) > 1:
         named = "; ".join(f"studies.{s}: {t}" for s, t in owners.items())
         raise ConfigError(
             f"ablation row {name!r} is compared by studies that score different tasks ({named}); "
             "give them the same 'tasks' or compare the row in one of them"
         )
-    return list(sets.pop()) if sets else list(cfg["report"]["hear_l"])
+    return list(owners)
+
+
+def check_row_tasks(cfg: dict[str, Any]) -> None:
+    """Parse time: no ablation row is listed by two studies that score different tasks."""
+    for name in ablation_names(cfg):
+        _row_owners(cfg, name)
+
+
+def row_tasks(cfg: dict[str, Any], name: str) -> list[str]:
+    """The tasks an ablation row (or ``random_init``) is scored on: those of the studies that
+    list it (:func:`study_tasks`, checked), HEAR-L for a row no study lists."""
+    owners = _row_owners(cfg, name)
+    return study_tasks(cfg, owners[0]) if owners else list(cfg["report"]["hear_l"])
 
 
 def monitor_inputs(cfg: dict[str, Any]) -> dict[str, str]:
