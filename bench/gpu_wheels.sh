@@ -17,5 +17,5 @@ $py -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --imp
   soundfile==0.14.0 cffi==2.1.1 soxr==1.1.0 optuna==5.0.0 colorlog==6.12.0 \
   jsonschema==4.26.0 jsonschema-specifications==2025.9.1 referencing==0.37.0 rpds-py==2026.9.1 \
   espeakng-loader==0.2.4 pretty_midi==0.2.11.post0 mido==1.3.3 importlib_resources==7.1.0 \
-  midirenderer==0.1.3
+  midirenderer==0.1.3 julius==0.2.8
 du -sh .whl && ls -1 .whl

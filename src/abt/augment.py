@@ -74,6 +74,19 @@ def _pair(v: Sequence[float], what: str, ordered: bool = True) -> tuple[float, f
     return t  # type: ignore[return-value]
 
 
+def _within(what: str, v: float, low: float, high: float | None = None) -> None:
+    """``low <= v`` (and ``v <= high`` when given), else a ValueError naming ``what``."""
+    if not (low <= v and (high is None or v <= high)):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{what} must be {bound}, got {v}")
+
+
+def _one_of(what: str, v: Any, options: Sequence[Any]) -> None:
+    """``v`` is one of ``options``, else a ValueError naming ``what`` and the options."""
+    if v not in options:
+        raise ValueError(f"{what} must be one of {options}, got {v!r}")
+
+
 class _Block(nn.Module):
     """Base class: a ``generator`` attribute and helpers drawing per-sample random numbers."""
 
@@ -220,10 +233,8 @@ class Mixup(_Block):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(generator)
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-        if memory_size < 1:
-            raise ValueError(f"memory_size must be >= 1, got {memory_size}")
+        _within("alpha", alpha, 0, 1)
+        _within("memory_size", memory_size, 1)
         self.alpha = float(alpha)
         self.memory_size = int(memory_size)
         self.eps = float(eps)
@@ -373,10 +384,8 @@ class GaussianNoise(_Block):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(generator)
-        if mode not in self.MODES:
-            raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
-        if alpha < 0:
-            raise ValueError(f"alpha must be >= 0, got {alpha}")
+        _one_of("mode", mode, self.MODES)
+        _within("alpha", alpha, 0)
         self.alpha = float(alpha)
         self.sigma_is_std = bool(sigma_is_std)
         self.mode = mode
@@ -493,8 +502,7 @@ class RandomResizeCrop(_Block):
             raise ValueError("freq_scale and time_scale must be positive")
         if height_limit not in self.HEIGHT_LIMITS:
             raise ValueError(f"height_limit must be one of {self.HEIGHT_LIMITS}")
-        if method not in self.METHODS:
-            raise ValueError(f"method must be one of {self.METHODS}, got {method!r}")
+        _one_of("method", method, self.METHODS)
         self.height_limit = height_limit
         self.method = method
         self._workspace: dict[str, Tensor] = {}  # resize matrices reused between calls
@@ -696,8 +704,7 @@ class AugmentationPipeline(nn.Module):
         crop_frames: int | None = None,
     ) -> None:
         super().__init__()
-        if norm not in self.NORMS:
-            raise ValueError(f"norm must be one of {self.NORMS}, got {norm!r}")
+        _one_of("norm", norm, self.NORMS)
         self.blocks = nn.ModuleList(build_block(s) for s in block_specs(blocks))
         domains = [getattr(b, "domain", "spectrogram") for b in self.blocks]
         self.n_wave = next((i for i, d in enumerate(domains) if d != "wave"), len(domains))
@@ -818,8 +825,7 @@ class AugmentationPipeline(nn.Module):
     def views(self, x: Tensor, n_views: int = 2) -> list[Tensor]:
         """``n_views`` independently augmented views of the batch ``x``: log-mels (B, C, F, T),
         or waveforms (B, N) when the pipeline has a front-end (see the class docstring)."""
-        if n_views < 1:
-            raise ValueError(f"n_views must be >= 1, got {n_views}")
+        _within("n_views", n_views, 1)
         b = x.shape[0]
         if x.ndim == 2 and self.frontend is not None:
             h = self.pre(self.wave_to_logmel(x, n_views))

@@ -55,6 +55,7 @@ import torch
 from abt.data.audio import OK, LoadPolicy, LoadResult, load_audio
 from abt.devices import pick_device
 from abt.hear import HearModel, load_model
+from abt.outputs import replacing
 
 INDEX = "index.csv"
 INDEX_COLUMNS = (
@@ -154,14 +155,8 @@ def prepare_out(
                     f"--out {str(out)!r} is inside the input folder {str(given)!r}: the "
                     "embeddings would be mixed with the audio; choose a folder outside it"
                 )
-    if out.exists() and not out.is_dir():
-        raise EmbedError(f"--out {str(out)!r} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise EmbedError(
-                f"--out {str(out)!r} is not empty; choose a new folder, or pass --force to "
-                f"replace the embeddings listed in its {INDEX}"
-            )
+    hint = f"choose a new folder, or pass --force to replace the embeddings listed in its {INDEX}"
+    if replacing(out, force=force, name="--out", hint=hint, error=EmbedError):
         _remove_previous(out)
     out.mkdir(parents=True, exist_ok=True)
     return out

@@ -168,6 +168,22 @@ def check_output(
     return Path(out)
 
 
+def replacing(
+    out: Path, *, force: bool, name: str, hint: str, error: type[Exception] = OutputError
+) -> bool:
+    """For a folder a command fills as a whole and replaces with ``--force`` (``abt embed``'s
+    ``--out``, ``abt export``'s ``OUT``): ``out`` is absent or a folder, and a non-empty one needs
+    ``force`` (else ``error``, with ``hint`` saying what to do). True when ``out`` holds something
+    the caller is to replace (only what it wrote there itself)."""
+    if out.exists() and not out.is_dir():
+        raise error(f"{name} {str(out)!r} exists and is not a folder")
+    if not (out.is_dir() and any(out.iterdir())):
+        return False
+    if not force:
+        raise error(f"{name} {str(out)!r} is not empty; {hint}")
+    return True
+
+
 def header_is(path: Path, columns: Sequence[str]) -> bool:
     """Whether the CSV file ``path`` starts with the header row ``columns`` (a legacy test)."""
     try:

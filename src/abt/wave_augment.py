@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from abt.augment import AUGMENTATIONS, _Block, _pair
+from abt.augment import AUGMENTATIONS, _Block, _one_of, _pair, _within
 
 SAMPLE_RATE = 16000
 TWO_PI = 2.0 * math.pi
@@ -91,8 +91,7 @@ class WaveBlock(_Block):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(generator)
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"p must be in [0, 1], got {p}")
+        _within("p", p, 0, 1)
         self.p = float(p)
         self.sample_rate = int(sample_rate)
 
@@ -281,8 +280,7 @@ class TimeStretch(WaveBlock):
         self.rate = _pair(rate, "rate")
         if self.rate[0] <= 0:
             raise ValueError(f"rate must be positive, got {rate!r}")
-        if anchor not in self.ANCHORS:
-            raise ValueError(f"anchor must be one of {self.ANCHORS}, got {anchor!r}")
+        _one_of("anchor", anchor, self.ANCHORS)
         self.n_fft, self.hop_length, self.anchor = int(n_fft), int(hop_length), anchor
 
     def input_length(self, n_out: int) -> int:
@@ -334,8 +332,7 @@ class PitchShift(WaveBlock):
     ) -> None:
         super().__init__(**kw)
         self.semitones = _pair(semitones, "semitones")
-        if step < 0:
-            raise ValueError(f"step must be >= 0, got {step}")
+        _within("step", step, 0)
         self.step, self.max_denominator = float(step), int(max_denominator)
         self.n_fft, self.hop_length = int(n_fft), int(hop_length)
         self._resamplers: dict[tuple[int, int, str], Any] = {}
@@ -415,8 +412,7 @@ class TimeMask(WaveBlock):
         self.band = _pair(band, "band")
         if not 0.0 <= self.band[0] <= self.band[1] <= 1.0:
             raise ValueError(f"band must be fractions 0 <= low <= high <= 1, got {band!r}")
-        if fade_s < 0:
-            raise ValueError(f"fade_s must be >= 0, got {fade_s}")
+        _within("fade_s", fade_s, 0)
         self.fade_s = float(fade_s)
 
     def sample_params(self, b: int, n: int, device: torch.device) -> dict[str, Tensor]:

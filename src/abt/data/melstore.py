@@ -29,14 +29,6 @@ from abt.data.storeformat import (
 )
 
 
-def uniform_starts(rng: np.random.Generator, lengths: np.ndarray, length: int) -> np.ndarray:
-    """One uniform start in ``[0, n - length]`` (inclusive) per clip of ``lengths`` ``n``; 0 for a
-    clip shorter than ``length`` (one draw of ``rng`` per clip: the log-mel and waveform stores'
-    crops)."""
-    span = np.maximum(np.asarray(lengths) - length, 0) + 1
-    return (rng.random(len(span)) * span).astype(np.int64)
-
-
 class MelStore(storeformat.StoredStatistics):
     """Read side of a store: memory-mapped mels, index arrays, statistics, batched crops.
 
@@ -239,11 +231,8 @@ class MelStore(storeformat.StoredStatistics):
             out[~valid] = pad_value
         return out
 
-    def random_starts(
-        self, rng: np.random.Generator, indices: np.ndarray, length: int
-    ) -> np.ndarray:
-        """Uniform crop starts in ``[0, frames - length]`` (inclusive); 0 for short clips."""
-        return uniform_starts(rng, self.frames[np.asarray(indices)], length)
+    def clip_lengths(self) -> np.ndarray:
+        return self.frames
 
     def random_crops(
         self, rng: np.random.Generator, indices: np.ndarray, length: int, pad: str = "silence"

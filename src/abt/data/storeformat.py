@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 MISSING = "missing"
 
 HEADER_LEN = 128  # fixed .npy header length so the shape can be rewritten in place
@@ -67,6 +69,19 @@ class StoredStatistics:
     (:class:`abt.data.melstore.MelStore`, :class:`abt.data.wavestore.WaveStore`)."""
 
     stats: dict[str, Any]
+
+    def clip_lengths(self) -> np.ndarray:
+        """Each clip's length in the reader's unit (log-mel frames, samples)."""
+        raise NotImplementedError
+
+    def random_starts(
+        self, rng: np.random.Generator, indices: np.ndarray, length: int
+    ) -> np.ndarray:
+        """Uniform crop starts in ``[0, n - length]`` (inclusive) for the clips ``indices`` of
+        ``n`` frames or samples; 0 for a clip shorter than ``length``. One draw of ``rng`` per
+        clip, the same for both readers."""
+        span = np.maximum(self.clip_lengths()[np.asarray(indices)] - length, 0) + 1
+        return (rng.random(len(span)) * span).astype(np.int64)
 
     @property
     def fingerprint(self) -> str | None:

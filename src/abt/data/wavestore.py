@@ -51,7 +51,6 @@ import torch
 from abt.data.audio import OK
 from abt.data.clips import ClipSpec, StoreError, sha256_file
 from abt.data.mel import LogMelFrontEnd, MelConfig
-from abt.data.melstore import uniform_starts
 from abt.data.staging import Staging
 from abt.data.store import (
     MANIFEST_COLUMNS,
@@ -354,11 +353,8 @@ class WaveStore(StoredStatistics):
         out[~valid] = pad_value
         return out
 
-    def random_starts(
-        self, rng: np.random.Generator, indices: np.ndarray, length: int
-    ) -> np.ndarray:
-        """Uniform starts in ``[0, samples - length]`` (inclusive); 0 for short clips."""
-        return uniform_starts(rng, self.lengths[np.asarray(indices)], length)
+    def clip_lengths(self) -> np.ndarray:
+        return self.lengths
 
     def random_crops(
         self,

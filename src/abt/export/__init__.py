@@ -28,7 +28,6 @@ holding it. The export is written next to ``OUT`` and moved into place when comp
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -38,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from abt.checkpoint import EXPORT_CONFIG, EXPORT_FORMAT, read_checkpoint, write_export
-from abt.rundir import FILES, RunDir
+from abt.outputs import replacing
+from abt.rundir import FILES, RunDir, sha256_file
 
 CARD = "README.md"
 #: the run's files an export carries as they are (when the run has them)
@@ -62,14 +62,6 @@ class ExportError(ValueError):
     """A run that cannot be exported, or an unusable ``OUT``; the message says what to do."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _inside(a: Path, b: Path) -> bool:
     """``a`` is ``b`` or lies inside it (both resolved)."""
     return a == b or b in a.parents
@@ -83,14 +75,8 @@ def check_out(run_dir: Path, out: Path, force: bool) -> None:
         )
     if _inside(run, target):
         raise ExportError(f"OUT {str(out)!r} holds the run folder {str(run_dir)!r}; refusing")
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"OUT {str(out)!r} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise ExportError(
-                f"OUT {str(out)!r} exists and is not empty; choose a new folder (or pass --force "
-                "to replace an earlier export)"
-            )
+    hint = "choose a new folder (or pass --force to replace an earlier export)"
+    if replacing(out, force=force, name="OUT", hint=hint, error=ExportError):
         try:
             fmt = json.loads((out / EXPORT_CONFIG).read_text()).get("format")
         except (OSError, ValueError, AttributeError):
@@ -343,7 +329,7 @@ def export_run(
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        write_export(stage, ck, source_checkpoint={"file": ckpt.name, "sha256": _sha256(ckpt)})
+        write_export(stage, ck, source_checkpoint={"file": ckpt.name, "sha256": sha256_file(ckpt)})
         files = ["model.safetensors", "config.json"]
         for name in RUN_FILES:  # an empty metrics file (no monitoring) is left out
             if (run_dir / name).is_file() and (run_dir / name).stat().st_size:

@@ -8,7 +8,7 @@ The thesis's published numbers (``reported.yaml``) are separate tables (or rows)
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,23 +193,34 @@ def _model_row_label(key: str, models: Mapping[str, Any]) -> str:
     return f"{tag} {m['label']}"
 
 
-def vs_random_table(tables_dir: str) -> list[Table]:
-    """Per task: trained vs random init with bootstrap intervals and the paired difference."""
-    p = TablesFiles(tables_dir).vs_random
-    df = read_written(p)
+def _written_table(
+    path: str,
+    key: str,
+    title: str,
+    caption: str,
+    columns: list[str],
+    row: Callable[[pd.Series], list[str]],
+) -> list[Table]:
+    """A table with one row per row of ``path``, a CSV the paper tables' job writes; none when
+    that job wrote none (``read_written``: absent or empty)."""
+    df = read_written(path)
     if df is None:
         return []
-    rows = [[encoder_label(r["encoder"]), task_label(r["task"]), str(r["metric"]),
-             *_paired_cells(r, "random_init", "random_lo", "random_hi")]
-            for _, r in df.iterrows()]  # fmt: skip
-    return [Table(
+    return [Table(key, title, caption, columns, [row(r) for _, r in df.iterrows()], csv=str(path))]
+
+
+def vs_random_table(tables_dir: str) -> list[Table]:
+    """Per task: trained vs random init with bootstrap intervals and the paired difference."""
+    return _written_table(
+        TablesFiles(tables_dir).vs_random,
         "hear_vs_random", "Pre-training vs random initialisation, per task",
         "Each task's primary score with its 95 % interval (a stratified bootstrap of the test "
         "items, resampled within each test split), and the paired bootstrap interval of the "
         "difference (the same resampled items for both models): 'better' when it lies above 0.",
         ["Encoder", "Task", "Metric", "Trained", "Random init", "Difference", "Verdict"],
-        rows, csv=str(p),
-    )]  # fmt: skip
+        lambda r: [encoder_label(r["encoder"]), task_label(r["task"]), str(r["metric"]),
+                   *_paired_cells(r, "random_init", "random_lo", "random_hi")],
+    )  # fmt: skip
 
 
 def _ci(r: Any, v: str, lo: str, hi: str) -> str:
@@ -226,14 +237,8 @@ def _paired_cells(r: Any, other: str, lo: str, hi: str) -> list[str]:
 def vs_references_table(tables_dir: str) -> list[Table]:
     """Per task: each trained run against each measured reference, with their intervals and
     the paired difference (``hear_vs_references.csv``)."""
-    p = TablesFiles(tables_dir).vs_references
-    df = read_written(p)
-    if df is None:
-        return []
-    rows = [[encoder_label(r["encoder"]), str(r["label"]), task_label(r["task"]), str(r["metric"]),
-             *_paired_cells(r, "score", "score_lo", "score_hi")]
-            for _, r in df.iterrows()]  # fmt: skip
-    return [Table(
+    return _written_table(
+        TablesFiles(tables_dir).vs_references,
         "hear_vs_references", "Pre-trained runs vs the measured references, per task",
         "Other HEAR modules (hear.references) evaluated here with the same kit, tasks, grid and "
         "bootstrap as abt's runs, apart from the thesis's reported rows: each task's primary "
@@ -241,22 +246,16 @@ def vs_references_table(tables_dir: str) -> list[Table]:
         "reference, the same resampled test items): 'better' when it lies above 0.",
         ["Encoder", "Reference", "Task", "Metric", "Trained", "Reference score", "Difference",
          "Verdict"],
-        rows, csv=str(p),
-    )]  # fmt: skip
+        lambda r: [encoder_label(r["encoder"]), str(r["label"]), task_label(r["task"]),
+                   str(r["metric"]), *_paired_cells(r, "score", "score_lo", "score_hi")],
+    )  # fmt: skip
 
 
 def vs_reported_table(tables_dir: str) -> list[Table]:
     """Per task: a measured reference against the score the thesis prints for the same model
     (``references_vs_reported.csv``)."""
-    p = TablesFiles(tables_dir).vs_reported
-    df = read_written(p)
-    if df is None:
-        return []
-    rows = [[str(r["label"]), task_label(r["task"]), str(r["metric"]),
-             _ci(r, "score", "score_lo", "score_hi"), fmt(r["reported"]), f"{r['diff']:+.3f}",
-             "differs beyond the spread" if r["beyond"] else "within the spread"]
-            for _, r in df.iterrows()]  # fmt: skip
-    return [Table(
+    return _written_table(
+        TablesFiles(tables_dir).vs_reported,
         "references_vs_reported", "Measured references vs the thesis's reported scores",
         "A reference measured here that the thesis also prints (its Tables 4.1-4.4, the HEAR "
         "2021 results): the measured primary score with its 95 % interval (a bootstrap of the "
@@ -264,8 +263,11 @@ def vs_reported_table(tables_dir: str) -> list[Table]:
         "score lies outside that interval; the interval covers the test items only, not the "
         "grid search, a different download or preparation of the task, or the model's version.",
         ["Reference", "Task", "Metric", "Measured", "Reported", "Difference", "Verdict"],
-        rows, csv=str(p),
-    )]  # fmt: skip
+        lambda r: [str(r["label"]), task_label(r["task"]), str(r["metric"]),
+                   _ci(r, "score", "score_lo", "score_hi"), fmt(r["reported"]),
+                   f"{r['diff']:+.3f}",
+                   "differs beyond the spread" if r["beyond"] else "within the spread"],
+    )  # fmt: skip
 
 
 def table_45(tables_dir: str) -> list[Table]:
