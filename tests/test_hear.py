@@ -422,6 +422,11 @@ def test_shims_in_a_subprocess(tmp_path):
         "try:\n    tf.convert_to_tensor(1)\n"
         "except RuntimeError as e:\n    assert 'stub' in str(e)\n"
         "else:\n    raise SystemExit('no error')\n"
+        "for fn in (tf.zeros, tf.random.uniform, tf.math.reduce_sum):\n"
+        "    try:\n        fn(1)\n"
+        "    except RuntimeError as e:\n        assert 'only PyTorch HEAR modules' in str(e)\n"
+        "    else:\n        raise SystemExit(f'no error from {fn}')\n"
+        "assert not hasattr(tf, '__wrapped__') and not hasattr(tf.random, '__wrapped__')\n"
         "assert pynvml.nvmlDeviceGetName(0) == b'NVIDIA Fake', pynvml.nvmlDeviceGetName(0)\n"
         "assert 'pynvml.nvmlDeviceGetName' in hear_compat.PATCHED\n"
     )
@@ -440,8 +445,11 @@ def test_shims_for_the_references_in_a_subprocess(tmp_path):
         "assert np.array_equal(a, librosa.filters.mel(sr=44100, n_fft=4096, n_mels=256))\n"
         "assert a.shape == (256, 2049)\n"
         "print(getattr(torchaudio, 'ABT_STUB', False))\n"
-        "try:\n    torchaudio.load('x.wav')\n"
-        "except RuntimeError as e:\n    assert 'stand-in' in str(e)\n"
+        "for fn in (torchaudio.load, torchaudio.transforms):\n"
+        "    try:\n        fn('x.wav')\n"
+        "    except RuntimeError as e:\n        assert 'stand-in' in str(e)\n"
+        "    else:\n        raise SystemExit(f'no error from {fn}')\n"
+        "assert not hasattr(torchaudio, '__wrapped__')\n"
     )
     env = {**os.environ, "PYTHONPATH": str(he.SHIM_DIR)}
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)

@@ -8,18 +8,18 @@ torch-only GPU box does not raise). Everything else raises: only PyTorch modules
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import Any
+
+from _abt_stub import getattr_raising, unavailable
 
 __version__ = "0.0.0+abt.stub"
 ABT_STUB = True
 float32 = "float32"
 
-
-def _unavailable(*_args: Any, **_kwargs: Any) -> NoReturn:
-    raise RuntimeError(
-        "tensorflow is a stub in the abt HEAR evaluation venv; only PyTorch HEAR modules "
-        "can be evaluated"
-    )
+_unavailable = unavailable(
+    "tensorflow is a stub in the abt HEAR evaluation venv; only PyTorch HEAR modules can be "
+    "evaluated"
+)
 
 
 class Module:
@@ -36,9 +36,7 @@ class _Namespace:
         self.__dict__.update(attrs)
 
     def __getattr__(self, attr: str) -> Any:
-        if attr.startswith("__"):
-            raise AttributeError(attr)
-        return _unavailable
+        return getattr_raising(_unavailable)(attr)
 
 
 test = _Namespace("test", is_gpu_available=lambda *a, **k: True,
@@ -50,8 +48,4 @@ convert_to_tensor = _unavailable
 device = _unavailable
 constant = _unavailable
 
-
-def __getattr__(name: str) -> Any:
-    if name.startswith("__"):
-        raise AttributeError(name)
-    return _unavailable
+__getattr__ = getattr_raising(_unavailable)

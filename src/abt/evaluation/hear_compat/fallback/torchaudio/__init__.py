@@ -9,25 +9,16 @@ for torch 2.13, so none is installed; every use of this stand-in raises.
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from _abt_stub import getattr_raising, unavailable
 
 __version__ = "0.0.0+abt.stand-in"
 ABT_STUB = True
 
-
-def _unavailable(*_args: Any, **_kwargs: Any) -> NoReturn:
-    raise RuntimeError(
-        "torchaudio is a stand-in in the abt HEAR evaluation venv (no release exists for its "
-        "torch); install a torchaudio that matches torch into the venv to use it"
-    )
-
-
+_unavailable = unavailable(
+    "torchaudio is a stand-in in the abt HEAR evaluation venv (no release exists for its "
+    "torch); install a torchaudio that matches torch into the venv to use it"
+)
 load = _unavailable
 save = _unavailable
 info = _unavailable
-
-
-def __getattr__(name: str) -> Any:
-    if name.startswith("__"):
-        raise AttributeError(name)
-    return _unavailable
+__getattr__ = getattr_raising(_unavailable)
