@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from abt.encoders.base import ENCODERS, Encoder
+from abt.encoders.vit import Block
 
 #: (depths, dims, heads) per registered configuration (Wu et al. 2021, Table 2)
 CVT_CONFIGS: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {
@@ -109,22 +110,6 @@ class ConvAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 
-class CvTBlock(nn.Module):
-    """Pre-norm block: ``x + Attn(LN(x))``, then ``x + MLP(LN(x))``."""
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
-        super().__init__()
-        hidden = int(dim * mlp_ratio)
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = ConvAttention(dim, num_heads)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
-
-    def forward(self, x: torch.Tensor, grid: tuple[int, int], n_cls: int) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), grid, n_cls)
-        return x + self.mlp(self.norm2(x))
-
-
 class CvTStage(nn.Module):
     """Token embedding + ``depth`` blocks; ``cls=True`` prepends a learnable [CLS] token."""
 
@@ -134,7 +119,9 @@ class CvTStage(nn.Module):
             c_in, dim, EMBED_KERNELS[stage], EMBED_STRIDES[stage], EMBED_PADDINGS[stage]
         )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if cls else None
-        self.blocks = nn.ModuleList(CvTBlock(dim, heads) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            Block(dim, heads, attention=ConvAttention, eps=1e-5) for _ in range(depth)
+        )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         z = self.embed(x)  # (B, d, H, W)

@@ -22,7 +22,7 @@ Patch sizes: (16, 16), (16, 8), (8, 8), (64, 2) as (frequency, time).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -193,18 +193,30 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm Transformer block: ``x + Attn(LN(x))``, then ``x + MLP(LN(x))``."""
+    """Pre-norm Transformer block: ``x + Attn(LN(x), *context)``, then ``x + MLP(LN(x))``.
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+    ``attention`` builds the attention from ``(dim, num_heads)``: ViT's :class:`Attention` by
+    default, CvT's convolutional one (whose ``context`` is the token grid and the number of
+    [CLS] tokens); ``eps`` is the LayerNorms' (ViT 1e-6, CvT PyTorch's 1e-5)."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        *,
+        attention: Callable[[int, int], nn.Module] | None = None,
+        eps: float = 1e-6,
+    ) -> None:
         super().__init__()
         hidden = int(dim * mlp_ratio)
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = (attention or Attention)(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x: torch.Tensor, *context: Any) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), *context)
         return x + self.mlp(self.norm2(x))
 
 
