@@ -124,7 +124,7 @@ class GpuSampler:
         return round(statistics.mean(self.samples), 1) if self.samples else None
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -137,11 +137,11 @@ def matmul_tflops(device: torch.device, n: int = 8192, reps: int = 20) -> dict[s
     b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     for _ in range(reps):
         a @ b
-    _sync(device)
+    sync(device)
     dt = (time.perf_counter() - t0) / reps
     return {"dtype": str(dtype).replace("torch.", ""), "n": n, "tflops": 2 * n**3 / dt / 1e12}
 
@@ -210,34 +210,46 @@ def step_gflops(tr: Trainer) -> float:
     return 6 * per_clip * tr.batch_size
 
 
-def _batches(tr: Trainer) -> Any:
+def batches(tr: Trainer) -> Any:
     """The training loop's batches, epoch after epoch (plan, background gathering, transfer)."""
     while True:
-        with tr.loader(tr.plan_epoch()) as batches:
-            yield from batches
+        with tr.loader(tr.plan_epoch()) as epoch:
+            yield from epoch
+
+
+def step_arguments(ap: argparse.ArgumentParser, *, steps: int, warmup: int, clips: int) -> None:
+    """The options every script timing training steps takes (this one, ``gpu_steps.py``,
+    ``gpu_profile.py``): device, batch, steps, warm-up steps, synthetic clips, smoke, out."""
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--warmup", type=int, default=warmup)
+    ap.add_argument("--clips", type=int, default=clips)
+    ap.add_argument("--smoke", action="store_true", help="tiny CPU check of the script")
+    ap.add_argument("--out", default=None)
 
 
 def measure_abt(tr: Trainer, steps: int, warmup: int) -> dict[str, Any]:
     """Steps of the training loop as ``Trainer.fit`` runs them (plan, loader, train_step), timed
     back to back: the loop itself never waits for the GPU."""
-    stream = _batches(tr)
+    stream = batches(tr)
     for _ in range(warmup):
         tr.train_step(next(stream))
-    _sync(tr.device)
+    sync(tr.device)
     if tr.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(tr.device)
     t0 = time.perf_counter()
     with GpuSampler(nvidia_smi_id(tr.device)) as gs:
         for _ in range(steps):
             tr.train_step(next(stream))
-        _sync(tr.device)
+        sync(tr.device)
     step = (time.perf_counter() - t0) / steps
     n = max(3, steps // 2)  # the data path alone: gather, transfer, augment both views
     t0 = time.perf_counter()
     with torch.no_grad():
         for _ in range(n):
             tr.augment.views(next(stream), 2)
-    _sync(tr.device)
+    sync(tr.device)
     data = (time.perf_counter() - t0) / n
     stream.close()
     out = {"step_s": step, "gpu_busy_pct": gs.mean, "data_s": data}
@@ -252,19 +264,19 @@ def measure_authors(tr: Trainer, steps: int, warmup: int, workers: int) -> dict[
     stream = authors_loader(tr.store, tr.batch_size, workers, pin=cuda)
     for _ in range(warmup):
         step(*next(stream))
-    _sync(tr.device)
+    sync(tr.device)
     t0 = time.perf_counter()
     with GpuSampler(nvidia_smi_id(tr.device)) as gs:
         for _ in range(steps):
             step(*next(stream))
-        _sync(tr.device)
+        sync(tr.device)
     dt = (time.perf_counter() - t0) / steps
     n = max(3, steps // 2)
     t0 = time.perf_counter()
     for _ in range(n):
         v1, v2 = next(stream)
         v1.to(tr.device), v2.to(tr.device)
-    _sync(tr.device)
+    sync(tr.device)
     data = (time.perf_counter() - t0) / n
     return {"step_s": dt, "gpu_busy_pct": gs.mean, "data_s": data}
 
@@ -303,14 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--encoders", nargs="+", default=["audiontt", "vitc_b_16x8"])
     ap.add_argument("--options", nargs="+", default=DEFAULT_OPTIONS)
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--warmup", type=int, default=8)
-    ap.add_argument("--clips", type=int, default=1024)
     ap.add_argument("--authors-workers", type=int, default=8)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--smoke", action="store_true", help="tiny CPU check of the script")
-    ap.add_argument("--out", default=None)
+    step_arguments(ap, steps=30, warmup=8, clips=1024)
     a = ap.parse_args(argv)
     for o in a.options:
         parse_option(o)  # fail early on a typo

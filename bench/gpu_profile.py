@@ -21,28 +21,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, write  # noqa: E402
-from bench_gpu import make_run, synthetic_store  # noqa: E402
+from bench_gpu import batches, make_run, step_arguments, sync, synthetic_store  # noqa: E402
 
 from abt.config import REPO_ROOT, load_config  # noqa: E402
 from abt.data.store import MelStore  # noqa: E402
 from abt.trainer import Trainer  # noqa: E402
-
-
-def _batches(tr: Trainer) -> Any:
-    while True:
-        with tr.loader(tr.plan_epoch()) as batches:
-            yield from batches
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _top(events: Any, key: str, steps: int, n: int) -> list[dict[str, Any]]:
@@ -62,16 +50,16 @@ def profile_row(cfg: dict, store: MelStore, tmp: Path, enc: str, option: str, a:
     run = make_run(cfg, enc, option, a.batch)
     tr = Trainer(run, store, tmp / f"{enc}-{option}", device=a.device, progress=False,
                  log=lambda *_: None)  # fmt: skip
-    stream = _batches(tr)
+    stream = batches(tr)
     for _ in range(a.warmup):
         tr.train_step(next(stream))
-    _sync(tr.device)
+    sync(tr.device)
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if tr.device.type == "cuda" else [])
     with profile(activities=acts) as prof:
         t0 = time.perf_counter()
         for _ in range(a.steps):
             tr.train_step(next(stream))
-        _sync(tr.device)
+        sync(tr.device)
         wall = (time.perf_counter() - t0) / a.steps
     stream.close()
     ev = prof.key_averages()
@@ -92,15 +80,9 @@ def profile_row(cfg: dict, store: MelStore, tmp: Path, enc: str, option: str, a:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--rows", nargs="+", default=["audiontt:default", "vitc_b_16x8:default"])
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--clips", type=int, default=1024)
     ap.add_argument("--top", type=int, default=15)
-    ap.add_argument("--smoke", action="store_true", help="tiny CPU check of the script")
-    ap.add_argument("--out", default=None)
+    step_arguments(ap, steps=10, warmup=5, clips=1024)
     a = ap.parse_args(argv)
     if a.smoke:
         a.batch, a.steps, a.warmup, a.clips = 4, 1, 1, 16

@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, write  # noqa: E402
-from bench_gpu import make_run, synthetic_store  # noqa: E402
+from bench_gpu import batches, make_run, step_arguments, synthetic_store  # noqa: E402
 
 from abt.config import REPO_ROOT, load_config  # noqa: E402
 from abt.data.store import MelStore  # noqa: E402
@@ -100,7 +100,7 @@ def run_row(cfg: dict, store: MelStore, tmp: Path, enc: str, option: str, a: Any
     if a.smoke and option == "default" and tr.encoder.unit_frames is not None and not compiled:
         tr.method.online.compile(backend="aot_eager")  # the CPU stand-in for the GPU's compile
         compiled = True
-    stream = _batches(tr)
+    stream = batches(tr)
     for _ in range(a.warmup):
         tr.train_step(next(stream))
     if tr.device.type == "cuda":
@@ -133,21 +133,9 @@ def run_row(cfg: dict, store: MelStore, tmp: Path, enc: str, option: str, a: Any
     }
 
 
-def _batches(tr: Trainer) -> Any:
-    while True:
-        with tr.loader(tr.plan_epoch()) as batches:
-            yield from batches
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--clips", type=int, default=768)
-    ap.add_argument("--smoke", action="store_true", help="tiny CPU check of the script")
-    ap.add_argument("--out", default=None)
+    step_arguments(ap, steps=5, warmup=3, clips=768)
     a = ap.parse_args(argv)
     if a.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: run on a GPU machine (or --device cpu --smoke)", file=sys.stderr)
