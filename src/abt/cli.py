@@ -34,6 +34,13 @@ Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argpar
 COMMANDS: Registry[Command] = Registry("command")
 
 
+def _device_arg(p: argparse.ArgumentParser) -> None:
+    """``--device`` of the commands that pick one (:func:`abt.devices.pick_device`)."""
+    p.add_argument(
+        "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps"
+    )
+
+
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config",
@@ -296,7 +303,7 @@ def _pre_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--store", required=True, help="pre-training store directory")
     p.add_argument("--out", required=True, help="run directory (resumes if it has a checkpoint)")
-    p.add_argument("--device", default="auto")
+    _device_arg(p)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument(
         "--run-json",
@@ -399,9 +406,7 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
         "scene embedding per file",
     )
     p.add_argument("--batch", type=int, default=16, help="files decoded and embedded at a time")
-    p.add_argument(
-        "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps"
-    )
+    _device_arg(p)
     p.add_argument(
         "--force",
         action="store_true",
@@ -498,9 +503,7 @@ def _ft_args(p: argparse.ArgumentParser) -> None:
         "--out", required=True, help="result JSON to write (<stem>.predictions.npz beside it)"
     )
     _config_args(p)
-    p.add_argument(
-        "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps"
-    )
+    _device_arg(p)
 
 
 def _ft(a: argparse.Namespace) -> int:
