@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import datetime
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from abt.config import ConfigError
+from abt.data.clips import sha256_file
 from abt.locks import LOCK_NAME
 
 #: the outputs of a finished run by role, published into the run directory in this order
@@ -71,14 +71,6 @@ WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPE
 
 class RunDirError(ConfigError):
     """The run directory cannot be used (a file, not writable, ...); the message says what to do."""
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _stamp() -> str:

@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from abt.checkpoint import EXPORT_CONFIG, EXPORT_FORMAT, read_checkpoint, write_export
+from abt.data.clips import sha256_file
 from abt.outputs import replacing
-from abt.rundir import FILES, RunDir, sha256_file
+from abt.rundir import FILES, RunDir
 
 CARD = "README.md"
 #: the run's files an export carries as they are (when the run has them)
