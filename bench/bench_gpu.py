@@ -13,7 +13,8 @@ Rows (each encoder):
 * ``default+bf16`` -- the same path with ``pretrain.precision: bf16`` (the speed targets);
 * composable option strings joined by ``+``: a precision (``fp32``, ``bf16``, ``fp16``,
   ``mixed``) and any of ``channels_last``, ``compile``, ``cudagraphs`` (compile mode
-  reduce-overhead), ``fused`` (fused Adam/AdamW), ``noprefetch``; unnamed speed options are off;
+  reduce-overhead), ``fused`` (fused Adam/AdamW), ``noprefetch``, ``tf32`` (``pretrain.tf32:
+  all``: TF32 matrix products as well as convolutions); unnamed speed options are off;
 * ``authors`` -- the embedded reimplementation of the authors' pipeline (``bench/_authors.py``:
   per-clip augmentation in DataLoader worker processes, fp16 autocast + GradScaler, ``.item()``
   every step) around the same networks.
@@ -59,7 +60,7 @@ from abt.trainer import Trainer  # noqa: E402
 AUDIOSET_CLIPS = 1_629_756  # thesis Table 3.3, unbalanced train, downloaded
 THESIS_VITC_B_HOURS = 120.0  # thesis §4.1 footnote: ViT_C-B, one RTX 6000, mixed precision
 PRECISIONS = ("fp32", "bf16", "fp16", "mixed")
-FLAGS = ("channels_last", "compile", "cudagraphs", "fused", "noprefetch")
+FLAGS = ("channels_last", "compile", "cudagraphs", "fused", "noprefetch", "tf32")
 
 
 def synthetic_store(path: Path, n_clips: int, frames: int = 1001, n_mels: int = 64) -> Path:
@@ -188,6 +189,8 @@ def make_run(cfg: dict, encoder: str, option: str, batch: int) -> dict | None:
         pre["speed"]["compile"] = "reduce-overhead" if "cudagraphs" in flags else "default"
     if "noprefetch" in flags:
         pre["speed"]["prefetch_batches"] = 0
+    if "tf32" in flags:
+        pre["tf32"] = "all"  # TF32 matrix products too (pretrain.tf32), not only convolutions
     if "fused" in flags:
         if run["optimizer"]["name"] not in ("adamw", "adam"):
             return None  # LARS has no fused kernel
