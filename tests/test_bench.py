@@ -102,3 +102,15 @@ def test_gpu_busy_is_read_from_the_gpu_cuda_trains_on(monkeypatch):
     with bench_gpu.GpuSampler("GPU-x") as gs:
         gs._t.join(timeout=30)  # the sampler stops at the first failed read
     assert calls and calls[0][-2:] == ["-i", "GPU-x"] and gs.mean is None
+
+
+def test_gpu_benchmark_tf32_flag_sets_tf32_for_matrix_products():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import bench_gpu
+
+    from abt.config import REPO_ROOT, load_config
+
+    cfg = load_config(REPO_ROOT / "config.yaml")
+    assert bench_gpu.make_run(cfg, "audiontt", "default", 8)["pretrain"]["tf32"] == "conv"
+    assert bench_gpu.make_run(cfg, "audiontt", "default+tf32", 8)["pretrain"]["tf32"] == "all"
+    assert bench_gpu.make_run(cfg, "audiontt", "fp32+tf32", 8)["pretrain"]["tf32"] == "all"
